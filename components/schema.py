@@ -1,0 +1,88 @@
+"""Schema: the curated schema of the dataset when `schemas/` has one, else inferred from train statistics."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pipeline.artifacts import Schema, Statistics
+from pipeline.errors import DataError
+from pipeline.libs import load_tfdv
+from pipeline.runner import Component
+
+IMAGE, LABEL = "image", "label"
+PIXELS, CLASSES = 28 * 28, 10
+
+
+def curated_schema_path(schema_dir: Path, dataset_name: str, schema_file: str | None = None) -> Path | None:
+    """The curated schema for a dataset: an explicit file, else `<schema_dir>/<name>.pbtxt` if present."""
+    if schema_file:
+        if not Path(schema_file).is_file():
+            raise DataError(f"{schema_file}: schema file not found")
+        return Path(schema_file)
+    path = schema_dir / f"{dataset_name}.pbtxt"
+    return path if dataset_name and path.is_file() else None
+
+
+def load_schema(path: Path):
+    """Parses a text-protobuf schema; a malformed file is a DataError naming it."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    try:
+        return text_format.Parse(path.read_text(), schema_pb2.Schema())
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid TFDV schema ({str(exc).splitlines()[0]})") from None
+
+
+def apply_contract(schema) -> None:
+    """Adds what every MNIST-family dataset must satisfy and inference cannot know.
+
+    `infer_schema` sets no value ranges and takes the label's domain from whatever values it saw,
+    so an out-of-range label in the training data would pass: this fixes the contract instead.
+    """
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    features = {f.name: f for f in schema.feature}
+    for name in (IMAGE, LABEL):
+        if name not in features:
+            raise DataError(f"feature '{name}' is missing from the data (found: {', '.join(features) or 'none'})")
+    image, label = features[IMAGE], features[LABEL]
+    image.int_domain.CopyFrom(schema_pb2.IntDomain(name="pixel", min=0, max=255))
+    image.shape.CopyFrom(schema_pb2.FixedShape(dim=[schema_pb2.FixedShape.Dim(size=PIXELS)]))
+    label.ClearField("domain")
+    label.int_domain.CopyFrom(schema_pb2.IntDomain(name="class", min=0, max=CLASSES - 1, is_categorical=True))
+    label.shape.CopyFrom(schema_pb2.FixedShape(dim=[schema_pb2.FixedShape.Dim(size=1)]))
+    del schema.string_domain[:]
+    schema.ClearField("default_environment")
+    schema.default_environment.extend(["TRAINING", "SERVING"])
+    label.ClearField("not_in_environment")
+    label.not_in_environment.append("SERVING")
+
+
+def _curated_key(curated: Path | None) -> str | None:
+    return hashlib.sha256(curated.read_bytes()).hexdigest() if curated else None
+
+
+def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None) -> Schema:
+    """Writes `<out_dir>/schema.pbtxt`: the curated schema, or one inferred from the train statistics.
+
+    Example:
+        >>> s = schema(stats, out_dir=Path("/tmp/schema"), curated=Path("schemas/mnist.pbtxt"))
+        >>> s.source
+        'curated:schemas/mnist.pbtxt'
+    """
+    tfdv = load_tfdv()
+
+    if curated is not None:
+        proto, source = load_schema(curated), f"curated:{curated}"
+    else:
+        train = tfdv.load_stats_binary(statistics.path("train"))
+        proto, source = tfdv.infer_schema(train, infer_feature_shape=True), "inferred"
+        apply_contract(proto)
+    result = Schema(uri=str(out_dir), fingerprint="", source=source)
+    tfdv.write_schema_text(proto, result.path)
+    return result
+
+
+COMPONENT = Component(name="schema", fn=schema, inputs=(Statistics,), output=Schema, version="1",
+                      source_key=_curated_key)

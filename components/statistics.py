@@ -1,0 +1,66 @@
+"""Statistics: TFDV feature statistics for every split, computed in one Beam pipeline."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.artifacts import SPLITS, Examples, Statistics
+from pipeline.errors import DataError
+from pipeline.libs import load_tfdv
+from pipeline.runner import Component
+
+LABEL = "label"
+
+
+def stats_options():
+    """StatsOptions whose schema marks the label categorical, so it gets per-class counts."""
+    tfdv = load_tfdv()
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    schema = schema_pb2.Schema()
+    feature = schema.feature.add(name=LABEL, type=schema_pb2.INT)
+    feature.int_domain.is_categorical = True
+    return tfdv.StatsOptions(schema=schema)
+
+
+def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] = ()) -> Statistics:
+    """Computes TFDV statistics of each split of `examples` into `<out_dir>/<split>/FeatureStats.pb`.
+
+    Args:
+        examples: the ingested TFRecords.
+        out_dir: the artifact directory to fill.
+        beam_args: Beam pipeline options, e.g. `("--direct_running_mode=multi_processing",)`.
+
+    Raises:
+        DataError: the statistics counted a different number of examples than ingest wrote
+            (some Beam runners have been known to drop records).
+
+    Example:
+        >>> stats = statistics(examples, out_dir=Path("/tmp/stats"))
+        >>> tfdv.load_stats_binary(stats.path("train")).datasets[0].num_examples
+        54000
+    """
+    import apache_beam as beam
+    tfdv = load_tfdv()
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from tfx_bsl.public import tfxio
+
+    result = Statistics(uri=str(out_dir), fingerprint="", splits=SPLITS)
+    options = stats_options()
+    with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
+        for split in SPLITS:
+            (out_dir / split).mkdir(parents=True)
+            source = tfxio.TFExampleRecord(file_pattern=examples.file_pattern(split),
+                                           telemetry_descriptors=["pipeline", "statistics"])
+            _ = (pipeline
+                 | f"Read[{split}]" >> source.BeamSource(options.desired_batch_size)
+                 | f"Stats[{split}]" >> tfdv.GenerateStatistics(options)
+                 | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(result.path(split)))
+    for split in SPLITS:
+        counted = tfdv.load_stats_binary(result.path(split)).datasets[0].num_examples
+        if counted != examples.counts[split]:
+            raise DataError(f"statistics of split '{split}' counted {counted} examples, but ingest wrote "
+                            f"{examples.counts[split]} to {examples.file_pattern(split)}: the Beam runner lost records")
+    return result
+
+
+COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="1")

@@ -1,0 +1,102 @@
+"""Tune: a KerasTuner search over the CNN space; its first trial is always the reference model."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from pipeline.artifacts import Examples, HyperParameters, Schema
+from pipeline.config import TuneConfig
+from pipeline.errors import ConfigError
+from pipeline.runner import Component
+
+log = logging.getLogger("pipeline")
+TUNERS = ("hyperband", "bayesian", "random")
+OBJECTIVE = "val_accuracy"
+
+
+def _oracle(name: str, max_trials: int, max_epochs: int, seed: int):
+    import keras_tuner as kt
+
+    bases = {"hyperband": kt.oracles.HyperbandOracle, "bayesian": kt.oracles.BayesianOptimizationOracle,
+             "random": kt.oracles.RandomSearchOracle}
+    if name not in bases:
+        raise ConfigError(f"tune.tuner '{name}': expected one of {', '.join(TUNERS)}")
+
+    class ReferenceFirst(bases[name]):
+        """Starts from the hyperparameter defaults (the reference model), so the search never does worse."""
+
+        def _random_values(self):
+            if not self.trials:
+                hps = self.hyperparameters
+                return {hp.name: hps.values[hp.name] for hp in hps.space if hps.is_active(hp)}
+            return super()._random_values()
+
+    objective = kt.Objective(OBJECTIVE, "max")
+    if name == "hyperband":
+        oracle = ReferenceFirst(objective=objective, max_epochs=max_epochs, factor=3, seed=seed)
+        oracle.max_trials = max_trials  # Hyperband has no trial cap of its own: without one it runs on
+        return oracle
+    return ReferenceFirst(objective=objective, max_trials=max_trials, seed=seed)
+
+
+def _tuner(name: str, oracle, directory: Path):
+    import keras_tuner as kt
+
+    from components.cnn import CNNHyperModel
+
+    cls = {"hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[name]
+    # These tuners' constructors only build their stock oracle; ours is passed to the base Tuner instead.
+    tuner = cls.__new__(cls)
+    kt.Tuner.__init__(tuner, oracle=oracle, hypermodel=CNNHyperModel(), directory=str(directory),
+                      project_name="search", overwrite=True)
+    return tuner
+
+
+def _trials_table(oracle) -> tuple[dict, ...]:
+    rows = []
+    for trial in oracle.trials.values():
+        score = trial.score if trial.score is not None and not math.isnan(trial.score) else None
+        rows.append({"trial_id": trial.trial_id, "status": trial.status, "score": score,
+                     "epochs": trial.hyperparameters.values.get("tuner/epochs"),
+                     "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
+                                         if not k.startswith("tuner/")}})
+    return tuple(rows)
+
+
+def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig, batch_size: int,
+         seed: int) -> HyperParameters:
+    """Searches the CNN space on the train split, scoring trials by eval-split accuracy.
+
+    With `tune.enabled` false, no search runs and the reference hyperparameters are returned.
+
+    Example:
+        >>> hp = tune(examples, schema, out_dir=Path("/tmp/hp"), tune=TuneConfig(max_trials=2),
+        ...           batch_size=128, seed=42)
+        >>> hp.values["conv_blocks"]
+        2
+    """
+    from components.cnn import REFERENCE
+
+    if not tune.enabled:
+        return HyperParameters(uri=str(out_dir), fingerprint="", tuner="none", values=dict(REFERENCE), trials=())
+    import keras
+
+    from components.inputs import make_dataset
+
+    keras.utils.set_random_seed(seed)
+    train = make_dataset(examples.file_pattern("train"), batch_size, shuffle=True, seed=seed,
+                         shuffle_buffer=max(1, examples.counts["train"]))
+    evaluation = make_dataset(examples.file_pattern("eval"), batch_size)
+    tuner = _tuner(tune.tuner, _oracle(tune.tuner, tune.max_trials, tune.max_epochs, seed), out_dir / "tuner")
+    stop = keras.callbacks.EarlyStopping(monitor=OBJECTIVE, patience=1)
+    tuner.search(train, validation_data=evaluation, epochs=tune.max_epochs, callbacks=[stop], verbose=0)
+    trials = _trials_table(tuner.oracle)
+    for row in trials:
+        log.info("  trial %s %s %s", row["trial_id"], row["status"].lower(),
+                 f"val_accuracy={row['score']:.4f}" if row["score"] is not None else "")
+    best = {k: v for k, v in tuner.get_best_hyperparameters(1)[0].values.items() if not k.startswith("tuner/")}
+    return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, trials=trials)
+
+
+COMPONENT = Component(name="tune", fn=tune, inputs=(Examples, Schema), output=HyperParameters, version="1")

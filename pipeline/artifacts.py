@@ -1,0 +1,156 @@
+"""Typed artifacts passed between components: small frozen records with a `uri` and a fingerprint."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+SPLITS = ("train", "eval", "test")
+RECORD = "artifact.json"  # written last into an artifact's directory: its presence means complete
+
+
+def _decode(hint, value):
+    """Turns JSON lists back into the tuples (of records) a frozen artifact holds."""
+    if typing.get_origin(hint) is tuple:
+        return tuple(_decode(typing.get_args(hint)[0], v) for v in value)
+    if dataclasses.is_dataclass(hint):
+        return hint(**value)
+    return value
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """Base of all artifacts. `fingerprint` identifies the content, for caching and lineage."""
+
+    uri: str
+    fingerprint: str
+
+    kind: ClassVar[str] = "Artifact"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Artifact":
+        hints = typing.get_type_hints(cls)
+        return cls(**{f.name: _decode(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)})
+
+    def intact(self) -> bool:
+        """Whether the files this artifact describes are still there."""
+        return (Path(self.uri) / RECORD).is_file()
+
+    def relocated(self, uri: str) -> "Artifact":
+        return dataclasses.replace(self, uri=uri)
+
+
+@dataclass(frozen=True)
+class Examples(Artifact):
+    """Gzipped tf.Example TFRecords per split: `<uri>/<split>/data-*.tfrecord.gz`."""
+
+    spec: str
+    name: str  # dataset name for curated schemas ("" for a plain IDX directory)
+    source: str
+    counts: dict[str, int]
+    kind: ClassVar[str] = "Examples"
+
+    def file_pattern(self, split: str) -> str:
+        return str(Path(self.uri) / split / "data-*.tfrecord.gz")
+
+
+@dataclass(frozen=True)
+class Statistics(Artifact):
+    """TFDV DatasetFeatureStatisticsList per split: `<uri>/<split>/FeatureStats.pb`."""
+
+    splits: tuple[str, ...]
+    kind: ClassVar[str] = "Statistics"
+
+    def path(self, split: str) -> str:
+        return str(Path(self.uri) / split / "FeatureStats.pb")
+
+
+@dataclass(frozen=True)
+class Schema(Artifact):
+    """A TFDV schema as text protobuf; `source` is `curated:<file>` or `inferred`."""
+
+    source: str
+    kind: ClassVar[str] = "Schema"
+
+    @property
+    def path(self) -> str:
+        return str(Path(self.uri) / "schema.pbtxt")
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """One data problem: which split and feature, its TFDV type and a readable description."""
+
+    split: str
+    feature: str
+    type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Anomalies(Artifact):
+    """Anomalies of every split against the schema; empty when the data is clean."""
+
+    anomalies: tuple[Anomaly, ...]
+    kind: ClassVar[str] = "Anomalies"
+
+
+@dataclass(frozen=True)
+class HyperParameters(Artifact):
+    """The best hyperparameters of a search and the table of its trials."""
+
+    tuner: str
+    values: dict[str, Any]
+    trials: tuple[dict[str, Any], ...]
+    kind: ClassVar[str] = "HyperParameters"
+
+
+@dataclass(frozen=True)
+class Model(Artifact):
+    """A trained Keras model `<uri>/model.keras` and its per-epoch history."""
+
+    history: dict[str, list[float]]
+    kind: ClassVar[str] = "Model"
+
+    @property
+    def path(self) -> str:
+        return str(Path(self.uri) / "model.keras")
+
+
+@dataclass(frozen=True)
+class Evaluation(Artifact):
+    """Test-split metrics and the blessing decision with its reasons."""
+
+    accuracy: float
+    loss: float
+    min_accuracy: float
+    blessed: bool
+    reasons: tuple[str, ...]
+    kind: ClassVar[str] = "Evaluation"
+
+
+@dataclass(frozen=True)
+class PushedModel(Artifact):
+    """A SavedModel in the serving directory, `<serving_dir>/<version>/`; `uri` is that directory."""
+
+    version: int
+    kind: ClassVar[str] = "PushedModel"
+
+    def intact(self) -> bool:
+        return (Path(self.uri) / "saved_model.pb").is_file()
+
+
+ARTIFACT_TYPES = {cls.kind: cls for cls in (Examples, Statistics, Schema, Anomalies, HyperParameters,
+                                            Model, Evaluation, PushedModel)}
+
+
+def load(uri: str | Path) -> Artifact:
+    """Reads the artifact recorded in `uri` (its `artifact.json`)."""
+    data = json.loads((Path(uri) / RECORD).read_text())
+    return ARTIFACT_TYPES[data.pop("type")].from_dict(data)

@@ -1,0 +1,104 @@
+"""The command line: `python -m pipeline run ...`; exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+log = logging.getLogger("pipeline")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the production pipeline: ingest to push")
+    run.add_argument("--config", help="YAML config file with a section per component")
+    run.add_argument("--dataset", help="NAME, tfds:NAME or idx:DIR (default fashion_mnist)")
+    run.add_argument("--root", help="pipeline root: artifacts, runs (default ./pipeline_root)")
+    run.add_argument("--serving-dir", help="where blessed models are pushed (default <root>/serving)")
+    run.add_argument("--tuner", choices=("hyperband", "bayesian", "random"))
+    run.add_argument("--max-trials", type=int, help="tuning trials at most")
+    run.add_argument("--max-epochs", type=int, help="epochs per tuning trial at most")
+    run.add_argument("--no-tune", action="store_true", help="skip the search: train the reference model")
+    run.add_argument("--epochs", type=int, help="training epochs at most (early stopping may end sooner)")
+    run.add_argument("--min-accuracy", type=float, help="test accuracy needed to bless the model")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
+                     help="a Beam pipeline option for statistics, e.g. --beam-arg=--runner=FlinkRunner (repeatable)")
+    run.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    run.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow, Beam and library logs")
+    return parser
+
+
+def _quiet(verbose: bool) -> None:
+    """Keeps the terminal to the pipeline's own lines unless -v; must run before TensorFlow is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, stream=sys.stderr,
+                        format="%(message)s")
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        for name in ("tensorflow", "apache_beam", "absl"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _run(args, out) -> int:
+    from pipeline import config
+    from pipeline.run import EXIT_CODES, execute
+
+    cfg = config.load(args.config)
+    cfg = config.override(
+        cfg, root=args.root, seed=args.seed,
+        **{"data.dataset": args.dataset, "push.serving_dir": args.serving_dir, "tune.tuner": args.tuner,
+           "tune.max_trials": args.max_trials, "tune.max_epochs": args.max_epochs,
+           "tune.enabled": False if args.no_tune else None, "train.epochs": args.epochs,
+           "evaluate.min_accuracy": args.min_accuracy,
+           "statistics.beam_args": tuple(args.beam_arg) if args.beam_arg else None})
+    summary = execute(cfg, use_cache=not args.no_cache)
+    if args.json:
+        out.write(json.dumps(summary, indent=2, default=str) + "\n")
+    else:
+        ev = summary["evaluation"]
+        out.write(f"run {summary['run_id']}: {summary['status']}"
+                  + (f", test accuracy {ev['accuracy']:.4f}" if ev else "")
+                  + (f", pushed {summary['pushed_model']}" if summary["pushed_model"] else "") + "\n")
+    if summary["error"]:
+        print(f"error: {summary['error']}", file=sys.stderr)
+    return EXIT_CODES[summary["status"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point. Returns the exit code.
+
+    Everything but the result goes to stderr: libraries that print to stdout (KerasTuner, Keras
+    progress bars) are redirected at the file-descriptor level, so `--json` output stays parseable.
+    """
+    args = _parser().parse_args(argv)
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    _quiet(args.verbose)
+    from pipeline.errors import PipelineError
+
+    try:
+        return _run(args, out)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # no traceback for users; -v shows it
+        log.debug("unexpected error", exc_info=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: internal error: {type(exc).__name__}: {first} (rerun with -v for details)",
+              file=sys.stderr)
+        return 1
+    finally:
+        out.flush()

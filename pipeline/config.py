@@ -1,0 +1,180 @@
+"""The pipeline's one frozen config tree, loadable from YAML with a section per component."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+# The product's own thresholds for datasets whose accuracy users know (MNIST: the user's claim).
+DEFAULT_MIN_ACCURACY = {"mnist": 0.97, "fashion_mnist": 0.88, "kmnist": 0.90}
+FALLBACK_MIN_ACCURACY = 0.88
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to ingest and how to split it."""
+
+    dataset: str = "fashion_mnist"
+    eval_fraction: float = 0.1   # carved from train by content hash
+    test_fraction: float = 0.15  # only for a directory that holds a single split
+    tfds_data_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class StatisticsConfig:
+    """Beam options for statistics generation (e.g. `--runner=FlinkRunner`)."""
+
+    beam_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchemaConfig:
+    """Where curated schemas live; a file here overrides inference."""
+
+    schema_dir: str | None = None  # None: the `schemas/` shipped with the project
+    schema_file: str | None = None
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """KerasTuner search settings."""
+
+    enabled: bool = True
+    tuner: str = "hyperband"
+    max_trials: int = 10
+    max_epochs: int = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Final training with the best hyperparameters."""
+
+    epochs: int = 10
+    patience: int = 2
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Blessing thresholds; None takes the dataset's default from DEFAULT_MIN_ACCURACY."""
+
+    min_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    """Where blessed models go; None means `<root>/serving`."""
+
+    serving_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole pipeline's configuration.
+
+    Example:
+        >>> cfg = override(load("mnist.yaml"), root="/tmp/root", **{"tune.max_trials": 2})
+    """
+
+    root: str = "pipeline_root"
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
+    schema: SchemaConfig = field(default_factory=SchemaConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+
+    @property
+    def serving_dir(self) -> Path:
+        return Path(self.push.serving_dir or Path(self.root) / "serving")
+
+    @property
+    def schema_dir(self) -> Path:
+        return Path(self.schema.schema_dir or Path(__file__).resolve().parent.parent / "schemas")
+
+
+def _coerce(value, hint, where: str):
+    """Checks `value` against a type hint, converting lists to tuples; raises ConfigError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _coerce(value, hint, where)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config '{where}': expected a section (mapping), got {value!r}")
+        return _build(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config '{where}': expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    ok = (isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+          or hint is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"config '{where}': expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return float(value) if hint is float else value
+
+
+def _build(cls, data: dict, where: str = ""):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        name = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"config: unknown key '{name}'; known keys{' in ' + where if where else ''}: "
+                          f"{', '.join(sorted(known))}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()})
+
+
+def load(path: str | Path | None) -> Config:
+    """Loads a YAML config file; None gives the defaults.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or has an unknown key or a wrongly typed value.
+    """
+    if path is None:
+        return Config()
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return _build(Config, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def override(cfg: Config, **flags) -> Config:
+    """Returns `cfg` with dotted keys replaced, e.g. `override(cfg, **{"tune.max_trials": 2})`.
+
+    None values are ignored, so unset CLI flags leave the file's values.
+    """
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        section, _, key = dotted.rpartition(".")
+        if section:
+            sub = getattr(cfg, section)
+            hint = typing.get_type_hints(type(sub))[key]
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{key: _coerce(value, hint, dotted)})})
+        else:
+            cfg = dataclasses.replace(cfg, **{key: _coerce(value, typing.get_type_hints(Config)[key], key)})
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    """The config as plain data, for the run record."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,36 @@
+"""The production pipeline as a DAG of components, read top to bottom."""
+from __future__ import annotations
+
+from components import evaluate, ingest, push, schema, statistics, train, tune, validate
+from pipeline.artifacts import Examples
+from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config
+from pipeline.errors import ValidationFailed
+from pipeline.runner import Runner
+
+
+def min_accuracy(cfg: Config, examples: Examples) -> float:
+    """The blessing threshold: the config's, else the dataset's known default."""
+    if cfg.evaluate.min_accuracy is not None:
+        return cfg.evaluate.min_accuracy
+    return DEFAULT_MIN_ACCURACY.get(examples.name, FALLBACK_MIN_ACCURACY)
+
+
+def production(cfg: Config, run: Runner) -> None:
+    """ingest → statistics → schema → validate → tune → train → evaluate → push (only when blessed).
+
+    Raises:
+        ValidationFailed: the data has anomalies; nothing after validate runs.
+    """
+    examples = run(ingest.COMPONENT, data=cfg.data)
+    stats = run(statistics.COMPONENT, examples, beam_args=cfg.statistics.beam_args)
+    curated = schema.curated_schema_path(cfg.schema_dir, examples.name, cfg.schema.schema_file)
+    data_schema = run(schema.COMPONENT, stats, curated=curated)
+    anomalies = run(validate.COMPONENT, stats, data_schema)
+    if anomalies.anomalies:
+        raise ValidationFailed(anomalies.anomalies)
+    hyperparameters = run(tune.COMPONENT, examples, data_schema, tune=cfg.tune,
+                          batch_size=cfg.train.batch_size, seed=cfg.seed)
+    model = run(train.COMPONENT, examples, hyperparameters, train=cfg.train, seed=cfg.seed)
+    evaluation = run(evaluate.COMPONENT, model, examples, min_accuracy=min_accuracy(cfg, examples))
+    if evaluation.blessed:
+        run(push.COMPONENT, model, evaluation, serving_dir=cfg.serving_dir)

@@ -1,0 +1,20 @@
+"""Heavy libraries imported on first use, with their import-time chatter kept off the terminal."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+
+def load_tfdv():
+    """Imports tensorflow_data_validation, which writes an IPython notice to stderr on import.
+
+    Example:
+        >>> stats = load_tfdv().load_stats_binary(path)
+    """
+    chatter = io.StringIO()
+    with contextlib.redirect_stderr(chatter):
+        import tensorflow_data_validation as module
+    if chatter.getvalue():
+        logging.getLogger("pipeline").debug(chatter.getvalue().strip())
+    return module

@@ -1,0 +1,87 @@
+"""One run of the pipeline: executes the DAG and writes `<root>/runs/<run_id>/summary.json`."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pipeline import config as config_module
+from pipeline.config import Config
+from pipeline.definition import production
+from pipeline.errors import PipelineError, ValidationFailed
+from pipeline.runner import Runner
+
+log = logging.getLogger("pipeline")
+EXIT_CODES = {"pushed": 0, "failed": 1, "blocked": 3, "not_blessed": 4}
+
+
+def new_run_id() -> str:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+
+
+def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str | None) -> dict[str, Any]:
+    out = runner.outputs
+    examples, hp, model, ev, pushed = (out.get(n) for n in ("ingest", "tune", "train", "evaluate", "push"))
+    anomalies = out.get("validate")
+    return {
+        "run_id": run_id,
+        "status": status,
+        "error": error,
+        "dataset": examples and {"spec": examples.spec, "source": examples.source,
+                                 "fingerprint": examples.fingerprint, "counts": examples.counts},
+        "schema": (s := out.get("schema")) and {"source": s.source, "uri": s.path},
+        "components": runner.components,
+        "anomalies": [dataclasses.asdict(a) for a in anomalies.anomalies] if anomalies else [],
+        "tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values},
+        "training": model and {"history": model.history, "model": model.path},
+        "evaluation": ev and {"accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy,
+                              "blessed": ev.blessed, "reasons": list(ev.reasons)},
+        "pushed_model": pushed.uri if pushed else None,
+        "config": config_module.to_dict(cfg),
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Writes JSON atomically: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:
+    """Runs the production pipeline and returns its summary (also written under the run's directory).
+
+    Any error ends the run with status `failed` (or `blocked` for data validation) and its
+    message in `error`; the summary is written either way.
+
+    Example:
+        >>> summary = execute(override(Config(), root="/tmp/root", **{"data.dataset": "idx:/data/mnist"}))
+        >>> summary["status"], summary["pushed_model"]
+        ('pushed', '/tmp/root/serving/1')
+    """
+    run_id = new_run_id()
+    runner = Runner(cfg.root, use_cache=use_cache)
+    status, error = "pushed", None
+    try:
+        production(cfg, runner)
+        evaluation = runner.outputs["evaluate"]
+        if not evaluation.blessed:
+            status, error = "not_blessed", "model not blessed: " + "; ".join(evaluation.reasons)
+    except ValidationFailed as exc:
+        status, error = "blocked", str(exc)
+    except PipelineError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:  # recorded as a failed run; the CLI turns it into one line
+        log.debug("unexpected error", exc_info=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        status, error = "failed", f"internal error: {type(exc).__name__}: {first}"
+    summary = _summary(run_id, cfg, runner, status, error)
+    write_json(Path(cfg.root) / "runs" / run_id / "summary.json", summary)
+    return summary

@@ -1,0 +1,1 @@
+"""Curated TFDV schemas (text protobuf), one per dataset name: `<name>.pbtxt`."""
