@@ -19,7 +19,7 @@ setup(
         "pandas<2",
         "tensorflow-datasets==4.9.10",
         "importlib_resources",
-        "keras-tuner==1.4.8",
+        "keras-tuner[bayesian]==1.4.8",
         "keras==3.15.1",
         "ml-metadata==1.16.0",
         "pyyaml>=6",

@@ -148,10 +148,13 @@ def load_tfds(name: str, data_dir: str | None) -> dict[str, tuple[np.ndarray, np
                             f"(offline? use idx:DIR with local IDX files): {first}") from None
     out = {}
     for split in ("train", "test"):
-        if split in builder.info.splits:
-            data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-            out[split] = (np.asarray(data["image"]).reshape(len(data["label"]), *data["image"].shape[1:3]),
-                          np.asarray(data["label"], np.int64))
+        try:
+            batches = list(tfds.as_numpy(builder.as_dataset(split=split).batch(8192)))
+        except (ValueError, KeyError):  # no such split: the test split is then carved from train
+            continue
+        images = np.concatenate([b["image"] for b in batches])
+        out[split] = (images.reshape(images.shape[:3]) if images.ndim == 4 and images.shape[3] == 1 else images,
+                      np.concatenate([b["label"] for b in batches]).astype(np.int64))
     if "train" not in out:
         raise DataError(f"tfds:{name}: has no train split (splits: {', '.join(builder.info.splits)})")
     return out

@@ -34,8 +34,10 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int):
 
     objective = kt.Objective(OBJECTIVE, "max")
     if name == "hyperband":
-        oracle = ReferenceFirst(objective=objective, max_epochs=max_epochs, factor=3, seed=seed)
-        oracle.max_trials = max_trials  # Hyperband has no trial cap of its own: without one it runs on
+        # Hyperband has no trial cap of its own: its iterations run unbounded and max_trials ends them.
+        oracle = ReferenceFirst(objective=objective, max_epochs=max_epochs, factor=3, seed=seed,
+                                hyperband_iterations=None)
+        oracle.max_trials = max_trials
         return oracle
     return ReferenceFirst(objective=objective, max_trials=max_trials, seed=seed)
 

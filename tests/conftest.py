@@ -24,15 +24,21 @@ def make_images(labels: np.ndarray, rng: np.random.Generator, side: int = 28) ->
 
 
 def write_dataset(directory: Path, splits: dict[str, int], seed: int = SEED, side: int = 28,
-                  gz: bool = True) -> Path:
-    """Writes `<prefix>-images-idx3-ubyte[.gz]` and `<prefix>-labels-idx1-ubyte[.gz]` per split."""
+                  gz: bool = True, label_noise: float = 0.0) -> Path:
+    """Writes `<prefix>-images-idx3-ubyte[.gz]` and `<prefix>-labels-idx1-ubyte[.gz]` per split.
+
+    With `label_noise`, that fraction of labels is replaced by the next class, capping accuracy.
+    """
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gz else ""
     for prefix, count in splits.items():
         labels = (np.arange(count) % 10).astype(np.uint8)
         rng.shuffle(labels)
-        write_idx(directory / f"{prefix}-images-idx3-ubyte{suffix}", make_images(labels, rng, side))
+        images = make_images(labels, rng, side)
+        noisy = np.arange(count) < int(count * label_noise)
+        labels[noisy] = (labels[noisy] + 1) % 10
+        write_idx(directory / f"{prefix}-images-idx3-ubyte{suffix}", images)
         write_idx(directory / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
     return directory
 
@@ -46,3 +52,36 @@ def seed() -> int:
 def idx_dir(tmp_path) -> Path:
     """A tiny MNIST-format dataset: 128 train and 64 test examples, gzipped."""
     return write_dataset(tmp_path / "data", {"train": 128, "t10k": 64})
+
+
+@pytest.fixture(scope="session")
+def examples(tmp_path_factory):
+    """Ingested Examples of a tiny learnable dataset, shared by the tests of later components."""
+    from components.ingest import ingest
+    from pipeline.config import DataConfig
+
+    root = tmp_path_factory.mktemp("examples")
+    data = write_dataset(root / "idx", {"train": 320, "t10k": 64})
+    (root / "out").mkdir()
+    return ingest(out_dir=root / "out", data=DataConfig(dataset=f"idx:{data}"))
+
+
+@pytest.fixture(scope="session")
+def stats(examples, tmp_path_factory):
+    from components.statistics import statistics
+
+    out = tmp_path_factory.mktemp("stats")
+    return statistics(examples, out_dir=out)
+
+
+@pytest.fixture(scope="session")
+def model(examples, tmp_path_factory):
+    """A reference CNN trained for a few epochs on the tiny learnable dataset."""
+    from components.cnn import REFERENCE
+    from components.train import train
+    from pipeline.artifacts import HyperParameters
+    from pipeline.config import TrainConfig
+
+    hp = HyperParameters(uri="", fingerprint="ref", tuner="none", values=dict(REFERENCE), trials=())
+    return train(examples, hp, out_dir=tmp_path_factory.mktemp("model"),
+                 train=TrainConfig(epochs=6, patience=3, batch_size=32), seed=SEED)

@@ -1,0 +1,124 @@
+"""End-to-end tests of `python -m pipeline run`: summary, caching, exit codes and one-line errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import write_dataset
+from pipeline.idx import write_idx
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["--max-trials", "2", "--max-epochs", "1", "--epochs", "2"]
+
+
+def cli(*args, env=None):
+    """Runs the CLI as a user would; returns (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_one_line_error(stderr, *fragments):
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Train is learnable; a quarter of the test labels are wrong, so accuracy stays below 0.8."""
+    root = tmp_path_factory.mktemp("cli")
+    write_dataset(root / "data", {"train": 320}, seed=1)
+    write_dataset(root / "test", {"t10k": 80}, seed=2, label_noise=0.25)
+    for path in (root / "test").iterdir():
+        path.rename(root / "data" / path.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(data):
+    code, out, err = cli("run", "--dataset", f"idx:{data / 'data'}", "--root", data / "root", *FAST,
+                         "--min-accuracy", "0", "--json")
+    return code, out, err
+
+
+def test_run_pushes_and_prints_the_summary(first_run, data):
+    code, out, err = first_run
+    assert code == 0, err
+    summary = json.loads(out)  # stdout holds the JSON object and nothing else
+    assert summary["status"] == "pushed" and summary["error"] is None
+    saved = json.loads((data / "root" / "runs" / summary["run_id"] / "summary.json").read_text())
+    assert saved == summary
+    assert summary["dataset"]["counts"]["test"] == 80 and summary["dataset"]["source"].startswith("idx:")
+    assert set(summary["components"]) == {"ingest", "statistics", "schema", "validate", "tune", "train",
+                                          "evaluate", "push"}
+    assert {c["state"] for c in summary["components"].values()} == {"executed"}
+    assert summary["anomalies"] == [] and summary["tuning"]["tuner"] == "hyperband"
+    assert len(summary["tuning"]["trials"]) == 2 and summary["tuning"]["best_hyperparameters"]
+    assert summary["evaluation"]["blessed"] and 0 < summary["evaluation"]["accuracy"] < 0.8
+    assert summary["pushed_model"] == str(data / "root" / "serving" / "1")
+    assert "ingest" in err and "push" in err  # progress lines go to stderr
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    served = tf.saved_model.load(summary["pushed_model"]).signatures["serving_default"](images=tf.constant(images))
+    assert served["class_ids"].shape == (3,) and served["probabilities"].shape == (3, 10)
+
+
+def test_second_run_is_fully_cached(first_run, data):
+    first = json.loads(first_run[1])
+    code, out, err = cli("run", "--dataset", f"idx:{data / 'data'}", "--root", data / "root", *FAST,
+                         "--min-accuracy", "0", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["run_id"] != first["run_id"]
+    assert {c["state"] for c in summary["components"].values()} == {"cached"}
+    assert summary["pushed_model"] == first["pushed_model"]
+    assert sorted(p.name for p in (data / "root" / "serving").iterdir()) == ["1"]
+
+
+def test_not_blessed_exits_4_and_pushes_nothing(first_run, data):
+    code, out, err = cli("run", "--dataset", f"idx:{data / 'data'}", "--root", data / "root", *FAST,
+                         "--min-accuracy", "0.999", "--json")
+    summary = json.loads(out)
+    assert code == 4 and summary["status"] == "not_blessed" and summary["pushed_model"] is None
+    assert summary["components"]["train"]["state"] == "cached"
+    assert summary["components"]["evaluate"]["state"] == "executed" and "push" not in summary["components"]
+    assert_one_line_error(err, "model not blessed", "< min_accuracy 0.9990")
+    assert sorted(p.name for p in (data / "root" / "serving").iterdir()) == ["1"]
+
+
+def test_out_of_range_label_blocks_with_exit_3(tmp_path):
+    data = write_dataset(tmp_path / "data", {"train": 60, "t10k": 20})
+    labels = np.frombuffer(__import__("gzip").open(data / "train-labels-idx1-ubyte.gz").read()[8:], np.uint8).copy()
+    labels[5] = 12
+    write_idx(data / "train-labels-idx1-ubyte.gz", labels)
+    code, out, err = cli("run", "--dataset", f"idx:{data}", "--root", tmp_path / "root", "--json")
+    summary = json.loads(out)
+    assert code == 3 and summary["status"] == "blocked" and summary["pushed_model"] is None
+    assert any(a["feature"] == "label" and a["type"] == "INT_TYPE_BIG_INT" for a in summary["anomalies"])
+    assert "tune" not in summary["components"]
+    assert_one_line_error(err, "data validation failed", "feature 'label'")
+
+
+def test_truncated_gz_exits_1_naming_the_file(tmp_path):
+    data = write_dataset(tmp_path / "data", {"train": 60, "t10k": 20})
+    path = data / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:100])
+    code, out, err = cli("run", "--dataset", f"idx:{data}", "--root", tmp_path / "root")
+    assert code == 1
+    assert_one_line_error(err, str(path), "not a readable gzip file")
+
+
+def test_bad_config_and_usage(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epoch: 3\n")
+    code, _, err = cli("run", "--config", config, "--root", tmp_path / "root")
+    assert code == 1
+    assert_one_line_error(err, "bad.yaml", "unknown key 'train.epoch'")
+    code, _, err = cli("run", "--max-trials", "many")
+    assert code == 2 and "invalid int value" in err

@@ -1,0 +1,43 @@
+"""Tests of the IDX reader and writer, including malformed files."""
+import gzip
+
+import numpy as np
+import pytest
+
+from pipeline.errors import DataError
+from pipeline.idx import read_idx, write_idx
+
+
+@pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])
+def test_round_trip(tmp_path, name):
+    array = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    write_idx(tmp_path / name, array)
+    np.testing.assert_array_equal(read_idx(tmp_path / name), array)
+
+
+def test_wrong_magic_number_names_file(tmp_path):
+    path = tmp_path / "train-labels-idx1-ubyte"
+    path.write_bytes(b"\x12\x34\x08\x01" + (3).to_bytes(4, "big") + b"\x01\x02\x03")
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: wrong magic number 12340801"):
+        read_idx(path)
+
+
+def test_truncated_gzip_names_file(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(path, np.zeros((50, 28, 28), np.uint8))
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: not a readable gzip file"):
+        read_idx(path)
+
+
+def test_payload_shorter_than_header_declares(tmp_path):
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (10, 28, 28)) + bytes(100))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: 116 bytes, expected 7856 for shape 10x28x28"):
+        read_idx(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"nope-idx1-ubyte: file not found"):
+        read_idx(tmp_path / "nope-idx1-ubyte")

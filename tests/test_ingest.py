@@ -1,0 +1,154 @@
+"""Tests of ingest: dataset specs, IDX directories, hash splits, TFDS, bad inputs."""
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import ingest as ingest_module
+from components.ingest import DatasetSpec, ingest
+from conftest import write_dataset
+from pipeline.config import DataConfig
+from pipeline.errors import DataError
+from pipeline.idx import write_idx
+
+
+def _read(examples, split):
+    ds = tf.data.TFRecordDataset(tf.io.gfile.glob(examples.file_pattern(split)), compression_type="GZIP")
+    spec = {"image": tf.io.FixedLenFeature([784], tf.int64), "label": tf.io.FixedLenFeature([1], tf.int64)}
+    parsed = [tf.io.parse_single_example(r, spec) for r in ds]
+    return np.array([p["image"].numpy() for p in parsed]), np.array([int(p["label"][0]) for p in parsed])
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("idx:/data/x", DatasetSpec("idx", "/data/x", "", None)),
+    ("idx:/data/x:test", DatasetSpec("idx", "/data/x", "", "test")),
+    ("tfds:kmnist", DatasetSpec("tfds", "kmnist", "kmnist", None)),
+    ("mnist:train", DatasetSpec("tfds", "mnist", "mnist", "train")),
+])
+def test_spec_parsing(spec, expected, monkeypatch):
+    monkeypatch.setattr(ingest_module, "LOCAL_COPIES", {})
+    assert DatasetSpec.parse(spec) == expected
+
+
+def test_default_dataset_prefers_local_debian_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "LOCAL_COPIES", {"fashion_mnist": tmp_path})
+    assert DatasetSpec.parse("fashion_mnist") == DatasetSpec("idx", str(tmp_path), "fashion_mnist", None)
+    assert DatasetSpec.parse("tfds:fashion_mnist").kind == "tfds"
+
+
+def test_bad_spec():
+    with pytest.raises(DataError, match=r"dataset spec 'ftp:x y': expected NAME, tfds:NAME or idx:DIR"):
+        DatasetSpec.parse("ftp:x y")
+
+
+def test_ingest_writes_every_split_with_content(examples):
+    assert examples.counts["train"] + examples.counts["eval"] == 320 and examples.counts["test"] == 64
+    assert 10 <= examples.counts["eval"] <= 60  # about 10% by hash
+    images, labels = _read(examples, "test")
+    assert images.shape == (64, 784) and images.max() <= 255 and set(labels) == set(range(10))
+    assert len(examples.fingerprint) == 64 and examples.source.startswith("idx:")
+
+
+def test_split_and_fingerprint_are_deterministic(idx_dir, tmp_path):
+    results = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        results.append(ingest(out_dir=tmp_path / name, data=DataConfig(dataset=f"idx:{idx_dir}")))
+    assert results[0].fingerprint == results[1].fingerprint and results[0].counts == results[1].counts
+    np.testing.assert_array_equal(_read(results[0], "eval")[0], _read(results[1], "eval")[0])
+
+
+def test_single_split_directory_is_divided_by_hash(tmp_path):
+    data = write_dataset(tmp_path / "one", {"all": 200}, gz=False)
+    (tmp_path / "out").mkdir()
+    examples = ingest(out_dir=tmp_path / "out", data=DataConfig(dataset=f"idx:{data}", test_fraction=0.2))
+    assert sum(examples.counts.values()) == 200
+    assert 20 <= examples.counts["test"] <= 60 and examples.counts["eval"] > 0
+    train, test = _read(examples, "train")[0], _read(examples, "test")[0]
+    assert not {r.tobytes() for r in train} & {r.tobytes() for r in test}
+
+
+def _ingest(tmp_path, data_dir):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    return ingest(out_dir=out, data=DataConfig(dataset=f"idx:{data_dir}"))
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(DataError, match=r"absent: no such directory"):
+        _ingest(tmp_path, tmp_path / "absent")
+
+
+def test_empty_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: no IDX files"):
+        _ingest(tmp_path, tmp_path / "empty")
+
+
+def test_missing_labels_file(idx_dir, tmp_path):
+    (idx_dir / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: no matching labels file"):
+        _ingest(tmp_path, idx_dir)
+
+
+def test_counts_differ(idx_dir, tmp_path):
+    write_idx(idx_dir / "t10k-labels-idx1-ubyte.gz", np.zeros(63, np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: 64 images but t10k-labels-idx1-ubyte.gz "
+                                        r"has 63 labels"):
+        _ingest(tmp_path, idx_dir)
+
+
+def test_truncated_gz(idx_dir, tmp_path):
+    path = idx_dir / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: not a readable gzip file"):
+        _ingest(tmp_path, idx_dir)
+
+
+def test_wrong_magic(idx_dir, tmp_path):
+    with gzip.open(idx_dir / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"PK\x03\x04junk")
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz: wrong magic number 504b0304"):
+        _ingest(tmp_path, idx_dir)
+
+
+def test_other_image_size_is_kept_for_validation_to_flag(tmp_path):
+    examples = _ingest(tmp_path, write_dataset(tmp_path / "big", {"train": 40, "t10k": 20}, side=32))
+    assert _read_len(examples) == 1024
+
+
+def _read_len(examples):
+    record = next(iter(tf.data.TFRecordDataset(tf.io.gfile.glob(examples.file_pattern("test")),
+                                               compression_type="GZIP")))
+    return len(tf.train.Example.FromString(record.numpy()).features.feature["image"].int64_list.value)
+
+
+def test_tfds_unknown_name(tmp_path):
+    with pytest.raises(DataError, match=r"tfds:no_such_dataset: unknown TFDS dataset"):
+        ingest(out_dir=tmp_path, data=DataConfig(dataset="tfds:no_such_dataset", tfds_data_dir=str(tmp_path)))
+
+
+def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "TFDS_HOST", "tfds-host.invalid")
+    with pytest.raises(DataError, match=r"tfds:mnist: not prepared in .* and no network to download it"):
+        ingest(out_dir=tmp_path, data=DataConfig(dataset="tfds:mnist", tfds_data_dir=str(tmp_path)))
+
+
+def test_tfds_dataset_is_read(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr(ingest_module, "_require_network", lambda *args: None)  # mock_data serves it
+    with tfds.testing.mock_data(num_examples=30):
+        examples = ingest(out_dir=tmp_path, data=DataConfig(dataset="tfds:kmnist"))
+    assert examples.source == "tfds:kmnist" and examples.name == "kmnist"
+    assert sum(examples.counts.values()) == 60 and _read(examples, "train")[0].shape[1] == 784
+
+
+def test_source_fingerprint_follows_file_content(idx_dir):
+    data = DataConfig(dataset=f"idx:{idx_dir}")
+    before = ingest_module.source_fingerprint(data)
+    write_dataset(idx_dir, {"t10k": 64}, seed=99)
+    assert ingest_module.source_fingerprint(data) != before
+    assert Path(idx_dir).is_dir()

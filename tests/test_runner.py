@@ -1,0 +1,75 @@
+"""Tests of the component runner: caching by inputs and parameters, atomic outputs, rebuilds."""
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pipeline.artifacts import RECORD, Schema, Statistics
+from pipeline.runner import Component, Runner
+
+calls = []
+
+
+def _make_stats(*, out_dir: Path, value: int) -> Statistics:
+    calls.append(value)
+    (out_dir / "train").mkdir()
+    (out_dir / "train" / "FeatureStats.pb").write_text(str(value))
+    return Statistics(uri=str(out_dir), fingerprint="", splits=("train",))
+
+
+def _make_schema(stats: Statistics, *, out_dir: Path) -> Schema:
+    calls.append("schema")
+    (out_dir / "schema.pbtxt").write_text(Path(stats.path("train")).read_text())
+    return Schema(uri=str(out_dir), fingerprint="", source="inferred")
+
+
+STATS = Component(name="stats", fn=_make_stats, inputs=(), output=Statistics)
+SCHEMA = Component(name="schema", fn=_make_schema, inputs=(Statistics,), output=Schema)
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    calls.clear()
+
+
+def test_second_run_is_cached_and_parameters_invalidate(tmp_path):
+    first = Runner(tmp_path)
+    stats = first(STATS, value=1)
+    schema = first(SCHEMA, stats)
+    assert Path(schema.path).read_text() == "1" and Path(stats.uri).parent == tmp_path / "artifacts" / "stats"
+    assert stats.fingerprint and not list((tmp_path / "artifacts" / "stats").glob(".*tmp*"))
+
+    second = Runner(tmp_path)
+    assert second(SCHEMA, second(STATS, value=1)) == schema
+    assert {c["state"] for c in second.components.values()} == {"cached"}
+
+    third = Runner(tmp_path)
+    third(SCHEMA, third(STATS, value=2))
+    assert calls == [1, "schema", 2, "schema"]
+
+
+def test_missing_record_is_rebuilt_and_no_cache_executes(tmp_path):
+    stats = Runner(tmp_path)(STATS, value=1)
+    (Path(stats.uri) / RECORD).unlink()
+    again = Runner(tmp_path)
+    assert again(STATS, value=1) == stats and again.components["stats"]["state"] == "executed"
+    uncached = Runner(tmp_path, use_cache=False)
+    uncached(STATS, value=1)
+    assert uncached.components["stats"]["state"] == "executed" and calls == [1, 1, 1]
+
+
+def test_failed_component_leaves_nothing(tmp_path):
+    def boom(*, out_dir):
+        (out_dir / "partial").write_text("x")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        Runner(tmp_path)(Component(name="boom", fn=boom, inputs=(), output=Statistics))
+    assert list((tmp_path / "artifacts" / "boom").iterdir()) == []
+
+
+def test_input_types_are_checked(tmp_path):
+    schema = Schema(uri=str(tmp_path), fingerprint="x", source="inferred")
+    with pytest.raises(TypeError, match="schema: expected Statistics, got Schema"):
+        Runner(tmp_path)(SCHEMA, schema)
+    assert dataclasses.is_dataclass(schema)

@@ -1,0 +1,53 @@
+"""Tests of tune: the search space holds the reference model, trial caps, every tuner writes its best."""
+import keras
+import keras_tuner as kt
+import pytest
+
+from components.cnn import REFERENCE, CNNHyperModel, build_model
+from components.tune import tune
+from pipeline.artifacts import Schema
+from pipeline.config import TuneConfig
+from pipeline.errors import ConfigError
+
+SCHEMA = Schema(uri="", fingerprint="s", source="inferred")
+
+
+def test_default_hyperparameters_build_the_reference_model():
+    model = CNNHyperModel().build(kt.HyperParameters())
+    layers = [(type(l).__name__, getattr(l, "filters", None) or getattr(l, "units", None) or getattr(l, "rate", None))
+              for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    assert layers == [("Rescaling", None), ("Reshape", None), ("Conv2D", 32), ("MaxPooling2D", None),
+                      ("Dropout", 0.2), ("Conv2D", 64), ("MaxPooling2D", None), ("Dropout", 0.2),
+                      ("Flatten", None), ("Dense", 128), ("Dropout", 0.5), ("Dense", 10)]
+    assert [l.kernel_size for l in model.layers if isinstance(l, keras.layers.Conv2D)] == [(3, 3), (3, 3)]
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert model.loss == "categorical_crossentropy"
+    assert model.count_params() == build_model(REFERENCE).count_params() == 225_034
+
+
+@pytest.mark.parametrize("values", [{"conv_blocks": 3, "kernel_size": 5, "batch_norm": True},
+                                    {"conv_blocks": 1, "filters_1": 16}])
+def test_space_corners_build(values):
+    model = build_model({**REFERENCE, **values})
+    assert model.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize("tuner", ["hyperband", "random", "bayesian"])
+def test_search_is_capped_starts_from_reference_and_writes_best(examples, tmp_path, seed, tuner):
+    result = tune(examples, SCHEMA, out_dir=tmp_path, tune=TuneConfig(tuner=tuner, max_trials=2, max_epochs=1),
+                  batch_size=32, seed=seed)
+    assert result.tuner == tuner and len(result.trials) == 2
+    assert result.trials[0]["hyperparameters"] == {k: v for k, v in REFERENCE.items()}
+    assert all(t["status"] == "COMPLETED" and 0 <= t["score"] <= 1 for t in result.trials)
+    best = max(result.trials, key=lambda t: t["score"])
+    assert result.values == best["hyperparameters"]
+
+
+def test_disabled_tuning_returns_the_reference(examples, tmp_path, seed):
+    result = tune(examples, SCHEMA, out_dir=tmp_path, tune=TuneConfig(enabled=False), batch_size=32, seed=seed)
+    assert (result.tuner, result.values, result.trials) == ("none", REFERENCE, ())
+
+
+def test_unknown_tuner(examples, tmp_path, seed):
+    with pytest.raises(ConfigError, match=r"tune.tuner 'grid': expected one of hyperband, bayesian, random"):
+        tune(examples, SCHEMA, out_dir=tmp_path, tune=TuneConfig(tuner="grid"), batch_size=32, seed=seed)
