@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components import image_features
 from pipeline.artifacts import SPLITS, Examples
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
@@ -160,27 +161,28 @@ def load_tfds(name: str, data_dir: str | None) -> dict[str, tuple[np.ndarray, np
     return out
 
 
-def _serialize(image: np.ndarray, label: int) -> bytes:
-    import tensorflow as tf
-
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image": tf.train.Feature(int64_list=tf.train.Int64List(value=image.tolist())),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-    })).SerializeToString()
-
-
 def write_split(images: np.ndarray, labels: np.ndarray, directory: Path) -> None:
-    """Writes examples as gzipped TFRecord shards `data-NNNNN-of-NNNNN.tfrecord.gz`."""
+    """Writes examples as gzipped TFRecord shards `data-NNNNN-of-NNNNN.tfrecord.gz`.
+
+    Each tf.Example holds `image` (the pixels as int64), `label` (int64) and one float per
+    summary feature of `image_features` (mean intensity, ink fraction, bounding box, ...).
+    """
     import tensorflow as tf
 
     directory.mkdir(parents=True)
     flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
+    summaries = image_features.summarize(images) if len(images) else {n: [] for n in image_features.NAMES}
     shards = max(1, math.ceil(len(flat) / SHARD_SIZE))
     options = tf.io.TFRecordOptions(compression_type="GZIP")
+    Feature, Int64List, FloatList = tf.train.Feature, tf.train.Int64List, tf.train.FloatList
     for shard in range(shards):
         with tf.io.TFRecordWriter(str(directory / f"data-{shard:05d}-of-{shards:05d}.tfrecord.gz"), options) as w:
             for i in range(shard, len(flat), shards):
-                w.write(_serialize(flat[i], labels[i]))
+                feature = {"image": Feature(int64_list=Int64List(value=flat[i].tolist())),
+                           "label": Feature(int64_list=Int64List(value=[int(labels[i])]))}
+                for name, values in summaries.items():
+                    feature[name] = Feature(float_list=FloatList(value=[float(values[i])]))
+                w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
 
 
 def source_fingerprint(data: DataConfig) -> str:
@@ -238,5 +240,5 @@ def ingest(*, out_dir: Path, data: DataConfig) -> Examples:
                     counts={split: int(len(splits[split][1])) for split in SPLITS})
 
 
-COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="1",
+COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="2",
                       source_key=source_fingerprint)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components.drift import histogram_generator
 from pipeline.artifacts import SPLITS, Examples, Statistics
 from pipeline.errors import DataError
 from pipeline.libs import load_tfdv
@@ -12,14 +13,14 @@ LABEL = "label"
 
 
 def stats_options():
-    """StatsOptions whose schema marks the label categorical, so it gets per-class counts."""
+    """StatsOptions marking the label categorical (per-class counts) and adding fixed-bucket histograms."""
     tfdv = load_tfdv()
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     schema = schema_pb2.Schema()
     feature = schema.feature.add(name=LABEL, type=schema_pb2.INT)
     feature.int_domain.is_categorical = True
-    return tfdv.StatsOptions(schema=schema)
+    return tfdv.StatsOptions(schema=schema, generators=[histogram_generator()])
 
 
 def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] = ()) -> Statistics:
@@ -63,4 +64,4 @@ def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] 
     return result
 
 
-COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="1")
+COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="2")

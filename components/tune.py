@@ -47,9 +47,17 @@ def _tuner(name: str, oracle, directory: Path):
 
     from components.cnn import CNNHyperModel
 
-    cls = {"hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[name]
+    base = {"hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[name]
+
+    class Logged(base):
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            score = self.oracle.trials[trial.trial_id].score
+            log.info("  trial %s %s%s", trial.trial_id, trial.status.lower(),
+                     f" {OBJECTIVE}={score:.4f}" if score is not None else "")
+
     # These tuners' constructors only build their stock oracle; ours is passed to the base Tuner instead.
-    tuner = cls.__new__(cls)
+    tuner = Logged.__new__(Logged)
     kt.Tuner.__init__(tuner, oracle=oracle, hypermodel=CNNHyperModel(), directory=str(directory),
                       project_name="search", overwrite=True)
     return tuner
@@ -94,9 +102,6 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     stop = keras.callbacks.EarlyStopping(monitor=OBJECTIVE, patience=1)
     tuner.search(train, validation_data=evaluation, epochs=tune.max_epochs, callbacks=[stop], verbose=0)
     trials = _trials_table(tuner.oracle)
-    for row in trials:
-        log.info("  trial %s %s %s", row["trial_id"], row["status"].lower(),
-                 f"val_accuracy={row['score']:.4f}" if row["score"] is not None else "")
     best = {k: v for k, v in tuner.get_best_hyperparameters(1)[0].values.items() if not k.startswith("tuner/")}
     return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, trials=trials)
 

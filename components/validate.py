@@ -1,42 +1,71 @@
-"""Validate: TFDV anomalies of every split against the schema; any anomaly stops the run."""
+"""Validate: TFDV anomalies of every split, skew of test against train, drift against the previous span."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.artifacts import Anomalies, Anomaly, Schema, Statistics
+from components.drift import compare
+from pipeline.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
 from pipeline.libs import load_tfdv
 from pipeline.runner import Component
 
 
-def validate(statistics: Statistics, schema: Schema, *, out_dir: Path) -> Anomalies:
-    """Checks each split's statistics against the schema in the TRAINING environment.
+def anomalies_of(stats, proto_schema, split: str) -> tuple[list[Anomaly], object]:
+    """Schema anomalies of one split's DatasetFeatureStatisticsList; an empty split is one too."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-    An empty split is reported too (TFDV itself raises nothing for it). The TFDV anomalies
-    proto of each split is kept as `<out_dir>/<split>/anomalies.pbtxt`.
+    if stats.datasets[0].num_examples == 0:
+        return [Anomaly(split, "*", "EMPTY_SPLIT", f"split '{split}' has no examples")], None
+    result = load_tfdv().validate_statistics(stats, proto_schema, environment="TRAINING")
+    found = []
+    for feature, info in sorted(result.anomaly_info.items()):
+        kinds = ",".join(anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason)
+        found.append(Anomaly(split, feature, kinds, info.description))
+    return found, result
+
+
+def breaches(distances: list[Distance], split: str) -> list[Anomaly]:
+    """Distances over their threshold, as anomalies naming the feature, the distance and the threshold."""
+    return [Anomaly(split, d.feature, d.comparison.split(":")[0].upper(),
+                    f"{d.comparison}: {d.measure} {d.distance:.4f} > threshold {d.threshold:.4f}"
+                    + (f" + sampling noise {d.noise:.4f}" if d.noise >= 0.00005 else ""))
+            for d in distances if d.drifted]
+
+
+def validate(statistics: Statistics, schema: Schema, previous: Statistics | None = None, *,
+             out_dir: Path) -> Anomalies:
+    """Checks each split against the schema (TRAINING environment), test against train with the
+    schema's skew comparators, and train against the previous span's train with its drift comparators.
+
+    The TFDV anomalies proto of each split is kept as `<out_dir>/<split>/anomalies.pbtxt`.
 
     Example:
         >>> found = validate(stats, schema, out_dir=Path("/tmp/anomalies")).anomalies
         >>> [(a.split, a.feature, a.type) for a in found]
         [('train', 'label', 'INT_TYPE_BIG_INT')]
     """
-    tfdv = load_tfdv()
     from google.protobuf import text_format
-    from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+    tfdv = load_tfdv()
     proto_schema = tfdv.load_schema_text(schema.path)
     found: list[Anomaly] = []
-    for split in statistics.splits:
-        stats = tfdv.load_stats_binary(statistics.path(split))
-        if stats.datasets[0].num_examples == 0:
-            found.append(Anomaly(split, "*", "EMPTY_SPLIT", f"split '{split}' has no examples"))
-            continue
-        result = tfdv.validate_statistics(stats, proto_schema, environment="TRAINING")
-        (out_dir / split).mkdir()
-        (out_dir / split / "anomalies.pbtxt").write_text(text_format.MessageToString(result))
-        for feature, info in sorted(result.anomaly_info.items()):
-            kinds = ",".join(anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason)
-            found.append(Anomaly(split, feature, kinds, info.description))
-    return Anomalies(uri=str(out_dir), fingerprint="", anomalies=tuple(found))
+    per_split = {split: tfdv.load_stats_binary(statistics.path(split)) for split in statistics.splits}
+    for split, stats in per_split.items():
+        split_anomalies, proto = anomalies_of(stats, proto_schema, split)
+        found += split_anomalies
+        if proto is not None:
+            (out_dir / split).mkdir()
+            (out_dir / split / "anomalies.pbtxt").write_text(text_format.MessageToString(proto))
+    train = per_split["train"].datasets[0]
+    distances = compare(train, per_split["test"].datasets[0], proto_schema, "skew: train vs test",
+                        "skew_comparator")
+    found += breaches(distances, "test")
+    if previous is not None:
+        before = tfdv.load_stats_binary(previous.path("train")).datasets[0]
+        drift = compare(before, train, proto_schema, "drift: previous span train vs train")
+        found += breaches(drift, "train")
+        distances += drift
+    return Anomalies(uri=str(out_dir), fingerprint="", anomalies=tuple(found), distances=tuple(distances))
 
 
-COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema), output=Anomalies, version="1")
+COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema, (Statistics, type(None))),
+                      output=Anomalies, version="2")

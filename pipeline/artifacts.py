@@ -94,10 +94,24 @@ class Anomaly:
 
 
 @dataclass(frozen=True)
+class Distance:
+    """One feature's distance between two datasets' shared-bucket histograms, against its threshold."""
+
+    comparison: str  # e.g. "skew: train vs test", "drift: previous span train vs train"
+    feature: str
+    measure: str  # "jensen_shannon_divergence" or "l_infinity"
+    distance: float
+    threshold: float  # the schema's
+    noise: float  # what samples of these sizes reach by chance; drifted means distance > threshold + noise
+    drifted: bool
+
+
+@dataclass(frozen=True)
 class Anomalies(Artifact):
-    """Anomalies of every split against the schema; empty when the data is clean."""
+    """Anomalies of every split against the schema, and drift and skew distances; clean when none."""
 
     anomalies: tuple[Anomaly, ...]
+    distances: tuple[Distance, ...] = ()
     kind: ClassVar[str] = "Anomalies"
 
 

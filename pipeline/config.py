@@ -42,6 +42,13 @@ class SchemaConfig:
 
 
 @dataclass(frozen=True)
+class ValidateConfig:
+    """Data validation gates; schema anomalies and train-versus-test skew always apply."""
+
+    drift: bool = True  # compare each new span's train split with the previous span's
+
+
+@dataclass(frozen=True)
 class TuneConfig:
     """KerasTuner search settings."""
 
@@ -87,6 +94,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     schema: SchemaConfig = field(default_factory=SchemaConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from components import evaluate, ingest, push, schema, statistics, train, tune, validate
+from pipeline import records
 from pipeline.artifacts import Examples
 from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config
 from pipeline.errors import ValidationFailed
@@ -18,6 +19,9 @@ def min_accuracy(cfg: Config, examples: Examples) -> float:
 def production(cfg: Config, run: Runner) -> None:
     """ingest → statistics → schema → validate → tune → train → evaluate → push (only when blessed).
 
+    Validation compares test with train (skew) and, with `validate.drift`, this span's train split
+    with the previous span's: the newest earlier run on this root over other data.
+
     Raises:
         ValidationFailed: the data has anomalies; nothing after validate runs.
     """
@@ -25,7 +29,8 @@ def production(cfg: Config, run: Runner) -> None:
     stats = run(statistics.COMPONENT, examples, beam_args=cfg.statistics.beam_args)
     curated = schema.curated_schema_path(cfg.schema_dir, examples.name, cfg.schema.schema_file)
     data_schema = run(schema.COMPONENT, stats, curated=curated)
-    anomalies = run(validate.COMPONENT, stats, data_schema)
+    previous = records.previous_span_statistics(cfg.root, examples.fingerprint) if cfg.validate.drift else None
+    anomalies = run(validate.COMPONENT, stats, data_schema, previous)
     if anomalies.anomalies:
         raise ValidationFailed(anomalies.anomalies)
     hyperparameters = run(tune.COMPONENT, examples, data_schema, tune=cfg.tune,

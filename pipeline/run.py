@@ -38,6 +38,7 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
         "schema": (s := out.get("schema")) and {"source": s.source, "uri": s.path},
         "components": runner.components,
         "anomalies": [dataclasses.asdict(a) for a in anomalies.anomalies] if anomalies else [],
+        "drift": [dataclasses.asdict(d) for d in anomalies.distances] if anomalies else [],
         "tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values},
         "training": model and {"history": model.history, "model": model.path},
         "evaluation": ev and {"accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy,

@@ -30,7 +30,7 @@ class Component:
 
     name: str
     fn: Callable[..., Artifact]
-    inputs: tuple[type, ...]
+    inputs: tuple[type | tuple[type, ...], ...]
     output: type
     version: str = "1"
     source_key: Callable[..., str] | None = None
@@ -64,7 +64,7 @@ class Runner:
         identity = {
             "component": component.name,
             "version": component.version,
-            "inputs": [a.fingerprint for a in inputs],
+            "inputs": [a.fingerprint if a is not None else None for a in inputs],
             "params": params,
             "source": component.source_key(**params) if component.source_key else None,
         }
@@ -73,8 +73,9 @@ class Runner:
 
     def __call__(self, component: Component, *inputs: Artifact, **params: Any) -> Artifact:
         for expected, got in zip(component.inputs, inputs, strict=True):
-            if not isinstance(got, expected):
-                raise TypeError(f"{component.name}: expected {expected.__name__}, got {type(got).__name__}")
+            if not isinstance(got, expected):  # `expected` may be a tuple of types, for optional inputs
+                names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+                raise TypeError(f"{component.name}: expected {names}, got {type(got).__name__}")
         start = time.monotonic()
         key = self.cache_key(component, inputs, params)
         final = self.store / component.name / key[:16]

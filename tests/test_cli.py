@@ -60,6 +60,9 @@ def test_run_pushes_and_prints_the_summary(first_run, data):
                                           "evaluate", "push"}
     assert {c["state"] for c in summary["components"].values()} == {"executed"}
     assert summary["anomalies"] == [] and summary["tuning"]["tuner"] == "hyperband"
+    skew = summary["drift"]
+    assert {d["feature"] for d in skew} >= {"label", "mean_intensity", "center_col"}
+    assert all(d["comparison"] == "skew: train vs test" and not d["drifted"] for d in skew)
     assert len(summary["tuning"]["trials"]) == 2 and summary["tuning"]["best_hyperparameters"]
     assert summary["evaluation"]["blessed"] and 0 < summary["evaluation"]["accuracy"] < 0.8
     assert summary["pushed_model"] == str(data / "root" / "serving" / "1")
@@ -90,6 +93,25 @@ def test_not_blessed_exits_4_and_pushes_nothing(first_run, data):
     assert summary["components"]["evaluate"]["state"] == "executed" and "push" not in summary["components"]
     assert_one_line_error(err, "model not blessed", "< min_accuracy 0.9990")
     assert sorted(p.name for p in (data / "root" / "serving").iterdir()) == ["1"]
+
+
+def test_new_span_that_drifted_blocks_with_exit_3(first_run, data):
+    """A later delivery to the same root, with every image inverted, is compared with the last span."""
+    from pipeline.idx import read_idx
+
+    drifted = data / "inverted"
+    drifted.mkdir()
+    for path in (data / "data").iterdir():
+        array = read_idx(path)
+        write_idx(drifted / path.name, 255 - array if "images" in path.name else array)
+    code, out, err = cli("run", "--dataset", f"idx:{drifted}", "--root", data / "root", *FAST, "--json")
+    summary = json.loads(out)
+    assert code == 3 and summary["status"] == "blocked"
+    breach = [d for d in summary["drift"] if d["drifted"]]
+    assert breach and all(d["comparison"].startswith("drift") for d in breach)
+    assert "mean_intensity" in {d["feature"] for d in breach}
+    assert any(a["type"] == "DRIFT" and a["feature"] == "mean_intensity" for a in summary["anomalies"])
+    assert_one_line_error(err, "data validation failed", "DRIFT", "> threshold")
 
 
 def test_out_of_range_label_blocks_with_exit_3(tmp_path):

@@ -49,6 +49,14 @@ def test_ingest_writes_every_split_with_content(examples):
     images, labels = _read(examples, "test")
     assert images.shape == (64, 784) and images.max() <= 255 and set(labels) == set(range(10))
     assert len(examples.fingerprint) == 64 and examples.source.startswith("idx:")
+    record = next(iter(tf.data.TFRecordDataset(tf.io.gfile.glob(examples.file_pattern("test")),
+                                               compression_type="GZIP")))
+    feature = tf.train.Example.FromString(record.numpy()).features.feature
+    from components.image_features import NAMES, summarize
+
+    expected = summarize(images[:1].reshape(1, 28, 28).astype(np.uint8))
+    for name in NAMES:
+        assert feature[name].float_list.value[0] == pytest.approx(float(expected[name][0]), rel=1e-6)
 
 
 def test_split_and_fingerprint_are_deterministic(idx_dir, tmp_path):

@@ -17,6 +17,7 @@ SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
 def _stats_of(tmp_path, images, labels):
     """Statistics of a dataset whose three splits all hold `images` and `labels`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         write_split(images, labels, tmp_path / "ex" / split)
     examples = Examples(uri=str(tmp_path / "ex"), fingerprint="x", spec="test", name="", source="test",
@@ -43,7 +44,21 @@ def test_curated_schemas_ship_for_mnist_and_fashion_mnist():
         label = next(f for f in proto.feature if f.name == "label")
         assert (label.int_domain.min, label.int_domain.max, label.int_domain.is_categorical) == (0, 9, True)
         assert list(label.not_in_environment) == ["SERVING"]
-    assert curated_schema_path(SCHEMAS, "") is None and curated_schema_path(SCHEMAS, "kmnist") is None
+    assert curated_schema_path(SCHEMAS, "kmnist") == curated_schema_path(SCHEMAS, "") == SCHEMAS / "mnist_family.pbtxt"
+    assert curated_schema_path(SCHEMAS / "absent", "mnist") is None  # then the schema is inferred
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "mnist_family"])
+def test_curated_schemas_range_every_summary_feature_with_thresholds(name):
+    from components.image_features import NAMES
+
+    features = {f.name: f for f in load_schema(SCHEMAS / f"{name}.pbtxt").feature}
+    for feature in NAMES:
+        f = features[feature]
+        assert f.float_domain.max > f.float_domain.min and f.presence.min_fraction == 1
+        assert f.drift_comparator.jensen_shannon_divergence.threshold > 0
+        assert f.skew_comparator.jensen_shannon_divergence.threshold > 0
+    assert features["label"].drift_comparator.infinity_norm.threshold > 0
 
 
 def test_inferred_schema_gets_the_contract(stats, tmp_path):
@@ -54,6 +69,10 @@ def test_inferred_schema_gets_the_contract(stats, tmp_path):
     assert (features["image"].int_domain.min, features["image"].int_domain.max) == (0, 255)
     assert [d.size for d in features["image"].shape.dim] == [784]
     assert features["label"].int_domain.max == 9 and not proto.string_domain
+    assert features["label"].skew_comparator.infinity_norm.threshold > 0
+    mean = features["mean_intensity"]
+    assert 0 <= mean.float_domain.min < mean.float_domain.max <= 255 * 1.1
+    assert mean.drift_comparator.jensen_shannon_divergence.threshold > 0
 
 
 def test_curated_schema_is_copied(stats, tmp_path):
@@ -89,10 +108,28 @@ def test_label_out_of_range_is_flagged(tmp_path):
 
 def test_wrong_image_size_is_flagged(tmp_path):
     found = _anomalies(tmp_path, _images(30, side=32), np.arange(30) % 10, curated=SCHEMAS / "mnist.pbtxt")
-    assert {(a.feature, a.type) for a in found} == {("image", "INVALID_FEATURE_SHAPE")}
-    assert "1024" in found[0].description
+    shape = [a for a in found if a.feature == "image"]
+    assert {a.type for a in shape} == {"INVALID_FEATURE_SHAPE"} and "1024" in shape[0].description
+    assert {a.feature for a in found} <= {"image", "bbox_height", "bbox_width"}  # 32-pixel boxes are out of range
 
 
 def test_empty_split_is_flagged(tmp_path):
     found = _anomalies(tmp_path, _images(0), np.zeros(0, np.int64), curated=SCHEMAS / "mnist.pbtxt")
     assert [(a.split, a.type) for a in found] == [(s, "EMPTY_SPLIT") for s in SPLITS]
+
+
+def test_drift_against_previous_span_names_the_feature(tmp_path):
+    labels = np.arange(200) % 10
+    images = np.random.default_rng(1).integers(0, 120, (200, 28, 28), dtype=np.uint8)
+    before = _stats_of(tmp_path / "before", images, labels)
+    after = _stats_of(tmp_path / "after", 255 - images, labels)
+    (tmp_path / "schema").mkdir()
+    (tmp_path / "out").mkdir()
+    curated = schema(after, out_dir=tmp_path / "schema", curated=SCHEMAS / "mnist_family.pbtxt")
+    result = validate(after, curated, before, out_dir=tmp_path / "out")
+    drifted = {d.feature for d in result.distances if d.drifted}
+    assert "mean_intensity" in drifted and "label" not in drifted
+    drift = next(a for a in result.anomalies if a.feature == "mean_intensity")
+    assert drift.type == "DRIFT" and "jensen_shannon_divergence" in drift.description
+    skew = [d for d in result.distances if d.comparison.startswith("skew")]
+    assert skew and not any(d.drifted for d in skew)  # each span's test equals its train here

@@ -1,0 +1,40 @@
+"""Run records under `<root>/runs/<run_id>/summary.json`: reading them back for later runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline import artifacts
+from pipeline.artifacts import Statistics
+
+PASSED_VALIDATION = ("pushed", "not_blessed")
+
+
+def summaries(root: str | Path) -> Iterator[dict[str, Any]]:
+    """Run summaries of a root, newest first (run ids sort by start time); unreadable ones are skipped."""
+    for path in sorted((Path(root) / "runs").glob("*/summary.json"), reverse=True):
+        try:
+            yield json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+
+
+def previous_span_statistics(root: str | Path, fingerprint: str) -> Statistics | None:
+    """Statistics of the newest span before this one: the latest run on other data that passed validation.
+
+    Example:
+        >>> previous_span_statistics("pipeline_root", examples.fingerprint).path("train")
+        'pipeline_root/artifacts/statistics/5d1c.../train/FeatureStats.pb'
+    """
+    for summary in summaries(root):
+        dataset = summary.get("dataset") or {}
+        if summary.get("status") in PASSED_VALIDATION and dataset.get("fingerprint") not in (None, fingerprint):
+            uri = summary["components"].get("statistics", {}).get("uri")
+            try:
+                stats = artifacts.load(uri) if uri else None
+            except (OSError, ValueError, KeyError):
+                continue
+            if isinstance(stats, Statistics) and stats.intact():
+                return stats
+    return None
