@@ -1,4 +1,4 @@
-"""The command line: `python -m pipeline run ...`; exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed."""
+"""The command line: `run` (exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed) and `drift` (exit 3 drifted)."""
 from __future__ import annotations
 
 import argparse
@@ -31,7 +31,33 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     run.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow, Beam and library logs")
+    drift = commands.add_parser("drift", help="compare a dataset with a baseline: exit 3 when anything drifted")
+    drift.add_argument("--baseline", required=True, help="SPEC[:SPLIT] or a saved statistics file (FeatureStats.pb)")
+    drift.add_argument("--current", required=True, help="SPEC[:SPLIT] or a saved statistics file")
+    drift.add_argument("--schema", help="schema with the drift thresholds (default: the current data's curated one)")
+    drift.add_argument("--root", help="where ingested data and statistics are cached (default ./pipeline_root)")
+    drift.add_argument("--beam-arg", action="append", default=None, metavar="ARG", help="a Beam pipeline option")
+    drift.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    drift.add_argument("-v", "--verbose", action="store_true", help="show library logs and tracebacks")
     return parser
+
+
+def _drift(args, out) -> int:
+    from pipeline import config
+    from pipeline.checks import drift_check
+
+    cfg = config.override(config.Config(), root=args.root, **{
+        "schema.schema_file": args.schema,
+        "statistics.beam_args": tuple(args.beam_arg) if args.beam_arg else None})
+    report = drift_check(args.baseline, args.current, cfg)
+    if args.json:
+        out.write(json.dumps(report, indent=2) + "\n")
+    else:
+        out.write(f"{'feature':<16} {'measure':<26} {'distance':>9} {'threshold':>9} {'noise':>7}  result\n")
+        for d in report["distances"]:
+            out.write(f"{d['feature']:<16} {d['measure']:<26} {d['distance']:>9.4f} {d['threshold']:>9.4f} "
+                      f"{d['noise']:>7.4f}  {'DRIFTED' if d['drifted'] else 'ok'}\n")
+    return 3 if report["drifted"] else 0
 
 
 def _quiet(verbose: bool) -> None:
@@ -87,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import PipelineError
 
     try:
-        return _run(args, out)
+        return {"run": _run, "drift": _drift}[args.command](args, out)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

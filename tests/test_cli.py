@@ -144,3 +144,30 @@ def test_bad_config_and_usage(tmp_path):
     assert_one_line_error(err, "bad.yaml", "unknown key 'train.epoch'")
     code, _, err = cli("run", "--max-trials", "many")
     assert code == 2 and "invalid int value" in err
+
+
+def test_drift_command(data, tmp_path):
+    from pipeline.idx import read_idx
+
+    inverted = tmp_path / "inverted"
+    inverted.mkdir()
+    for path in (data / "data").iterdir():
+        array = read_idx(path)
+        write_idx(inverted / path.name, 255 - array if "images" in path.name else array)
+    root = tmp_path / "root"
+    code, out, err = cli("drift", "--baseline", f"idx:{data / 'data'}:train", "--current",
+                         f"idx:{data / 'data'}:test", "--root", root, "--json")
+    report = json.loads(out)
+    assert code == 0 and not report["drifted"], err
+    assert report["schema"].endswith("mnist_family.pbtxt") and report["counts"]["current"] == 80
+    assert {d["feature"] for d in report["distances"]} >= {"label", "mean_intensity", "center_row"}
+
+    saved = next(root.glob("artifacts/statistics/*/train/FeatureStats.pb"))
+    code, out, err = cli("drift", "--baseline", saved, "--current", f"idx:{inverted}:test", "--root", root)
+    assert code == 3, err
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:]}
+    assert rows["mean_intensity"] == "DRIFTED" and rows["label"] == "ok"
+
+    code, out, err = cli("drift", "--baseline", "/no/such/stats.pb", "--current", saved, "--root", root)
+    assert code == 1
+    assert_one_line_error(err, "/no/such/stats.pb")
