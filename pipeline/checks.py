@@ -1,11 +1,11 @@
-"""The `drift` command: distances between two datasets (or saved statistics) on shared buckets."""
+"""The `validate` and `drift` commands: checks of a dataset on its own, or against a baseline."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 from typing import Any
 
-from components import ingest, schema, statistics
+from components import ingest, schema, statistics, validate
 from components.drift import compare
 from pipeline.config import Config, DataConfig
 from pipeline.errors import DataError
@@ -32,11 +32,38 @@ def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = ()):
         if not stats.datasets:
             raise DataError(f"{spec}: holds no dataset statistics")
         return stats.datasets[0], ""
+    split, examples, stats = _ingest_and_describe(spec, runner, beam_args)
+    return tfdv.load_stats_binary(stats.path(split or "train")).datasets[0], examples.name
+
+
+def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...]):
+    """Ingests the dataset of `SPEC[:SPLIT]` and computes its statistics; returns (split or None, both)."""
     parsed = ingest.DatasetSpec.parse(spec)
     whole = spec[: -len(parsed.split) - 1] if parsed.split else spec
     examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole))
-    stats = runner(statistics.COMPONENT, examples, beam_args=beam_args)
-    return tfdv.load_stats_binary(stats.path(parsed.split or "train")).datasets[0], examples.name
+    return parsed.split, examples, runner(statistics.COMPONENT, examples, beam_args=beam_args)
+
+
+def validate_check(spec: str, cfg: Config) -> dict[str, Any]:
+    """Statistics and anomalies of a dataset (or one split of it) against its schema.
+
+    Without a split suffix every split is checked and test is compared with train (skew).
+
+    Example:
+        >>> validate_check("idx:/data/new:test", Config())["clean"]
+        True
+    """
+    runner = Runner(cfg.root)
+    split, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args)
+    path = schema.curated_schema_path(cfg.schema_dir, examples.name, cfg.schema.schema_file)
+    data_schema = runner(schema.COMPONENT, stats, curated=path)
+    result = runner(validate.COMPONENT, stats, data_schema, None)
+    anomalies = [a for a in result.anomalies if split is None or (a.split == split and a.type != "SKEW")]
+    distances = list(result.distances) if split is None else []
+    return {"dataset": spec, "schema": data_schema.source, "source": examples.source,
+            "counts": {s: n for s, n in examples.counts.items() if split in (None, s)},
+            "clean": not anomalies, "anomalies": [dataclasses.asdict(a) for a in anomalies],
+            "distances": [dataclasses.asdict(d) for d in distances]}
 
 
 def drift_check(baseline: str, current: str, cfg: Config) -> dict[str, Any]:

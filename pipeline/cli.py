@@ -1,4 +1,4 @@
-"""The command line: `run` (exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed) and `drift` (exit 3 drifted)."""
+"""The command line: `run` (exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed), `validate`, `drift`."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     run.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow, Beam and library logs")
+    check = commands.add_parser("validate", help="statistics and anomalies of a dataset: exit 3 on anomalies")
+    check.add_argument("--dataset", required=True, help="SPEC or SPEC:SPLIT (NAME, tfds:NAME, idx:DIR)")
+    check.add_argument("--schema", help="schema file (default: the dataset's curated one)")
+    check.add_argument("--root", help="where ingested data and statistics are cached (default ./pipeline_root)")
+    check.add_argument("--beam-arg", action="append", default=None, metavar="ARG", help="a Beam pipeline option")
+    check.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    check.add_argument("-v", "--verbose", action="store_true", help="show library logs and tracebacks")
     drift = commands.add_parser("drift", help="compare a dataset with a baseline: exit 3 when anything drifted")
     drift.add_argument("--baseline", required=True, help="SPEC[:SPLIT] or a saved statistics file (FeatureStats.pb)")
     drift.add_argument("--current", required=True, help="SPEC[:SPLIT] or a saved statistics file")
@@ -42,14 +49,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _drift(args, out) -> int:
+def _check_config(args):
     from pipeline import config
-    from pipeline.checks import drift_check
 
-    cfg = config.override(config.Config(), root=args.root, **{
+    return config.override(config.Config(), root=args.root, **{
         "schema.schema_file": args.schema,
         "statistics.beam_args": tuple(args.beam_arg) if args.beam_arg else None})
-    report = drift_check(args.baseline, args.current, cfg)
+
+
+def _validate(args, out) -> int:
+    from pipeline.checks import validate_check
+
+    report = validate_check(args.dataset, _check_config(args))
+    if args.json:
+        out.write(json.dumps(report, indent=2) + "\n")
+    else:
+        counts = ", ".join(f"{s} {n}" for s, n in report["counts"].items())
+        out.write(f"{report['dataset']} ({counts}) against {report['schema']}: "
+                  f"{'clean' if report['clean'] else str(len(report['anomalies'])) + ' anomalies'}\n")
+        for a in report["anomalies"]:
+            out.write(f"  {a['split']:<6} {a['feature']:<16} {a['type']}: {a['description']}\n")
+    return 0 if report["clean"] else 3
+
+
+def _drift(args, out) -> int:
+    from pipeline.checks import drift_check
+
+    report = drift_check(args.baseline, args.current, _check_config(args))
     if args.json:
         out.write(json.dumps(report, indent=2) + "\n")
     else:
@@ -113,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import PipelineError
 
     try:
-        return {"run": _run, "drift": _drift}[args.command](args, out)
+        return {"run": _run, "validate": _validate, "drift": _drift}[args.command](args, out)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -171,3 +171,25 @@ def test_drift_command(data, tmp_path):
     code, out, err = cli("drift", "--baseline", "/no/such/stats.pb", "--current", saved, "--root", root)
     assert code == 1
     assert_one_line_error(err, "/no/such/stats.pb")
+
+
+def test_validate_command(data, tmp_path):
+    code, out, err = cli("validate", "--dataset", f"idx:{data / 'data'}", "--root", tmp_path / "root", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["clean"] and report["anomalies"] == [], err
+    assert report["counts"]["test"] == 80 and report["schema"].endswith("mnist_family.pbtxt")
+    assert report["distances"] and not any(d["drifted"] for d in report["distances"])
+
+    bad = write_dataset(tmp_path / "bad", {"train": 60}, side=32)
+    write_idx(bad / "t10k-images-idx3-ubyte.gz", np.zeros((0, 32, 32), np.uint8))
+    write_idx(bad / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))
+    labels = np.arange(60, dtype=np.uint8) % 10
+    labels[3] = 12
+    write_idx(bad / "train-labels-idx1-ubyte.gz", labels)
+    code, out, err = cli("validate", "--dataset", f"idx:{bad}", "--root", tmp_path / "root")
+    assert code == 3, err
+    assert "anomalies" in out.splitlines()[0]
+    found = {(line.split()[0], line.split()[1], line.split()[2].rstrip(":")) for line in out.splitlines()[1:]}
+    assert ("train", "label", "INT_TYPE_BIG_INT") in found
+    assert ("train", "image", "INVALID_FEATURE_SHAPE") in found
+    assert ("test", "*", "EMPTY_SPLIT") in found
