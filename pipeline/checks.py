@@ -10,6 +10,7 @@ from components.drift import compare
 from pipeline.config import Config, DataConfig
 from pipeline.errors import DataError
 from pipeline.libs import load_tfdv
+from pipeline.report import drift_html
 from pipeline.runner import Runner
 
 
@@ -66,8 +67,10 @@ def validate_check(spec: str, cfg: Config) -> dict[str, Any]:
             "distances": [dataclasses.asdict(d) for d in distances]}
 
 
-def drift_check(baseline: str, current: str, cfg: Config) -> dict[str, Any]:
+def drift_check(baseline: str, current: str, cfg: Config, report: str | None = None) -> dict[str, Any]:
     """Compares `current` with `baseline` using the drift thresholds of the current data's schema.
+
+    The current data's schema anomalies come along; with `report`, a self-contained HTML file too.
 
     Datasets are ingested and their statistics computed under `cfg.root`, cached like a run's.
 
@@ -82,10 +85,19 @@ def drift_check(baseline: str, current: str, cfg: Config) -> dict[str, Any]:
     path = schema.curated_schema_path(cfg.schema_dir, after_name or before_name, cfg.schema.schema_file)
     if path is None:
         raise DataError(f"{cfg.schema_dir}: no schema with drift thresholds; pass --schema FILE")
-    distances = compare(before, after, schema.load_schema(path), f"drift: {baseline} vs {current}")
+    proto = schema.load_schema(path)
+    distances = compare(before, after, proto, f"drift: {baseline} vs {current}")
     if not distances:
         raise DataError(f"{path}: no feature of the schema has a drift comparator that both datasets have")
-    return {"baseline": baseline, "current": current, "schema": str(path),
-            "counts": {"baseline": before.num_examples, "current": after.num_examples},
-            "drifted": any(d.drifted for d in distances),
-            "distances": [dataclasses.asdict(d) for d in distances]}
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    anomalies, _ = validate.anomalies_of(statistics_pb2.DatasetFeatureStatisticsList(datasets=[after]), proto,
+                                         "current")
+    result = {"baseline": baseline, "current": current, "schema": str(path),
+              "counts": {"baseline": before.num_examples, "current": after.num_examples},
+              "drifted": any(d.drifted for d in distances),
+              "distances": [dataclasses.asdict(d) for d in distances],
+              "anomalies": [dataclasses.asdict(a) for a in anomalies]}
+    if report:
+        drift_html(result, before, after, report)
+    return result

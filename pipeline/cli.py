@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--schema", help="schema with the drift thresholds (default: the current data's curated one)")
     drift.add_argument("--root", help="where ingested data and statistics are cached (default ./pipeline_root)")
     drift.add_argument("--beam-arg", action="append", default=None, metavar="ARG", help="a Beam pipeline option")
+    drift.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report")
     drift.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     drift.add_argument("-v", "--verbose", action="store_true", help="show library logs and tracebacks")
     return parser
@@ -75,7 +76,7 @@ def _validate(args, out) -> int:
 def _drift(args, out) -> int:
     from pipeline.checks import drift_check
 
-    report = drift_check(args.baseline, args.current, _check_config(args))
+    report = drift_check(args.baseline, args.current, _check_config(args), args.report)
     if args.json:
         out.write(json.dumps(report, indent=2) + "\n")
     else:
