@@ -101,3 +101,18 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
     if report:
         drift_html(result, before, after, report)
     return result
+
+
+def infer_schema_text(spec: str, cfg: Config) -> str:
+    """A draft schema inferred from a dataset's train statistics, for review before curating it.
+
+    It carries the MNIST-family contract, each summary feature's observed range widened by 10% and
+    the default drift and skew thresholds (see `components.schema.apply_contract`).
+
+    Example:
+        >>> Path("schemas/kmnist.pbtxt").write_text(infer_schema_text("tfds:kmnist", Config()))
+    """
+    runner = Runner(cfg.root)
+    _, _, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args)
+    inferred = runner(schema.COMPONENT, stats, curated=None)
+    return Path(inferred.path).read_text()

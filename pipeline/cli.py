@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 log = logging.getLogger("pipeline")
 
@@ -17,7 +18,6 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the production pipeline: ingest to push")
     run.add_argument("--config", help="YAML config file with a section per component")
     run.add_argument("--dataset", help="NAME, tfds:NAME or idx:DIR (default fashion_mnist)")
-    run.add_argument("--root", help="pipeline root: artifacts, runs (default ./pipeline_root)")
     run.add_argument("--serving-dir", help="where blessed models are pushed (default <root>/serving)")
     run.add_argument("--tuner", choices=("hyperband", "bayesian", "random"))
     run.add_argument("--max-trials", type=int, help="tuning trials at most")
@@ -26,27 +26,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="training epochs at most (early stopping may end sooner)")
     run.add_argument("--min-accuracy", type=float, help="test accuracy needed to bless the model")
     run.add_argument("--seed", type=int)
-    run.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
-                     help="a Beam pipeline option for statistics, e.g. --beam-arg=--runner=FlinkRunner (repeatable)")
     run.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
-    run.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
-    run.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow, Beam and library logs")
     check = commands.add_parser("validate", help="statistics and anomalies of a dataset: exit 3 on anomalies")
     check.add_argument("--dataset", required=True, help="SPEC or SPEC:SPLIT (NAME, tfds:NAME, idx:DIR)")
     check.add_argument("--schema", help="schema file (default: the dataset's curated one)")
-    check.add_argument("--root", help="where ingested data and statistics are cached (default ./pipeline_root)")
-    check.add_argument("--beam-arg", action="append", default=None, metavar="ARG", help="a Beam pipeline option")
-    check.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    check.add_argument("-v", "--verbose", action="store_true", help="show library logs and tracebacks")
+    infer = commands.add_parser("schema", help="infer a draft schema from a dataset, for review")
+    infer.add_argument("--dataset", required=True, help="NAME, tfds:NAME or idx:DIR")
+    infer.add_argument("--output", help="write the schema here (default: stdout)")
     drift = commands.add_parser("drift", help="compare a dataset with a baseline: exit 3 when anything drifted")
     drift.add_argument("--baseline", required=True, help="SPEC[:SPLIT] or a saved statistics file (FeatureStats.pb)")
     drift.add_argument("--current", required=True, help="SPEC[:SPLIT] or a saved statistics file")
     drift.add_argument("--schema", help="schema with the drift thresholds (default: the current data's curated one)")
-    drift.add_argument("--root", help="where ingested data and statistics are cached (default ./pipeline_root)")
-    drift.add_argument("--beam-arg", action="append", default=None, metavar="ARG", help="a Beam pipeline option")
     drift.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report")
-    drift.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    drift.add_argument("-v", "--verbose", action="store_true", help="show library logs and tracebacks")
+    for command in (run, check, infer, drift):
+        command.add_argument("--root", help="pipeline root: artifacts, cached data and statistics, runs "
+                                            "(default ./pipeline_root)")
+        command.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
+                             help="a Beam pipeline option for statistics, e.g. --beam-arg=--runner=FlinkRunner "
+                                  "(repeatable)")
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="show TensorFlow, Beam and library logs, and tracebacks")
+        if command is not infer:
+            command.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return parser
 
 
@@ -54,7 +55,7 @@ def _check_config(args):
     from pipeline import config
 
     return config.override(config.Config(), root=args.root, **{
-        "schema.schema_file": args.schema,
+        "schema.schema_file": getattr(args, "schema", None),
         "statistics.beam_args": tuple(args.beam_arg) if args.beam_arg else None})
 
 
@@ -71,6 +72,19 @@ def _validate(args, out) -> int:
         for a in report["anomalies"]:
             out.write(f"  {a['split']:<6} {a['feature']:<16} {a['type']}: {a['description']}\n")
     return 0 if report["clean"] else 3
+
+
+def _schema(args, out) -> int:
+    from pipeline.checks import infer_schema_text
+    from pipeline.records import write_text
+
+    text = infer_schema_text(args.dataset, _check_config(args))
+    if args.output:
+        write_text(Path(args.output), text)
+        log.info("schema written to %s", args.output)
+    else:
+        out.write(text)
+    return 0
 
 
 def _drift(args, out) -> int:
@@ -140,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import PipelineError
 
     try:
-        return {"run": _run, "validate": _validate, "drift": _drift}[args.command](args, out)
+        commands = {"run": _run, "validate": _validate, "schema": _schema, "drift": _drift}
+        return commands[args.command](args, out)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,7 +1,8 @@
-"""Run records under `<root>/runs/<run_id>/summary.json`: reading them back for later runs."""
+"""Run records under `<root>/runs/<run_id>/summary.json`: written atomically, read back by later runs."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -9,6 +10,19 @@ from pipeline import artifacts
 from pipeline.artifacts import Statistics
 
 PASSED_VALIDATION = ("pushed", "not_blessed")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Writes a file atomically: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Writes JSON atomically."""
+    write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def summaries(root: str | Path) -> Iterator[dict[str, Any]]:

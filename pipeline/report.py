@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from components.drift import boundaries, fixed_histogram
+from pipeline.records import write_text
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d232a;max-width:1200px}
@@ -108,7 +109,4 @@ of these sizes reach by chance 999 times in 1000. Histograms share fixed buckets
 (share of examples per bucket)</p><div class="grid">{''.join(figures)}</div></section>
 </body></html>
 """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    write_text(Path(path), page)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
-import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import production
 from pipeline.errors import PipelineError, ValidationFailed
+from pipeline.records import write_json
 from pipeline.runner import Runner
 
 log = logging.getLogger("pipeline")
@@ -46,14 +45,6 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
         "pushed_model": pushed.uri if pushed else None,
         "config": config_module.to_dict(cfg),
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Writes JSON atomically: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:

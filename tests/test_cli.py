@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_dataset
-from pipeline.idx import write_idx
+from pipeline.idx import read_idx, write_idx
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--max-trials", "2", "--max-epochs", "1", "--epochs", "2"]
@@ -21,6 +21,15 @@ def cli(*args, env=None):
     proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, timeout=600)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def inverted_copy(source: Path, target: Path) -> Path:
+    """A copy of an IDX dataset with every image inverted (255 - x): the same labels, drifted pixels."""
+    target.mkdir()
+    for path in source.iterdir():
+        array = read_idx(path)
+        write_idx(target / path.name, 255 - array if "images" in path.name else array)
+    return target
 
 
 def assert_one_line_error(stderr, *fragments):
@@ -97,13 +106,7 @@ def test_not_blessed_exits_4_and_pushes_nothing(first_run, data):
 
 def test_new_span_that_drifted_blocks_with_exit_3(first_run, data):
     """A later delivery to the same root, with every image inverted, is compared with the last span."""
-    from pipeline.idx import read_idx
-
-    drifted = data / "inverted"
-    drifted.mkdir()
-    for path in (data / "data").iterdir():
-        array = read_idx(path)
-        write_idx(drifted / path.name, 255 - array if "images" in path.name else array)
+    drifted = inverted_copy(data / "data", data / "inverted")
     code, out, err = cli("run", "--dataset", f"idx:{drifted}", "--root", data / "root", *FAST, "--json")
     summary = json.loads(out)
     assert code == 3 and summary["status"] == "blocked"
@@ -147,13 +150,7 @@ def test_bad_config_and_usage(tmp_path):
 
 
 def test_drift_command(data, tmp_path):
-    from pipeline.idx import read_idx
-
-    inverted = tmp_path / "inverted"
-    inverted.mkdir()
-    for path in (data / "data").iterdir():
-        array = read_idx(path)
-        write_idx(inverted / path.name, 255 - array if "images" in path.name else array)
+    inverted = inverted_copy(data / "data", tmp_path / "inverted")
     root = tmp_path / "root"
     code, out, err = cli("drift", "--baseline", f"idx:{data / 'data'}:train", "--current",
                          f"idx:{data / 'data'}:test", "--root", root, "--json")
@@ -193,3 +190,15 @@ def test_validate_command(data, tmp_path):
     assert ("train", "label", "INT_TYPE_BIG_INT") in found
     assert ("train", "image", "INVALID_FEATURE_SHAPE") in found
     assert ("test", "*", "EMPTY_SPLIT") in found
+
+
+def test_schema_command_writes_a_draft_for_review(data, tmp_path):
+    output = tmp_path / "draft.pbtxt"
+    code, out, err = cli("schema", "--dataset", f"idx:{data / 'data'}", "--root", tmp_path / "root",
+                         "--output", output)
+    assert code == 0, err
+    from components.schema import load_schema
+
+    features = {f.name: f for f in load_schema(output).feature}
+    assert features["label"].int_domain.max == 9 and features["label"].drift_comparator.infinity_norm.threshold
+    assert 0 < features["mean_intensity"].float_domain.min < features["mean_intensity"].float_domain.max < 255
