@@ -7,6 +7,7 @@ import keras
 import keras_tuner as kt
 
 PIXELS, SIDE, CLASSES = 28 * 28, 28, 10
+SPACE_VERSION = "1"  # bump when the search space changes: earlier search results are then not reused
 
 # The reference model: Conv(32,3)-Pool-Drop(.2)-Conv(64,3)-Pool-Drop(.2)-Dense(128)-Drop(.5), Adam 1e-3.
 REFERENCE = {"conv_blocks": 2, "filters_1": 32, "filters_2": 64, "kernel_size": 3, "batch_norm": False,

@@ -106,10 +106,11 @@ def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None) -> Sc
         train = tfdv.load_stats_binary(statistics.path("train"))
         proto, source = tfdv.infer_schema(train, infer_feature_shape=True), "inferred"
         apply_contract(proto, train.datasets[0])
-    result = Schema(uri=str(out_dir), fingerprint="", source=source)
-    tfdv.write_schema_text(proto, result.path)
-    return result
+    path = out_dir / "schema.pbtxt"
+    tfdv.write_schema_text(proto, str(path))
+    # The content, not the statistics it came from: one curated schema is one schema on any data.
+    return Schema(uri=str(out_dir), fingerprint=hashlib.sha256(path.read_bytes()).hexdigest(), source=source)
 
 
-COMPONENT = Component(name="schema", fn=schema, inputs=(Statistics,), output=Schema, version="2",
+COMPONENT = Component(name="schema", fn=schema, inputs=(Statistics,), output=Schema, version="3",
                       source_key=_curated_key)

@@ -122,6 +122,7 @@ class HyperParameters(Artifact):
     tuner: str
     values: dict[str, Any]
     trials: tuple[dict[str, Any], ...]
+    search: str = ""  # fingerprint of the schema, search space and search settings: equal means reusable
     kind: ClassVar[str] = "HyperParameters"
 
 

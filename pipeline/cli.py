@@ -22,7 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tuner", choices=("hyperband", "bayesian", "random"))
     run.add_argument("--max-trials", type=int, help="tuning trials at most")
     run.add_argument("--max-epochs", type=int, help="epochs per tuning trial at most")
-    run.add_argument("--no-tune", action="store_true", help="skip the search: train the reference model")
+    run.add_argument("--no-tune", action="store_true",
+                     help="skip the search: the reference model and recipe (2 epochs unless --epochs)")
+    run.add_argument("--retune", action="store_true",
+                     help="search again although a result for this schema and search space exists")
+    run.add_argument("--tune-budget", metavar="DURATION", help="wall clock for the search, e.g. 90s, 10m, 1h")
     run.add_argument("--epochs", type=int, help="training epochs at most (early stopping may end sooner)")
     run.add_argument("--min-accuracy", type=float, help="test accuracy needed to bless the model")
     run.add_argument("--seed", type=int)
@@ -125,7 +129,9 @@ def _run(args, out) -> int:
         cfg, root=args.root, seed=args.seed,
         **{"data.dataset": args.dataset, "push.serving_dir": args.serving_dir, "tune.tuner": args.tuner,
            "tune.max_trials": args.max_trials, "tune.max_epochs": args.max_epochs,
-           "tune.enabled": False if args.no_tune else None, "train.epochs": args.epochs,
+           "tune.enabled": False if args.no_tune else None, "tune.retune": True if args.retune else None,
+           "train.epochs": args.epochs,
+           "tune.budget_seconds": config.parse_duration(args.tune_budget) if args.tune_budget else None,
            "evaluate.min_accuracy": args.min_accuracy,
            "statistics.beam_args": tuple(args.beam_arg) if args.beam_arg else None})
     summary = execute(cfg, use_cache=not args.no_cache)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,6 +15,20 @@ from pipeline.errors import ConfigError
 # The product's own thresholds for datasets whose accuracy users know (MNIST: the user's claim).
 DEFAULT_MIN_ACCURACY = {"mnist": 0.97, "fashion_mnist": 0.88, "kmnist": 0.90}
 FALLBACK_MIN_ACCURACY = 0.88
+TUNED_EPOCHS, REFERENCE_EPOCHS = 10, 2  # training epochs when train.epochs is unset
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as `90`, `90s`, `10m` or `1.5h`.
+
+    Example:
+        >>> parse_duration("10m")
+        600.0
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"duration '{text}': expected a positive number with s, m or h, e.g. 10m")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 @dataclass(frozen=True)
@@ -56,13 +71,15 @@ class TuneConfig:
     tuner: str = "hyperband"
     max_trials: int = 10
     max_epochs: int = 2
+    budget_seconds: float | None = None  # wall clock for the whole search
+    retune: bool = False  # search again even when a result for this schema and space exists
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Final training with the best hyperparameters."""
 
-    epochs: int = 10
+    epochs: int | None = None  # None: 10 after a search, the reference recipe's 2 without one
     patience: int = 2
     batch_size: int = 128
 
@@ -103,6 +120,13 @@ class Config:
     @property
     def serving_dir(self) -> Path:
         return Path(self.push.serving_dir or Path(self.root) / "serving")
+
+    @property
+    def train_epochs(self) -> int:
+        """Training epochs: the configured number, else 10 after a search or 2 for the reference recipe."""
+        if self.train.epochs is not None:
+            return self.train.epochs
+        return TUNED_EPOCHS if self.tune.enabled else REFERENCE_EPOCHS
 
     @property
     def schema_dir(self) -> Path:

@@ -1,6 +1,8 @@
 """The production pipeline as a DAG of components, read top to bottom."""
 from __future__ import annotations
 
+import dataclasses
+
 from components import evaluate, ingest, push, schema, statistics, train, tune, validate
 from pipeline import records
 from pipeline.artifacts import Examples
@@ -19,7 +21,8 @@ def min_accuracy(cfg: Config, examples: Examples) -> float:
 def production(cfg: Config, run: Runner) -> None:
     """ingest → statistics → schema → validate → tune → train → evaluate → push (only when blessed).
 
-    Validation compares test with train (skew) and, with `validate.drift`, this span's train split
+    A search result for the same schema, search space and settings is reused, on any data, unless
+    `tune.retune`. Validation compares test with train (skew) and, with `validate.drift`, this span's train split
     with the previous span's: the newest earlier run on this root over other data.
 
     Raises:
@@ -33,9 +36,12 @@ def production(cfg: Config, run: Runner) -> None:
     anomalies = run(validate.COMPONENT, stats, data_schema, previous)
     if anomalies.anomalies:
         raise ValidationFailed(anomalies.anomalies)
-    hyperparameters = run(tune.COMPONENT, examples, data_schema, tune=cfg.tune,
-                          batch_size=cfg.train.batch_size, seed=cfg.seed)
-    model = run(train.COMPONENT, examples, hyperparameters, train=cfg.train, seed=cfg.seed)
+    search = tune.search_key(data_schema, cfg.tune, cfg.train.batch_size, cfg.seed)
+    earlier = records.reusable_hyperparameters(cfg.root, search) if cfg.tune.enabled and not cfg.tune.retune else None
+    hyperparameters = run.reuse(tune.COMPONENT, earlier) if earlier else run(
+        tune.COMPONENT, examples, data_schema, tune=cfg.tune, batch_size=cfg.train.batch_size, seed=cfg.seed)
+    model = run(train.COMPONENT, examples, hyperparameters, seed=cfg.seed,
+                train=dataclasses.replace(cfg.train, epochs=cfg.train_epochs))
     evaluation = run(evaluate.COMPONENT, model, examples, min_accuracy=min_accuracy(cfg, examples))
     if evaluation.blessed:
         run(push.COMPONENT, model, evaluation, serving_dir=cfg.serving_dir)

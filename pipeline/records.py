@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline import artifacts
-from pipeline.artifacts import Statistics
+from pipeline.artifacts import HyperParameters, Statistics
 
 PASSED_VALIDATION = ("pushed", "not_blessed")
 
@@ -52,3 +52,21 @@ def previous_span_statistics(root: str | Path, fingerprint: str) -> Statistics |
             if isinstance(stats, Statistics) and stats.intact():
                 return stats
     return None
+
+
+def reusable_hyperparameters(root: str | Path, search: str) -> HyperParameters | None:
+    """The newest search result under `root` with the same schema, search space and settings.
+
+    Example:
+        >>> reusable_hyperparameters("pipeline_root", tune.search_key(schema, cfg.tune, 128, 42)).values
+        {'conv_blocks': 2, ...}
+    """
+    found = []
+    for record in (Path(root) / "artifacts" / "tune").glob(f"*/{artifacts.RECORD}"):
+        try:
+            candidate = artifacts.load(record.parent)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(candidate, HyperParameters) and candidate.search == search and candidate.intact():
+            found.append((record.stat().st_mtime, candidate))
+    return max(found, key=lambda item: item[0])[1] if found else None

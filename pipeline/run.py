@@ -38,7 +38,8 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
         "components": runner.components,
         "anomalies": [dataclasses.asdict(a) for a in anomalies.anomalies] if anomalies else [],
         "drift": [dataclasses.asdict(d) for d in anomalies.distances] if anomalies else [],
-        "tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values},
+        "tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values,
+                          "reused": runner.components["tune"].get("reused", False)},
         "training": model and {"history": model.history, "model": model.path},
         "evaluation": ev and {"accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy,
                               "blessed": ev.blessed, "reasons": list(ev.reasons)},
@@ -59,7 +60,7 @@ def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:
         ('pushed', '/tmp/root/serving/1')
     """
     run_id = new_run_id()
-    runner = Runner(cfg.root, use_cache=use_cache)
+    runner = Runner(cfg.root, use_cache=use_cache, force=frozenset({"tune"}) if cfg.tune.retune else frozenset())
     status, error = "pushed", None
     try:
         production(cfg, runner)

@@ -54,9 +54,10 @@ class Runner:
         'executed'
     """
 
-    def __init__(self, root: str | Path, use_cache: bool = True):
+    def __init__(self, root: str | Path, use_cache: bool = True, force: frozenset[str] = frozenset()):
         self.store = Path(root) / "artifacts"
         self.use_cache = use_cache
+        self.force = force  # components executed even when cached (e.g. tune with --retune)
         self.components: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, Artifact] = {}
 
@@ -79,7 +80,7 @@ class Runner:
         start = time.monotonic()
         key = self.cache_key(component, inputs, params)
         final = self.store / component.name / key[:16]
-        output = self._cached(final) if self.use_cache else None
+        output = self._cached(final) if self.use_cache and component.name not in self.force else None
         state = "cached"
         if output is None:
             output = self._execute(component, inputs, params, key, final)
@@ -88,6 +89,13 @@ class Runner:
         self.components[component.name] = {"state": state, "seconds": seconds, "uri": output.uri}
         self.outputs[component.name] = output
         log.info("%-10s %-8s %7.1fs", component.name, state, seconds)
+        return output
+
+    def reuse(self, component: Component, output: Artifact) -> Artifact:
+        """Records an earlier run's output as this run's, e.g. hyperparameters found on other data."""
+        self.components[component.name] = {"state": "cached", "seconds": 0.0, "uri": output.uri, "reused": True}
+        self.outputs[component.name] = output
+        log.info("%-10s %-8s %7.1fs  (reused %s)", component.name, "cached", 0.0, output.uri)
         return output
 
     @staticmethod

@@ -73,6 +73,7 @@ def test_run_pushes_and_prints_the_summary(first_run, data):
     assert {d["feature"] for d in skew} >= {"label", "mean_intensity", "center_col"}
     assert all(d["comparison"] == "skew: train vs test" and not d["drifted"] for d in skew)
     assert len(summary["tuning"]["trials"]) == 2 and summary["tuning"]["best_hyperparameters"]
+    assert not summary["tuning"]["reused"] and all(t["seconds"] > 0 for t in summary["tuning"]["trials"])
     assert summary["evaluation"]["blessed"] and 0 < summary["evaluation"]["accuracy"] < 0.8
     assert summary["pushed_model"] == str(data / "root" / "serving" / "1")
     assert "ingest" in err and "push" in err  # progress lines go to stderr
@@ -102,6 +103,27 @@ def test_not_blessed_exits_4_and_pushes_nothing(first_run, data):
     assert summary["components"]["evaluate"]["state"] == "executed" and "push" not in summary["components"]
     assert_one_line_error(err, "model not blessed", "< min_accuracy 0.9990")
     assert sorted(p.name for p in (data / "root" / "serving").iterdir()) == ["1"]
+
+
+def test_new_data_with_the_same_schema_reuses_the_search(first_run, data):
+    first = json.loads(first_run[1])
+    subsample = write_dataset(data / "subsample", {"train": 200}, seed=5)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (subsample / name).write_bytes((data / "data" / name).read_bytes())
+    args = ("run", "--dataset", f"idx:{subsample}", "--root", data / "root", *FAST, "--min-accuracy", "0", "--json")
+    code, out, err = cli(*args)
+    summary = json.loads(out)
+    assert code == 0, err
+    assert summary["dataset"]["fingerprint"] != first["dataset"]["fingerprint"]
+    assert summary["tuning"]["reused"] and summary["components"]["tune"]["reused"]
+    assert summary["tuning"]["best_hyperparameters"] == first["tuning"]["best_hyperparameters"]
+    assert summary["components"]["train"]["state"] == "executed"
+    assert summary["drift"] and not any(d["drifted"] for d in summary["drift"])  # same distribution
+
+    code, out, err = cli(*args, "--retune")
+    summary = json.loads(out)
+    assert code == 0 and summary["components"]["tune"]["state"] == "executed", err
+    assert not summary["tuning"]["reused"] and len(summary["tuning"]["trials"]) == 2
 
 
 def test_new_span_that_drifted_blocks_with_exit_3(first_run, data):

@@ -43,3 +43,17 @@ def test_shipped_example_configs_load(name):
 
     cfg = config.load(Path(__file__).resolve().parent.parent / "configs" / name)
     assert cfg.evaluate.min_accuracy in (0.97, 0.88)
+
+
+def test_durations():
+    assert [config.parse_duration(t) for t in ("90", "90s", "10m", "1.5h")] == [90, 90, 600, 5400]
+    with pytest.raises(ConfigError, match=r"duration 'soon': expected a positive number with s, m or h"):
+        config.parse_duration("soon")
+
+
+def test_training_epochs_follow_the_recipe():
+    cfg = config.Config()
+    assert cfg.train_epochs == config.TUNED_EPOCHS
+    untuned = config.override(cfg, **{"tune.enabled": False})
+    assert untuned.train_epochs == 2  # the user's reference recipe
+    assert config.override(untuned, **{"train.epochs": 5}).train_epochs == 5

@@ -51,3 +51,12 @@ def test_disabled_tuning_returns_the_reference(examples, tmp_path, seed):
 def test_unknown_tuner(examples, tmp_path, seed):
     with pytest.raises(ConfigError, match=r"tune.tuner 'grid': expected one of hyperband, bayesian, random"):
         tune(examples, SCHEMA, out_dir=tmp_path, tune=TuneConfig(tuner="grid"), batch_size=32, seed=seed)
+
+
+def test_budget_ends_the_search_and_keeps_the_best(examples, tmp_path, seed):
+    result = tune(examples, SCHEMA, out_dir=tmp_path, batch_size=32, seed=seed,
+                  tune=TuneConfig(tuner="random", max_trials=6, max_epochs=3, budget_seconds=0.5))
+    assert 1 <= len(result.trials) < 6  # the first trial alone outlasts half a second
+    assert result.trials[0]["hyperparameters"] == REFERENCE and result.trials[0]["score"] is not None
+    assert all(t["seconds"] > 0 and t["epochs"] >= 1 for t in result.trials)
+    assert result.values == max(result.trials, key=lambda t: t["score"] or -1)["hyperparameters"]
