@@ -59,8 +59,6 @@ def _tuner(name: str, oracle, directory: Path):
     base = {"hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[name]
 
     class Logged(base):
-        seconds: dict[str, float] = {}
-
         def on_trial_begin(self, trial):
             super().on_trial_begin(trial)
             self.seconds[trial.trial_id] = time.monotonic()
@@ -74,7 +72,7 @@ def _tuner(name: str, oracle, directory: Path):
 
     # These tuners' constructors only build their stock oracle; ours is passed to the base Tuner instead.
     tuner = Logged.__new__(Logged)
-    tuner.seconds = {}
+    tuner.seconds = {}  # trial id: start time while it runs, then its duration
     kt.Tuner.__init__(tuner, oracle=oracle, hypermodel=CNNHyperModel(), directory=str(directory),
                       project_name="search", overwrite=True)
     return tuner

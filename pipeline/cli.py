@@ -55,12 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shared_flags(args) -> dict:
+    """Overrides from the flags every command has (see `_parser`)."""
+    return {"root": args.root, "statistics.beam_args": tuple(args.beam_arg) if args.beam_arg else None}
+
+
 def _check_config(args):
     from pipeline import config
 
-    return config.override(config.Config(), root=args.root, **{
-        "schema.schema_file": getattr(args, "schema", None),
-        "statistics.beam_args": tuple(args.beam_arg) if args.beam_arg else None})
+    return config.override(config.Config(), **_shared_flags(args),
+                           **{"schema.schema_file": getattr(args, "schema", None)})
 
 
 def _validate(args, out) -> int:
@@ -126,14 +130,13 @@ def _run(args, out) -> int:
 
     cfg = config.load(args.config)
     cfg = config.override(
-        cfg, root=args.root, seed=args.seed,
+        cfg, seed=args.seed, **_shared_flags(args),
         **{"data.dataset": args.dataset, "push.serving_dir": args.serving_dir, "tune.tuner": args.tuner,
            "tune.max_trials": args.max_trials, "tune.max_epochs": args.max_epochs,
            "tune.enabled": False if args.no_tune else None, "tune.retune": True if args.retune else None,
            "train.epochs": args.epochs,
            "tune.budget_seconds": config.parse_duration(args.tune_budget) if args.tune_budget else None,
-           "evaluate.min_accuracy": args.min_accuracy,
-           "statistics.beam_args": tuple(args.beam_arg) if args.beam_arg else None})
+           "evaluate.min_accuracy": args.min_accuracy})
     summary = execute(cfg, use_cache=not args.no_cache)
     if args.json:
         out.write(json.dumps(summary, indent=2, default=str) + "\n")
