@@ -32,7 +32,15 @@ class CNNHyperModel(kt.HyperModel):
         >>> model = CNNHyperModel().build(kt.HyperParameters())  # the reference model
     """
 
+    def __init__(self, mixed_precision: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.mixed_precision = mixed_precision
+
     def build(self, hp: kt.HyperParameters) -> keras.Model:
+        with MixedPrecision(self.mixed_precision):
+            return self._layers(hp)
+
+    def _layers(self, hp: kt.HyperParameters) -> keras.Model:
         blocks = hp.Int("conv_blocks", 1, 3, default=REFERENCE["conv_blocks"])
         kernel = hp.Choice("kernel_size", [3, 5], default=REFERENCE["kernel_size"])
         batch_norm = hp.Boolean("batch_norm", default=REFERENCE["batch_norm"])
@@ -50,7 +58,8 @@ class CNNHyperModel(kt.HyperModel):
                                activation="relu", name="dense")(x)
         x = keras.layers.Dropout(hp.Float("dense_dropout", 0.2, 0.6, step=0.1, default=REFERENCE["dense_dropout"]),
                                  name="dropout_dense")(x)
-        outputs = keras.layers.Dense(CLASSES, activation="softmax", name="probabilities")(x)
+        # float32 probabilities even under mixed precision: softmax in float16 loses the small classes.
+        outputs = keras.layers.Dense(CLASSES, activation="softmax", name="probabilities", dtype="float32")(x)
         model = keras.Model(inputs, outputs, name="cnn")
         learning_rate = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=REFERENCE["learning_rate"])
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -58,10 +67,34 @@ class CNNHyperModel(kt.HyperModel):
         return model
 
 
-def build_model(values: dict[str, Any]) -> keras.Model:
+class MixedPrecision:
+    """Builds models under the `mixed_float16` policy inside this context (float16 compute, float32 weights).
+
+    Keras wraps the optimizer in a LossScaleOptimizer for such a model. The global policy is restored
+    on exit, so other models in the process are unaffected.
+
+    Example:
+        >>> with MixedPrecision(enabled=True):
+        ...     model = build_model(REFERENCE)
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.previous = keras.config.dtype_policy()
+        if self.enabled:
+            keras.config.set_dtype_policy("mixed_float16")
+        return self
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self.previous)
+
+
+def build_model(values: dict[str, Any], mixed_precision: bool = False) -> keras.Model:
     """Builds the model for fixed hyperparameter values (e.g. the best of a search, or REFERENCE)."""
     hp = kt.HyperParameters()
     for name, value in values.items():
         if not name.startswith("tuner/"):
             hp.Fixed(name, value)
-    return CNNHyperModel().build(hp)
+    return CNNHyperModel(mixed_precision=mixed_precision).build(hp)

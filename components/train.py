@@ -1,43 +1,117 @@
-"""Train: fits the CNN with the best hyperparameters, keeping the best checkpoint and stopping early."""
+"""Train: fits the CNN with the best hyperparameters; keeps the best epoch, stops early, resumes after a crash."""
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
 from pipeline.artifacts import Examples, HyperParameters, Model
 from pipeline.config import TrainConfig
+from pipeline.errors import ConfigError, DataError
+from pipeline.records import write_text
 from pipeline.runner import Component
 
 log = logging.getLogger("pipeline")
 MONITOR = "val_accuracy"
 
 
-def distribution_strategy():
-    """MirroredStrategy over all GPUs when there is more than one, else the default strategy."""
+def distribution_strategy(kind: str = "auto"):
+    """The tf.distribute strategy for `train.distribute`.
+
+    auto: MirroredStrategy over all GPUs when there are two or more, else the default strategy.
+    mirrored: MirroredStrategy over all GPUs, or over all logical CPU devices when there is no GPU
+    (how the multi-device path is tested on CPU). none: the default strategy.
+
+    Example:
+        >>> distribution_strategy("mirrored").num_replicas_in_sync
+        2
+    """
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if kind == "mirrored":
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if kind == "auto" and len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
-def _epoch_logger():
+def mixed_precision_enabled(setting: str = "auto") -> bool:
+    """Whether to compute in float16: `on`, `off`, or `auto` (only when a GPU is present)."""
+    import tensorflow as tf
+
+    return setting == "on" or (setting == "auto" and bool(tf.config.list_logical_devices("GPU")))
+
+
+def input_device(strategy) -> str | None:
+    """The device to prefetch batches into: the one GPU of a single-replica run, else none.
+
+    Under a multi-replica strategy Keras distributes the batches itself.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus[0].name if gpus and strategy.num_replicas_in_sync == 1 else None
+
+
+def _resumable(work: Path, patience: int, epochs: int):
+    """A callback keeping the history and the best epoch's model in `work`, and stopping early.
+
+    Both survive a kill: a restarted fit (BackupAndRestore restores the weights and the epoch)
+    continues the same history, best score and patience count.
+    """
     import keras
 
-    class EpochLog(keras.callbacks.Callback):
+    class Resumable(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.history_path, self.best_path = work / "history.json", work / "best.keras"
+            self.rows = json.loads(self.history_path.read_text()) if self.history_path.is_file() else []
+
+        @property
+        def best_epoch(self) -> int | None:
+            scores = [row[MONITOR] for row in self.rows]
+            return self.rows[scores.index(max(scores))]["epoch"] if scores else None
+
+        def finished(self) -> bool:
+            if not self.rows:
+                return False
+            last = self.rows[-1]["epoch"]
+            return last + 1 >= epochs or last - self.best_epoch >= patience
+
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
+                   "seconds": round(time.monotonic() - self.start, 2)}
+            # An epoch re-run after a kill replaces its earlier record.
+            self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+            if self.best_epoch == epoch:
+                tmp = work / "best-partial.keras"
+                self.model.save(tmp)
+                os.replace(tmp, self.best_path)  # never a half-written best model
+            write_text(self.history_path, json.dumps(self.rows))
             metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
-            log.info("  epoch %d %s (%.1fs)", epoch + 1, metrics, time.monotonic() - self.start)
+            log.info("  epoch %d/%d %s (%.1fs)", epoch + 1, epochs, metrics, row["seconds"])
+            if epoch - self.best_epoch >= patience:
+                self.model.stop_training = True
 
-    return EpochLog()
+    return Resumable()
 
 
 def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path, train: TrainConfig,
-          seed: int) -> Model:
+          seed: int, work_dir: Path | None = None, run_dir: Path | None = None) -> Model:
     """Trains on the train split, validating on eval; saves the best epoch's model as `model.keras`.
+
+    Each finished epoch is backed up in `work_dir`: called again after a kill, training continues
+    from the last finished epoch. Early stopping ends training after `train.patience` epochs without
+    a better validation accuracy; the model kept is the best epoch's. TensorBoard logs go under
+    `run_dir/tensorboard/train`.
 
     Example:
         >>> model = train(examples, hp, out_dir=Path("/tmp/model"), train=TrainConfig(epochs=2), seed=42)
@@ -45,29 +119,46 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
         [0.81, 0.85]
     """
     import keras
+    import tensorflow as tf
 
     from components.cnn import build_model
     from components.inputs import make_dataset
 
+    work = Path(work_dir) if work_dir else out_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
+    if train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = distribution_strategy(train.distribute)
+    device, whole = input_device(strategy), strategy.num_replicas_in_sync > 1
     data = make_dataset(examples.file_pattern("train"), train.batch_size, shuffle=True, seed=seed,
-                        shuffle_buffer=max(1, examples.counts["train"]))
-    validation = make_dataset(examples.file_pattern("eval"), train.batch_size)
-    with distribution_strategy().scope():
-        model = build_model(hyperparameters.values)
-    best = out_dir / "checkpoints" / "best.keras"
-    best.parent.mkdir(parents=True)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(str(best), monitor=MONITOR, mode="max", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience,
-                                      restore_best_weights=True),
-        _epoch_logger(),
-    ]
-    history = model.fit(data, validation_data=validation, epochs=train.epochs, callbacks=callbacks, verbose=0)
-    result = Model(uri=str(out_dir), fingerprint="",
-                   history={k: [float(v) for v in vs] for k, vs in history.history.items()})
-    model.save(result.path)  # EarlyStopping restored the best weights
+                        shuffle_buffer=max(1, examples.counts["train"]), deterministic=train.deterministic,
+                        device=device, drop_remainder=whole)
+    validation = make_dataset(examples.file_pattern("eval"), train.batch_size, device=device, drop_remainder=whole)
+    if whole and train.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(f"train.batch_size {train.batch_size}: expected a multiple of the "
+                          f"{strategy.num_replicas_in_sync} devices of the distribution strategy")
+    if whole and examples.counts["eval"] < train.batch_size:
+        raise DataError(f"eval split: {examples.counts['eval']} examples, fewer than one batch of "
+                        f"{train.batch_size}; a multi-device strategy needs at least one full batch")
+    with strategy.scope():
+        model = build_model(hyperparameters.values, mixed_precision=mixed_precision_enabled(train.mixed_precision))
+    progress = _resumable(work, train.patience, train.epochs)
+    if progress.rows:
+        log.info("  resuming training after epoch %d", progress.rows[-1]["epoch"] + 1)
+    # Order matters: the history and best model are written before the backup marks the epoch done.
+    callbacks = [progress, keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True,
+                                                            delete_checkpoint=False)]
+    if train.tensorboard and run_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / "train")))
+    if not progress.finished():
+        model.fit(data, validation_data=validation, epochs=train.epochs, callbacks=callbacks, verbose=0)
+    history = {k: [row[k] for row in progress.rows] for k in progress.rows[0] if k not in ("epoch", "seconds")}
+    result = Model(uri=str(out_dir), fingerprint="", history=history)
+    shutil.copyfile(progress.best_path, result.path)
+    if work_dir is None:
+        shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return result
 
 
-COMPONENT = Component(name="train", fn=train, inputs=(Examples, HyperParameters), output=Model, version="1")
+COMPONENT = Component(name="train", fn=train, inputs=(Examples, HyperParameters), output=Model, version="2")

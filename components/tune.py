@@ -6,11 +6,13 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
 from pipeline.artifacts import Examples, HyperParameters, Schema
-from pipeline.config import TuneConfig
+from pipeline.config import TrainConfig, TuneConfig
 from pipeline.errors import ConfigError
 from pipeline.runner import Component
 
@@ -19,7 +21,27 @@ TUNERS = ("hyperband", "bayesian", "random")
 OBJECTIVE = "val_accuracy"
 
 
-def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, deadline: float | None):
+def distributed_role() -> str | None:
+    """`chief` or `worker` under KerasTuner's distributed mode (KERASTUNER_* variables), else None."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(v)]
+    if missing:
+        raise ConfigError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not: distributed tuning needs "
+                          "KERASTUNER_TUNER_ID (chief, or a worker name) and KERASTUNER_ORACLE_PORT")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def _memory_mb() -> float | None:
+    """This process's resident memory now (not its peak), from /proc."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: float | None):
     import keras_tuner as kt
 
     bases = {"hyperband": kt.oracles.HyperbandOracle, "bayesian": kt.oracles.BayesianOptimizationOracle,
@@ -28,10 +50,21 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, deadline: fl
         raise ConfigError(f"tune.tuner '{name}': expected one of {', '.join(TUNERS)}")
 
     class ReferenceFirst(bases[name]):
-        """Starts from the hyperparameter defaults (the reference model), so the search never does worse."""
+        """Starts from the hyperparameter defaults (the reference model), so the search never does worse.
+
+        It also records which tuner ran each trial and for how long, and when the search started; all
+        are part of the oracle's saved state, so a resumed search keeps its budget and its table.
+        """
+
+        started: float
+        info: dict
+
+        @property
+        def deadline(self) -> float | None:
+            return self.started + budget if budget else None
 
         def populate_space(self, trial_id):
-            if deadline is not None and time.monotonic() >= deadline:
+            if self.deadline is not None and time.time() >= self.deadline:
                 return {"status": "STOPPED", "values": None}  # the budget is spent: keep the best so far
             return super().populate_space(trial_id)
 
@@ -41,51 +74,91 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, deadline: fl
                 return {hp.name: hps.values[hp.name] for hp in hps.space if hps.is_active(hp)}
             return super()._random_values()
 
+        def create_trial(self, tuner_id):
+            trial = super().create_trial(tuner_id)
+            if trial.status == "RUNNING":
+                self.info[trial.trial_id] = {"tuner": tuner_id, "start": time.time()}
+            return trial
+
+        def end_trial(self, trial):
+            record = self.info.setdefault(trial.trial_id, {})
+            if "start" in record:
+                record["seconds"] = round(time.time() - record["start"], 2)
+            super().end_trial(trial)
+
+        def get_state(self):
+            return {**super().get_state(), "search_started": self.started, "trial_info": self.info}
+
+        def set_state(self, state):
+            super().set_state(state)
+            self.started, self.info = state.get("search_started", self.started), state.get("trial_info", {})
+
     objective = kt.Objective(OBJECTIVE, "max")
     if name == "hyperband":
         # Hyperband has no trial cap of its own: its iterations run unbounded and max_trials ends them.
         oracle = ReferenceFirst(objective=objective, max_epochs=max_epochs, factor=3, seed=seed,
                                 hyperband_iterations=None)
         oracle.max_trials = max_trials
-        return oracle
-    return ReferenceFirst(objective=objective, max_trials=max_trials, seed=seed)
+    else:
+        oracle = ReferenceFirst(objective=objective, max_trials=max_trials, seed=seed)
+    oracle.started, oracle.info = time.time(), {}
+    return oracle
 
 
-def _tuner(name: str, oracle, directory: Path):
+def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Path | None):
+    """A KerasTuner tuner that runs each trial in its own process (see components.trial)."""
     import keras_tuner as kt
 
     from components.cnn import CNNHyperModel
+    from components.trial import TrialSpec, run_in_subprocess
 
     base = {"hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[name]
 
-    class Logged(base):
-        def on_trial_begin(self, trial):
-            super().on_trial_begin(trial)
-            self.seconds[trial.trial_id] = time.monotonic()
+    class InProcessOfItsOwn(base):
+        def run_trial(self, trial, *fit_args, **fit_kwargs):
+            hp = trial.hyperparameters
+            earlier = hp.values.get("tuner/trial_id")  # a Hyperband round continuing an earlier trial
+            spec = TrialSpec(**trial_spec, hyperparameters=hp.get_config(),
+                             epochs=hp.values.get("tuner/epochs", fit_kwargs["epochs"]),
+                             initial_epoch=hp.values.get("tuner/initial_epoch", 0),
+                             checkpoint=self._get_checkpoint_fname(trial.trial_id),
+                             resume_from=self._get_checkpoint_fname(earlier) if earlier else None,
+                             deadline=self.oracle.deadline if hasattr(self.oracle, "deadline") else None,
+                             tensorboard=str(tensorboard / trial.trial_id) if tensorboard else None)
+            start = time.monotonic()
+            metrics = run_in_subprocess(spec, Path(self.get_trial_dir(trial.trial_id)) / "process")
+            self.ran[trial.trial_id] = {"seconds": round(time.monotonic() - start, 2), "memory_mb": _memory_mb(),
+                                        "peak_mb": metrics.pop("peak_mb")}
+            return metrics
 
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
-            self.seconds[trial.trial_id] = round(time.monotonic() - self.seconds[trial.trial_id], 2)
-            score = self.oracle.trials[trial.trial_id].score
-            log.info("  trial %s %s%s (%.1fs)", trial.trial_id, trial.status.lower(),
-                     f" {OBJECTIVE}={score:.4f}" if score is not None else "", self.seconds[trial.trial_id])
+            score = self.oracle.get_trial(trial.trial_id).score
+            ran = self.ran.get(trial.trial_id, {})
+            log.info("  trial %s %s%s (%.1fs; tuner %s MB, trial peak %s MB)", trial.trial_id, trial.status.lower(),
+                     f" {OBJECTIVE}={score:.4f}" if score is not None else "", ran.get("seconds", 0),
+                     ran.get("memory_mb"), ran.get("peak_mb"))
 
     # These tuners' constructors only build their stock oracle; ours is passed to the base Tuner instead.
-    tuner = Logged.__new__(Logged)
-    tuner.seconds = {}  # trial id: start time while it runs, then its duration
+    tuner = InProcessOfItsOwn.__new__(InProcessOfItsOwn)
+    tuner.ran = {}  # trial id: seconds and memory of the trials this process ran
+    # overwrite=False: a search killed midway resumes from its saved trials (the one in flight re-runs).
     kt.Tuner.__init__(tuner, oracle=oracle, hypermodel=CNNHyperModel(), directory=str(directory),
-                      project_name="search", overwrite=True)
+                      project_name="search", overwrite=False)
     return tuner
 
 
 def _trials_table(tuner) -> tuple[dict, ...]:
     rows = []
-    for trial in tuner.oracle.trials.values():
+    for trial in sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id):
         score = trial.score if trial.score is not None and not math.isnan(trial.score) else None
-        history = trial.metrics.get_history(OBJECTIVE) if trial.metrics.exists(OBJECTIVE) else []
+        epochs = [int(o.value[0]) for o in trial.metrics.get_history("epochs_run")] \
+            if trial.metrics.exists("epochs_run") else []
+        info, ran = tuner.oracle.info.get(trial.trial_id, {}), tuner.ran.get(trial.trial_id, {})
         rows.append({"trial_id": trial.trial_id, "status": trial.status, "score": score,
-                     "epochs": trial.hyperparameters.values.get("tuner/epochs") or len(history) or None,
-                     "seconds": tuner.seconds.get(trial.trial_id),
+                     "epochs": epochs[-1] if epochs else None,
+                     "seconds": info.get("seconds", ran.get("seconds")), "memory_mb": ran.get("memory_mb"),
+                     "peak_mb": ran.get("peak_mb"), "tuner": info.get("tuner"),
                      "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
                                          if not k.startswith("tuner/")}})
     return tuple(rows)
@@ -100,25 +173,17 @@ def search_key(schema: Schema, tune: TuneConfig, batch_size: int, seed: int) -> 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _Deadline(deadline: float):
-    """A Keras callback ending the trial in flight at the budget's deadline, after the current batch."""
-    import keras
-
-    class Deadline(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if time.monotonic() >= deadline:
-                self.model.stop_training = True
-
-    return Deadline()
-
-
-def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig, batch_size: int,
-         seed: int) -> HyperParameters:
+def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig, batch_size: int, seed: int,
+         devices: TrainConfig = TrainConfig(), work_dir: Path | None = None,
+         run_dir: Path | None = None) -> HyperParameters:
     """Searches the CNN space on the train split, scoring trials by eval-split accuracy.
 
     With `tune.enabled` false, no search runs and the reference hyperparameters are returned. With
     `tune.budget_seconds`, no trial starts after the budget and the trial in flight stops at it; the
-    best trial so far is kept (the first trial, the reference model, always has a score).
+    best trial so far is kept (the first trial, the reference model, always has a score). The search
+    state lives in `work_dir`: called again after a kill, it resumes. Trials run on the devices of
+    `devices` (its distribute and mixed_precision). Under KerasTuner's distributed mode this process
+    is the chief (it serves the oracle; workers run the trials) or a worker; see `distributed_role`.
 
     Example:
         >>> hp = tune(examples, schema, out_dir=Path("/tmp/hp"), tune=TuneConfig(max_trials=2),
@@ -130,25 +195,26 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
 
     if not tune.enabled:
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner="none", values=dict(REFERENCE), trials=())
-    import keras
-
-    from components.inputs import make_dataset
-
-    keras.utils.set_random_seed(seed)
-    train = make_dataset(examples.file_pattern("train"), batch_size, shuffle=True, seed=seed,
-                         shuffle_buffer=max(1, examples.counts["train"]))
-    evaluation = make_dataset(examples.file_pattern("eval"), batch_size)
-    deadline = time.monotonic() + tune.budget_seconds if tune.budget_seconds else None
-    oracle = _oracle(tune.tuner, tune.max_trials, tune.max_epochs, seed, deadline)
-    tuner = _tuner(tune.tuner, oracle, out_dir / "tuner")
-    callbacks = [keras.callbacks.EarlyStopping(monitor=OBJECTIVE, patience=1)]
-    if deadline is not None:
-        callbacks.append(_Deadline(deadline))
-    tuner.search(train, validation_data=evaluation, epochs=tune.max_epochs, callbacks=callbacks, verbose=0)
-    trials = _trials_table(tuner)
+    role = distributed_role()
+    oracle = _oracle(tune.tuner, tune.max_trials, tune.max_epochs, seed, tune.budget_seconds)
+    work = Path(work_dir) if work_dir else out_dir / "work"
+    trial_spec = {"train_pattern": examples.file_pattern("train"), "eval_pattern": examples.file_pattern("eval"),
+                  "train_count": examples.counts["train"], "batch_size": batch_size, "seed": seed,
+                  "distribute": devices.distribute, "mixed_precision": devices.mixed_precision}
+    logs = Path(run_dir) / "tensorboard" / "tune" if devices.tensorboard and run_dir is not None else None
+    tuner = _tuner(tune.tuner, oracle, work, trial_spec, logs)
+    tuner.search(epochs=tune.max_epochs, verbose=0)
+    if work_dir is None:
+        shutil.rmtree(work)  # called outside the runner: nothing to resume later
+    if role == "worker":
+        trials = tuple({"trial_id": t, "tuner": os.environ["KERASTUNER_TUNER_ID"], **r} for t, r in tuner.ran.items())
+        return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values={}, trials=trials)
     best = {k: v for k, v in tuner.get_best_hyperparameters(1)[0].values.items() if not k.startswith("tuner/")}
-    return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, trials=trials,
-                           search=search_key(schema, tune, batch_size, seed))
+    return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best,
+                           trials=_trials_table(tuner), search=search_key(schema, tune, batch_size, seed))
 
 
-COMPONENT = Component(name="tune", fn=tune, inputs=(Examples, Schema), output=HyperParameters, version="3")
+# The distributed role is part of the cache key: a worker's output (its own trials, no result) is never
+# taken for a search result.
+COMPONENT = Component(name="tune", fn=tune, inputs=(Examples, Schema), output=HyperParameters, version="4",
+                      source_key=lambda **_: distributed_role() or "")

@@ -28,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="search again although a result for this schema and search space exists")
     run.add_argument("--tune-budget", metavar="DURATION", help="wall clock for the search, e.g. 90s, 10m, 1h")
     run.add_argument("--epochs", type=int, help="training epochs at most (early stopping may end sooner)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="bit-for-bit repeatable training: op determinism and ordered input (slower)")
+    run.add_argument("--distribute", choices=("auto", "mirrored", "none"),
+                     help="auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs (or CPUs); none")
+    run.add_argument("--mixed-precision", choices=("auto", "on", "off"),
+                     help="float16 compute: auto turns it on when a GPU is present")
     run.add_argument("--min-accuracy", type=float, help="test accuracy needed to bless the model")
     run.add_argument("--seed", type=int)
     run.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
@@ -134,7 +140,8 @@ def _run(args, out) -> int:
         **{"data.dataset": args.dataset, "push.serving_dir": args.serving_dir, "tune.tuner": args.tuner,
            "tune.max_trials": args.max_trials, "tune.max_epochs": args.max_epochs,
            "tune.enabled": False if args.no_tune else None, "tune.retune": True if args.retune else None,
-           "train.epochs": args.epochs,
+           "train.epochs": args.epochs, "train.deterministic": True if args.deterministic else None,
+           "train.distribute": args.distribute, "train.mixed_precision": args.mixed_precision,
            "tune.budget_seconds": config.parse_duration(args.tune_budget) if args.tune_budget else None,
            "evaluate.min_accuracy": args.min_accuracy})
     summary = execute(cfg, use_cache=not args.no_cache)
@@ -143,6 +150,8 @@ def _run(args, out) -> int:
     else:
         ev = summary["evaluation"]
         out.write(f"run {summary['run_id']}: {summary['status']}"
+                  + (f", {len(summary['tuning']['trials'])} trials run for the chief"
+                     if summary["status"] == "tuned" else "")
                   + (f", test accuracy {ev['accuracy']:.4f}" if ev else "")
                   + (f", pushed {summary['pushed_model']}" if summary["pushed_model"] else "") + "\n")
     if summary["error"]:

@@ -77,11 +77,24 @@ class TuneConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Final training with the best hyperparameters."""
+    """Final training with the best hyperparameters, and the devices it (and tuning) runs on."""
 
     epochs: int | None = None  # None: 10 after a search, the reference recipe's 2 without one
     patience: int = 2
     batch_size: int = 128
+    deterministic: bool = False  # op determinism and ordered tf.data: repeatable to the bit, slower
+    distribute: str = "auto"  # auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs, else all CPUs; none
+    mixed_precision: str = "auto"  # auto: mixed_float16 when a GPU is present; on; off
+    tensorboard: bool = True  # logs under <root>/runs/<run_id>/tensorboard
+
+    def __post_init__(self):
+        for key, allowed in (("distribute", ("auto", "mirrored", "none")), ("mixed_precision", ("auto", "on", "off"))):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"config 'train.{key}': expected one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, key)!r}")
+        if self.batch_size < 1 or self.patience < 0 or (self.epochs is not None and self.epochs < 1):
+            raise ConfigError(f"config 'train': batch_size and epochs must be at least 1 and patience at least 0, "
+                              f"got batch_size={self.batch_size}, epochs={self.epochs}, patience={self.patience}")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import dataclasses
 from components import evaluate, ingest, push, schema, statistics, train, tune, validate
 from pipeline import records
 from pipeline.artifacts import Examples
-from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config
+from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config, TrainConfig
 from pipeline.errors import ValidationFailed
 from pipeline.runner import Runner
 
@@ -18,11 +18,12 @@ def min_accuracy(cfg: Config, examples: Examples) -> float:
     return DEFAULT_MIN_ACCURACY.get(examples.name, FALLBACK_MIN_ACCURACY)
 
 
-def production(cfg: Config, run: Runner) -> None:
+def production(cfg: Config, run: Runner) -> str:
     """ingest → statistics → schema → validate → tune → train → evaluate → push (only when blessed).
 
-    A search result for the same schema, search space and settings is reused, on any data, unless
-    `tune.retune`. Validation compares test with train (skew) and, with `validate.drift`, this span's train split
+    Returns the run's status: `pushed`, `not_blessed`, or `tuned` for a distributed-tuning worker,
+    which stops after running its share of the chief's trials. A search result for the same schema,
+    search space and settings is reused, on any data, unless `tune.retune`. Validation compares test with train (skew) and, with `validate.drift`, this span's train split
     with the previous span's: the newest earlier run on this root over other data.
 
     Raises:
@@ -36,12 +37,23 @@ def production(cfg: Config, run: Runner) -> None:
     anomalies = run(validate.COMPONENT, stats, data_schema, previous)
     if anomalies.anomalies:
         raise ValidationFailed(anomalies.anomalies)
+    role = tune.distributed_role() if cfg.tune.enabled else None
     search = tune.search_key(data_schema, cfg.tune, cfg.train.batch_size, cfg.seed)
-    earlier = records.reusable_hyperparameters(cfg.root, search) if cfg.tune.enabled and not cfg.tune.retune else None
+    # A distributed search always searches: its workers wait for a chief serving trials.
+    reuse = cfg.tune.enabled and not cfg.tune.retune and role is None
+    earlier = records.reusable_hyperparameters(cfg.root, search) if reuse else None
+    # Only the device settings of train reach tune, so other training flags don't invalidate a search.
+    devices = TrainConfig(distribute=cfg.train.distribute, mixed_precision=cfg.train.mixed_precision,
+                          tensorboard=cfg.train.tensorboard)
     hyperparameters = run.reuse(tune.COMPONENT, earlier) if earlier else run(
-        tune.COMPONENT, examples, data_schema, tune=cfg.tune, batch_size=cfg.train.batch_size, seed=cfg.seed)
+        tune.COMPONENT, examples, data_schema, tune=cfg.tune, batch_size=cfg.train.batch_size, seed=cfg.seed,
+        devices=devices)
+    if role == "worker":
+        return "tuned"
     model = run(train.COMPONENT, examples, hyperparameters, seed=cfg.seed,
                 train=dataclasses.replace(cfg.train, epochs=cfg.train_epochs))
     evaluation = run(evaluate.COMPONENT, model, examples, min_accuracy=min_accuracy(cfg, examples))
-    if evaluation.blessed:
-        run(push.COMPONENT, model, evaluation, serving_dir=cfg.serving_dir)
+    if not evaluation.blessed:
+        return "not_blessed"
+    run(push.COMPONENT, model, evaluation, serving_dir=cfg.serving_dir)
+    return "pushed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pipeline.records import write_json
 from pipeline.runner import Runner
 
 log = logging.getLogger("pipeline")
-EXIT_CODES = {"pushed": 0, "failed": 1, "blocked": 3, "not_blessed": 4}
+EXIT_CODES = {"pushed": 0, "tuned": 0, "failed": 1, "blocked": 3, "not_blessed": 4}
 
 
 def new_run_id() -> str:
@@ -39,13 +40,22 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
         "anomalies": [dataclasses.asdict(a) for a in anomalies.anomalies] if anomalies else [],
         "drift": [dataclasses.asdict(d) for d in anomalies.distances] if anomalies else [],
         "tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values,
-                          "reused": runner.components["tune"].get("reused", False)},
-        "training": model and {"history": model.history, "model": model.path},
+                          "reused": runner.components["tune"].get("reused", False),
+                          "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if "KERASTUNER_ORACLE_IP" in os.environ
+                          else None},
+        "training": model and {"history": model.history, "model": model.path,
+                               "tensorboard": _tensorboard(cfg, run_id, runner)},
         "evaluation": ev and {"accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy,
                               "blessed": ev.blessed, "reasons": list(ev.reasons)},
         "pushed_model": pushed.uri if pushed else None,
         "config": config_module.to_dict(cfg),
     }
+
+
+def _tensorboard(cfg: Config, run_id: str, runner: Runner) -> str | None:
+    """This run's TensorBoard log directory, when this run trained or tuned (a cached train logs nothing)."""
+    logs = Path(cfg.root) / "runs" / run_id / "tensorboard"
+    return str(logs) if logs.is_dir() else None
 
 
 def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:
@@ -60,13 +70,15 @@ def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:
         ('pushed', '/tmp/root/serving/1')
     """
     run_id = new_run_id()
-    runner = Runner(cfg.root, use_cache=use_cache, force=frozenset({"tune"}) if cfg.tune.retune else frozenset())
+    run_dir = Path(cfg.root) / "runs" / run_id
+    distributed = "KERASTUNER_ORACLE_IP" in os.environ  # a distributed search never comes from the cache
+    runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir,
+                    force=frozenset({"tune"}) if cfg.tune.retune or distributed else frozenset())
     status, error = "pushed", None
     try:
-        production(cfg, runner)
-        evaluation = runner.outputs["evaluate"]
-        if not evaluation.blessed:
-            status, error = "not_blessed", "model not blessed: " + "; ".join(evaluation.reasons)
+        status = production(cfg, runner)
+        if status == "not_blessed":
+            error = "model not blessed: " + "; ".join(runner.outputs["evaluate"].reasons)
     except ValidationFailed as exc:
         status, error = "blocked", str(exc)
     except PipelineError as exc:
@@ -76,5 +88,5 @@ def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         status, error = "failed", f"internal error: {type(exc).__name__}: {first}"
     summary = _summary(run_id, cfg, runner, status, error)
-    write_json(Path(cfg.root) / "runs" / run_id / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     return summary

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -25,6 +26,10 @@ class Component:
     `fn(*inputs, out_dir=..., **params)` writes its files into `out_dir` and returns the output
     artifact with `uri=out_dir`; a blank fingerprint is filled with the execution's cache key.
     `source_key(**params)` fingerprints inputs from outside the pipeline (ingest's data files).
+    A function that takes `work_dir` gets a directory that survives a crash, so a killed execution can
+    resume from it (training's epoch backups, a search's finished trials); it is deleted once the output
+    is committed. One that takes `run_dir` gets this run's directory, for logs (TensorBoard); neither is
+    part of the cache key.
     Bump `version` when a change to the code changes what the component produces.
     """
 
@@ -54,8 +59,10 @@ class Runner:
         'executed'
     """
 
-    def __init__(self, root: str | Path, use_cache: bool = True, force: frozenset[str] = frozenset()):
+    def __init__(self, root: str | Path, use_cache: bool = True, force: frozenset[str] = frozenset(),
+                 run_dir: str | Path | None = None):
         self.store = Path(root) / "artifacts"
+        self.run_dir = Path(run_dir) if run_dir else None
         self.use_cache = use_cache
         self.force = force  # components executed even when cached (e.g. tune with --retune)
         self.components: dict[str, dict[str, Any]] = {}
@@ -113,8 +120,16 @@ class Runner:
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        accepted = inspect.signature(component.fn).parameters
+        work = final.with_name(f".{final.name}.work")
+        extra = {}
+        if "work_dir" in accepted:
+            work.mkdir(exist_ok=True)
+            extra["work_dir"] = work
+        if "run_dir" in accepted:
+            extra["run_dir"] = self.run_dir
         try:
-            output = component.fn(*inputs, out_dir=tmp, **params)
+            output = component.fn(*inputs, out_dir=tmp, **params, **extra)
             if output.uri == str(tmp):
                 output = output.relocated(str(final))
             if not output.fingerprint:
@@ -125,6 +140,7 @@ class Runner:
                 os.rename(final, stale)
                 shutil.rmtree(stale, ignore_errors=True)
             os.rename(tmp, final)
+            shutil.rmtree(work, ignore_errors=True)  # committed: nothing left to resume
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return output

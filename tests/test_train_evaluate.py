@@ -29,11 +29,31 @@ def test_missing_files():
         make_dataset("/nowhere/*.gz", 8)
 
 
-def test_training_learns_and_keeps_best_checkpoint(model):
-    assert Path(model.path).is_file() and (Path(model.uri) / "checkpoints" / "best.keras").is_file()
+def test_training_learns_and_keeps_the_best_epoch(model, examples):
+    import keras
+
     history = model.history
     assert len(history["val_accuracy"]) >= 3 and max(history["val_accuracy"]) > 0.5  # chance is 0.1
     assert history["loss"][-1] < history["loss"][0]
+    kept = keras.models.load_model(model.path)
+    scores = kept.evaluate(make_dataset(examples.file_pattern("eval"), 32), verbose=0, return_dict=True)
+    assert scores["accuracy"] == pytest.approx(max(history["val_accuracy"]), abs=1e-6)
+    assert sorted(p.name for p in Path(model.uri).iterdir()) == ["model.keras"]  # no work files left behind
+
+
+def test_early_stopping_ends_after_patience(examples, tmp_path, seed):
+    from components.cnn import REFERENCE
+    from components.train import train
+    from pipeline.artifacts import HyperParameters
+    from pipeline.config import TrainConfig
+
+    # A learning rate this small barely moves: validation accuracy soon stops improving.
+    hp = HyperParameters(uri="", fingerprint="x", tuner="none", values={**REFERENCE, "learning_rate": 1e-4},
+                         trials=())
+    history = train(examples, hp, out_dir=tmp_path, train=TrainConfig(epochs=30, patience=1, batch_size=64),
+                    seed=seed).history["val_accuracy"]
+    best = history.index(max(history))
+    assert len(history) < 30 and len(history) == best + 2  # one epoch of patience after the best
 
 
 def test_evaluate_blesses_by_threshold(model, examples, tmp_path):

@@ -60,3 +60,61 @@ def test_budget_ends_the_search_and_keeps_the_best(examples, tmp_path, seed):
     assert result.trials[0]["hyperparameters"] == REFERENCE and result.trials[0]["score"] is not None
     assert all(t["seconds"] > 0 and t["epochs"] >= 1 for t in result.trials)
     assert result.values == max(result.trials, key=lambda t: t["score"] or -1)["hyperparameters"]
+
+
+def test_trials_run_in_their_own_processes_so_memory_stays_flat(examples, tmp_path, seed):
+    result = tune(examples, SCHEMA, out_dir=tmp_path, batch_size=32, seed=seed,
+                  tune=TuneConfig(tuner="random", max_trials=5, max_epochs=1))
+    tuner_memory = [t["memory_mb"] for t in result.trials]
+    # In one process TensorFlow keeps 5-15 MB per fit; here the tuner's memory must not move.
+    assert len(tuner_memory) == 5 and max(tuner_memory) - min(tuner_memory) < 3, tuner_memory
+    assert all(t["peak_mb"] > 100 for t in result.trials)  # the trial processes did the training
+
+
+def test_killed_search_resumes_with_its_finished_trials(examples, tmp_path, seed):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    work = tmp_path / "work"
+    script = (
+        "import json, sys; from pathlib import Path\n"
+        "from components.tune import tune; from pipeline.artifacts import Examples, Schema\n"
+        "from pipeline.config import TuneConfig\n"
+        f"ex = Examples.from_dict({{k: v for k, v in json.loads({json.dumps(json.dumps(examples.to_dict()))}).items()"
+        " if k != 'type'})\n"
+        f"tune(ex, Schema(uri='', fingerprint='s', source='inferred'), out_dir=Path({str(tmp_path)!r}),"
+        f" work_dir=Path({str(work)!r}), tune=TuneConfig(tuner='random', max_trials=4, max_epochs=1),"
+        f" batch_size=32, seed={seed})\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def completed() -> dict:
+        found = {}
+        for path in (work / "search").glob("trial_*/trial.json"):
+            try:
+                trial = json.loads(path.read_text())
+            except ValueError:
+                continue
+            if trial["status"] == "COMPLETED":
+                found[trial["trial_id"]] = trial["score"]
+        return found
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and len(completed()) < 2:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the search and the trial process it runs
+    proc.wait()
+    before = completed()
+    assert 2 <= len(before) < 4, "the kill should land mid-search"
+
+    result = tune(examples, SCHEMA, out_dir=tmp_path, work_dir=work, batch_size=32, seed=seed,
+                  tune=TuneConfig(tuner="random", max_trials=4, max_epochs=1))
+    assert len(result.trials) == 4 and all(t["status"] == "COMPLETED" for t in result.trials)
+    scores = {t["trial_id"]: t["score"] for t in result.trials}
+    assert all(scores[trial_id] == score for trial_id, score in before.items())  # kept, not re-run
+    assert result.trials[0]["hyperparameters"] == REFERENCE

@@ -1,0 +1,105 @@
+"""Benchmark: training throughput fed by the project's input against the user's `model.fit` on numpy arrays.
+
+    python benchmarks/training.py [--dataset fashion_mnist] [--root pipeline_root] [--steps 200]
+
+Prints one JSON object. `ratio` is the trainer's steady-state examples/s (the reference model built by
+the project, fed by `components.inputs.make_dataset`) over the user's original approach: the same
+reference layers on float32 numpy arrays scaled in numpy, `model.fit(x, y, batch_size=128)`; target at
+least 1.0. The `variants` are the CPU settings tried on the project's trainer: `steps_per_execution`
+(several steps per tf.function call) and XLA `jit_compile`, each with its ratio to the plain trainer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+BATCH = 128
+
+
+def _users_model():
+    """The reference model as the user wrote it: float images [28, 28, 1] in, scaled beforehand."""
+    import keras
+    from keras import layers
+
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2), layers.Dropout(0.2),
+        layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(2), layers.Dropout(0.2),
+        layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--root", default="pipeline_root")
+    parser.add_argument("--steps", type=int, default=200, help="timed training steps per variant")
+    args = parser.parse_args()
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks._examples import StepTimer, examples_for
+    from components.cnn import REFERENCE, build_model
+    from components.inputs import make_dataset
+
+    examples = examples_for(args.dataset, args.root)
+    steps = args.steps + 20  # the first 20 steps (tracing, cache fill) are not timed
+
+    def project(**compile_options) -> float:
+        keras.utils.set_random_seed(1)
+        model = build_model(REFERENCE)
+        if compile_options:
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy",
+                          metrics=["accuracy"], **compile_options)
+        data = make_dataset(examples.file_pattern("train"), BATCH, shuffle=True, seed=1,
+                            shuffle_buffer=examples.counts["train"]).repeat()
+        timer = StepTimer(BATCH)
+        model.fit(data, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=0)
+        return timer.examples_per_second()
+
+    # The user's arrays: every train image, parsed once into numpy, scaled and reshaped in numpy.
+    images, labels = [], []
+    for x, y in make_dataset(examples.file_pattern("train"), 4096):
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    x = (np.concatenate(images).astype("float32") / 255.0).reshape(-1, 28, 28, 1)
+    y = np.concatenate(labels)
+    keras.utils.set_random_seed(1)
+    timer = StepTimer(BATCH)
+    _users_model().fit(x, y, batch_size=BATCH, epochs=1, steps_per_epoch=min(steps, len(x) // BATCH),
+                       callbacks=[timer], verbose=0)
+    users = timer.examples_per_second()
+    plain = project()
+    variants = {"steps_per_execution_16": project(steps_per_execution=16),
+                "jit_compile": project(jit_compile=True)}
+    print(json.dumps({
+        "benchmark": "training",
+        "dataset": args.dataset,
+        "batch_size": BATCH,
+        "timed_steps": args.steps,
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count()},
+        "users_numpy_fit_examples_per_second": round(users),
+        "trainer_examples_per_second": round(plain),
+        "ratio": round(plain / users, 3),
+        "target_ratio_at_least": 1.0,
+        "variants": {name: {"examples_per_second": round(rate), "ratio_to_trainer": round(rate / plain, 3)}
+                     for name, rate in variants.items()},
+    }))
+
+
+if __name__ == "__main__":
+    main()

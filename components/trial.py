@@ -1,0 +1,123 @@
+"""One tuning trial in a fresh process: TensorFlow keeps 5–15 MB per `fit` for good, so trials in one process grow."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+OBJECTIVE = "val_accuracy"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a trial process needs; plain data, passed as JSON."""
+
+    hyperparameters: dict[str, Any]  # KerasTuner HyperParameters.get_config()
+    train_pattern: str
+    eval_pattern: str
+    train_count: int
+    batch_size: int
+    seed: int
+    epochs: int
+    initial_epoch: int
+    checkpoint: str  # where the trial's best weights go (a later Hyperband round starts from them)
+    resume_from: str | None = None  # weights of the earlier trial a Hyperband round continues
+    deadline: float | None = None  # time.time() at which training stops after the current batch
+    distribute: str = "auto"
+    mixed_precision: str = "auto"
+    tensorboard: str | None = None
+
+
+def run_in_subprocess(spec: TrialSpec, work: Path) -> dict[str, Any]:
+    """Runs the trial in a new Python process and returns its metrics: the best epoch's, plus `epochs_run`
+    and `peak_mb` (the trial process's peak resident memory).
+
+    Raises:
+        RuntimeError: the trial process failed; the message ends with its last error line.
+
+    Example:
+        >>> run_in_subprocess(spec, Path("/tmp/trial"))["val_accuracy"]
+        0.91
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    spec_path, result_path = work / "spec.json", work / "result.json"
+    spec_path.write_text(json.dumps(asdict(spec)))
+    result_path.unlink(missing_ok=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    done = subprocess.run([sys.executable, "-m", "components.trial", str(spec_path), str(result_path)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    if done.returncode != 0 or not result_path.is_file():
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(f"trial process exited with {done.returncode}: {lines[-1] if lines else 'no output'}")
+    return json.loads(result_path.read_text())
+
+
+def _deadline_callback(deadline: float):
+    import keras
+
+    class Deadline(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if time.time() >= deadline:
+                self.model.stop_training = True
+
+    return Deadline()
+
+
+def run_trial(spec: TrialSpec) -> dict[str, Any]:
+    """Builds, trains and scores one trial's model in this process (the body of the trial process)."""
+    import resource
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import keras
+    import keras_tuner as kt
+
+    from components.cnn import CNNHyperModel
+    from components.inputs import make_dataset
+    from components.train import distribution_strategy, input_device, mixed_precision_enabled
+
+    keras.utils.set_random_seed(spec.seed)
+    strategy = distribution_strategy(spec.distribute)
+    device, whole = input_device(strategy), strategy.num_replicas_in_sync > 1
+    train = make_dataset(spec.train_pattern, spec.batch_size, shuffle=True, seed=spec.seed,
+                         shuffle_buffer=max(1, spec.train_count), device=device, drop_remainder=whole)
+    evaluation = make_dataset(spec.eval_pattern, spec.batch_size, device=device, drop_remainder=whole)
+    hp = kt.HyperParameters.from_config(spec.hyperparameters)
+    with strategy.scope():
+        model = CNNHyperModel(mixed_precision=mixed_precision_enabled(spec.mixed_precision)).build(hp)
+    initial_epoch = spec.initial_epoch
+    if spec.resume_from and Path(spec.resume_from).is_file():
+        model.load_weights(spec.resume_from)
+    else:  # e.g. the earlier round ran on another machine's disk: train this round from scratch
+        initial_epoch = 0
+    callbacks = [keras.callbacks.EarlyStopping(monitor=OBJECTIVE, mode="max", patience=1, restore_best_weights=True)]
+    if spec.deadline is not None:
+        callbacks.append(_deadline_callback(spec.deadline))
+    if spec.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(spec.tensorboard))
+    history = model.fit(train, validation_data=evaluation, epochs=spec.epochs, initial_epoch=initial_epoch,
+                        callbacks=callbacks, verbose=0).history
+    model.save_weights(spec.checkpoint)
+    scores = history[OBJECTIVE]
+    best = scores.index(max(scores))
+    return {**{name: float(values[best]) for name, values in history.items()}, "epochs_run": len(scores),
+            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def main(argv: list[str]) -> int:
+    spec_path, result_path = argv
+    spec = TrialSpec(**json.loads(Path(spec_path).read_text()))
+    result = run_trial(spec)
+    tmp = Path(result_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,92 @@
+"""Tests of train in fresh processes: resuming after kill -9, the multi-device and mixed-precision paths on CPU,
+and determinism."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PROBE = Path(__file__).with_name("train_probe.py")
+
+
+@pytest.fixture
+def examples_json(examples, tmp_path) -> Path:
+    path = tmp_path / "examples.json"
+    path.write_text(json.dumps(examples.to_dict()))
+    return path
+
+
+def probe(examples_json: Path, out: Path, work: Path | str, train: dict, *flags: str, timeout: int = 300) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, str(PROBE), str(examples_json), str(out), str(work), json.dumps(train),
+                           *flags], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_killed_training_resumes_from_its_last_finished_epoch(examples_json, tmp_path):
+    work, train = tmp_path / "work", {"epochs": 5, "patience": 10, "batch_size": 64}
+    (tmp_path / "out1").mkdir()
+    proc = subprocess.Popen([sys.executable, str(PROBE), str(examples_json), str(tmp_path / "out1"), str(work),
+                             json.dumps(train), "--slow"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history, backed_up = work / "history.json", work / "backup" / "training_metadata.json"
+
+    def finished_epochs() -> int:
+        try:
+            return json.loads(backed_up.read_text())["epoch"]
+        except (OSError, ValueError):
+            return 0
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and finished_epochs() < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = finished_epochs()
+    before = [row for row in json.loads(history.read_text()) if row["epoch"] < done]
+    assert 2 <= done < 5, "the kill should land mid-training"
+
+    result = probe(examples_json, tmp_path / "out2", work, train)
+    after = json.loads(history.read_text())
+    assert [r["epoch"] for r in after] == [0, 1, 2, 3, 4]
+    # Finished epochs are kept as they were, not re-run: same scores, same timings.
+    assert after[:done] == before
+    assert result["history"]["val_accuracy"] == [r["val_accuracy"] for r in after]
+
+
+def test_mirrored_strategy_over_two_cpus_with_mixed_precision(examples_json, tmp_path):
+    result = probe(examples_json, tmp_path / "out", "-",
+                   {"epochs": 2, "batch_size": 16, "distribute": "mirrored", "mixed_precision": "on"},
+                   "--cpus", "2")
+    assert result["replicas"] == 2
+    assert result["compute_dtype"] == "float16" and result["output_dtype"] == "float32"
+    assert len(result["history"]["val_accuracy"]) == 2 and all(v == v for v in result["history"]["loss"])  # no NaN
+
+
+def test_auto_settings_use_one_device_and_float32_without_a_gpu(examples_json, tmp_path):
+    result = probe(examples_json, tmp_path / "out", "-", {"epochs": 1, "batch_size": 64}, "--cpus", "2")
+    assert result["replicas"] == 1 and result["compute_dtype"] == "float32"
+
+
+def test_deterministic_training_repeats_to_the_bit(examples_json, tmp_path):
+    train = {"epochs": 2, "batch_size": 64, "deterministic": True}
+    first = probe(examples_json, tmp_path / "a", "-", train)
+    second = probe(examples_json, tmp_path / "b", "-", train)
+    assert first["checksum"] == second["checksum"] and first["history"] == second["history"]
+
+
+def test_prefetch_to_device_feeds_training(examples, tmp_path):
+    import keras
+
+    from components.cnn import REFERENCE, build_model
+    from components.inputs import make_dataset
+
+    data = make_dataset(examples.file_pattern("train"), 64, shuffle=True, seed=1, device="/cpu:0")
+    model = build_model(REFERENCE)
+    history = model.fit(data, epochs=1, verbose=0).history
+    assert len(history["loss"]) == 1 and history["loss"][0] > 0
+    assert isinstance(model, keras.Model)

@@ -1,0 +1,69 @@
+"""Runs `components.train.train` in a fresh process, for tests that need one (device setup, kill -9).
+
+Usage: python tests/train_probe.py EXAMPLES_JSON OUT_DIR WORK_DIR TRAIN_JSON [--cpus N] [--slow]
+
+Prints one JSON line: the history, the replicas in sync, the compute dtype and a weights checksum.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    examples_json, out_dir, work_dir, train_json, *flags = sys.argv[1:]
+    import tensorflow as tf
+
+    if "--cpus" in flags:  # logical devices must be set before TensorFlow initialises its runtime
+        cpus = int(flags[flags.index("--cpus") + 1])
+        tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                                   [tf.config.LogicalDeviceConfiguration()] * cpus)
+    import keras
+    import numpy as np
+
+    if "--slow" in flags:  # time for the test to kill this process between epochs
+        original = keras.callbacks.BackupAndRestore.on_epoch_end
+
+        def slow_epoch_end(self, epoch, logs=None):
+            original(self, epoch, logs)
+            import time
+
+            time.sleep(1.5)
+
+        keras.callbacks.BackupAndRestore.on_epoch_end = slow_epoch_end
+
+    from components import cnn
+    from components import train as train_module
+    from components.cnn import REFERENCE
+    from pipeline.artifacts import Examples, HyperParameters
+    from pipeline.config import TrainConfig
+
+    built = {}
+    original_build = cnn.build_model
+
+    def build_and_keep(values, mixed_precision=False):
+        built["model"] = original_build(values, mixed_precision)
+        return built["model"]
+
+    cnn.build_model = build_and_keep  # train imports it at call time
+    examples = Examples.from_dict({k: v for k, v in json.loads(Path(examples_json).read_text()).items()
+                                   if k != "type"})
+    hp = HyperParameters(uri="", fingerprint="ref", tuner="none", values=dict(REFERENCE), trials=())
+    model = train_module.train(examples, hp, out_dir=Path(out_dir), work_dir=Path(work_dir) if work_dir != "-" else None,
+                               train=TrainConfig(**json.loads(train_json)), seed=7)
+    kept = keras.models.load_model(model.path)
+    print(json.dumps({
+        "history": model.history,
+        "replicas": built["model"].distribute_strategy.num_replicas_in_sync,
+        "compute_dtype": built["model"].get_layer("conv_1").compute_dtype,
+        "output_dtype": built["model"].output.dtype if isinstance(built["model"].output.dtype, str)
+        else built["model"].output.dtype.name,
+        "checksum": float(sum(np.abs(w).sum() for w in kept.get_weights())),
+    }))
+
+
+if __name__ == "__main__":
+    main()
