@@ -1,33 +1,104 @@
-"""Evaluate: test-split accuracy and loss, and the blessing when accuracy reaches the threshold."""
+"""Evaluate: test-split metrics per class, thresholds, and comparison with the model serving now: the blessing."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.artifacts import Evaluation, Examples, Model
+import numpy as np
+
+from pipeline.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.runner import Component
 
+CLASSES = 10
 
-def evaluate(model: Model, examples: Examples, *, out_dir: Path, min_accuracy: float,
-             batch_size: int = 512) -> Evaluation:
-    """Scores the model on the test split; blessed when accuracy >= `min_accuracy`.
+
+def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The test split as uint8 images [N, 784] and integer labels [N]."""
+    from components.inputs import make_dataset
+
+    images, labels = [], []
+    for x, y in make_dataset(examples.file_pattern("test"), 4096):
+        images.append(x.numpy())
+        labels.append(y.numpy().argmax(axis=1))
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    return (images[:limit], labels[:limit]) if limit else (images, labels)
+
+
+def per_class(labels: np.ndarray, predicted: np.ndarray) -> tuple[list[dict], list[list[int]]]:
+    """Precision, recall, F1 and support per class, and the confusion matrix (rows: true, columns: predicted).
 
     Example:
-        >>> ev = evaluate(model, examples, out_dir=Path("/tmp/eval"), min_accuracy=0.88)
+        >>> rows, matrix = per_class(np.array([0, 1, 1]), np.array([0, 1, 0]))
+        >>> rows[1]["recall"], matrix[1]
+        (0.5, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    """
+    matrix = np.zeros((CLASSES, CLASSES), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    rows = []
+    for k in range(CLASSES):
+        tp, predicted_k, actual_k = matrix[k, k], matrix[:, k].sum(), matrix[k, :].sum()
+        precision = tp / predicted_k if predicted_k else 0.0
+        recall = tp / actual_k if actual_k else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": k, "precision": round(float(precision), 4), "recall": round(float(recall), 4),
+                     "f1": round(float(f1), 4), "support": int(actual_k)})
+    return rows, matrix.tolist()
+
+
+def serving_accuracy(saved_model: str, images: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of a pushed SavedModel's `serving_default` on uint8 images [N, 784]."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(saved_model).signatures["serving_default"]
+    predicted = np.concatenate([serve(images=tf.constant(images[i:i + 2048].reshape(-1, 28, 28)))["class_ids"].numpy()
+                                for i in range(0, len(images), 2048)])
+    return float((predicted == labels).mean())
+
+
+def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, out_dir: Path, min_accuracy: float,
+             max_regression: float = 0.005, min_class_recall: float | None = None) -> Evaluation:
+    """Scores the model on the test split and decides its blessing.
+
+    Blessed when accuracy >= `min_accuracy`, every class's recall >= `min_class_recall` (when set) and,
+    with a `baseline` (the latest blessed model, evaluated here on the same test split), accuracy is at
+    most `max_regression` below the baseline's. Each check adds a reason.
+
+    Example:
+        >>> ev = evaluate(model, examples, None, out_dir=Path("/tmp/eval"), min_accuracy=0.88)
         >>> ev.blessed, ev.reasons
-        (True, ('accuracy 0.9012 >= min_accuracy 0.8800',))
+        (True, ('accuracy 0.9012 >= min_accuracy 0.8800', 'no baseline: only absolute thresholds apply'))
     """
     import keras
 
-    from components.inputs import make_dataset
-
+    images, labels = test_arrays(examples)
     trained = keras.models.load_model(model.path)
-    metrics = trained.evaluate(make_dataset(examples.file_pattern("test"), batch_size), verbose=0,
-                               return_dict=True)
-    accuracy, loss = float(metrics["accuracy"]), float(metrics["loss"])
-    blessed = accuracy >= min_accuracy
-    reason = f"accuracy {accuracy:.4f} {'>=' if blessed else '<'} min_accuracy {min_accuracy:.4f}"
+    probabilities = trained.predict(images, batch_size=1024, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    accuracy = float((predicted == labels).mean())
+    eps = 1e-7
+    loss = float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], eps, 1.0)).mean())
+    classes, matrix = per_class(labels, predicted)
+    checks = [(accuracy >= min_accuracy, f"accuracy {accuracy:.4f} {'>=' if accuracy >= min_accuracy else '<'} "
+                                         f"min_accuracy {min_accuracy:.4f}")]
+    if min_class_recall is not None:
+        weak = [c for c in classes if c["recall"] < min_class_recall]
+        checks.append((not weak, f"recall below min_class_recall {min_class_recall:.4f} for class "
+                                 + ", ".join(f"{c['class']} ({c['recall']:.4f})" for c in weak) if weak else
+                       f"every class's recall >= min_class_recall {min_class_recall:.4f}"))
+    baseline_accuracy = None
+    if baseline is None:
+        checks.append((True, "no baseline: only absolute thresholds apply"))
+    else:
+        baseline_accuracy = serving_accuracy(baseline.uri, images, labels)
+        change = accuracy - baseline_accuracy
+        ok = change >= -max_regression
+        checks.append((ok, f"accuracy {accuracy:.4f} vs baseline version {baseline.version} {baseline_accuracy:.4f}: "
+                           f"change {change:+.4f} {'within' if ok else 'beyond'} max_regression {max_regression:.4f}"))
     return Evaluation(uri=str(out_dir), fingerprint="", accuracy=accuracy, loss=loss, min_accuracy=min_accuracy,
-                      blessed=blessed, reasons=(reason,))
+                      blessed=all(ok for ok, _ in checks), reasons=tuple(r for _, r in checks),
+                      per_class=tuple(classes), confusion_matrix=tuple(tuple(r) for r in matrix),
+                      baseline_version=baseline.version if baseline else None, baseline_accuracy=baseline_accuracy,
+                      max_regression=max_regression)
 
 
-COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples), output=Evaluation, version="1")
+COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),
+                      output=Evaluation, version="2")

@@ -1,23 +1,29 @@
-"""Push: exports a blessed model as a versioned SavedModel with its preprocessing in the graph."""
+"""Push: exports a blessed model as a versioned SavedModel, checks it in a fresh process, then renames it into place."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from pipeline.artifacts import Evaluation, Model, PushedModel
+import numpy as np
+
+from pipeline.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.errors import PipelineError
 from pipeline.runner import Component
 
 SIDE = 28
 INFO = "model_info.json"  # beside saved_model.pb: which model and evaluation a version came from
+CHECK_IMAGES, CHECK_TOLERANCE = 100, 1e-5
 
 
 def export_serving(model_path: str, destination: Path) -> None:
-    """Writes a SavedModel whose `serving_default` takes uint8 images [N, 28, 28].
+    """Writes a SavedModel with two signatures, preprocessing in the graph, and the `.keras` file beside it.
 
-    It returns `class_ids` [N] (int64) and `probabilities` [N, 10]; scaling to [0, 1] happens inside.
+    `serving_default` takes uint8 `images` [N, 28, 28] or [N, 28, 28, 1]; `serving_png` takes encoded
+    grayscale 28×28 PNG bytes `png` [N]. Both return `class_ids` [N] (int64) and `probabilities` [N, 10].
 
     Example:
         >>> export_serving("model.keras", Path("/tmp/export"))
@@ -28,42 +34,99 @@ def export_serving(model_path: str, destination: Path) -> None:
 
     model = keras.models.load_model(model_path)
 
-    def serve(images):
-        probabilities = model(tf.reshape(images, [-1, SIDE * SIDE]), training=False)
+    def classify(images):
+        probabilities = tf.cast(model(tf.reshape(images, [-1, SIDE * SIDE]), training=False), tf.float32)
         return {"class_ids": tf.argmax(probabilities, axis=-1), "probabilities": probabilities}
+
+    def serve(images):
+        tf.debugging.assert_equal(tf.reduce_prod(tf.shape(images)[1:]), SIDE * SIDE,
+                                  message="images: expected [N, 28, 28] or [N, 28, 28, 1]")
+        return classify(images)
+
+    def serve_png(png):
+        def decode(data):
+            image = tf.io.decode_png(data, channels=1)
+            tf.debugging.assert_equal(tf.shape(image)[:2], [SIDE, SIDE], message="png: expected 28x28 images")
+            return image
+
+        return classify(tf.map_fn(decode, png, fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8)))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name="serving_default", fn=serve,
-                         input_signature=[tf.TensorSpec([None, SIDE, SIDE], tf.uint8, name="images")])
+    # Unknown rank: one signature accepts both [N, 28, 28] and [N, 28, 28, 1].
+    archive.add_endpoint(name="serving_default", fn=serve, input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
+    archive.add_endpoint(name="serving_png", fn=serve_png, input_signature=[tf.TensorSpec([None], tf.string, name="png")])
     archive.write_out(str(destination), verbose=False)
+    shutil.copyfile(model_path, destination / "model.keras")
+
+
+def infra_check(saved_model: Path, model_path: str, images: np.ndarray, scratch: Path) -> str:
+    """Loads the export in a fresh Python process, serves `images` and compares with the Keras model in memory.
+
+    Raises:
+        PipelineError: the export does not load or serve there, or its answers differ (another class
+            for any image, or a probability off by more than 1e-5).
+    """
+    import keras
+
+    inputs = scratch / "infra-check.npz"
+    np.savez(inputs, images=images.reshape(-1, SIDE, SIDE))
+    try:
+        done = subprocess.run([sys.executable, "-m", "components.push", str(saved_model), str(inputs)],
+                              capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            raise PipelineError(f"infra check: {saved_model} does not serve in a fresh process "
+                                f"({lines[-1] if lines else 'exit ' + str(done.returncode)}); nothing pushed")
+        served = np.load(inputs.with_suffix(".out.npz"))
+    finally:
+        inputs.unlink(missing_ok=True)
+        inputs.with_suffix(".out.npz").unlink(missing_ok=True)
+    expected = keras.models.load_model(model_path).predict(images.reshape(-1, SIDE * SIDE), verbose=0)
+    differ = int((served["class_ids"] != expected.argmax(axis=1)).sum())
+    worst = float(np.abs(served["probabilities"] - expected).max())
+    if differ or worst > CHECK_TOLERANCE:
+        raise PipelineError(f"infra check: the export answers differently from the trained model on "
+                            f"{len(images)} test images ({differ} other classes, largest probability difference "
+                            f"{worst:.2e}, expected at most {CHECK_TOLERANCE:.0e}); nothing pushed")
+    return f"served {len(images)} test images in a fresh process: same classes, probabilities within {worst:.1e}"
 
 
 def _versions(serving_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in serving_dir.iterdir() if p.name.isdigit()) if serving_dir.is_dir() else []
 
 
-def push(model: Model, evaluation: Evaluation, *, out_dir: Path, serving_dir: Path) -> PushedModel:
-    """Copies the blessed model into `<serving_dir>/<version>/`, atomically and never over a version.
+def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: Path,
+         serving_dir: Path) -> PushedModel:
+    """Exports the blessed model into `<serving_dir>/<version>/`, atomically and never over a version.
 
-    The SavedModel is written to a hidden temporary directory beside the versions and renamed into
-    place, so a server watching `serving_dir` never sees a partial version.
+    The SavedModel is written to a hidden staging directory beside the versions, checked in a fresh
+    process on 100 test images (`infra_check`) and only then renamed into place, so a server watching
+    `serving_dir` never sees a partial or broken version.
 
     Example:
-        >>> push(model, evaluation, out_dir=Path("/tmp/push"), serving_dir=Path("/srv/models/fmnist")).version
+        >>> push(model, evaluation, examples, out_dir=Path("/tmp/push"), serving_dir=Path("/srv/models/fm")).version
         3
     """
+    from components.evaluate import test_arrays
+
     if not evaluation.blessed:
         raise PipelineError(f"push: model {model.uri} is not blessed ({'; '.join(evaluation.reasons)})")
+    staging = serving_dir / f".staging-{os.getpid()}"
     try:
         serving_dir.mkdir(parents=True, exist_ok=True)
-        staging = serving_dir / f".staging-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         export_serving(model.path, staging)
         (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
                                                 "accuracy": evaluation.accuracy}, indent=2))
     except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
         raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
+    try:
+        checked = infra_check(staging, model.path, test_arrays(examples, CHECK_IMAGES)[0], out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     while True:  # another push may take a version number between our look and our rename
         version = (_versions(serving_dir) or [0])[-1] + 1
         try:
@@ -72,7 +135,21 @@ def push(model: Model, evaluation: Evaluation, *, out_dir: Path, serving_dir: Pa
         except OSError:
             if not (serving_dir / str(version)).exists():
                 raise
-    return PushedModel(uri=str(serving_dir / str(version)), fingerprint="", version=version)
+    return PushedModel(uri=str(serving_dir / str(version)), fingerprint="", version=version,
+                       model_fingerprint=model.fingerprint, infra_check=checked)
 
 
-COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation), output=PushedModel, version="1")
+def _serve_in_this_process(saved_model: str, inputs: str) -> None:
+    """The infra check's fresh process: serve the saved images, write what came back."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(saved_model).signatures["serving_default"]
+    out = serve(images=tf.constant(np.load(inputs)["images"]))
+    np.savez(Path(inputs).with_suffix(".out.npz"), class_ids=out["class_ids"].numpy(),
+             probabilities=out["probabilities"].numpy())
+
+
+COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="2")
+
+if __name__ == "__main__":
+    _serve_in_this_process(*sys.argv[1:3])

@@ -140,13 +140,18 @@ class Model(Artifact):
 
 @dataclass(frozen=True)
 class Evaluation(Artifact):
-    """Test-split metrics and the blessing decision with its reasons."""
+    """Test-split metrics and the blessing decision with its reasons (one per check)."""
 
     accuracy: float
     loss: float
     min_accuracy: float
     blessed: bool
     reasons: tuple[str, ...]
+    per_class: tuple[dict[str, Any], ...] = ()  # class, precision, recall, f1, support
+    confusion_matrix: tuple[tuple[int, ...], ...] = ()  # rows: true class, columns: predicted
+    baseline_version: int | None = None  # the serving version compared with, if any
+    baseline_accuracy: float | None = None
+    max_regression: float | None = None
     kind: ClassVar[str] = "Evaluation"
 
 
@@ -155,6 +160,8 @@ class PushedModel(Artifact):
     """A SavedModel in the serving directory, `<serving_dir>/<version>/`; `uri` is that directory."""
 
     version: int
+    model_fingerprint: str = ""  # the Model artifact it was exported from
+    infra_check: str = ""  # what the pre-push check in a fresh process found
     kind: ClassVar[str] = "PushedModel"
 
     def intact(self) -> bool:

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mixed-precision", choices=("auto", "on", "off"),
                      help="float16 compute: auto turns it on when a GPU is present")
     run.add_argument("--min-accuracy", type=float, help="test accuracy needed to bless the model")
+    run.add_argument("--max-regression", type=float,
+                     help="largest accuracy drop allowed against the latest blessed model (default 0.005)")
     run.add_argument("--seed", type=int)
     run.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
     check = commands.add_parser("validate", help="statistics and anomalies of a dataset: exit 3 on anomalies")
@@ -48,7 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--current", required=True, help="SPEC[:SPLIT] or a saved statistics file")
     drift.add_argument("--schema", help="schema with the drift thresholds (default: the current data's curated one)")
     drift.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report")
-    for command in (run, check, infer, drift):
+    predict = commands.add_parser("predict", help="predictions of a pushed model for PNG files or a dataset split")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a SavedModel directory (one pushed version)")
+    source.add_argument("--serving-dir", help="a serving directory: its latest version is used")
+    predict.add_argument("images", nargs="*", metavar="IMAGE.png", help="grayscale 28x28 PNG files")
+    predict.add_argument("--dataset", help="SPEC[:SPLIT] instead of images (default split test); adds accuracy")
+    predict.add_argument("--limit", type=int, help="the first N examples of the split")
+    for command in (run, check, infer, drift, predict):
         command.add_argument("--root", help="pipeline root: artifacts, cached data and statistics, runs "
                                             "(default ./pipeline_root)")
         command.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
@@ -115,6 +124,25 @@ def _drift(args, out) -> int:
     return 3 if report["drifted"] else 0
 
 
+def _predict(args, out) -> int:
+    from pipeline.errors import ConfigError
+    from pipeline.serving import predict
+
+    if bool(args.images) == bool(args.dataset):
+        raise ConfigError("predict: give IMAGE.png files or --dataset SPEC, not both and not neither")
+    result = predict(args.model, args.serving_dir, args.images, args.dataset, args.limit, _check_config(args))
+    if args.json:
+        out.write(json.dumps(result, indent=2) + "\n")
+        return 0
+    for row in result["predictions"]:
+        label = f"  label {row['label']}" if "label" in row else ""
+        out.write(f"{row['input']}: class {row['class_id']} ({row['probability']:.4f}){label}\n")
+    if "accuracy" in result:
+        out.write(f"accuracy {result['accuracy']:.4f} on {result['count']} examples of {result['dataset']} "
+                  f"({result['split']}), model {result['model']}\n")
+    return 0
+
+
 def _quiet(verbose: bool) -> None:
     """Keeps the terminal to the pipeline's own lines unless -v; must run before TensorFlow is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
@@ -143,7 +171,7 @@ def _run(args, out) -> int:
            "train.epochs": args.epochs, "train.deterministic": True if args.deterministic else None,
            "train.distribute": args.distribute, "train.mixed_precision": args.mixed_precision,
            "tune.budget_seconds": config.parse_duration(args.tune_budget) if args.tune_budget else None,
-           "evaluate.min_accuracy": args.min_accuracy})
+           "evaluate.min_accuracy": args.min_accuracy, "evaluate.max_regression": args.max_regression})
     summary = execute(cfg, use_cache=not args.no_cache)
     if args.json:
         out.write(json.dumps(summary, indent=2, default=str) + "\n")
@@ -172,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import PipelineError
 
     try:
-        commands = {"run": _run, "validate": _validate, "schema": _schema, "drift": _drift}
+        commands = {"run": _run, "validate": _validate, "schema": _schema, "drift": _drift, "predict": _predict}
         return commands[args.command](args, out)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

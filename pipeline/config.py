@@ -99,9 +99,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Blessing thresholds; None takes the dataset's default from DEFAULT_MIN_ACCURACY."""
+    """Blessing thresholds: absolute, and the change against the latest blessed model."""
 
-    min_accuracy: float | None = None
+    min_accuracy: float | None = None  # None: the dataset's default from DEFAULT_MIN_ACCURACY
+    min_class_recall: float | None = None  # every class's recall at least this, when set
+    max_regression: float = 0.005  # accuracy may fall at most this far below the serving model's
+
+    def __post_init__(self):
+        for key in ("min_accuracy", "min_class_recall", "max_regression"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value <= 1:
+                raise ConfigError(f"config 'evaluate.{key}': expected a fraction between 0 and 1, got {value}")
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,10 @@ def production(cfg: Config, run: Runner) -> str:
         return "tuned"
     model = run(train.COMPONENT, examples, hyperparameters, seed=cfg.seed,
                 train=dataclasses.replace(cfg.train, epochs=cfg.train_epochs))
-    evaluation = run(evaluate.COMPONENT, model, examples, min_accuracy=min_accuracy(cfg, examples))
+    baseline = records.latest_blessed(cfg.root, cfg.serving_dir, model.fingerprint)
+    evaluation = run(evaluate.COMPONENT, model, examples, baseline, min_accuracy=min_accuracy(cfg, examples),
+                     max_regression=cfg.evaluate.max_regression, min_class_recall=cfg.evaluate.min_class_recall)
     if not evaluation.blessed:
         return "not_blessed"
-    run(push.COMPONENT, model, evaluation, serving_dir=cfg.serving_dir)
+    run(push.COMPONENT, model, evaluation, examples, serving_dir=cfg.serving_dir)
     return "pushed"

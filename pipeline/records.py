@@ -1,13 +1,14 @@
 """Run records under `<root>/runs/<run_id>/summary.json`: written atomically, read back by later runs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline import artifacts
-from pipeline.artifacts import HyperParameters, Statistics
+from pipeline.artifacts import HyperParameters, PushedModel, Statistics
 
 PASSED_VALIDATION = ("pushed", "not_blessed")
 
@@ -70,3 +71,33 @@ def reusable_hyperparameters(root: str | Path, search: str) -> HyperParameters |
         if isinstance(candidate, HyperParameters) and candidate.search == search and candidate.intact():
             found.append((record.stat().st_mtime, candidate))
     return max(found, key=lambda item: item[0])[1] if found else None
+
+
+def latest_blessed(root: str | Path, serving_dir: str | Path, model_fingerprint: str) -> PushedModel | None:
+    """The model serving now: the newest run's push into `serving_dir` whose version is still there.
+
+    A pushed copy of the model being evaluated (`model_fingerprint`) is skipped: a model is not its own
+    baseline, and a re-run of an identical build stays cached.
+
+    Example:
+        >>> latest_blessed("pipeline_root", "pipeline_root/serving", model.fingerprint).version
+        3
+    """
+    serving = Path(serving_dir).resolve()
+    for summary in summaries(root):
+        pushed = summary.get("push") or {}
+        if summary.get("status") != "pushed" or not pushed.get("uri"):
+            continue
+        version = Path(pushed["uri"])
+        try:
+            info = json.loads((version / "model_info.json").read_text())
+        except (OSError, ValueError):
+            continue  # removed from serving, or not a version this pipeline wrote
+        if version.resolve().parent != serving or not (version / "saved_model.pb").is_file():
+            continue
+        if info.get("model_fingerprint") == model_fingerprint:
+            continue
+        key = hashlib.sha256(f"{version.resolve()}|{info.get('model_fingerprint')}".encode()).hexdigest()
+        return PushedModel(uri=str(version), fingerprint=key, version=int(pushed["version"]),
+                           model_fingerprint=info.get("model_fingerprint", ""))
+    return None

@@ -46,8 +46,13 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
         "training": model and {"history": model.history, "model": model.path,
                                "tensorboard": _tensorboard(cfg, run_id, runner)},
         "evaluation": ev and {"accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy,
-                              "blessed": ev.blessed, "reasons": list(ev.reasons)},
+                              "max_regression": ev.max_regression, "blessed": ev.blessed, "reasons": list(ev.reasons),
+                              "baseline": {"version": ev.baseline_version, "accuracy": ev.baseline_accuracy}
+                              if ev.baseline_version is not None else None,
+                              "per_class": list(ev.per_class),
+                              "confusion_matrix": [list(row) for row in ev.confusion_matrix]},
         "pushed_model": pushed.uri if pushed else None,
+        "push": pushed and {"version": pushed.version, "uri": pushed.uri, "infra_check": pushed.infra_check},
         "config": config_module.to_dict(cfg),
     }
 

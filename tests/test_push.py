@@ -14,40 +14,133 @@ from pipeline.errors import PipelineError
 
 @pytest.fixture(scope="module")
 def blessed(model, examples, tmp_path_factory):
-    return evaluate(model, examples, out_dir=tmp_path_factory.mktemp("eval"), min_accuracy=0.0)
+    return evaluate(model, examples, None, out_dir=tmp_path_factory.mktemp("eval"), min_accuracy=0.0)
 
 
-def test_pushed_model_serves_raw_uint8_images(model, blessed, tmp_path):
-    pushed = push(model, blessed, out_dir=tmp_path / "x", serving_dir=tmp_path / "serving")
-    assert pushed.version == 1 and pushed.uri == str(tmp_path / "serving" / "1") and pushed.intact()
+@pytest.fixture(scope="module")
+def pushed(model, blessed, examples, tmp_path_factory):
+    root = tmp_path_factory.mktemp("push")
+    (root / "out").mkdir()
+    return push(model, blessed, examples, out_dir=root / "out", serving_dir=root / "serving")
+
+
+def test_pushed_model_serves_raw_uint8_images_in_both_shapes(model, pushed, examples):
+    assert pushed.version == 1 and Path(pushed.uri).name == "1" and pushed.intact()
+    checked = min(100, examples.counts["test"])
+    assert pushed.infra_check.startswith(f"served {checked} test images in a fresh process: same classes")
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
-    served = tf.saved_model.load(pushed.uri).signatures["serving_default"](images=tf.constant(images))
+    serve = tf.saved_model.load(pushed.uri).signatures["serving_default"]
     expected = keras.models.load_model(model.path).predict(images.reshape(5, 784), verbose=0)
-    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
-    np.testing.assert_array_equal(served["class_ids"].numpy(), expected.argmax(axis=1))
+    for shaped in (images, images[..., None]):
+        served = serve(images=tf.constant(shaped))
+        np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+        np.testing.assert_array_equal(served["class_ids"].numpy(), expected.argmax(axis=1))
     info = json.loads((Path(pushed.uri) / "model_info.json").read_text())
-    assert info["model_fingerprint"] == model.fingerprint
+    assert info["model_fingerprint"] == model.fingerprint == pushed.model_fingerprint
+    kept = keras.models.load_model(Path(pushed.uri) / "model.keras")  # the .keras file is kept beside
+    np.testing.assert_allclose(kept.predict(images.reshape(5, 784), verbose=0), expected, atol=1e-6)
 
 
-def test_versions_increase_and_never_overwrite(model, blessed, tmp_path):
+def test_png_signature_matches_the_uint8_one(pushed):
+    images = np.random.default_rng(1).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    signatures = tf.saved_model.load(pushed.uri).signatures
+    png = tf.constant([tf.io.encode_png(image).numpy() for image in images])
+    from_png = signatures["serving_png"](png=png)
+    from_pixels = signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_array_equal(from_png["class_ids"].numpy(), from_pixels["class_ids"].numpy())
+    np.testing.assert_allclose(from_png["probabilities"].numpy(), from_pixels["probabilities"].numpy(), atol=1e-6)
+    wrong_size = tf.constant([tf.io.encode_png(np.zeros((14, 14, 1), np.uint8)).numpy()])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected 28x28 images"):
+        signatures["serving_png"](png=wrong_size)
+
+
+def test_infra_check_refuses_an_export_that_answers_differently(pushed, examples, tmp_path):
+    from components.cnn import REFERENCE, build_model
+    from components.evaluate import test_arrays
+    from components.push import infra_check
+
+    other = tmp_path / "other.keras"
+    build_model(REFERENCE).save(other)  # untrained: not the model that was exported
+    with pytest.raises(PipelineError, match=r"infra check: the export answers differently .* nothing pushed"):
+        infra_check(Path(pushed.uri), str(other), test_arrays(examples, 100)[0], tmp_path)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with pytest.raises(PipelineError, match=r"infra check: .*broken does not serve in a fresh process"):
+        infra_check(tmp_path / "broken", str(other), test_arrays(examples, 10)[0], tmp_path)
+
+
+def test_versions_increase_and_never_overwrite(model, blessed, examples, tmp_path):
     serving = tmp_path / "serving"
     (serving / "7").mkdir(parents=True)
     (serving / "7" / "saved_model.pb").write_bytes(b"older")
-    assert push(model, blessed, out_dir=tmp_path, serving_dir=serving).version == 8
+    assert push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving).version == 8
     assert (serving / "7" / "saved_model.pb").read_bytes() == b"older"
     assert sorted(p.name for p in serving.iterdir()) == ["7", "8"]  # no staging left behind
 
 
-def test_unblessed_model_is_refused(model, blessed, tmp_path):
+def test_unblessed_model_is_refused(model, blessed, examples, tmp_path):
     import dataclasses
 
     refused = dataclasses.replace(blessed, blessed=False, reasons=("accuracy 0.5 < min_accuracy 0.9",))
     with pytest.raises(PipelineError, match=r"is not blessed \(accuracy 0.5 < min_accuracy 0.9\)"):
-        push(model, refused, out_dir=tmp_path, serving_dir=tmp_path / "serving")
+        push(model, refused, examples, out_dir=tmp_path, serving_dir=tmp_path / "serving")
     assert not (tmp_path / "serving").exists()
 
 
-def test_unwritable_serving_dir(model, blessed, tmp_path):
+def test_unwritable_serving_dir(model, blessed, examples, tmp_path):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(PipelineError, match=r"file/serving: cannot write the serving directory"):
-        push(model, blessed, out_dir=tmp_path, serving_dir=tmp_path / "file" / "serving")
+        push(model, blessed, examples, out_dir=tmp_path, serving_dir=tmp_path / "file" / "serving")
+
+
+def test_regression_against_the_serving_model_is_not_blessed(model, pushed, examples, tmp_path):
+    import dataclasses
+
+    from components.cnn import REFERENCE, build_model
+    from pipeline.artifacts import Model
+
+    same = evaluate(dataclasses.replace(model, fingerprint="retrained"), examples, pushed, out_dir=tmp_path,
+                    min_accuracy=0.0)
+    assert same.blessed and same.baseline_version == 1 and same.baseline_accuracy == pytest.approx(same.accuracy)
+    assert same.reasons[1].startswith(f"accuracy {same.accuracy:.4f} vs baseline version 1 ")
+    assert "within max_regression 0.0050" in same.reasons[1]
+
+    (tmp_path / "weak").mkdir()
+    build_model(REFERENCE).save(tmp_path / "weak" / "model.keras")  # untrained: about chance
+    weak = Model(uri=str(tmp_path / "weak"), fingerprint="weak", history={})
+    worse = evaluate(weak, examples, pushed, out_dir=tmp_path, min_accuracy=0.0)
+    assert not worse.blessed and worse.reasons[0].startswith("accuracy") and ">=" in worse.reasons[0]
+    assert "beyond max_regression 0.0050" in worse.reasons[1]
+
+
+def test_a_reader_never_sees_a_partial_version(model, blessed, examples, tmp_path):
+    import threading
+
+    from pipeline.serving import latest_version
+
+    serving = tmp_path / "serving"
+    problems, stop, seen = [], threading.Event(), set()
+
+    def read_in_a_loop():
+        while not stop.is_set():
+            for version in serving.iterdir() if serving.is_dir() else []:
+                if version.name.isdigit():
+                    seen.add(version.name)
+                    files = {p.name for p in version.iterdir()}
+                    if not {"saved_model.pb", "variables", "model_info.json", "model.keras"} <= files:
+                        problems.append((version.name, sorted(files)))
+            try:
+                latest_version(serving)
+            except Exception:  # no version yet
+                pass
+
+    reader = threading.Thread(target=read_in_a_loop)
+    reader.start()
+    try:
+        for _ in range(2):
+            push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving)
+    finally:
+        stop.set()
+        reader.join()
+    assert "1" in seen and problems == []  # the reader met versions while the second push ran
+    assert sorted(p.name for p in serving.iterdir()) == ["1", "2"]

@@ -57,9 +57,38 @@ def test_early_stopping_ends_after_patience(examples, tmp_path, seed):
 
 
 def test_evaluate_blesses_by_threshold(model, examples, tmp_path):
-    good = evaluate(model, examples, out_dir=tmp_path, min_accuracy=0.3)
+    good = evaluate(model, examples, None, out_dir=tmp_path, min_accuracy=0.3)
     assert good.blessed and 0.3 <= good.accuracy <= 1 and good.loss > 0
-    assert good.reasons == (f"accuracy {good.accuracy:.4f} >= min_accuracy 0.3000",)
-    strict = evaluate(model, examples, out_dir=tmp_path, min_accuracy=1.01)
+    assert good.reasons == (f"accuracy {good.accuracy:.4f} >= min_accuracy 0.3000",
+                            "no baseline: only absolute thresholds apply")
+    assert good.baseline_version is None and good.baseline_accuracy is None
+    strict = evaluate(model, examples, None, out_dir=tmp_path, min_accuracy=1.01)
     assert not strict.blessed and strict.accuracy == pytest.approx(good.accuracy)
-    assert strict.reasons == (f"accuracy {good.accuracy:.4f} < min_accuracy 1.0100",)
+    assert strict.reasons[0] == f"accuracy {good.accuracy:.4f} < min_accuracy 1.0100"
+    # The loss matches Keras's own evaluation of the same model on the same split.
+    import keras
+
+    keras_loss = keras.models.load_model(model.path).evaluate(make_dataset(examples.file_pattern("test"), 64),
+                                                             verbose=0, return_dict=True)["loss"]
+    assert good.loss == pytest.approx(keras_loss, rel=1e-3)
+
+
+def test_per_class_metrics_and_confusion_matrix():
+    from components.evaluate import per_class
+
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    predicted = np.array([0, 1, 1, 1, 0, 2])
+    rows, matrix = per_class(labels, predicted)
+    assert matrix[0][:3] == [1, 1, 0] and matrix[1][:3] == [1, 2, 0] and matrix[2][:3] == [0, 0, 1]
+    assert sum(map(sum, matrix)) == 6
+    assert rows[1] == {"class": 1, "precision": round(2 / 3, 4), "recall": round(2 / 3, 4), "f1": round(2 / 3, 4),
+                       "support": 3}
+    assert rows[0]["precision"] == 0.5 and rows[0]["recall"] == 0.5 and rows[2]["f1"] == 1.0
+    assert rows[5] == {"class": 5, "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_min_class_recall_names_the_weak_classes(model, examples, tmp_path):
+    ev = evaluate(model, examples, None, out_dir=tmp_path, min_accuracy=0.0, min_class_recall=1.01)
+    assert not ev.blessed and len(ev.per_class) == 10 and len(ev.confusion_matrix) == 10
+    assert ev.reasons[1].startswith("recall below min_class_recall 1.0100 for class 0 (")
+    assert sum(map(sum, ev.confusion_matrix)) == examples.counts["test"]
