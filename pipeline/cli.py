@@ -1,4 +1,5 @@
-"""The command line: `run` (exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed), `validate`, `drift`."""
+"""The command line: `run` (exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed), `validate`, `drift`,
+`schema` and `predict`."""
 from __future__ import annotations
 
 import argparse

@@ -77,6 +77,11 @@ def test_run_pushes_and_prints_the_summary(first_run, data):
     assert summary["evaluation"]["blessed"] and 0 < summary["evaluation"]["accuracy"] < 0.8
     assert summary["pushed_model"] == str(data / "root" / "serving" / "1")
     assert "ingest" in err and "push" in err  # progress lines go to stderr
+    logs = Path(summary["training"]["tensorboard"])
+    assert logs == data / "root" / "runs" / summary["run_id"] / "tensorboard"
+    assert list((logs / "train").rglob("events.out.tfevents.*"))  # training's TensorBoard logs
+    assert {p.name for p in (logs / "tune").iterdir()} == {t["trial_id"] for t in summary["tuning"]["trials"]}
+    assert summary["push"]["version"] == 1 and "same classes" in summary["push"]["infra_check"]
 
     images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     served = tf.saved_model.load(summary["pushed_model"]).signatures["serving_default"](images=tf.constant(images))
