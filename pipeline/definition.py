@@ -23,8 +23,9 @@ def production(cfg: Config, run: Runner) -> str:
 
     Returns the run's status: `pushed`, `not_blessed`, or `tuned` for a distributed-tuning worker,
     which stops after running its share of the chief's trials. A search result for the same schema,
-    search space and settings is reused, on any data, unless `tune.retune`. Validation compares test with train (skew) and, with `validate.drift`, this span's train split
-    with the previous span's: the newest earlier run on this root over other data.
+    search space and settings is reused, on any data, unless `tune.retune`. Validation compares test
+    with train (skew) and, with `validate.drift`, this span's train split with the previous span's:
+    the newest earlier run on this root over other data.
 
     Raises:
         ValidationFailed: the data has anomalies; nothing after validate runs.

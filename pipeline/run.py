@@ -44,7 +44,7 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
                           "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if "KERASTUNER_ORACLE_IP" in os.environ
                           else None},
         "training": model and {"history": model.history, "model": model.path,
-                               "tensorboard": _tensorboard(cfg, run_id, runner)},
+                               "tensorboard": _tensorboard(cfg, run_id)},
         "evaluation": ev and {"accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy,
                               "max_regression": ev.max_regression, "blessed": ev.blessed, "reasons": list(ev.reasons),
                               "baseline": {"version": ev.baseline_version, "accuracy": ev.baseline_accuracy}
@@ -57,7 +57,7 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
     }
 
 
-def _tensorboard(cfg: Config, run_id: str, runner: Runner) -> str | None:
+def _tensorboard(cfg: Config, run_id: str) -> str | None:
     """This run's TensorBoard log directory, when this run trained or tuned (a cached train logs nothing)."""
     logs = Path(cfg.root) / "runs" / run_id / "tensorboard"
     return str(logs) if logs.is_dir() else None

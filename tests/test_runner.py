@@ -73,3 +73,25 @@ def test_input_types_are_checked(tmp_path):
     with pytest.raises(TypeError, match="schema: expected Statistics, got Schema"):
         Runner(tmp_path)(SCHEMA, schema)
     assert dataclasses.is_dataclass(schema)
+
+
+def test_work_dir_survives_a_failed_execution_and_goes_once_committed(tmp_path):
+    seen, fail = [], [True]
+
+    def resumable(*, out_dir: Path, work_dir: Path, run_dir: Path, size: int) -> Schema:
+        seen.append((sorted(p.name for p in work_dir.iterdir()), run_dir))
+        (work_dir / "progress").write_text("epoch 1 done")
+        if fail[0]:
+            raise RuntimeError("killed")
+        return Schema(uri=str(out_dir), fingerprint="", source="inferred")
+
+    component = Component(name="resumable", fn=resumable, inputs=(), output=Schema)
+    with pytest.raises(RuntimeError):
+        Runner(tmp_path, run_dir=tmp_path / "runs" / "a")(component, size=1)
+    work = next((tmp_path / "artifacts" / "resumable").glob(".*.work"))
+    assert (work / "progress").is_file()  # kept for the next attempt
+    fail[0] = False
+    runner = Runner(tmp_path, run_dir=tmp_path / "runs" / "b")
+    runner(component, size=1)
+    assert seen == [([], tmp_path / "runs" / "a"), (["progress"], tmp_path / "runs" / "b")]  # resumed
+    assert not work.exists() and runner.components["resumable"]["state"] == "executed"
