@@ -50,11 +50,24 @@ def run_in_subprocess(spec: TrialSpec, work: Path) -> dict[str, Any]:
     result_path.unlink(missing_ok=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
     done = subprocess.run([sys.executable, "-m", "components.trial", str(spec_path), str(result_path)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                          preexec_fn=_die_with_parent)
     if done.returncode != 0 or not result_path.is_file():
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(f"trial process exited with {done.returncode}: {lines[-1] if lines else 'no output'}")
     return json.loads(result_path.read_text())
+
+
+def _die_with_parent() -> None:
+    """Runs in the trial process before it starts: a tuner killed with SIGKILL takes its trial along (Linux),
+    so a resumed search never races an orphaned trial for the same checkpoint."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _deadline_callback(deadline: float):

@@ -107,10 +107,26 @@ def test_killed_search_resumes_with_its_finished_trials(examples, tmp_path, seed
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None and len(completed()) < 2:
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # the search and the trial process it runs
+    os.kill(proc.pid, signal.SIGKILL)  # the search only: its trial process must die with it
     proc.wait()
     before = completed()
     assert 2 <= len(before) < 4, "the kill should land mid-search"
+
+    def orphans() -> list[str]:
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "components.trial" in text and str(work) in text:
+                found.append(text)
+        return found
+
+    deadline = time.monotonic() + 10
+    while orphans() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert orphans() == []
 
     result = tune(examples, SCHEMA, out_dir=tmp_path, work_dir=work, batch_size=32, seed=seed,
                   tune=TuneConfig(tuner="random", max_trials=4, max_epochs=1))
