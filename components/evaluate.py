@@ -95,10 +95,11 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
                            f"change {change:+.4f} {'within' if ok else 'beyond'} max_regression {max_regression:.4f}"))
     return Evaluation(uri=str(out_dir), fingerprint="", accuracy=accuracy, loss=loss, min_accuracy=min_accuracy,
                       blessed=all(ok for ok, _ in checks), reasons=tuple(r for _, r in checks),
+                      failed=tuple(r for ok, r in checks if not ok),
                       per_class=tuple(classes), confusion_matrix=tuple(tuple(r) for r in matrix),
                       baseline_version=baseline.version if baseline else None, baseline_accuracy=baseline_accuracy,
                       max_regression=max_regression)
 
 
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),
-                      output=Evaluation, version="2")
+                      output=Evaluation, version="3")

@@ -147,6 +147,7 @@ class Evaluation(Artifact):
     min_accuracy: float
     blessed: bool
     reasons: tuple[str, ...]
+    failed: tuple[str, ...] = ()  # the reasons of the checks that failed: why it is not blessed
     per_class: tuple[dict[str, Any], ...] = ()  # class, precision, recall, f1, support
     confusion_matrix: tuple[tuple[int, ...], ...] = ()  # rows: true class, columns: predicted
     baseline_version: int | None = None  # the serving version compared with, if any

@@ -47,6 +47,7 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
                                "tensorboard": _tensorboard(cfg, run_id)},
         "evaluation": ev and {"accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy,
                               "max_regression": ev.max_regression, "blessed": ev.blessed, "reasons": list(ev.reasons),
+                              "failed": list(ev.failed),
                               "baseline": {"version": ev.baseline_version, "accuracy": ev.baseline_accuracy}
                               if ev.baseline_version is not None else None,
                               "per_class": list(ev.per_class),
@@ -83,7 +84,7 @@ def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:
     try:
         status = production(cfg, runner)
         if status == "not_blessed":
-            error = "model not blessed: " + "; ".join(runner.outputs["evaluate"].reasons)
+            error = "model not blessed: " + "; ".join(runner.outputs["evaluate"].failed)
     except ValidationFailed as exc:
         status, error = "blocked", str(exc)
     except PipelineError as exc:

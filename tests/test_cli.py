@@ -152,7 +152,9 @@ def test_baseline_comparison_blocks_a_weaker_model(data):
     weak = json.loads(out)
     assert code == 4 and weak["status"] == "not_blessed", err
     assert weak["evaluation"]["baseline"]["version"] == 2
-    assert_one_line_error(err, "model not blessed", "vs baseline version 2", "beyond max_regression 0.0000")
+    assert_one_line_error(err, "model not blessed: accuracy", "vs baseline version 2", "beyond max_regression 0.0000")
+    assert ">= min_accuracy" not in err  # only the checks that failed are given as reasons
+    assert weak["evaluation"]["failed"] == [r for r in weak["evaluation"]["reasons"] if "beyond" in r]
     assert sorted(p.name for p in (root / "serving").iterdir()) == ["1", "2"]
 
 

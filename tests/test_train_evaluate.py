@@ -65,6 +65,7 @@ def test_evaluate_blesses_by_threshold(model, examples, tmp_path):
     strict = evaluate(model, examples, None, out_dir=tmp_path, min_accuracy=1.01)
     assert not strict.blessed and strict.accuracy == pytest.approx(good.accuracy)
     assert strict.reasons[0] == f"accuracy {good.accuracy:.4f} < min_accuracy 1.0100"
+    assert strict.failed == (strict.reasons[0],) and good.failed == ()
     # The loss matches Keras's own evaluation of the same model on the same split.
     import keras
 
