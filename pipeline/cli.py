@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML config file with a section per component")
     run.add_argument("--dataset", help="NAME, tfds:NAME or idx:DIR (default fashion_mnist)")
     run.add_argument("--serving-dir", help="where blessed models are pushed (default <root>/serving)")
+    run.add_argument("--schema", help="schema file, e.g. schemas/fashion_mnist.pbtxt for a subsample of "
+                                      "Fashion-MNIST in an idx: directory (default: the dataset's curated one)")
     run.add_argument("--tuner", choices=("hyperband", "bayesian", "random"))
     run.add_argument("--max-trials", type=int, help="tuning trials at most")
     run.add_argument("--max-epochs", type=int, help="epochs per tuning trial at most")
@@ -167,6 +169,7 @@ def _run(args, out) -> int:
     cfg = config.override(
         cfg, seed=args.seed, **_shared_flags(args),
         **{"data.dataset": args.dataset, "push.serving_dir": args.serving_dir, "tune.tuner": args.tuner,
+           "schema.schema_file": args.schema,
            "tune.max_trials": args.max_trials, "tune.max_epochs": args.max_epochs,
            "tune.enabled": False if args.no_tune else None, "tune.retune": True if args.retune else None,
            "train.epochs": args.epochs, "train.deterministic": True if args.deterministic else None,

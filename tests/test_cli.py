@@ -185,9 +185,10 @@ def test_new_data_with_the_same_schema_reuses_the_search(first_run, data):
     subsample = write_dataset(data / "subsample", {"train": 200}, seed=5)
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         (subsample / name).write_bytes((data / "data" / name).read_bytes())
-    # --max-regression 1: this test is about reuse, not about beating the model serving now.
+    # --max-regression 1: this test is about reuse, not about beating the model serving now. --schema names
+    # the schema the first run got by default, as a user does for a subsample of a curated dataset.
     args = ("run", "--dataset", f"idx:{subsample}", "--root", data / "root", *FAST, "--min-accuracy", "0",
-            "--max-regression", "1", "--json")
+            "--max-regression", "1", "--schema", REPO / "schemas" / "mnist_family.pbtxt", "--json")
     code, out, err = cli(*args)
     summary = json.loads(out)
     assert code == 0, err
@@ -246,6 +247,10 @@ def test_bad_config_and_usage(tmp_path):
     assert_one_line_error(err, "bad.yaml", "unknown key 'train.epoch'")
     code, _, err = cli("run", "--max-trials", "many")
     assert code == 2 and "invalid int value" in err
+    tiny = write_dataset(tmp_path / "tiny", {"train": 64, "t10k": 32})
+    code, _, err = cli("run", "--schema", tmp_path / "none.pbtxt", "--dataset", f"idx:{tiny}", "--root", tmp_path)
+    assert code == 1
+    assert_one_line_error(err, "none.pbtxt: schema file not found")
 
 
 def test_drift_command(data, tmp_path):
