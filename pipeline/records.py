@@ -85,10 +85,11 @@ def latest_blessed(root: str | Path, serving_dir: str | Path, model_fingerprint:
     """
     serving = Path(serving_dir).resolve()
     for summary in summaries(root):
-        pushed = summary.get("push") or {}
-        if summary.get("status") != "pushed" or not pushed.get("uri"):
+        # Runs recorded before the `push` section existed name only `pushed_model` (`<serving_dir>/<version>`).
+        uri = (summary.get("push") or {}).get("uri") or summary.get("pushed_model")
+        if summary.get("status") != "pushed" or not uri or not Path(uri).name.isdigit():
             continue
-        version = Path(pushed["uri"])
+        version = Path(uri)
         try:
             info = json.loads((version / "model_info.json").read_text())
         except (OSError, ValueError):
@@ -98,6 +99,6 @@ def latest_blessed(root: str | Path, serving_dir: str | Path, model_fingerprint:
         if info.get("model_fingerprint") == model_fingerprint:
             continue
         key = hashlib.sha256(f"{version.resolve()}|{info.get('model_fingerprint')}".encode()).hexdigest()
-        return PushedModel(uri=str(version), fingerprint=key, version=int(pushed["version"]),
+        return PushedModel(uri=str(version), fingerprint=key, version=int(version.name),
                            model_fingerprint=info.get("model_fingerprint", ""))
     return None
