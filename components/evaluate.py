@@ -16,9 +16,11 @@ def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarra
     from components.inputs import make_dataset
 
     images, labels = [], []
-    for x, y in make_dataset(examples.file_pattern("test"), 4096):
+    for x, y in make_dataset(examples.file_pattern("test"), 4096 if limit is None else min(limit, 4096)):
         images.append(x.numpy())
         labels.append(y.numpy().argmax(axis=1))
+        if limit is not None and sum(map(len, labels)) >= limit:
+            break
     images, labels = np.concatenate(images), np.concatenate(labels)
     return (images[:limit], labels[:limit]) if limit else (images, labels)
 

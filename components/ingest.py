@@ -14,6 +14,7 @@ from pipeline.artifacts import SPLITS, Examples
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
 from pipeline.idx import read_idx
+from pipeline.progress import Bar
 from pipeline.runner import Component
 
 # Debian packages that install real datasets offline (apt-get install dataset-fashion-mnist).
@@ -175,6 +176,7 @@ def write_split(images: np.ndarray, labels: np.ndarray, directory: Path) -> None
     shards = max(1, math.ceil(len(flat) / SHARD_SIZE))
     options = tf.io.TFRecordOptions(compression_type="GZIP")
     Feature, Int64List, FloatList = tf.train.Feature, tf.train.Int64List, tf.train.FloatList
+    bar = Bar(f"ingest {directory.name}", total=len(flat), unit="examples")
     for shard in range(shards):
         with tf.io.TFRecordWriter(str(directory / f"data-{shard:05d}-of-{shards:05d}.tfrecord.gz"), options) as w:
             for i in range(shard, len(flat), shards):
@@ -183,6 +185,8 @@ def write_split(images: np.ndarray, labels: np.ndarray, directory: Path) -> None
                 for name, values in summaries.items():
                     feature[name] = Feature(float_list=FloatList(value=[float(values[i])]))
                 w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+                bar.update()
+    bar.close()
 
 
 def source_fingerprint(data: DataConfig) -> str:

@@ -123,6 +123,7 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
 
     from components.cnn import build_model
     from components.inputs import make_dataset
+    from pipeline.progress import keras_callback
 
     work = Path(work_dir) if work_dir else out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -151,6 +152,8 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
                                                             delete_checkpoint=False)]
     if train.tensorboard and run_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / "train")))
+    steps = examples.counts["train"] // train.batch_size if whole else -(-examples.counts["train"] // train.batch_size)
+    callbacks.append(keras_callback("train", train.epochs, steps))
     if not progress.finished():
         model.fit(data, validation_data=validation, epochs=train.epochs, callbacks=callbacks, verbose=0)
     history = {k: [row[k] for row in progress.rows] for k in progress.rows[0] if k not in ("epoch", "seconds")}

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.progress import Bar, follow
+
 OBJECTIVE = "val_accuracy"
 
 
@@ -33,9 +35,10 @@ class TrialSpec:
     tensorboard: str | None = None
 
 
-def run_in_subprocess(spec: TrialSpec, work: Path) -> dict[str, Any]:
+def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict[str, Any]:
     """Runs the trial in a new Python process and returns its metrics: the best epoch's, plus `epochs_run`
-    and `peak_mb` (the trial process's peak resident memory).
+    and `peak_mb` (the trial process's peak resident memory). On a terminal, a bar labelled `label`
+    follows its batches.
 
     Raises:
         RuntimeError: the trial process failed; the message ends with its last error line.
@@ -48,13 +51,23 @@ def run_in_subprocess(spec: TrialSpec, work: Path) -> dict[str, Any]:
     spec_path, result_path = work / "spec.json", work / "result.json"
     spec_path.write_text(json.dumps(asdict(spec)))
     result_path.unlink(missing_ok=True)
+    progress_path, errors_path = work / "progress.json", work / "stderr.log"
+    progress_path.unlink(missing_ok=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
-    done = subprocess.run([sys.executable, "-m", "components.trial", str(spec_path), str(result_path)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                          preexec_fn=_die_with_parent)
-    if done.returncode != 0 or not result_path.is_file():
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise RuntimeError(f"trial process exited with {done.returncode}: {lines[-1] if lines else 'no output'}")
+    # stderr goes to a file, not a pipe: the parent polls for progress and must never block the child.
+    with open(errors_path, "w") as errors, Bar(label, total=spec.epochs, unit="batches") as bar:
+        child = subprocess.Popen([sys.executable, "-m", "components.trial", str(spec_path), str(result_path),
+                                  str(progress_path)], stdout=subprocess.DEVNULL, stderr=errors, env=env,
+                                 preexec_fn=_die_with_parent)
+        while True:
+            try:
+                code = child.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                follow(progress_path, bar)
+    if code != 0 or not result_path.is_file():
+        lines = [line for line in errors_path.read_text(errors="replace").splitlines() if line.strip()]
+        raise RuntimeError(f"trial process exited with {code}: {lines[-1] if lines else 'no output'}")
     return json.loads(result_path.read_text())
 
 
@@ -81,8 +94,11 @@ def _deadline_callback(deadline: float):
     return Deadline()
 
 
-def run_trial(spec: TrialSpec) -> dict[str, Any]:
-    """Builds, trains and scores one trial's model in this process (the body of the trial process)."""
+def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
+    """Builds, trains and scores one trial's model in this process (the body of the trial process).
+
+    With `progress`, the batches done are reported in that file for the tuner's progress bar.
+    """
     import resource
     import warnings
 
@@ -93,6 +109,7 @@ def run_trial(spec: TrialSpec) -> dict[str, Any]:
     from components.cnn import CNNHyperModel
     from components.inputs import make_dataset
     from components.train import distribution_strategy, input_device, mixed_precision_enabled
+    from pipeline.progress import keras_callback
 
     keras.utils.set_random_seed(spec.seed)
     strategy = distribution_strategy(spec.distribute)
@@ -113,6 +130,9 @@ def run_trial(spec: TrialSpec) -> dict[str, Any]:
         callbacks.append(_deadline_callback(spec.deadline))
     if spec.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(spec.tensorboard))
+    if progress is not None:
+        steps = spec.train_count // spec.batch_size if whole else -(-spec.train_count // spec.batch_size)
+        callbacks.append(keras_callback("trial", spec.epochs, steps, report=progress))
     history = model.fit(train, validation_data=evaluation, epochs=spec.epochs, initial_epoch=initial_epoch,
                         callbacks=callbacks, verbose=0).history
     model.save_weights(spec.checkpoint)
@@ -123,9 +143,9 @@ def run_trial(spec: TrialSpec) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    spec_path, result_path = argv
+    spec_path, result_path, *progress = argv
     spec = TrialSpec(**json.loads(Path(spec_path).read_text()))
-    result = run_trial(spec)
+    result = run_trial(spec, Path(progress[0]) if progress else None)
     tmp = Path(result_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, result_path)

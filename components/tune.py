@@ -126,7 +126,8 @@ def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Pa
                              deadline=self.oracle.deadline if hasattr(self.oracle, "deadline") else None,
                              tensorboard=str(tensorboard / trial.trial_id) if tensorboard else None)
             start = time.monotonic()
-            metrics = run_in_subprocess(spec, Path(self.get_trial_dir(trial.trial_id)) / "process")
+            metrics = run_in_subprocess(spec, Path(self.get_trial_dir(trial.trial_id)) / "process",
+                                        label=f"trial {trial.trial_id}")
             self.ran[trial.trial_id] = {"seconds": round(time.monotonic() - start, 2), "memory_mb": _memory_mb(),
                                         "peak_mb": metrics.pop("peak_mb")}
             return metrics

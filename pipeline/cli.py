@@ -1,5 +1,5 @@
-"""The command line: `run` (exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed), `validate`, `drift`,
-`schema` and `predict`."""
+"""The command line: `run` (exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed), `runs`, `validate`,
+`drift`, `schema` and `predict`."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +42,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="largest accuracy drop allowed against the latest blessed model (default 0.005)")
     run.add_argument("--seed", type=int)
     run.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
+    run.add_argument("--from", dest="start", metavar="COMPONENT",
+                     help="run COMPONENT and everything after it again; earlier ones must be cached")
+    run.add_argument("--to", dest="stop", metavar="COMPONENT", help="stop after COMPONENT (status partial)")
+    runs = commands.add_parser("runs", help="the runs recorded in the metadata store: list, show, lineage")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True)
+    runs_list = runs_commands.add_parser("list", help="every run: status, dataset, accuracy, pushed version")
+    runs_show = runs_commands.add_parser("show", help="one run: its components, artifacts and effective config")
+    runs_show.add_argument("run_id", metavar="RUN_ID")
+    runs_lineage = runs_commands.add_parser("lineage", help="what produced a pushed model version")
+    runs_lineage.add_argument("version", metavar="VERSION", type=int)
+    runs_lineage.add_argument("--serving-dir", help="the serving directory (default <root>/serving)")
     check = commands.add_parser("validate", help="statistics and anomalies of a dataset: exit 3 on anomalies")
     check.add_argument("--dataset", required=True, help="SPEC or SPEC:SPLIT (NAME, tfds:NAME, idx:DIR)")
     check.add_argument("--schema", help="schema file (default: the dataset's curated one)")
@@ -60,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="*", metavar="IMAGE.png", help="grayscale 28x28 PNG files")
     predict.add_argument("--dataset", help="SPEC[:SPLIT] instead of images (default split test); adds accuracy")
     predict.add_argument("--limit", type=int, help="the first N examples of the split")
-    for command in (run, check, infer, drift, predict):
+    for command in (run, runs_list, runs_show, runs_lineage, check, infer, drift, predict):
         command.add_argument("--root", help="pipeline root: artifacts, cached data and statistics, runs "
                                             "(default ./pipeline_root)")
         command.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
@@ -146,6 +157,46 @@ def _predict(args, out) -> int:
     return 0
 
 
+def _runs(args, out) -> int:
+    from pipeline import config
+    from pipeline.metadata import Metadata
+
+    cfg = config.override(config.Config(), root=args.root,
+                          **{"push.serving_dir": getattr(args, "serving_dir", None)})
+    store = Metadata.open(cfg, create=False)
+    if args.runs_command == "list":
+        result = store.runs(cfg.root)
+        rows = [f"{'run':<21} {'status':<11} {'started':<25} {'accuracy':>8} {'pushed':>6}  dataset"]
+        rows += [f"{r['run_id']:<21} {r['status'] or '':<11} {r['started'] or '':<25} "
+                 f"{'' if r['accuracy'] is None else format(r['accuracy'], '.4f'):>8} "
+                 f"{'' if r['pushed_version'] is None else r['pushed_version']:>6}  {r['dataset'] or ''}"
+                 for r in result]
+    elif args.runs_command == "show":
+        result = store.run(args.run_id)
+        rows = [f"run {result['run_id']}: {result['status']}" + (f" ({result['error']})" if result["error"] else ""),
+                f"started {result['started']}, finished {result['finished']}, report {result['report']}"]
+        for e in result["executions"]:
+            output = e["output"]
+            rows.append(f"  {e['component']:<10} {e['state']:<8} {e['seconds'] or 0:7.1f}s  "
+                        + (f"{output['type']} {output['uri']}" if output else e["error"] or ""))
+        rows += ["config:", *("  " + line for line in (result["config"] or "").splitlines())]
+    else:
+        result = store.lineage(cfg.serving_dir / str(args.version))
+        rows = [f"version {result['version']} ({result['uri']}) pushed by run {result['run_id']}"]
+        for key in ("examples", "statistics", "schema", "hyperparameters", "model", "evaluation"):
+            if key in result:
+                props = result[key]["properties"]
+                detail = {"examples": lambda: f"data fingerprint {props.get('fingerprint')}, spec {props.get('spec')}, "
+                                              f"span {props.get('span')}, counts {props.get('counts')}",
+                          "schema": lambda: f"{props.get('source')}, fingerprint {props.get('fingerprint')}",
+                          "hyperparameters": lambda: f"{props.get('tuner')} {json.dumps(props.get('values'))}",
+                          "evaluation": lambda: f"accuracy {props.get('accuracy')}, blessed {props.get('blessed')}",
+                          }.get(key, lambda: f"fingerprint {props.get('fingerprint')}")()
+                rows.append(f"  {key:<16} {result[key]['uri']}\n  {'':<16} {detail}")
+    out.write(json.dumps(result, indent=2, default=str) + "\n" if args.json else "\n".join(rows) + "\n")
+    return 0
+
+
 def _quiet(verbose: bool) -> None:
     """Keeps the terminal to the pipeline's own lines unless -v; must run before TensorFlow is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
@@ -176,7 +227,7 @@ def _run(args, out) -> int:
            "train.distribute": args.distribute, "train.mixed_precision": args.mixed_precision,
            "tune.budget_seconds": config.parse_duration(args.tune_budget) if args.tune_budget else None,
            "evaluate.min_accuracy": args.min_accuracy, "evaluate.max_regression": args.max_regression})
-    summary = execute(cfg, use_cache=not args.no_cache)
+    summary = execute(cfg, use_cache=not args.no_cache, start=args.start, stop=args.stop)
     if args.json:
         out.write(json.dumps(summary, indent=2, default=str) + "\n")
     else:
@@ -204,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import PipelineError
 
     try:
-        commands = {"run": _run, "validate": _validate, "schema": _schema, "drift": _drift, "predict": _predict}
+        commands = {"run": _run, "runs": _runs, "validate": _validate, "schema": _schema, "drift": _drift,
+                    "predict": _predict}
         return commands[args.command](args, out)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

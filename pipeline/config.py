@@ -120,6 +120,25 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class MySQLConfig:
+    """A MySQL database for ML Metadata shared by several machines or roots."""
+
+    host: str = "localhost"
+    port: int = 3306
+    database: str = "mlmd"
+    user: str = "root"
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class MetadataConfig:
+    """Where ML Metadata records runs: SQLite `<root>/metadata.sqlite` by default, or MySQL."""
+
+    sqlite: str | None = None  # None: <root>/metadata.sqlite
+    mysql: MySQLConfig | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline's configuration.
 
@@ -137,6 +156,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
 
     @property
     def serving_dir(self) -> Path:
@@ -229,5 +249,24 @@ def override(cfg: Config, **flags) -> Config:
 
 
 def to_dict(cfg: Config) -> dict:
-    """The config as plain data, for the run record."""
-    return dataclasses.asdict(cfg)
+    """The config as plain data, for the run record; a MySQL password is masked."""
+    data = dataclasses.asdict(cfg)
+    if data["metadata"]["mysql"] and data["metadata"]["mysql"]["password"]:
+        data["metadata"]["mysql"]["password"] = "***"
+    return data
+
+
+def to_yaml(cfg: Config) -> str:
+    """The config as YAML that `load` reads back (with a section per component).
+
+    Example:
+        >>> load_text = to_yaml(override(Config(), **{"train.epochs": 3}))
+        >>> "epochs: 3" in load_text
+        True
+    """
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    return yaml.safe_dump(plain(to_dict(cfg)), sort_keys=False)

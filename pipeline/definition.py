@@ -10,6 +10,8 @@ from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config,
 from pipeline.errors import ValidationFailed
 from pipeline.runner import Runner
 
+ORDER = ("ingest", "statistics", "schema", "validate", "tune", "train", "evaluate", "push")
+
 
 def min_accuracy(cfg: Config, examples: Examples) -> float:
     """The blessing threshold: the config's, else the dataset's known default."""
@@ -41,7 +43,7 @@ def production(cfg: Config, run: Runner) -> str:
     role = tune.distributed_role() if cfg.tune.enabled else None
     search = tune.search_key(data_schema, cfg.tune, cfg.train.batch_size, cfg.seed)
     # A distributed search always searches: its workers wait for a chief serving trials.
-    reuse = cfg.tune.enabled and not cfg.tune.retune and role is None
+    reuse = cfg.tune.enabled and not run.forced("tune") and role is None
     earlier = records.reusable_hyperparameters(cfg.root, search) if reuse else None
     # Only the device settings of train reach tune, so other training flags don't invalidate a search.
     devices = TrainConfig(distribute=cfg.train.distribute, mixed_precision=cfg.train.mixed_precision,

@@ -27,3 +27,7 @@ class ValidationFailed(PipelineError):
         more = f" (and {len(self.anomalies) - 1} more)" if len(self.anomalies) > 1 else ""
         super().__init__(f"data validation failed: split '{first.split}', feature '{first.feature}': "
                          f"{first.type}: {first.description}{more}")
+
+
+class MetadataError(PipelineError):
+    """The ML Metadata store cannot be opened or has no record of what was asked for."""

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 from pipeline import artifacts
 from pipeline.artifacts import HyperParameters, PushedModel, Statistics
+from pipeline.runner import Runner
 
 PASSED_VALIDATION = ("pushed", "not_blessed")
 
@@ -44,13 +45,12 @@ def previous_span_statistics(root: str | Path, fingerprint: str) -> Statistics |
     """
     for summary in summaries(root):
         dataset = summary.get("dataset") or {}
-        if summary.get("status") in PASSED_VALIDATION and dataset.get("fingerprint") not in (None, fingerprint):
+        validated = summary.get("status") in PASSED_VALIDATION or (
+            summary.get("status") == "partial" and "validate" in summary.get("components", {}))
+        if validated and dataset.get("fingerprint") not in (None, fingerprint):
             uri = summary["components"].get("statistics", {}).get("uri")
-            try:
-                stats = artifacts.load(uri) if uri else None
-            except (OSError, ValueError, KeyError):
-                continue
-            if isinstance(stats, Statistics) and stats.intact():
+            stats, _ = Runner.cached(Path(uri)) if uri else (None, None)
+            if isinstance(stats, Statistics):
                 return stats
     return None
 
@@ -64,11 +64,8 @@ def reusable_hyperparameters(root: str | Path, search: str) -> HyperParameters |
     """
     found = []
     for record in (Path(root) / "artifacts" / "tune").glob(f"*/{artifacts.RECORD}"):
-        try:
-            candidate = artifacts.load(record.parent)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(candidate, HyperParameters) and candidate.search == search and candidate.intact():
+        candidate, _ = Runner.cached(record.parent)  # an altered result is never reused
+        if isinstance(candidate, HyperParameters) and candidate.search == search:
             found.append((record.stat().st_mtime, candidate))
     return max(found, key=lambda item: item[0])[1] if found else None
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,174 @@ of these sizes reach by chance 999 times in 1000. Histograms share fixed buckets
 <section id="histograms"><h2>Histograms</h2>
 <p class="key"><span style="background:{BASE}"></span>baseline<span style="background:{CURRENT}"></span>current
 (share of examples per bucket)</p><div class="grid">{''.join(figures)}</div></section>
+</body></html>
+"""
+    write_text(Path(path), page)
+
+
+def png_data_uri(image: np.ndarray, scale: int = 2) -> str:
+    """A grayscale uint8 image as an inline `data:image/png;base64,...` URI (no imaging library needed)."""
+    import base64
+    import struct
+    import zlib
+
+    pixels = np.kron(np.asarray(image, dtype=np.uint8), np.ones((scale, scale), dtype=np.uint8))
+    height, width = pixels.shape
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels)  # filter type 0 per scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _svg_curves(history: dict[str, list[float]], metric: str) -> str:
+    """Training and validation curves of one metric over epochs, as an inline SVG line chart."""
+    series = [(name, history[name], colour) for name, colour in ((metric, BASE), (f"val_{metric}", CURRENT))
+              if history.get(name)]
+    if not series:
+        return ""
+    width, height, pad = 320, 160, 28
+    values = [v for _, s, _ in series for v in s]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    epochs = max(len(s) for _, s, _ in series)
+    parts = []
+    for name, points, colour in series:
+        xy = [(pad + (width - 2 * pad) * (i / max(epochs - 1, 1)), height - pad - (height - 2 * pad) * (v - low) / span)
+              for i, v in enumerate(points)]
+        parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='2' "
+                     f"points='{' '.join(f'{x:.1f},{y:.1f}' for x, y in xy)}'/>")
+        parts += [f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3' fill='{colour}'/>" for x, y in xy]
+    axis = (f"<text x='2' y='{pad}' font-size='10'>{high:.3f}</text>"
+            f"<text x='2' y='{height - pad}' font-size='10'>{low:.3f}</text>"
+            f"<text x='{width / 2:.0f}' y='{height - 6}' font-size='10' text-anchor='middle'>epoch 1–{epochs}</text>")
+    return (f"<figure><figcaption>{metric}</figcaption><svg width='{width}' height='{height}' role='img' "
+            f"aria-label='{metric} curves'>{''.join(parts)}{axis}</svg></figure>")
+
+
+def _confusion(matrix: list[list[int]]) -> str:
+    if not matrix:
+        return "<p>Not evaluated.</p>"
+    top = max(max(row) for row in matrix) or 1
+    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{k}</th>" for k in range(len(matrix))) + "</tr>"
+    rows = "".join(f"<tr><th>{k}</th>" + "".join(
+        f"<td style='background:rgba(59,111,182,{0.85 * n / top:.2f})'>{n}</td>" for n in row) + "</tr>"
+        for k, row in enumerate(matrix))
+    return f"<table class='confusion'>{head}{rows}</table>"
+
+
+def _samples(examples, per_class: int = 6, limit: int = 2000) -> str:
+    """Up to `per_class` test images of each class, inline."""
+    from components.evaluate import test_arrays
+
+    try:
+        images, labels = test_arrays(examples, limit)
+    except Exception as exc:  # a report never fails a run; it says what is missing instead
+        return f"<p class='bad'>Sample images unavailable: {html.escape(str(exc).splitlines()[0])}</p>"
+    rows = []
+    for k in sorted(set(labels.tolist())):
+        picks = images[labels == k][:per_class]
+        cells = "".join(f"<img src='{png_data_uri(img.reshape(28, 28))}' width='56' height='56' "
+                        f"alt='class {k} sample'>" for img in picks)
+        rows.append(f"<tr><th>class {k}</th><td class='samples'>{cells}</td></tr>")
+    return f"<table>{''.join(rows)}</table>"
+
+
+def _rows(mapping: dict[str, Any]) -> str:
+    return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in mapping.items())
+
+
+def run_html(summary: dict[str, Any], outputs: dict[str, Any], lineage: dict[str, Any] | None,
+             path: str | Path) -> None:
+    """Writes a run's report: dataset with sample images per class, validation and drift, tuning trials,
+    training curves, evaluation with the confusion matrix, the blessing decision, components and lineage.
+
+    Sections the run did not reach say so. Self-contained: inline CSS, SVG and PNG, no scripts.
+
+    Example:
+        >>> run_html(summary, runner.outputs, metadata.lineage(summary["push"]["uri"]), "runs/x/report.html")
+    """
+    status = summary["status"]
+    dataset = summary.get("dataset")
+    counts = ", ".join(f"{s} {n:,}" for s, n in dataset["counts"].items()) if dataset else "not ingested"
+    samples = _samples(outputs["ingest"]) if "ingest" in outputs else "<p>Not ingested.</p>"
+    anomaly_rows = [[html.escape(a["split"]), html.escape(a["feature"]), html.escape(a["type"]),
+                     html.escape(a["description"])] for a in summary.get("anomalies", [])]
+    drift_rows = [[html.escape(d["comparison"]), html.escape(d["feature"]), d["measure"], f"{d['distance']:.4f}",
+                   f"{d['threshold']:.4f}", f"{d['noise']:.4f}",
+                   "<span class='bad'>DRIFTED</span>" if d["drifted"] else "<span class='ok'>ok</span>"]
+                  for d in summary.get("drift", [])]
+    validated = "validate" in summary["components"]
+    tuning = summary.get("tuning")
+    trial_rows = []
+    if tuning:
+        first = ("trial_id", "status", "score", "epochs", "seconds", "memory_mb", "peak_mb", "tuner")
+        seen = {k for t in tuning["trials"] for k in t}
+        keys = [k for k in first if k in seen] + sorted(seen - set(first))
+        trial_rows = [[html.escape(str(t.get(k, ""))) for k in keys] for t in tuning["trials"]]
+    training = summary.get("training")
+    curves = "".join(_svg_curves(training["history"], m) for m in ("accuracy", "loss")) if training else ""
+    ev = summary.get("evaluation")
+    if ev:
+        verdict = ("<p class='ok'>Blessed.</p>" if ev["blessed"] else
+                   f"<p class='bad'>Not blessed: {html.escape('; '.join(ev['failed']))}</p>")
+        checks = "".join(f"<li>{html.escape(r)}</li>" for r in ev["reasons"])
+        pushed = (f"<p>Pushed version {summary['push']['version']} to {html.escape(summary['push']['uri'])} "
+                  f"({html.escape(summary['push']['infra_check'])}).</p>" if summary.get("push") else "")
+        blessing = f"{verdict}<ul>{checks}</ul>{pushed}"
+        class_rows = [[str(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                       str(r["support"])] for r in ev["per_class"]]
+        evaluation = (f"<p>Test accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f}.</p>"
+                      f"{_confusion(ev['confusion_matrix'])}"
+                      f"{_table(['class', 'precision', 'recall', 'f1', 'support'], class_rows, '')}")
+    else:
+        blessing = evaluation = f"<p>Not evaluated (run {html.escape(status)}).</p>"
+    component_rows = [[html.escape(name), c["state"] + (" (reused)" if c.get("reused") else ""),
+                       f"{c['seconds']:.1f}s", html.escape(c["uri"])] for name, c in summary["components"].items()]
+    if lineage:
+        keys = ("examples", "statistics", "schema", "hyperparameters", "model", "evaluation")
+        facts = {"version": lineage["version"], "run": lineage["run_id"]}
+        for key in keys:
+            if key in lineage:
+                props = lineage[key]["properties"]
+                facts[key] = f"{lineage[key]['uri']} (fingerprint {str(props.get('fingerprint', ''))[:16]})"
+        if "hyperparameters" in lineage:
+            facts["hyperparameter values"] = json.dumps(lineage["hyperparameters"]["properties"].get("values"))
+        lineage_html = f"<table>{_rows(facts)}</table>"
+    else:
+        lineage_html = "<p>No model was pushed by this run.</p>"
+    error = f"<p class='bad'>{html.escape(summary['error'])}</p>" if summary.get("error") else ""
+    page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Run {summary['run_id']}</title>
+<style>{CSS}
+td.samples img{{image-rendering:pixelated;margin:1px}}table.confusion td{{min-width:34px}}</style></head><body>
+<h1>Run {html.escape(summary['run_id'])}: {html.escape(status)}</h1>{error}
+<section id="dataset"><h2>Dataset</h2>
+<table>{_rows({"spec": dataset["spec"] if dataset else "", "source": dataset["source"] if dataset else "",
+               "fingerprint": dataset["fingerprint"] if dataset else "", "examples": counts,
+               "schema": (summary.get("schema") or {}).get("source", "")})}</table>
+<h3>Samples per class (test split)</h3>{samples}</section>
+<section id="validation"><h2>Validation</h2>
+{_table(["split", "feature", "type", "description"], anomaly_rows, "No anomalies.") if validated
+ else "<p>Not validated.</p>"}
+<h3>Drift and skew</h3>
+{_table(["comparison", "feature", "measure", "distance", "threshold", "noise", "result"], drift_rows,
+        "No comparisons.")}</section>
+<section id="tuning"><h2>Tuning</h2>
+{(f"<p>{html.escape(tuning['tuner'])}{', reused from an earlier search' if tuning['reused'] else ''}; best: "
+  f"{html.escape(json.dumps(tuning['best_hyperparameters']))}</p>"
+  + _table(keys, trial_rows, "No trials (the reference model)."))
+ if tuning else "<p>Not tuned.</p>"}</section>
+<section id="training"><h2>Training</h2>
+{f"<p class='key'><span style='background:{BASE}'></span>train<span style='background:{CURRENT}'></span>"
+ f"validation</p><div class='grid'>{curves}</div>" if training else "<p>Not trained.</p>"}</section>
+<section id="evaluation"><h2>Evaluation</h2>{evaluation}</section>
+<section id="blessing"><h2>Blessing</h2>{blessing}</section>
+<section id="components"><h2>Components</h2>{_table(["component", "state", "time", "output"], component_rows, "")}
+</section>
+<section id="lineage"><h2>Lineage</h2>{lineage_html}</section>
 </body></html>
 """
     write_text(Path(path), page)

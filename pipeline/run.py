@@ -9,15 +9,17 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from components.tune import distributed_role
 from pipeline import config as config_module
 from pipeline.config import Config
-from pipeline.definition import production
+from pipeline.definition import ORDER, production
 from pipeline.errors import PipelineError, ValidationFailed
-from pipeline.records import write_json
-from pipeline.runner import Runner
+from pipeline.metadata import Metadata
+from pipeline.records import write_json, write_text
+from pipeline.runner import Runner, StopRun
 
 log = logging.getLogger("pipeline")
-EXIT_CODES = {"pushed": 0, "tuned": 0, "failed": 1, "blocked": 3, "not_blessed": 4}
+EXIT_CODES = {"pushed": 0, "tuned": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4}
 
 
 def new_run_id() -> str:
@@ -41,8 +43,7 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
         "drift": [dataclasses.asdict(d) for d in anomalies.distances] if anomalies else [],
         "tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values,
                           "reused": runner.components["tune"].get("reused", False),
-                          "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if "KERASTUNER_ORACLE_IP" in os.environ
-                          else None},
+                          "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if distributed_role() else None},
         "training": model and {"history": model.history, "model": model.path,
                                "tensorboard": _tensorboard(cfg, run_id)},
         "evaluation": ev and {"accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy,
@@ -55,6 +56,7 @@ def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str |
         "pushed_model": pushed.uri if pushed else None,
         "push": pushed and {"version": pushed.version, "uri": pushed.uri, "infra_check": pushed.infra_check},
         "config": config_module.to_dict(cfg),
+        "report": str(Path(cfg.root) / "runs" / run_id / "report.html"),
     }
 
 
@@ -64,11 +66,18 @@ def _tensorboard(cfg: Config, run_id: str) -> str | None:
     return str(logs) if logs.is_dir() else None
 
 
-def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:
-    """Runs the production pipeline and returns its summary (also written under the run's directory).
+def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop: str | None = None) -> dict[str, Any]:
+    """Runs the production pipeline and returns its summary.
 
-    Any error ends the run with status `failed` (or `blocked` for data validation) and its
-    message in `error`; the summary is written either way.
+    The run's directory `<root>/runs/<run_id>/` gets `summary.json`, the effective `config.yaml` and
+    `report.html`; every execution and artifact is recorded in the ML Metadata store. `start` and `stop`
+    (`--from`, `--to`) run part of the pipeline: before `start` everything comes from the cache, after
+    `stop` nothing runs and the status is `partial`. Any error ends the run with status `failed` (or
+    `blocked` for data validation) and its message in `error`; the records are written either way.
+
+    Raises:
+        MetadataError: the metadata store cannot be opened (nothing has run).
+        ConfigError: `start` or `stop` names no component, or `start` comes after `stop`.
 
     Example:
         >>> summary = execute(override(Config(), root="/tmp/root", **{"data.dataset": "idx:/data/mnist"}))
@@ -77,14 +86,21 @@ def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:
     """
     run_id = new_run_id()
     run_dir = Path(cfg.root) / "runs" / run_id
-    distributed = "KERASTUNER_ORACLE_IP" in os.environ  # a distributed search never comes from the cache
-    runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir,
+    distributed = distributed_role() is not None  # a distributed search never comes from the cache
+    metadata = Metadata.open(cfg)
+    runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir, order=ORDER, start=start, stop=stop,
+                    metadata=metadata,
                     force=frozenset({"tune"}) if cfg.tune.retune or distributed else frozenset())
+    config_text = config_module.to_yaml(cfg)
+    write_text(run_dir / "config.yaml", config_text)
+    metadata.start_run(run_id, cfg.root, config_text, cfg.data.dataset)
     status, error = "pushed", None
     try:
         status = production(cfg, runner)
         if status == "not_blessed":
             error = "model not blessed: " + "; ".join(runner.outputs["evaluate"].failed)
+    except StopRun:
+        status = "partial"
     except ValidationFailed as exc:
         status, error = "blocked", str(exc)
     except PipelineError as exc:
@@ -95,4 +111,11 @@ def execute(cfg: Config, use_cache: bool = True) -> dict[str, Any]:
         status, error = "failed", f"internal error: {type(exc).__name__}: {first}"
     summary = _summary(run_id, cfg, runner, status, error)
     write_json(run_dir / "summary.json", summary)
+    metadata.finish_run(status, error, summary["report"])
+    lineage = None
+    if summary["push"]:
+        lineage = metadata.lineage(summary["push"]["uri"])
+    from pipeline.report import run_html
+
+    run_html(summary, runner.outputs, lineage, run_dir / "report.html")
     return summary

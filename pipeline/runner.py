@@ -1,4 +1,5 @@
-"""Runs components with caching: an output is reused when its inputs, parameters and code version match."""
+"""Runs components with caching: an output is reused when its inputs, parameters and code version match,
+and its files are still the ones written."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,53 @@ from typing import Any, Callable
 
 from pipeline import artifacts
 from pipeline.artifacts import RECORD, Artifact
+from pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger("pipeline")
+FILES = "files"  # the key in an artifact's record listing its files: {relative path: [size, sha256]}
+
+
+def manifest(directory: Path) -> dict[str, list]:
+    """Size and SHA-256 of every file under `directory` but the record itself.
+
+    Example:
+        >>> manifest(Path("/tmp/root/artifacts/schema/1f2e"))
+        {'schema.pbtxt': [2048, '9c1d...']}
+    """
+    files = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != RECORD):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        files[str(path.relative_to(directory))] = [path.stat().st_size, digest.hexdigest()]
+    return files
+
+
+def altered(directory: Path, files: dict[str, list]) -> str | None:
+    """What differs between `directory` and its recorded manifest, or None when every file is as written."""
+    for name, (size, sha) in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    for name, (size, sha) in manifest(directory).items():
+        if name in files and files[name][1] != sha:
+            return f"{name} was changed after it was written (SHA-256 differs)"
+    return None
+
+
+def _digest(record: Path) -> str | None:
+    """Identifies what an artifact's files were when written: the hash of its record (which lists them)."""
+    try:
+        return hashlib.sha256(record.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class StopRun(Exception):
+    """Raised after the component named by `--to` finished: the rest of the pipeline is not run."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +70,8 @@ class Component:
     """A component's declaration: its function and its typed inputs and output.
 
     `fn(*inputs, out_dir=..., **params)` writes its files into `out_dir` and returns the output
-    artifact with `uri=out_dir`; a blank fingerprint is filled with the execution's cache key.
+    artifact with `uri=out_dir`; a blank fingerprint is filled with a hash of the execution's cache key
+    and the files written, so a rebuilt output that differs invalidates what was computed from it.
     `source_key(**params)` fingerprints inputs from outside the pipeline (ingest's data files).
     A function that takes `work_dir` gets a directory that survives a crash, so a killed execution can
     resume from it (training's epoch backups, a search's finished trials); it is deleted once the output
@@ -52,6 +99,12 @@ def _jsonable(value: Any) -> Any:
 class Runner:
     """Executes components for one run, reusing cached outputs under `<root>/artifacts`.
 
+    A cached output is used only when its record is readable and every file it lists still has the size
+    and SHA-256 it was written with; otherwise the component runs again (`rebuilt` says why).
+    `start` and `stop` bound a partial run (`--from`, `--to`, names from `order`): components before
+    `start` must come from the cache, `start` and everything after it run again, and `StopRun` is raised
+    once `stop` has finished. `metadata`, when given, records each execution (see `pipeline.metadata`).
+
     Example:
         >>> run = Runner(root="/tmp/root")
         >>> examples = run(ingest.COMPONENT, data=cfg.data)
@@ -60,13 +113,27 @@ class Runner:
     """
 
     def __init__(self, root: str | Path, use_cache: bool = True, force: frozenset[str] = frozenset(),
-                 run_dir: str | Path | None = None):
+                 run_dir: str | Path | None = None, order: tuple[str, ...] = (), start: str | None = None,
+                 stop: str | None = None, metadata=None):
         self.store = Path(root) / "artifacts"
         self.run_dir = Path(run_dir) if run_dir else None
         self.use_cache = use_cache
-        self.force = force  # components executed even when cached (e.g. tune with --retune)
+        for flag, name in (("--from", start), ("--to", stop)):
+            if name is not None and name not in order:
+                raise ConfigError(f"{flag} {name}: unknown component; expected one of {', '.join(order)}")
+        if start and stop and order.index(start) > order.index(stop):
+            raise ConfigError(f"--from {start} --to {stop}: {start} comes after {stop} in the pipeline")
+        self.upstream = frozenset(order[:order.index(start)]) if start else frozenset()
+        rerun = frozenset(order[order.index(start):]) if start else frozenset()
+        self.force = force | rerun  # executed even when cached (e.g. tune with --retune)
+        self.start, self.stop = start, stop
+        self.metadata = metadata
         self.components: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, Artifact] = {}
+
+    def forced(self, name: str) -> bool:
+        """Whether `name` runs even when a cached output exists."""
+        return name in self.force or not self.use_cache
 
     def cache_key(self, component: Component, inputs: tuple[Artifact, ...], params: dict) -> str:
         identity = {
@@ -87,15 +154,33 @@ class Runner:
         start = time.monotonic()
         key = self.cache_key(component, inputs, params)
         final = self.store / component.name / key[:16]
-        output = self._cached(final) if self.use_cache and component.name not in self.force else None
+        output, rebuilt = (None, None) if self.forced(component.name) else self.cached(final)
         state = "cached"
         if output is None:
-            output = self._execute(component, inputs, params, key, final)
+            if component.name in self.upstream:
+                raise PipelineError(f"--from {self.start}: {component.name} comes before it and has no cached "
+                                    f"output for these inputs and settings ({rebuilt or 'never run'}); "
+                                    "run without --from first")
+            if rebuilt:
+                log.info("%-10s cached output %s %s: rebuilding", component.name, final, rebuilt)
+            try:
+                output = self._execute(component, inputs, params, key, final)
+            except BaseException as exc:
+                if self.metadata is not None:
+                    self.metadata.record(component, inputs, None, "failed", time.monotonic() - start, key, params,
+                                         error=str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                raise
             state = "executed"
         seconds = round(time.monotonic() - start, 2)
-        self.components[component.name] = {"state": state, "seconds": seconds, "uri": output.uri}
+        self.components[component.name] = {"state": state, "seconds": seconds, "uri": output.uri,
+                                           **({"rebuilt": rebuilt} if rebuilt and state == "executed" else {})}
         self.outputs[component.name] = output
         log.info("%-10s %-8s %7.1fs", component.name, state, seconds)
+        if self.metadata is not None:
+            self.metadata.record(component, inputs, output, state, seconds, key, params, replaced=rebuilt,
+                                 digest=_digest(final / RECORD))
+        if component.name == self.stop:
+            raise StopRun(component.name)
         return output
 
     def reuse(self, component: Component, output: Artifact) -> Artifact:
@@ -103,17 +188,29 @@ class Runner:
         self.components[component.name] = {"state": "cached", "seconds": 0.0, "uri": output.uri, "reused": True}
         self.outputs[component.name] = output
         log.info("%-10s %-8s %7.1fs  (reused %s)", component.name, "cached", 0.0, output.uri)
+        if self.metadata is not None:
+            self.metadata.record(component, (), output, "cached", 0.0, output.fingerprint, {},
+                                 digest=_digest(Path(output.uri) / RECORD))
+        if component.name == self.stop:
+            raise StopRun(component.name)
         return output
 
     @staticmethod
-    def _cached(final: Path) -> Artifact | None:
+    def cached(final: Path) -> tuple[Artifact | None, str | None]:
+        """The cached output in `final`, or None and why it cannot be used (None when there is none)."""
         if not (final / RECORD).is_file():
-            return None
+            return None, None
         try:
+            record = json.loads((final / RECORD).read_text())
             output = artifacts.load(final)
         except (ValueError, KeyError, TypeError):
-            return None  # an unreadable record is rebuilt, never trusted
-        return output if output.intact() else None
+            return None, "has an unreadable record"  # rebuilt, never trusted
+        if not output.intact():
+            return None, f"lost its files ({output.uri})"
+        if FILES not in record:
+            return None, "has no list of its files (written by an older version)"
+        problem = altered(Path(output.uri), record[FILES])
+        return (None, f"was altered: {problem}") if problem else (output, None)
 
     def _execute(self, component, inputs, params, key: str, final: Path) -> Artifact:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -130,12 +227,16 @@ class Runner:
             extra["run_dir"] = self.run_dir
         try:
             output = component.fn(*inputs, out_dir=tmp, **params, **extra)
+            content = Path(output.uri)  # the output directory, or where it put its files (a serving version)
             if output.uri == str(tmp):
                 output = output.relocated(str(final))
-            if not output.fingerprint:
-                output = dataclasses.replace(output, fingerprint=key)
-            (tmp / RECORD).write_text(json.dumps(output.to_dict(), indent=2, sort_keys=True))
-            if final.exists():  # stale or uncached: move aside so the rename below is atomic
+            files = manifest(content)
+            if not output.fingerprint:  # what was computed and what came out: a retrained model differs
+                blob = json.dumps([key, files], sort_keys=True).encode()
+                output = dataclasses.replace(output, fingerprint=hashlib.sha256(blob).hexdigest())
+            record = {**output.to_dict(), FILES: files}
+            (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+            if final.exists():  # stale or altered: move aside so the rename below is atomic
                 stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
                 os.rename(final, stale)
                 shutil.rmtree(stale, ignore_errors=True)

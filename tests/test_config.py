@@ -1,4 +1,6 @@
 """Tests of the config tree: YAML sections, strict keys and types, flag overrides."""
+import dataclasses
+
 import pytest
 
 from pipeline import config
@@ -57,3 +59,15 @@ def test_training_epochs_follow_the_recipe():
     untuned = config.override(cfg, **{"tune.enabled": False})
     assert untuned.train_epochs == 2  # the user's reference recipe
     assert config.override(untuned, **{"train.epochs": 5}).train_epochs == 5
+
+
+def test_effective_config_round_trips_through_yaml_with_the_password_masked(tmp_path):
+    cfg = config.override(config.Config(), **{"train.epochs": 3, "statistics.beam_args": ("--runner=DirectRunner",)})
+    cfg = dataclasses.replace(cfg, metadata=config.MetadataConfig(mysql=config.MySQLConfig(host="db", password="s3")))
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml(cfg))
+    loaded = config.load(path)
+    assert loaded.metadata.mysql.password == "***" and "s3" not in path.read_text()
+    assert dataclasses.replace(loaded, metadata=cfg.metadata) == cfg
+    with pytest.raises(ConfigError, match="config 'metadata.mysql.port': expected int, got str"):
+        config._build(config.Config, {"metadata": {"mysql": {"port": "x"}}})

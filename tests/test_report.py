@@ -24,10 +24,24 @@ for (const id of %s) {
   const box = el ? el.getBoundingClientRect() : null;
   seen[id] = !!el && box.height > 0 && box.width > 0 && getComputedStyle(el).visibility !== 'hidden';
 }
-seen.svg_bars = document.querySelectorAll('#histograms svg rect').length;
-seen.drift_rows = document.querySelectorAll('#drift tr').length;
+for (const [name, selector] of Object.entries(%s)) seen[name] = document.querySelectorAll(selector).length;
+seen.broken_images = [...document.images].filter(img => !img.complete || img.naturalWidth === 0).length;
 document.body.insertAdjacentHTML('beforeend', '<pre id="probe">' + JSON.stringify(seen) + '</pre>');
-</script>""" % json.dumps(SECTIONS)
+</script>"""
+
+
+def rendered(page: Path, sections, counts: dict[str, str], tmp_path: Path) -> dict:
+    """Opens `page` in headless Chromium (offline) and returns which sections are visible, and the number of
+    elements matching each selector of `counts`."""
+    text = page.read_text()
+    assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", text) and "<script" not in text
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", PROBE % (json.dumps(list(sections)), json.dumps(counts)) + "</body>"))
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    return json.loads(re.findall(r'<pre id="probe">(.*?)</pre>', dom)[-1])  # the first is the script's text
 
 
 def _chromium():
@@ -49,17 +63,8 @@ def test_report_renders_every_section_offline(stats, tmp_path):
               "anomalies": [{"split": "current", "feature": "label", "type": "X", "description": "<b>escaped</b>"}]}
     page = tmp_path / "drift.html"
     drift_html(report, train, test, page)
-    text = page.read_text()
-    assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", text) and "<script" not in text
-    assert "&lt;b&gt;escaped&lt;/b&gt;" in text
-
-    probe = tmp_path / "probe.html"
-    probe.write_text(text.replace("</body>", PROBE + "</body>"))
-    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-                          probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    seen = json.loads(re.findall(r'<pre id="probe">(.*?)</pre>', dom)[-1])  # the first is the script's text
+    assert "&lt;b&gt;escaped&lt;/b&gt;" in page.read_text()
+    seen = rendered(page, SECTIONS, {"svg_bars": "#histograms svg rect", "drift_rows": "#drift tr"}, tmp_path)
     assert all(seen[section] for section in SECTIONS), seen
     buckets = sum(len(boundaries()[d.feature]) - 1 for d in distances)
     assert seen["drift_rows"] == len(distances) + 1 and seen["svg_bars"] == 2 * buckets

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.artifacts import RECORD, Schema, Statistics
-from pipeline.runner import Component, Runner
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.runner import Component, Runner, StopRun
 
 calls = []
 
@@ -95,3 +96,63 @@ def test_work_dir_survives_a_failed_execution_and_goes_once_committed(tmp_path):
     runner(component, size=1)
     assert seen == [([], tmp_path / "runs" / "a"), (["progress"], tmp_path / "runs" / "b")]  # resumed
     assert not work.exists() and runner.components["resumable"]["state"] == "executed"
+
+
+def test_altered_or_deleted_output_is_detected_and_rebuilt(tmp_path):
+    stats = Runner(tmp_path)(STATS, value=1)
+    stats_file = Path(stats.path("train"))
+    stats_file.write_text("7")  # same size, other content: only the hash tells
+    again = Runner(tmp_path)
+    rebuilt = again(STATS, value=1)
+    assert again.components["stats"]["state"] == "executed"
+    assert "train/FeatureStats.pb was changed after it was written" in again.components["stats"]["rebuilt"]
+    assert stats_file.read_text() == "1" and rebuilt == stats  # rebuilt identically: same fingerprint
+
+    stats_file.unlink()
+    third = Runner(tmp_path)
+    third(STATS, value=1)
+    assert third.components["stats"]["rebuilt"] == "was altered: train/FeatureStats.pb is missing"
+    assert calls == [1, 1, 1]
+
+
+def test_a_rebuilt_output_that_differs_invalidates_what_follows(tmp_path):
+    """A re-executed component whose files differ (a retrained model) gets a new fingerprint."""
+    counter = iter(range(100))
+
+    def unstable(*, out_dir: Path) -> Statistics:
+        (out_dir / "train").mkdir()
+        (out_dir / "train" / "FeatureStats.pb").write_text(str(next(counter)))
+        return Statistics(uri=str(out_dir), fingerprint="", splits=("train",))
+
+    component = Component(name="stats", fn=unstable, inputs=(), output=Statistics)
+    first = Runner(tmp_path)
+    schema = first(SCHEMA, first(component))
+    Path(first.outputs["stats"].path("train")).unlink()
+    second = Runner(tmp_path)
+    stats = second(component)
+    assert stats.fingerprint != first.outputs["stats"].fingerprint
+    assert second(SCHEMA, stats) != schema and second.components["schema"]["state"] == "executed"
+
+
+def test_partial_runs_from_and_to(tmp_path):
+    order = ("stats", "schema")
+    with pytest.raises(PipelineError, match="--from schema: stats comes before it and has no cached output"):
+        runner = Runner(tmp_path, order=order, start="schema")
+        runner(SCHEMA, runner(STATS, value=1))
+    stopped = Runner(tmp_path, order=order, stop="stats")
+    with pytest.raises(StopRun):
+        stopped(STATS, value=1)
+    assert list(stopped.components) == ["stats"]
+
+    partial = Runner(tmp_path, order=order, start="schema")
+    partial(SCHEMA, partial(STATS, value=1))
+    assert {n: c["state"] for n, c in partial.components.items()} == {"stats": "cached", "schema": "executed"}
+    again = Runner(tmp_path, order=order, start="schema")
+    again(SCHEMA, again(STATS, value=1))
+    assert again.components["schema"]["state"] == "executed"  # --from always runs it again
+    assert calls == [1, "schema", "schema"]
+
+    with pytest.raises(ConfigError, match="--from push: unknown component; expected one of stats, schema"):
+        Runner(tmp_path, order=order, start="push")
+    with pytest.raises(ConfigError, match="--from schema --to stats: schema comes after stats"):
+        Runner(tmp_path, order=order, start="schema", stop="stats")

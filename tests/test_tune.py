@@ -133,4 +133,6 @@ def test_killed_search_resumes_with_its_finished_trials(examples, tmp_path, seed
     assert len(result.trials) == 4 and all(t["status"] == "COMPLETED" for t in result.trials)
     scores = {t["trial_id"]: t["score"] for t in result.trials}
     assert all(scores[trial_id] == score for trial_id, score in before.items())  # kept, not re-run
+    reports = [json.loads(p.read_text()) for p in work.rglob("process/progress.json")]  # for the trial bars
+    assert reports and all(r["steps"] > 0 and 1 <= r["step"] <= r["steps"] for r in reports)
     assert result.trials[0]["hyperparameters"] == REFERENCE

@@ -1,0 +1,337 @@
+"""The ML Metadata store of a root: artifacts, executions, events and contexts (pipeline, run) of every run."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+from pipeline import artifacts
+from pipeline.errors import MetadataError
+
+PIPELINE, RUN = "pipeline", "pipeline_run"
+EXECUTION_STATES = {"executed": "COMPLETE", "cached": "CACHED", "failed": "FAILED"}
+RUN_PROPERTIES = ("status", "error", "started", "finished", "config", "dataset", "root", "report")
+
+
+def _pb():
+    from ml_metadata.proto import metadata_store_pb2
+
+    return metadata_store_pb2
+
+
+def connection_config(cfg) -> tuple[Any, str]:
+    """The MLMD connection for a Config (SQLite `<root>/metadata.sqlite` unless `metadata.mysql`), and its name."""
+    pb = _pb()
+    conn = pb.ConnectionConfig()
+    mysql = cfg.metadata.mysql
+    if mysql is not None:
+        conn.mysql.host, conn.mysql.port, conn.mysql.database = mysql.host, mysql.port, mysql.database
+        conn.mysql.user, conn.mysql.password = mysql.user, mysql.password
+        return conn, f"mysql://{mysql.user}@{mysql.host}:{mysql.port}/{mysql.database}"
+    path = Path(cfg.metadata.sqlite or Path(cfg.root) / "metadata.sqlite")
+    conn.sqlite.filename_uri = str(path)
+    conn.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    return conn, str(path)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _set(properties, name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool):
+        properties[name].bool_value = value
+    elif isinstance(value, int):
+        properties[name].int_value = value
+    elif isinstance(value, float):
+        properties[name].double_value = value
+    elif isinstance(value, str):
+        properties[name].string_value = value
+    else:
+        properties[name].string_value = json.dumps(value, sort_keys=True, default=str)
+
+
+def _get(properties, name: str) -> Any:
+    if name not in properties:
+        return None
+    value = properties[name]
+    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+
+
+def _property_type(hint) -> int:
+    pb = _pb()
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return {bool: pb.BOOLEAN, int: pb.INT, float: pb.DOUBLE, str: pb.STRING}.get(hint, pb.STRING)
+
+
+class Metadata:
+    """One root's metadata store, opened for a run or for queries.
+
+    Example:
+        >>> store = Metadata.open(cfg)
+        >>> store.start_run("20261128T101500-ab12", config_text)
+        >>> store.record(ingest.COMPONENT, (), examples, "executed", 12.5, key, params, digest=digest)
+        >>> store.finish_run("pushed", None)
+    """
+
+    def __init__(self, conn, name: str, create: bool = True):
+        from ml_metadata.metadata_store import metadata_store
+
+        self.name = name
+        if not create and conn.HasField("sqlite") and not Path(conn.sqlite.filename_uri).is_file():
+            raise MetadataError(f"{name}: no metadata store: no run was recorded under this root")
+        try:
+            if conn.HasField("sqlite"):
+                Path(conn.sqlite.filename_uri).parent.mkdir(parents=True, exist_ok=True)
+            self.store = metadata_store.MetadataStore(conn, enable_upgrade_migration=True)
+            self.store.get_context_types()
+        except Exception as exc:  # MLMD raises its own errors types, or sqlite's, for an unreadable file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MetadataError(f"{name}: cannot open the metadata store ({first}); move it aside to start a "
+                                f"new one (cached artifacts are re-registered on the next run)") from None
+        self.types: dict[str, int] = {}
+        self.ids: dict[tuple[str, str], int] = {}  # (type, uri) → id of the artifacts of this run
+        self.run_context = self.pipeline_context = None
+
+    @classmethod
+    def open(cls, cfg, create: bool = True) -> "Metadata":
+        """Opens (or creates) the store the config names. Raises MetadataError if it cannot be read."""
+        return cls(*connection_config(cfg), create=create)
+
+    # -- recording ---------------------------------------------------------------------------------------------
+    def _artifact_type(self, kind: str) -> int:
+        if kind not in self.types:
+            pb, cls = _pb(), artifacts.ARTIFACT_TYPES[kind]
+            hints = typing.get_type_hints(cls)
+            t = pb.ArtifactType(name=kind)
+            for f in dataclasses.fields(cls):
+                if f.name != "uri":
+                    t.properties[f.name] = _property_type(hints[f.name])
+            t.properties["digest"] = pb.STRING
+            t.properties["span"] = pb.INT
+            self.types[kind] = self.store.put_artifact_type(t, can_add_fields=True)
+        return self.types[kind]
+
+    def _execution_type(self, name: str) -> int:
+        key = f"execution:{name}"
+        if key not in self.types:
+            pb = _pb()
+            t = pb.ExecutionType(name=name)
+            for prop in ("state", "cache_key", "params", "version", "error", "rebuilt", "run_id"):
+                t.properties[prop] = pb.STRING
+            t.properties["seconds"] = pb.DOUBLE
+            self.types[key] = self.store.put_execution_type(t, can_add_fields=True)
+        return self.types[key]
+
+    def _context(self, type_name: str, name: str, properties: dict[str, Any]):
+        pb = _pb()
+        key = f"context:{type_name}"
+        if key not in self.types:
+            t = pb.ContextType(name=type_name)
+            for prop in (*RUN_PROPERTIES, "run_id"):
+                t.properties[prop] = pb.STRING
+            self.types[key] = self.store.put_context_type(t, can_add_fields=True)
+        found = self.store.get_context_by_type_and_name(type_name, name)
+        context = found or pb.Context(type_id=self.types[key], name=name)
+        for prop, value in properties.items():
+            _set(context.properties, prop, value)
+        [context.id] = self.store.put_contexts([context])
+        return context
+
+    def start_run(self, run_id: str, root: str, config_text: str, dataset: str) -> None:
+        """Creates the run's context, a child of the pipeline's (named after the root)."""
+        pb = _pb()
+        self.pipeline_context = self._context(PIPELINE, str(Path(root).resolve()), {"root": str(Path(root).resolve())})
+        self.run_context = self._context(RUN, run_id, {"run_id": run_id, "status": "running", "started": _now(),
+                                                       "config": config_text, "dataset": dataset, "root": root})
+        self.store.put_parent_contexts([pb.ParentContext(child_id=self.run_context.id,
+                                                         parent_id=self.pipeline_context.id)])
+
+    def finish_run(self, status: str, error: str | None, report: str | None = None) -> None:
+        """Sets the run's final status."""
+        self.run_context = self._context(RUN, self.run_context.name, {"status": status, "error": error or "",
+                                                                      "finished": _now(), "report": report})
+
+    def _artifact(self, artifact: artifacts.Artifact, digest: str | None, producing: bool):
+        """The store's artifact for `artifact`: the same one when its uri, fingerprint and digest match."""
+        pb = _pb()
+        type_id = self._artifact_type(artifact.kind)
+        if (artifact.kind, artifact.uri) in self.ids and not producing:
+            return self.store.get_artifacts_by_id([self.ids[(artifact.kind, artifact.uri)]])[0]
+        same_uri = [a for a in self.store.get_artifacts_by_uri(artifact.uri) if a.type_id == type_id]
+        for candidate in reversed(same_uri):
+            same = _get(candidate.properties, "fingerprint") == artifact.fingerprint
+            if (candidate.state == pb.Artifact.LIVE and same
+                    and (digest is None or _get(candidate.properties, "digest") in (digest, None))):
+                return candidate
+        replaced = [a for a in same_uri if a.state == pb.Artifact.LIVE]
+        for old in replaced:  # its files were rewritten: the old record describes files that are gone
+            old.state = pb.Artifact.DELETED
+        if replaced:
+            self.store.put_artifacts(replaced)
+        new = pb.Artifact(type_id=type_id, uri=artifact.uri, state=pb.Artifact.LIVE)
+        for f in dataclasses.fields(artifact):
+            if f.name != "uri":
+                _set(new.properties, f.name, getattr(artifact, f.name))
+        _set(new.properties, "digest", digest)
+        if isinstance(artifact, artifacts.Examples):
+            _set(new.properties, "span", self._span(artifact, type_id))
+        return new
+
+    def _span(self, examples: artifacts.Examples, type_id: int) -> int:
+        """Spans count distinct data of one dataset spec under this store, in order of arrival."""
+        seen = {_get(a.properties, "fingerprint") for a in self.store.get_artifacts_by_type("Examples")
+                if a.type_id == type_id and _get(a.properties, "spec") == examples.spec}
+        return len(seen - {examples.fingerprint}) + 1
+
+    def record(self, component, inputs, output, state: str, seconds: float, key: str, params: dict,
+               digest: str | None = None, error: str | None = None, replaced: str | None = None) -> None:
+        """Records one execution of `component` in this run with its input and output events."""
+        pb = _pb()
+        execution = pb.Execution(type_id=self._execution_type(component.name),
+                                 name=f"{self.run_context.name}:{component.name}",
+                                 last_known_state=getattr(pb.Execution, EXECUTION_STATES[state]))
+        for prop, value in (("state", state), ("seconds", float(seconds)), ("cache_key", key),
+                            ("params", json.dumps(params, sort_keys=True, default=str)),
+                            ("version", component.version), ("error", error), ("rebuilt", replaced),
+                            ("run_id", self.run_context.name)):
+            _set(execution.properties, prop, value)
+        events = [(self._artifact(a, None, producing=False), pb.Event(type=pb.Event.INPUT))
+                  for a in inputs if a is not None]
+        if output is not None:
+            events.append((self._artifact(output, digest, producing=state == "executed"),
+                           pb.Event(type=pb.Event.OUTPUT)))
+        _, ids, _ = self.store.put_execution(execution, events, [self.pipeline_context, self.run_context])
+        kinds = {type_id: kind for kind, type_id in self.types.items()}
+        for (artifact, _), artifact_id in zip(events, ids):
+            self.ids[(kinds[artifact.type_id], artifact.uri)] = artifact_id
+
+    # -- queries -----------------------------------------------------------------------------------------------
+    def _runs(self, root: str):
+        pipeline = self.store.get_context_by_type_and_name(PIPELINE, str(Path(root).resolve()))
+        if pipeline is None:
+            return []
+        return sorted(self.store.get_children_contexts_by_context(pipeline.id), key=lambda c: c.name)
+
+    def runs(self, root: str) -> list[dict[str, Any]]:
+        """Every run of the pipeline at `root`, oldest first: id, status, times, dataset and component states.
+
+        Example:
+            >>> Metadata.open(cfg, create=False).runs(cfg.root)[-1]["status"]
+            'pushed'
+        """
+        out = []
+        for context in self._runs(root):
+            row = {prop: _get(context.properties, prop) for prop in ("status", "error", "started", "finished",
+                                                                    "dataset", "report")}
+            executions = self._executions(context)
+            row["components"] = {e["component"]: e["state"] for e in executions}
+            pushed = [e["output"] for e in executions if e["component"] == "push" and e["output"]]
+            evaluated = [e["output"] for e in executions if e["component"] == "evaluate" and e["output"]]
+            row["accuracy"] = evaluated[0]["properties"].get("accuracy") if evaluated else None
+            row["pushed_version"] = pushed[0]["properties"].get("version") if pushed else None
+            out.append({"run_id": context.name, **row})
+        return out
+
+    def _executions(self, context) -> list[dict[str, Any]]:
+        pb = _pb()
+        executions = sorted(self.store.get_executions_by_context(context.id), key=lambda e: e.id)
+        events = self.store.get_events_by_execution_ids([e.id for e in executions]) if executions else []
+        outputs = {ev.execution_id: ev.artifact_id for ev in events if ev.type == pb.Event.OUTPUT}
+        found = {a.id: a for a in self.store.get_artifacts_by_id(list(outputs.values()))} if outputs else {}
+        types = {t.id: t.name for t in self.store.get_execution_types()}
+        return [{"component": types[e.type_id], "state": _get(e.properties, "state"),
+                 "seconds": _get(e.properties, "seconds"), "error": _get(e.properties, "error"),
+                 "rebuilt": _get(e.properties, "rebuilt"),
+                 "output": self._describe(found[outputs[e.id]]) if e.id in outputs else None}
+                for e in executions]
+
+    def _describe(self, artifact) -> dict[str, Any]:
+        pb = _pb()
+        kind = self.store.get_artifact_types_by_id([artifact.type_id])[0].name
+        props = {}
+        for name in artifact.properties:
+            value = _get(artifact.properties, name)
+            if isinstance(value, str) and value[:1] in "[{":
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            props[name] = value
+        return {"id": artifact.id, "type": kind, "uri": artifact.uri,
+                "state": pb.Artifact.State.Name(artifact.state), "properties": props}
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """One run: its properties, effective config (YAML) and every execution with its output artifact.
+
+        Raises:
+            MetadataError: no run has this id.
+        """
+        context = self.store.get_context_by_type_and_name(RUN, run_id)
+        if context is None:
+            raise MetadataError(f"{self.name}: no run '{run_id}' (see `python -m pipeline runs list`)")
+        return {"run_id": run_id, **{p: _get(context.properties, p) for p in RUN_PROPERTIES},
+                "executions": self._executions(context)}
+
+    def lineage(self, version_uri: str | Path) -> dict[str, Any]:
+        """What produced a pushed model version: the run, data, schema, statistics, hyperparameters and model.
+
+        Walks the store's events back from the PushedModel artifact at `version_uri`, nearest first.
+
+        Raises:
+            MetadataError: no pushed model was recorded at that directory.
+
+        Example:
+            >>> Metadata.open(cfg, create=False).lineage("pipeline_root/serving/3")["examples"]["fingerprint"]
+            '5d1c...'
+        """
+        pb = _pb()
+        uri = str(Path(version_uri))
+        pushed = [a for a in self.store.get_artifacts_by_uri(uri) if a.state == pb.Artifact.LIVE
+                  and self.store.get_artifact_types_by_id([a.type_id])[0].name == "PushedModel"]
+        if not pushed:
+            raise MetadataError(f"{uri}: no pushed model recorded at this directory in {self.name}")
+        found: dict[str, dict[str, Any]] = {"pushed_model": self._describe(pushed[-1])}
+        frontier, seen = [pushed[-1].id], set()
+        while frontier:
+            following = []
+            for artifact_id in frontier:
+                execution = self._producer(artifact_id)
+                if execution is None or execution.id in seen:
+                    continue
+                seen.add(execution.id)
+                component = self.store.get_execution_types_by_id([execution.type_id])[0].name
+                found.setdefault(f"{component}_run", {"run_id": _get(execution.properties, "run_id"),
+                                                      "state": _get(execution.properties, "state")})
+                inputs = [ev.artifact_id for ev in self.store.get_events_by_execution_ids([execution.id])
+                          if ev.type == pb.Event.INPUT]
+                for artifact in self.store.get_artifacts_by_id(inputs):
+                    described = self._describe(artifact)
+                    key = {"PushedModel": "baseline"}.get(described["type"], described["type"].lower())
+                    if key not in found:
+                        found[key] = described
+                        if key != "baseline":  # the serving model compared with has a lineage of its own
+                            following.append(artifact.id)
+            frontier = following
+        return {"version": found["pushed_model"]["properties"].get("version"), "uri": uri,
+                "run_id": found.get("push_run", {}).get("run_id"), **found}
+
+    def _producer(self, artifact_id: int):
+        """The execution that wrote an artifact (a cached execution only re-used it)."""
+        pb = _pb()
+        ids = [ev.execution_id for ev in self.store.get_events_by_artifact_ids([artifact_id])
+               if ev.type == pb.Event.OUTPUT]
+        executions = sorted(self.store.get_executions_by_id(ids), key=lambda e: e.id) if ids else []
+        complete = [e for e in executions if e.last_known_state == pb.Execution.COMPLETE]
+        return (complete or executions or [None])[0]
+
+    def live_artifacts(self) -> list[dict[str, Any]]:
+        """Every artifact marked LIVE, described."""
+        pb = _pb()
+        return [self._describe(a) for a in self.store.get_artifacts() if a.state == pb.Artifact.LIVE]

@@ -1,0 +1,121 @@
+"""Tests of the ML Metadata records: types, executions, events, contexts, cached runs, lineage, a broken store."""
+from pathlib import Path
+
+import pytest
+
+from pipeline.artifacts import Model, PushedModel, Statistics
+from pipeline.config import Config, MetadataConfig, override
+from pipeline.errors import MetadataError
+from pipeline.metadata import Metadata
+from pipeline.runner import Component, Runner
+
+
+def _stats(*, out_dir: Path, value: int) -> Statistics:
+    (out_dir / "train").mkdir()
+    (out_dir / "train" / "FeatureStats.pb").write_text(str(value))
+    return Statistics(uri=str(out_dir), fingerprint="", splits=("train",))
+
+
+def _train(stats: Statistics, *, out_dir: Path, epochs: int) -> Model:
+    """Like real training, no two executions write the same bytes."""
+    trained.append(epochs)
+    (out_dir / "model.keras").write_text(f"{Path(stats.path('train')).read_text()} x {epochs} #{len(trained)}")
+    return Model(uri=str(out_dir), fingerprint="", history={"accuracy": [0.5] * epochs})
+
+
+def _push(model: Model, *, out_dir: Path, serving_dir: Path) -> PushedModel:
+    version = serving_dir / str(len(list(serving_dir.glob("*"))) + 1) if serving_dir.is_dir() else serving_dir / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_text(Path(model.path).read_text())
+    return PushedModel(uri=str(version), fingerprint="", version=int(version.name), model_fingerprint=model.fingerprint)
+
+
+trained = []
+STATS = Component(name="statistics", fn=_stats, inputs=(), output=Statistics)
+TRAIN = Component(name="train", fn=_train, inputs=(Statistics,), output=Model)
+PUSH = Component(name="push", fn=_push, inputs=(Model,), output=PushedModel)
+
+
+def _run(cfg: Config, run_id: str, epochs: int = 1, fail: bool = False) -> Runner:
+    store = Metadata.open(cfg)
+    store.start_run(run_id, cfg.root, "train:\n  epochs: 1\n", "idx:/data")
+    runner = Runner(cfg.root, metadata=store)
+    model = runner(TRAIN, runner(STATS, value=1), epochs=epochs)
+    if fail:
+        with pytest.raises(ZeroDivisionError):
+            runner(Component(name="push", fn=lambda m, *, out_dir: 1 / 0 and m, inputs=(Model,), output=PushedModel),
+                   model)
+        store.finish_run("failed", "push failed")
+        return runner
+    runner(PUSH, model, serving_dir=cfg.serving_dir)
+    store.finish_run("pushed", None)
+    return runner
+
+
+def test_runs_are_recorded_and_a_cached_run_adds_no_artifacts(tmp_path):
+    cfg = override(Config(), root=str(tmp_path / "root"))
+    _run(cfg, "20260101T000000-aaaa")
+    store = Metadata.open(cfg, create=False)
+    types = {t.name for t in store.store.get_artifact_types()}
+    assert types >= {"Statistics", "Model", "PushedModel"}
+    assert {t.name for t in store.store.get_execution_types()} >= {"statistics", "train", "push"}
+    assert {t.name for t in store.store.get_context_types()} == {"pipeline", "pipeline_run"}
+    artifacts = store.live_artifacts()
+    assert len(artifacts) == 3 and all(a["properties"]["digest"] for a in artifacts)
+    model = next(a for a in artifacts if a["type"] == "Model")
+    assert model["properties"]["history"] == {"accuracy": [0.5]}  # typed fields become properties
+
+    _run(cfg, "20260101T000001-bbbb")  # identical: every component cached
+    store = Metadata.open(cfg, create=False)
+    assert len(store.store.get_artifacts()) == 3
+    second = store.run("20260101T000001-bbbb")
+    assert [(e["component"], e["state"]) for e in second["executions"]] == [
+        ("statistics", "cached"), ("train", "cached"), ("push", "cached")]
+    assert second["status"] == "pushed" and second["config"].startswith("train:")
+    assert [r["run_id"] for r in store.runs(cfg.root)] == ["20260101T000000-aaaa", "20260101T000001-bbbb"]
+    assert store.runs(cfg.root)[0]["pushed_version"] == 1
+
+    lineage = store.lineage(cfg.serving_dir / "1")
+    assert lineage["run_id"] == "20260101T000000-aaaa" and lineage["version"] == 1
+    assert lineage["model"]["uri"] == model["uri"] and lineage["statistics"]["type"] == "Statistics"
+    assert lineage["train_run"]["state"] == "executed"  # the execution that wrote it, not a cached one
+
+
+def test_a_training_change_records_a_new_model_and_a_failure(tmp_path):
+    cfg = override(Config(), root=str(tmp_path / "root"))
+    _run(cfg, "20260101T000000-aaaa")
+    runner = _run(cfg, "20260101T000001-bbbb", epochs=2, fail=True)
+    assert runner.components["statistics"]["state"] == "cached" and runner.components["train"]["state"] == "executed"
+    store = Metadata.open(cfg, create=False)
+    failed = store.run("20260101T000001-bbbb")
+    assert failed["status"] == "failed" and failed["error"] == "push failed"
+    assert failed["executions"][-1]["state"] == "failed" and "division by zero" in failed["executions"][-1]["error"]
+    assert len([a for a in store.live_artifacts() if a["type"] == "Model"]) == 2
+
+
+def test_rebuilt_artifact_replaces_the_old_record(tmp_path):
+    cfg = override(Config(), root=str(tmp_path / "root"))
+    runner = _run(cfg, "20260101T000000-aaaa")
+    Path(runner.outputs["train"].path).write_text("tampered")
+    _run(cfg, "20260101T000001-bbbb")
+    store = Metadata.open(cfg, create=False)
+    models = [a for a in store.store.get_artifacts_by_uri(runner.outputs["train"].uri)]
+    assert len(models) == 2 and sorted(a.state for a in models) == [2, 4]  # one LIVE, one DELETED
+    assert store.run("20260101T000001-bbbb")["executions"][1]["rebuilt"].startswith("was altered: model.keras")
+    for artifact in store.live_artifacts():  # nothing LIVE describes files that are gone
+        assert Path(artifact["uri"]).exists()
+
+
+def test_broken_or_missing_store_gives_one_clear_error(tmp_path):
+    cfg = override(Config(), root=str(tmp_path / "root"))
+    with pytest.raises(MetadataError, match=r"metadata.sqlite: no metadata store: no run was recorded"):
+        Metadata.open(cfg, create=False)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "metadata.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(MetadataError, match=r"metadata.sqlite: cannot open the metadata store \(.*\); move it aside"):
+        Metadata.open(cfg)
+    elsewhere = override(cfg, **{"metadata.sqlite": str(tmp_path / "other.sqlite")})
+    assert Metadata.open(elsewhere).name == str(tmp_path / "other.sqlite")
+    with pytest.raises(MetadataError, match="no run 'nope'"):
+        Metadata.open(elsewhere).run("nope")
+    assert MetadataConfig().mysql is None

@@ -1,0 +1,168 @@
+"""End-to-end tests of run records: ML Metadata, caching and partial runs, `runs` commands, the run report."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import write_dataset
+from pipeline import config
+from pipeline.metadata import Metadata
+from test_cli import assert_one_line_error, cli
+from test_report import rendered
+
+BUILD = ["--no-tune", "--epochs", "1", "--min-accuracy", "0", "--max-regression", "1", "--json"]
+SECTIONS = ("dataset", "validation", "tuning", "training", "evaluation", "blessing", "components", "lineage")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    write_dataset(base / "data", {"train": 320, "t10k": 80}, seed=3)
+    return base
+
+
+def run(root: Path, *extra, dataset="data"):
+    code, out, err = cli("run", "--dataset", f"idx:{root / dataset}", "--root", root / "root", *BUILD, *extra)
+    assert out, err
+    return code, json.loads(out), err
+
+
+def states(summary) -> dict[str, str]:
+    return {name: c["state"] for name, c in summary["components"].items()}
+
+
+def files(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def first(root):
+    code, summary, err = run(root)
+    assert code == 0 and summary["status"] == "pushed", err
+    return summary
+
+
+def test_run_is_recorded_with_its_config_and_shown(first, root):
+    run_dir = root / "root" / "runs" / first["run_id"]
+    saved = config.load(run_dir / "config.yaml")  # the effective config, loadable with --config
+    assert saved.train.epochs == 1 and not saved.tune.enabled
+    assert json.loads(json.dumps(config.to_dict(saved))) == first["config"]
+
+    code, out, err = cli("runs", "list", "--root", root / "root", "--json")
+    assert code == 0, err
+    [listed] = json.loads(out)
+    assert listed["run_id"] == first["run_id"] and listed["status"] == "pushed" and listed["pushed_version"] == 1
+    assert listed["accuracy"] == pytest.approx(first["evaluation"]["accuracy"])
+
+    code, out, err = cli("runs", "show", first["run_id"], "--root", root / "root", "--json")
+    shown = json.loads(out)
+    assert code == 0 and "epochs: 1" in shown["config"] and shown["report"] == first["report"]
+    assert [(e["component"], e["state"]) for e in shown["executions"]] == [(n, "executed") for n in first["components"]]
+    by_component = {e["component"]: e["output"] for e in shown["executions"]}
+    assert by_component["ingest"]["properties"]["fingerprint"] == first["dataset"]["fingerprint"]
+    assert by_component["evaluate"]["properties"]["blessed"] is True
+    assert by_component["push"]["properties"]["version"] == 1
+    code, out, err = cli("runs", "show", first["run_id"], "--root", root / "root")
+    assert code == 0 and "push       executed" in out and "config:" in out
+
+
+def test_lineage_names_the_data_and_hyperparameters_of_a_pushed_version(first, root):
+    code, out, err = cli("runs", "lineage", "1", "--root", root / "root", "--json")
+    assert code == 0, err
+    lineage = json.loads(out)
+    assert lineage["run_id"] == first["run_id"] and lineage["uri"] == first["push"]["uri"]
+    assert lineage["examples"]["properties"]["fingerprint"] == first["dataset"]["fingerprint"]
+    assert lineage["examples"]["properties"]["span"] == 1
+    assert lineage["hyperparameters"]["properties"]["values"] == first["tuning"]["best_hyperparameters"]
+    assert lineage["schema"]["uri"] == first["schema"]["uri"].rsplit("/", 1)[0]
+    assert lineage["statistics"]["uri"] == first["components"]["statistics"]["uri"]
+    code, out, err = cli("runs", "lineage", "1", "--root", root / "root", "--serving-dir", root / "root" / "serving")
+    assert code == 0 and f"pushed by run {first['run_id']}" in out and "data fingerprint" in out
+
+
+def test_report_shows_every_section_in_headless_chromium(first, root, tmp_path):
+    page = Path(first["report"])
+    seen = rendered(page, SECTIONS, {"samples": "#dataset img", "curves": "#training polyline",
+                                     "confusion": "#evaluation table.confusion td", "lineage_rows": "#lineage tr"},
+                    tmp_path)
+    assert all(seen[section] for section in SECTIONS), seen
+    assert seen["samples"] >= 10 and seen["broken_images"] == 0  # sample images of every class, decoded
+    assert seen["curves"] == 4 and seen["confusion"] == 100 and seen["lineage_rows"] >= 6
+    assert "Blessed." in page.read_text() and first["dataset"]["fingerprint"][:16] in page.read_text()
+
+
+def test_same_command_again_is_fully_cached_and_adds_only_the_run_record(first, root):
+    before = files(root / "root" / "artifacts") | files(root / "root" / "serving")
+    artifacts_before = len(Metadata.open(config.override(config.Config(), root=str(root / "root"))).live_artifacts())
+    code, summary, err = run(root)
+    assert code == 0 and set(states(summary).values()) == {"cached"}, err
+    assert files(root / "root" / "artifacts") | files(root / "root" / "serving") == before
+    store = Metadata.open(config.override(config.Config(), root=str(root / "root")))
+    assert len(store.live_artifacts()) == artifacts_before == len(store.store.get_artifacts())
+    assert [e["state"] for e in store.run(summary["run_id"])["executions"]] == ["cached"] * 8
+    assert "ingest     cached" in err  # one line per component: name, state, elapsed
+
+
+def test_a_training_flag_reruns_train_evaluate_push_only(first, root):
+    code, summary, err = run(root, "--epochs", "2")
+    assert code == 0, err
+    assert states(summary) == {"ingest": "cached", "statistics": "cached", "schema": "cached", "validate": "cached",
+                               "tune": "cached", "train": "executed", "evaluate": "executed", "push": "executed"}
+    assert summary["push"]["version"] == 2
+
+
+def test_partial_runs_stop_or_start_where_asked(first, root, tmp_path):
+    code, summary, err = run(root, "--to", "validate")
+    assert code == 0 and summary["status"] == "partial", err
+    assert list(summary["components"]) == ["ingest", "statistics", "schema", "validate"]
+    code, summary, err = run(root, "--from", "evaluate")
+    assert code == 0 and states(summary)["train"] == "cached" and states(summary)["evaluate"] == "executed"
+
+    code, out, err = cli("run", "--dataset", f"idx:{root / 'data'}", "--root", tmp_path / "fresh", "--from", "train",
+                         *BUILD)
+    assert code == 1
+    assert_one_line_error(err, "--from train: ingest comes before it and has no cached output", "never run")
+    code, out, err = cli("run", "--root", tmp_path / "fresh", "--to", "deploy")
+    assert code == 1 and "--to deploy: unknown component" in err
+
+
+def test_tampered_outputs_are_detected_and_rebuilt(first, root):
+    store = root / "root" / "artifacts"
+    shard = next((store / "ingest").glob("*/train/data-*.tfrecord.gz"))
+    shard.write_bytes(shard.read_bytes()[:1000])
+    schema = next((store / "schema").glob("*/schema.pbtxt"))
+    schema.write_text(schema.read_text().replace("max: 255", "max: 254"))
+    shutil.rmtree(Path(first["components"]["train"]["uri"]))
+    code, summary, err = run(root, "--epochs", "1")
+    assert code == 0, err
+    components = summary["components"]
+    assert "train/" in components["ingest"]["rebuilt"] and "bytes" in components["ingest"]["rebuilt"]
+    assert "schema.pbtxt was changed" in components["schema"]["rebuilt"]
+    assert components["train"]["state"] == "executed" and "was altered" not in components["train"].get("rebuilt", "")
+    assert states(summary)["statistics"] == "cached" and "max: 255" in schema.read_text()
+    live = Metadata.open(config.override(config.Config(), root=str(root / "root"))).live_artifacts()
+    assert all(Path(a["uri"]).exists() for a in live)
+
+
+def test_new_data_reruns_everything(first, root):
+    write_dataset(root / "other", {"train": 320, "t10k": 80}, seed=4)
+    code, summary, err = run(root, dataset="other")
+    assert code == 0, err
+    assert set(states(summary).values()) == {"executed"}
+    lineage = json.loads(cli("runs", "lineage", str(summary["push"]["version"]), "--root", root / "root",
+                             "--json")[1])
+    assert lineage["examples"]["properties"]["fingerprint"] == summary["dataset"]["fingerprint"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("runs", "list"), "no metadata store: no run was recorded under this root"),
+    (("runs", "show", "20260101T000000-abcd"), None),
+    (("runs", "lineage", "7"), None),
+])
+def test_runs_commands_bad_inputs(first, root, tmp_path, args, message):
+    where = tmp_path / "empty" if message else root / "root"
+    code, out, err = cli(*args, "--root", where)
+    expected = message or ("no run '20260101T000000-abcd'" if args[1] == "show" else "serving/7: no pushed model")
+    assert code == 1
+    assert_one_line_error(err, expected)
