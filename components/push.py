@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.errors import PipelineError
-from pipeline.runner import Component
+from pipeline.runner import Component, remove_leftovers
 
 SIDE = 28
 INFO = "model_info.json"  # beside saved_model.pb: which model and evaluation a version came from
@@ -92,6 +92,13 @@ def infra_check(saved_model: Path, model_path: str, images: np.ndarray, scratch:
     return f"served {len(images)} test images in a fresh process: same classes, probabilities within {worst:.1e}"
 
 
+def _info(version: Path) -> dict:
+    try:
+        return json.loads((version / INFO).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _versions(serving_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in serving_dir.iterdir() if p.name.isdigit()) if serving_dir.is_dir() else []
 
@@ -102,7 +109,8 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
 
     The SavedModel is written to a hidden staging directory beside the versions, checked in a fresh
     process on 100 test images (`infra_check`) and only then renamed into place, so a server watching
-    `serving_dir` never sees a partial or broken version.
+    `serving_dir` never sees a partial or broken version. When the latest version already holds this model (a push
+    killed after its rename, then run again), it is not pushed twice: that version is returned.
 
     Example:
         >>> push(model, evaluation, examples, out_dir=Path("/tmp/push"), serving_dir=Path("/srv/models/fm")).version
@@ -112,6 +120,13 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
 
     if not evaluation.blessed:
         raise PipelineError(f"push: model {model.uri} is not blessed ({'; '.join(evaluation.reasons)})")
+    if serving_dir.is_dir():
+        remove_leftovers(serving_dir, ".staging-*")  # of pushes killed midway
+    latest = (_versions(serving_dir) or [None])[-1]
+    info = _info(serving_dir / str(latest)) if latest else {}
+    if info.get("model_fingerprint") == model.fingerprint and "infra_check" in info:
+        return PushedModel(uri=str(serving_dir / str(latest)), fingerprint="", version=latest,
+                           model_fingerprint=model.fingerprint, infra_check=info["infra_check"])
     staging = serving_dir / f".staging-{os.getpid()}"
     try:
         serving_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +139,8 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
         raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
     try:
         checked = infra_check(staging, model.path, test_arrays(examples, CHECK_IMAGES)[0], out_dir)
+        (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
+                                                "accuracy": evaluation.accuracy, "infra_check": checked}, indent=2))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="start", metavar="COMPONENT",
                      help="run COMPONENT and everything after it again; earlier ones must be cached")
     run.add_argument("--to", dest="stop", metavar="COMPONENT", help="stop after COMPONENT (status partial)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="fail at once if another run holds the root (default: wait for it)")
     runs = commands.add_parser("runs", help="the runs recorded in the metadata store: list, show, lineage")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True)
     runs_list = runs_commands.add_parser("list", help="every run: status, dataset, accuracy, pushed version")
@@ -227,7 +229,8 @@ def _run(args, out) -> int:
            "train.distribute": args.distribute, "train.mixed_precision": args.mixed_precision,
            "tune.budget_seconds": config.parse_duration(args.tune_budget) if args.tune_budget else None,
            "evaluate.min_accuracy": args.min_accuracy, "evaluate.max_regression": args.max_regression})
-    summary = execute(cfg, use_cache=not args.no_cache, start=args.start, stop=args.stop)
+    summary = execute(cfg, use_cache=not args.no_cache, start=args.start, stop=args.stop,
+                      wait=not args.no_wait)
     if args.json:
         out.write(json.dumps(summary, indent=2, default=str) + "\n")
     else:
@@ -266,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # no traceback for users; -v shows it
         log.debug("unexpected error", exc_info=True)
+        from pipeline.run import disk_full
+
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: internal error: {type(exc).__name__}: {first} (rerun with -v for details)",
-              file=sys.stderr)
+        message = disk_full(exc) or f"internal error: {type(exc).__name__}: {first} (rerun with -v for details)"
+        print(f"error: {message}", file=sys.stderr)
         return 1
     finally:
         out.flush()

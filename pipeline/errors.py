@@ -31,3 +31,7 @@ class ValidationFailed(PipelineError):
 
 class MetadataError(PipelineError):
     """The ML Metadata store cannot be opened or has no record of what was asked for."""
+
+
+class LockedError(PipelineError):
+    """Another run holds the lock on the pipeline root."""

@@ -144,9 +144,18 @@ class Metadata:
         [context.id] = self.store.put_contexts([context])
         return context
 
-    def start_run(self, run_id: str, root: str, config_text: str, dataset: str) -> None:
-        """Creates the run's context, a child of the pipeline's (named after the root)."""
+    def start_run(self, run_id: str, root: str, config_text: str, dataset: str, alone: bool = True) -> None:
+        """Creates the run's context, a child of the pipeline's (named after the root).
+
+        `alone` (this run holds the root's lock exclusively): earlier runs still marked `running` were
+        killed, and are marked `interrupted`.
+        """
         pb = _pb()
+        if alone:
+            for context in self._runs(root):
+                if _get(context.properties, "status") == "running":
+                    _set(context.properties, "status", "interrupted")
+                    self.store.put_contexts([context])
         self.pipeline_context = self._context(PIPELINE, str(Path(root).resolve()), {"root": str(Path(root).resolve())})
         self.run_context = self._context(RUN, run_id, {"run_id": run_id, "status": "running", "started": _now(),
                                                        "config": config_text, "dataset": dataset, "root": root})
@@ -159,22 +168,27 @@ class Metadata:
                                                                       "finished": _now(), "report": report})
 
     def _artifact(self, artifact: artifacts.Artifact, digest: str | None, producing: bool):
-        """The store's artifact for `artifact`: the same one when its uri, fingerprint and digest match."""
+        """The store's artifact for `artifact`.
+
+        One being read (an input, a cached output) is the LIVE artifact at its uri. One just written is
+        the same record only when its fingerprint and digest match; otherwise it is a new record, and the
+        LIVE ones at that uri, whose files it replaced, become DELETED.
+        """
         pb = _pb()
         type_id = self._artifact_type(artifact.kind)
         if (artifact.kind, artifact.uri) in self.ids and not producing:
             return self.store.get_artifacts_by_id([self.ids[(artifact.kind, artifact.uri)]])[0]
         same_uri = [a for a in self.store.get_artifacts_by_uri(artifact.uri) if a.type_id == type_id]
+        live = [a for a in same_uri if a.state == pb.Artifact.LIVE]
+        if live and not producing:
+            return live[-1]
         for candidate in reversed(same_uri):
             same = _get(candidate.properties, "fingerprint") == artifact.fingerprint
             if (candidate.state == pb.Artifact.LIVE and same
                     and (digest is None or _get(candidate.properties, "digest") in (digest, None))):
                 return candidate
-        replaced = [a for a in same_uri if a.state == pb.Artifact.LIVE]
-        for old in replaced:  # its files were rewritten: the old record describes files that are gone
-            old.state = pb.Artifact.DELETED
-        if replaced:
-            self.store.put_artifacts(replaced)
+        if producing:
+            self.forget(artifact.uri)
         new = pb.Artifact(type_id=type_id, uri=artifact.uri, state=pb.Artifact.LIVE)
         for f in dataclasses.fields(artifact):
             if f.name != "uri":
@@ -183,6 +197,15 @@ class Metadata:
         if isinstance(artifact, artifacts.Examples):
             _set(new.properties, "span", self._span(artifact, type_id))
         return new
+
+    def forget(self, uri: str) -> None:
+        """Marks the LIVE artifacts at `uri` DELETED: their files are about to be replaced, or are gone."""
+        pb = _pb()
+        live = [a for a in self.store.get_artifacts_by_uri(uri) if a.state == pb.Artifact.LIVE]
+        for artifact in live:
+            artifact.state = pb.Artifact.DELETED
+        if live:
+            self.store.put_artifacts(live)
 
     def _span(self, examples: artifacts.Examples, type_id: int) -> int:
         """Spans count distinct data of one dataset spec under this store, in order of arrival."""

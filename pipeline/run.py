@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import logging
 import os
 import secrets
@@ -14,6 +15,7 @@ from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import ORDER, production
 from pipeline.errors import PipelineError, ValidationFailed
+from pipeline.lock import root_lock
 from pipeline.metadata import Metadata
 from pipeline.records import write_json, write_text
 from pipeline.runner import Runner, StopRun
@@ -66,7 +68,25 @@ def _tensorboard(cfg: Config, run_id: str) -> str | None:
     return str(logs) if logs.is_dir() else None
 
 
-def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop: str | None = None) -> dict[str, Any]:
+DISK_FULL = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too large",
+             errno.EDQUOT: "Disk quota exceeded"}
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """A one-line message when `exc` is a write that ran out of space (Python's or TensorFlow's), else None."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        where = exc.filename or "the pipeline root"
+        return f"{where}: disk full ({DISK_FULL[exc.errno]}); free space and run again: finished components are reused"
+    text = str(exc)
+    for reason in DISK_FULL.values():
+        if reason in text:
+            where = text.split(";")[0].strip() if ";" in text else "the pipeline root"
+            return f"{where}: disk full ({reason}); free space and run again: finished components are reused"
+    return None
+
+
+def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop: str | None = None,
+            wait: bool = True) -> dict[str, Any]:
     """Runs the production pipeline and returns its summary.
 
     The run's directory `<root>/runs/<run_id>/` gets `summary.json`, the effective `config.yaml` and
@@ -75,7 +95,11 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
     `stop` nothing runs and the status is `partial`. Any error ends the run with status `failed` (or
     `blocked` for data validation) and its message in `error`; the records are written either way.
 
+    One run at a time holds the root's lock (`pipeline.lock`); another waits for it, or with
+    `wait=False` fails at once.
+
     Raises:
+        LockedError: another run holds the root and `wait` is False (nothing has run).
         MetadataError: the metadata store cannot be opened (nothing has run).
         ConfigError: `start` or `stop` names no component, or `start` comes after `stop`.
 
@@ -85,15 +109,21 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
         ('pushed', '/tmp/root/serving/1')
     """
     run_id = new_run_id()
-    run_dir = Path(cfg.root) / "runs" / run_id
     distributed = distributed_role() is not None  # a distributed search never comes from the cache
+    with root_lock(cfg.root, run_id, wait=wait, shared=distributed):
+        return _execute(cfg, run_id, use_cache, start, stop, distributed)
+
+
+def _execute(cfg: Config, run_id: str, use_cache: bool, start: str | None, stop: str | None,
+             distributed: bool) -> dict[str, Any]:
+    run_dir = Path(cfg.root) / "runs" / run_id
     metadata = Metadata.open(cfg)
     runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir, order=ORDER, start=start, stop=stop,
                     metadata=metadata,
                     force=frozenset({"tune"}) if cfg.tune.retune or distributed else frozenset())
     config_text = config_module.to_yaml(cfg)
     write_text(run_dir / "config.yaml", config_text)
-    metadata.start_run(run_id, cfg.root, config_text, cfg.data.dataset)
+    metadata.start_run(run_id, cfg.root, config_text, cfg.data.dataset, alone=not distributed)
     status, error = "pushed", None
     try:
         status = production(cfg, runner)
@@ -108,7 +138,7 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
     except Exception as exc:  # recorded as a failed run; the CLI turns it into one line
         log.debug("unexpected error", exc_info=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        status, error = "failed", f"internal error: {type(exc).__name__}: {first}"
+        status, error = "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first}"
     summary = _summary(run_id, cfg, runner, status, error)
     write_json(run_dir / "summary.json", summary)
     metadata.finish_run(status, error, summary["report"])

@@ -61,6 +61,15 @@ def _digest(record: Path) -> str | None:
         return None
 
 
+def remove_leftovers(directory: Path, pattern: str) -> None:
+    """Removes what killed processes left in `directory`: entries matching `pattern` (ending in a pid)
+    whose process is gone. A live process's entries (a concurrent distributed-search member) are kept."""
+    for path in directory.glob(pattern):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class StopRun(Exception):
     """Raised after the component named by `--to` finished: the rest of the pipeline is not run."""
 
@@ -163,6 +172,8 @@ class Runner:
                                     "run without --from first")
             if rebuilt:
                 log.info("%-10s cached output %s %s: rebuilding", component.name, final, rebuilt)
+                if self.metadata is not None:  # before its files are replaced: no LIVE record of missing files
+                    self.metadata.forget(self._recorded_uri(final))
             try:
                 output = self._execute(component, inputs, params, key, final)
             except BaseException as exc:
@@ -196,6 +207,14 @@ class Runner:
         return output
 
     @staticmethod
+    def _recorded_uri(final: Path) -> str:
+        """The uri a committed output's record names (a push's is its serving version), else `final`."""
+        try:
+            return json.loads((final / RECORD).read_text())["uri"]
+        except (OSError, ValueError, KeyError):
+            return str(final)
+
+    @staticmethod
     def cached(final: Path) -> tuple[Artifact | None, str | None]:
         """The cached output in `final`, or None and why it cannot be used (None when there is none)."""
         if not (final / RECORD).is_file():
@@ -214,6 +233,8 @@ class Runner:
 
     def _execute(self, component, inputs, params, key: str, final: Path) -> Artifact:
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(final.parent, f".{final.name}.tmp-*")
+        remove_leftovers(final.parent, f".{final.name}.stale-*")
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

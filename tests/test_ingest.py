@@ -160,3 +160,16 @@ def test_source_fingerprint_follows_file_content(idx_dir):
     write_dataset(idx_dir, {"t10k": 64}, seed=99)
     assert ingest_module.source_fingerprint(data) != before
     assert Path(idx_dir).is_dir()
+
+
+def test_empty_split_file_is_named(idx_dir, tmp_path):
+    write_idx(idx_dir / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))
+    write_idx(idx_dir / "t10k-labels-idx1-ubyte.gz", np.zeros((0,), np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: holds no images \(an empty split\)"):
+        _ingest(tmp_path, idx_dir)
+
+
+def test_split_carved_empty_is_refused(tmp_path):
+    data = write_dataset(tmp_path / "one", {"train": 1, "t10k": 5})
+    with pytest.raises(DataError, match=r"the (train|eval) split came out empty from 6 examples"):
+        _ingest(tmp_path, data)

@@ -1,4 +1,5 @@
 """Tests of push: versioned SavedModels with in-graph preprocessing, written atomically."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -137,10 +138,19 @@ def test_a_reader_never_sees_a_partial_version(model, blessed, examples, tmp_pat
     reader = threading.Thread(target=read_in_a_loop)
     reader.start()
     try:
-        for _ in range(2):
-            push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving)
+        for fingerprint in ("first", "retrained"):  # two models: the same one is never pushed twice in a row
+            push(dataclasses.replace(model, fingerprint=fingerprint), blessed, examples, out_dir=tmp_path,
+                 serving_dir=serving)
     finally:
         stop.set()
         reader.join()
     assert "1" in seen and problems == []  # the reader met versions while the second push ran
     assert sorted(p.name for p in serving.iterdir()) == ["1", "2"]
+
+
+def test_a_push_repeated_after_a_kill_returns_the_version_already_there(model, blessed, examples, tmp_path):
+    serving = tmp_path / "serving"
+    first = push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving)
+    (serving / ".staging-999999999").mkdir()  # what a push killed before its rename leaves
+    again = push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving)
+    assert again == first and sorted(p.name for p in serving.iterdir()) == ["1"]

@@ -1,6 +1,9 @@
 """End-to-end tests of run records: ML Metadata, caching and partial runs, `runs` commands, the run report."""
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -8,7 +11,8 @@ import pytest
 from conftest import write_dataset
 from pipeline import config
 from pipeline.metadata import Metadata
-from test_cli import assert_one_line_error, cli
+from pipeline.lock import root_lock
+from test_cli import REPO, assert_one_line_error, cli
 from test_report import rendered
 
 BUILD = ["--no-tune", "--epochs", "1", "--min-accuracy", "0", "--max-regression", "1", "--json"]
@@ -110,6 +114,10 @@ def test_a_training_flag_reruns_train_evaluate_push_only(first, root):
     assert states(summary) == {"ingest": "cached", "statistics": "cached", "schema": "cached", "validate": "cached",
                                "tune": "cached", "train": "executed", "evaluate": "executed", "push": "executed"}
     assert summary["push"]["version"] == 2
+    lineage = json.loads(cli("runs", "lineage", "2", "--root", root / "root", "--json")[1])
+    assert lineage["baseline"]["properties"]["version"] == 1 and lineage["run_id"] == summary["run_id"]
+    code, out, err = cli("runs", "lineage", "1", "--root", root / "root", "--json")  # still known after serving as one
+    assert code == 0 and json.loads(out)["run_id"] == first["run_id"], err
 
 
 def test_partial_runs_stop_or_start_where_asked(first, root, tmp_path):
@@ -153,6 +161,25 @@ def test_new_data_reruns_everything(first, root):
     lineage = json.loads(cli("runs", "lineage", str(summary["push"]["version"]), "--root", root / "root",
                              "--json")[1])
     assert lineage["examples"]["properties"]["fingerprint"] == summary["dataset"]["fingerprint"]
+
+
+def test_two_runs_on_one_root_wait_or_fail_clearly(first, root, tmp_path):
+    with root_lock(root / "root", "20260101T000000-held"):
+        code, out, err = cli("run", "--dataset", f"idx:{root / 'data'}", "--root", root / "root", *BUILD, "--no-wait")
+        assert code == 1 and not out
+        assert_one_line_error(err, "run 20260101T000000-held (pid", "is running on this root")
+        log = tmp_path / "waiting.log"
+        with open(log, "w") as stderr:
+            waiting = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{root / 'data'}",
+                                        "--root", str(root / "root"), *BUILD], cwd=REPO, stdout=subprocess.PIPE,
+                                       stderr=stderr, text=True)
+            deadline = time.monotonic() + 120
+            while "waiting for" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert "waiting for run 20260101T000000-held" in log.read_text()
+            assert waiting.poll() is None  # still waiting: nothing of it has run
+    out, _ = waiting.communicate(timeout=600)
+    assert waiting.returncode == 0 and json.loads(out)["status"] == "pushed", log.read_text()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,0 +1,64 @@
+"""The lock on a pipeline root: one run at a time writes its artifacts, metadata store and serving directory."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.errors import LockedError
+
+log = logging.getLogger("pipeline")
+LOCK = ".lock"
+
+
+def _holder(handle) -> str:
+    handle.seek(0)
+    try:
+        info = json.loads(handle.read() or "{}")
+    except ValueError:
+        info = {}
+    return f"run {info.get('run_id', '?')} (pid {info.get('pid', '?')})"
+
+
+@contextlib.contextmanager
+def root_lock(root: str | Path, run_id: str, wait: bool = True, shared: bool = False) -> Iterator[None]:
+    """Holds `<root>/.lock` for the duration of a run.
+
+    A second run on the root waits (saying which run it waits for) or, with `wait=False`, fails at
+    once. The lock is the kernel's (flock): a run killed with SIGKILL releases it, so a crash never
+    leaves a stale lock behind. The members of one distributed search take it `shared`: they run
+    together, and a normal run waits for all of them.
+
+    Raises:
+        LockedError: `wait` is False and another run holds the lock.
+
+    Example:
+        >>> with root_lock("pipeline_root", run_id):
+        ...     production(cfg, runner)
+    """
+    path = Path(root) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(handle)
+            if not wait:
+                raise LockedError(f"{root}: {holder} is running on this root; wait for it (drop --no-wait) "
+                                  "or use another --root") from None
+            log.info("waiting for %s to finish: it holds the lock on %s", holder, root)
+            fcntl.flock(handle, mode)
+        if not shared:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"run_id": run_id, "pid": os.getpid()}))
+            handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

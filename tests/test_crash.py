@@ -1,0 +1,23 @@
+"""Crash anywhere: ten SIGKILLs at random moments of a run, then the same command completes (tests/crash_harness.py)."""
+from crash_harness import crash_and_finish, reran_finished_work
+
+from conftest import write_dataset
+from pipeline.config import Config, override
+from pipeline.metadata import Metadata
+
+FLAGS = ["--max-trials", "2", "--max-epochs", "2", "--epochs", "4", "--min-accuracy", "0"]
+
+
+def test_ten_kills_in_a_row_lose_nothing_and_the_run_ends_pushed(tmp_path, seed):
+    data = write_dataset(tmp_path / "data", {"train": 1200, "t10k": 100}, seed=seed)
+    report = crash_and_finish(f"idx:{data}", tmp_path / "root", FLAGS, kills=10, seed=seed)
+    assert report["kills"] == 10, report["attempts"]
+    assert report["problems"] == [] and report["status"] == "pushed", report["final_line"]
+    assert reran_finished_work(report) == [], report["attempts"]
+    died_in = {a["died_in"] for a in report["attempts"] if a["killed"]}
+    assert {"ingest", "statistics", "tune", "train", "push"} <= died_in, report["attempts"]
+    statuses = [r["status"] for r in Metadata.open(override(Config(), root=str(tmp_path / "root"))).runs(
+        str(tmp_path / "root"))]
+    assert statuses == ["interrupted"] * (len(statuses) - 1) + ["pushed"]  # killed runs are marked as such
+    versions = [p.name for p in (tmp_path / "root" / "serving").iterdir() if not p.name.startswith(".")]
+    assert versions == ["1"]  # pushed once: a killed push never left a version behind to push again

@@ -1,0 +1,35 @@
+"""Fault injection: a disk that fills up mid-run; nothing half-written, and the same command then completes."""
+import json
+import resource
+import signal
+import subprocess
+import sys
+
+from conftest import write_dataset
+from test_cli import REPO, assert_one_line_error
+
+LIMIT = 1 << 20  # no file may grow past 1 MiB: the train split's TFRecords need about 2
+
+
+def _run(root, data, limit=None):
+    def cap():  # what a full disk does to a write, for this process only: EFBIG instead of SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root),
+                           "--no-tune", "--epochs", "1", "--min-accuracy", "0", "--json"], cwd=REPO,
+                          capture_output=True, text=True, preexec_fn=cap if limit else None, timeout=600)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_a_full_disk_stops_the_run_cleanly_and_the_rerun_completes(tmp_path):
+    data = write_dataset(tmp_path / "data", {"train": 4000, "t10k": 100}, seed=1)
+    root = tmp_path / "root"
+    code, out, err = _run(root, data, LIMIT)
+    assert code == 1
+    assert_one_line_error(err, "train/data-00000-of-00001.tfrecord.gz: disk full (File too large)",
+                          "finished components are reused")
+    assert json.loads(out)["status"] == "failed"
+    assert not [p for p in (root / "artifacts").rglob("*") if ".tmp-" in p.name]  # nothing half-written
+    code, out, err = _run(root, data)
+    assert code == 0 and json.loads(out)["status"] == "pushed", err
