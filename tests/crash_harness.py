@@ -1,6 +1,7 @@
 """Crash harness: SIGKILL `python -m pipeline run` at random moments, check what survives, then finish the run.
 
-    python tests/crash_harness.py --dataset fashion_mnist --root DIR --kills 3 [--seed N] [-- RUN FLAGS]
+    python tests/crash_harness.py --dataset fashion_mnist --root DIR --kills 3 [--seed N]
+                                  [--phases statistics,epoch,push] [--delay-scale 5] [-- RUN FLAGS]
 
 Each attempt starts the same command, picks a phase that has not finished yet (ingest, statistics,
 a tuning trial, training, export and push) and kills the process group with SIGKILL at a random
@@ -32,7 +33,9 @@ PHASES = {
     "tune": (r"^validate\s+(executed|cached)", (0.5, 8.0)),
     "train": (r"^tune\s+(executed|cached)", (0.5, 2.5)),  # model build, then the epochs
     "push": (r"^evaluate\s+(executed|cached)", (0.0, 3.0)),  # export, the infra check's process, rename
+    "epoch": (r"^  epoch 1/", (0.5, 2.5)),  # training after its first epoch's backup (not in the default walk)
 }
+WALK = ("ingest", "statistics", "tune", "train", "push")
 ORDER = ("ingest", "statistics", "schema", "validate", "tune", "train", "evaluate", "push")
 
 
@@ -86,11 +89,13 @@ def check_invariants(root: Path, serving: Path) -> list[str]:
     return problems
 
 
-def _attempt(command: list[str], log_path: Path, phase: str | None, rng: random.Random, timeout: float) -> Attempt:
+def _attempt(command: list[str], log_path: Path, phase: str | None, rng: random.Random, timeout: float,
+             scale: float = 1.0) -> Attempt:
     start = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     trigger, (low, high) = PHASES[phase] if phase else (None, (0, 0))
+    low, high = low * scale, high * scale
     kill_at = start + rng.uniform(low, high) if phase and trigger is None else None
     killed = False
     while proc.poll() is None and time.monotonic() - start < timeout:
@@ -111,8 +116,11 @@ def _attempt(command: list[str], log_path: Path, phase: str | None, rng: random.
 
 
 def crash_and_finish(dataset: str, root: Path, flags: list[str], kills: int, seed: int,
-                     timeout: float = 1800) -> dict:
+                     timeout: float = 1800, walk: tuple[str, ...] = WALK, scale: float = 1.0) -> dict:
     """Kills the run `kills` times at random moments, checking invariants after each, then completes it.
+
+    The first kills take the phases of `walk` in turn; later ones any phase not finished yet. `scale`
+    stretches the random delays, for data bigger than the tests' tiny sets.
 
     Returns the report: attempts (phase, killed, seconds), problems found (expected empty), and the
     final summary. Raises AssertionError when an invariant breaks, with what broke.
@@ -125,11 +133,11 @@ def crash_and_finish(dataset: str, root: Path, flags: list[str], kills: int, see
     logs.mkdir(parents=True, exist_ok=True)
     while sum(a.killed for a in attempts) < kills:
         before = committed(root)
-        unfinished = [p for p in PHASES if not before.get(p)] or list(PHASES)
+        unfinished = [p for p in walk if not before.get({"epoch": "train"}.get(p, p))] or list(walk)
         # The first kills walk the phases in order, so each is hit; then any phase still ahead.
-        ordered = list(PHASES)[len(attempts)] if len(attempts) < len(PHASES) else None
+        ordered = walk[len(attempts)] if len(attempts) < len(walk) else None
         phase = ordered if ordered in unfinished else rng.choice(unfinished)
-        attempt = _attempt(command, logs / f"attempt-{len(attempts)}.log", phase, rng, timeout)
+        attempt = _attempt(command, logs / f"attempt-{len(attempts)}.log", phase, rng, timeout, scale)
         attempt.committed_before = before
         attempts.append(attempt)
         after = committed(root)
@@ -142,7 +150,6 @@ def crash_and_finish(dataset: str, root: Path, flags: list[str], kills: int, see
     final = _attempt(command, logs / "final.log", None, rng, timeout)
     final.committed_before = before
     attempts.append(final)
-    summary_line = [line for line in final.log.splitlines() if line.startswith("run ")]
     problems = check_invariants(root, serving)
     summary_path = sorted((root / "runs").glob("*/summary.json"))[-1]
     summary = json.loads(summary_path.read_text())
@@ -151,7 +158,8 @@ def crash_and_finish(dataset: str, root: Path, flags: list[str], kills: int, see
             "kills": sum(a.killed for a in attempts), "problems": problems, "status": summary["status"],
             "summary": summary, "logs": [a.log for a in attempts], "committed_before": [a.committed_before
                                                                                       for a in attempts],
-            "final_line": summary_line[-1] if summary_line else None}
+            "accuracy": (summary.get("evaluation") or {}).get("accuracy"),
+            "pushed": (summary.get("push") or {}).get("uri")}
 
 
 def reran_finished_work(report: dict) -> list[str]:
@@ -180,10 +188,14 @@ def main() -> None:
     parser.add_argument("--root", required=True, help="a new pipeline root")
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phases", default=",".join(WALK),
+                        help=f"the phases the first kills take in turn, from {', '.join(PHASES)}")
+    parser.add_argument("--delay-scale", type=float, default=1.0, help="stretch the random kill delays")
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="run flags after --")
     args = parser.parse_args()
     flags = [f for f in args.flags if f != "--"] or ["--no-tune", "--epochs", "2"]
-    report = crash_and_finish(args.dataset, Path(args.root), flags, args.kills, args.seed)
+    report = crash_and_finish(args.dataset, Path(args.root), flags, args.kills, args.seed,
+                              walk=tuple(args.phases.split(",")), scale=args.delay_scale)
     rerun = reran_finished_work(report)
     print(json.dumps({k: v for k, v in report.items() if k not in ("logs", "summary", "committed_before")}
                      | {"reran": rerun, "ok": not report["problems"] and not rerun and report["status"] == "pushed"},

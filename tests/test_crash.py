@@ -12,7 +12,7 @@ def test_ten_kills_in_a_row_lose_nothing_and_the_run_ends_pushed(tmp_path, seed)
     data = write_dataset(tmp_path / "data", {"train": 1200, "t10k": 100}, seed=seed)
     report = crash_and_finish(f"idx:{data}", tmp_path / "root", FLAGS, kills=10, seed=seed)
     assert report["kills"] == 10, report["attempts"]
-    assert report["problems"] == [] and report["status"] == "pushed", report["final_line"]
+    assert report["problems"] == [] and report["status"] == "pushed", report["summary"]["error"]
     assert reran_finished_work(report) == [], report["attempts"]
     died_in = {a["died_in"] for a in report["attempts"] if a["killed"]}
     assert {"ingest", "statistics", "tune", "train", "push"} <= died_in, report["attempts"]
