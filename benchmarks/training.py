@@ -53,7 +53,7 @@ def main() -> None:
 
     from benchmarks._examples import StepTimer, examples_for
     from components.cnn import REFERENCE, build_model
-    from components.inputs import make_dataset
+    from components.inputs import make_dataset, split_arrays
 
     examples = examples_for(args.dataset, args.root)
     steps = args.steps + 20  # the first 20 steps (tracing, cache fill) are not timed
@@ -71,12 +71,9 @@ def main() -> None:
         return timer.examples_per_second()
 
     # The user's arrays: every train image, parsed once into numpy, scaled and reshaped in numpy.
-    images, labels = [], []
-    for x, y in make_dataset(examples.file_pattern("train"), 4096):
-        images.append(x.numpy())
-        labels.append(y.numpy())
-    x = (np.concatenate(images).astype("float32") / 255.0).reshape(-1, 28, 28, 1)
-    y = np.concatenate(labels)
+    images, labels = split_arrays(examples.file_pattern("train"))
+    x = (images.astype("float32") / 255.0).reshape(-1, 28, 28, 1)
+    y = np.eye(10, dtype="float32")[labels]
     keras.utils.set_random_seed(1)
     timer = StepTimer(BATCH)
     _users_model().fit(x, y, batch_size=BATCH, epochs=1, steps_per_epoch=min(steps, len(x) // BATCH),

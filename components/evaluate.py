@@ -13,16 +13,9 @@ CLASSES = 10
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The test split as uint8 images [N, 784] and integer labels [N]."""
-    from components.inputs import make_dataset
+    from components.inputs import split_arrays
 
-    images, labels = [], []
-    for x, y in make_dataset(examples.file_pattern("test"), 4096 if limit is None else min(limit, 4096)):
-        images.append(x.numpy())
-        labels.append(y.numpy().argmax(axis=1))
-        if limit is not None and sum(map(len, labels)) >= limit:
-            break
-    images, labels = np.concatenate(images), np.concatenate(labels)
-    return (images[:limit], labels[:limit]) if limit else (images, labels)
+    return split_arrays(examples.file_pattern("test"), limit)
 
 
 def per_class(labels: np.ndarray, predicted: np.ndarray) -> tuple[list[dict], list[list[int]]]:

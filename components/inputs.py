@@ -1,6 +1,7 @@
 """The tf.data input of tuning, training and evaluation: parallel read and parse, cache, shuffle, prefetch."""
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from components.cnn import CLASSES, PIXELS
@@ -44,3 +45,21 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     if device:  # must be the last transformation
         ds = ds.apply(tf.data.experimental.prefetch_to_device(device))
     return ds
+
+
+def split_arrays(pattern: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of a split in file order, as uint8 images [N, 784] and integer labels [N] (the first
+    `limit` only, reading no further than needed).
+
+    Example:
+        >>> images, labels = split_arrays(examples.file_pattern("test"), limit=1000)
+    """
+    images, labels = [], []
+    for x, y in make_dataset(pattern, 4096 if limit is None else min(limit, 4096)):
+        images.append(x.numpy())
+        labels.append(y.numpy().argmax(axis=1))
+        if limit is not None and sum(map(len, labels)) >= limit:
+            break
+    if not images:
+        return np.zeros((0, PIXELS), np.uint8), np.zeros((0,), np.int64)
+    return np.concatenate(images)[:limit], np.concatenate(labels)[:limit]

@@ -49,23 +49,16 @@ def _png_batch(paths: list[str]) -> list[bytes]:
 
 def _dataset_arrays(spec: str, cfg: Config, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
     from components import ingest
-    from components.inputs import make_dataset
+    from components.inputs import split_arrays
     from pipeline.runner import Runner
 
     parsed = ingest.DatasetSpec.parse(spec)
     whole = spec[: -len(parsed.split) - 1] if parsed.split else spec
     examples = Runner(cfg.root)(ingest.COMPONENT, data=DataConfig(dataset=whole))
     split = parsed.split or "test"
-    images, labels, count = [], [], 0
-    for x, y in make_dataset(examples.file_pattern(split), 2048):
-        images.append(x.numpy())
-        labels.append(y.numpy().argmax(axis=1))
-        count += len(labels[-1])
-        if limit and count >= limit:
-            break
-    if not images:
+    images, labels = split_arrays(examples.file_pattern(split), limit)
+    if not len(images):
         raise DataError(f"{spec}: the {split} split is empty")
-    images, labels = np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
     return images.reshape(-1, SIDE, SIDE), labels, split
 
 

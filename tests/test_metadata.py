@@ -119,3 +119,18 @@ def test_broken_or_missing_store_gives_one_clear_error(tmp_path):
     with pytest.raises(MetadataError, match="no run 'nope'"):
         Metadata.open(elsewhere).run("nope")
     assert MetadataConfig().mysql is None
+
+
+def test_mysql_connection_comes_from_config():
+    from pipeline.config import MySQLConfig
+    from pipeline.metadata import connection_config
+
+    cfg = override(Config(), root="/r")
+    conn, name = connection_config(cfg)
+    assert conn.sqlite.filename_uri == "/r/metadata.sqlite" and name == "/r/metadata.sqlite"
+    shared = Config(metadata=MetadataConfig(mysql=MySQLConfig(host="db", port=3307, database="mlmd", user="ml",
+                                                              password="pw")))
+    conn, name = connection_config(shared)
+    assert (conn.mysql.host, conn.mysql.port, conn.mysql.database, conn.mysql.user, conn.mysql.password) == (
+        "db", 3307, "mlmd", "ml", "pw")
+    assert not conn.HasField("sqlite") and name == "mysql://ml@db:3307/mlmd"

@@ -182,6 +182,16 @@ def test_two_runs_on_one_root_wait_or_fail_clearly(first, root, tmp_path):
     assert waiting.returncode == 0 and json.loads(out)["status"] == "pushed", log.read_text()
 
 
+def test_a_corrupted_metadata_store_stops_the_run_before_anything_runs(root, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metadata.sqlite").write_bytes(b"\x00garbage" * 512)
+    code, out, err = cli("run", "--dataset", f"idx:{root / 'data'}", "--root", broken, *BUILD)
+    assert code == 1
+    assert_one_line_error(err, f"{broken / 'metadata.sqlite'}: cannot open the metadata store", "move it aside")
+    assert not (broken / "artifacts").exists() and not (broken / "runs").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (("runs", "list"), "no metadata store: no run was recorded under this root"),
     (("runs", "show", "20260101T000000-abcd"), None),
