@@ -74,15 +74,15 @@ DISK_FULL = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too lar
 
 def disk_full(exc: BaseException) -> str | None:
     """A one-line message when `exc` is a write that ran out of space (Python's or TensorFlow's), else None."""
-    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-        where = exc.filename or "the pipeline root"
-        return f"{where}: disk full ({DISK_FULL[exc.errno]}); free space and run again: finished components are reused"
     text = str(exc)
-    for reason in DISK_FULL.values():
-        if reason in text:
-            where = text.split(";")[0].strip() if ";" in text else "the pipeline root"
-            return f"{where}: disk full ({reason}); free space and run again: finished components are reused"
-    return None
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        where, reason = exc.filename or "the pipeline root", DISK_FULL[exc.errno]
+    else:  # TensorFlow's errors carry the OS reason in their text: "<file>; File too large"
+        reason = next((r for r in DISK_FULL.values() if r in text), None)
+        if reason is None:
+            return None
+        where = text.split(";")[0].strip() if ";" in text else "the pipeline root"
+    return f"{where}: disk full ({reason}); free space and run again: finished components are reused"
 
 
 def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop: str | None = None,

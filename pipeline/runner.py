@@ -29,26 +29,31 @@ def manifest(directory: Path) -> dict[str, list]:
         >>> manifest(Path("/tmp/root/artifacts/schema/1f2e"))
         {'schema.pbtxt': [2048, '9c1d...']}
     """
-    files = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != RECORD):
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        files[str(path.relative_to(directory))] = [path.stat().st_size, digest.hexdigest()]
-    return files
+    return {str(path.relative_to(directory)): [path.stat().st_size, _sha256(path)]
+            for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != RECORD)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def altered(directory: Path, files: dict[str, list]) -> str | None:
-    """What differs between `directory` and its recorded manifest, or None when every file is as written."""
-    for name, (size, sha) in files.items():
+    """What differs between `directory` and its recorded manifest, or None when every file is as written.
+
+    Sizes are compared first (cheap), so a missing or truncated file is found before any hashing.
+    """
+    for name, (size, _) in files.items():
         path = directory / name
         if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != size:
             return f"{name} has {path.stat().st_size} bytes, {size} were written"
-    for name, (size, sha) in manifest(directory).items():
-        if name in files and files[name][1] != sha:
+    for name, (_, sha) in files.items():
+        if _sha256(directory / name) != sha:
             return f"{name} was changed after it was written (SHA-256 differs)"
     return None
 
