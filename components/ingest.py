@@ -13,6 +13,7 @@ from components import image_features
 from pipeline.artifacts import SPLITS, Examples
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
+from pipeline.failpoints import failpoint
 from pipeline.idx import read_idx
 from pipeline.progress import Bar
 from pipeline.runner import Component
@@ -239,6 +240,7 @@ def ingest(*, out_dir: Path, data: DataConfig) -> Examples:
         digest.update(np.ascontiguousarray(images).tobytes())
         digest.update(labels.tobytes())
         write_split(images, labels, out_dir / split)
+        failpoint("ingest.split")
     return Examples(uri=str(out_dir), fingerprint=digest.hexdigest(), spec=data.dataset, name=spec.name,
                     source=source,
                     counts={split: int(len(splits[split][1])) for split in SPLITS})

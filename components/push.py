@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.errors import PipelineError
+from pipeline.failpoints import failpoint
 from pipeline.runner import Component, remove_leftovers
 
 SIDE = 28
@@ -137,6 +138,7 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
+    failpoint("push.staged")
     try:
         checked = infra_check(staging, model.path, test_arrays(examples, CHECK_IMAGES)[0], out_dir)
         (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
@@ -144,10 +146,12 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    failpoint("push.checked")
     while True:  # another push may take a version number between our look and our rename
         version = (_versions(serving_dir) or [0])[-1] + 1
         try:
             os.rename(staging, serving_dir / str(version))
+            failpoint("push.renamed")
             break
         except OSError:
             if not (serving_dir / str(version)).exists():

@@ -11,6 +11,7 @@ from pathlib import Path
 from pipeline.artifacts import Examples, HyperParameters, Model
 from pipeline.config import TrainConfig
 from pipeline.errors import ConfigError, DataError
+from pipeline.failpoints import failpoint
 from pipeline.records import write_text
 from pipeline.runner import Component
 
@@ -84,6 +85,7 @@ def _resumable(work: Path, patience: int, epochs: int):
             return last + 1 >= epochs or last - self.best_epoch >= patience
 
         def on_epoch_begin(self, epoch, logs=None):
+            failpoint("train.epoch_begin")  # the previous epoch is backed up
             self.start = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
@@ -98,6 +100,7 @@ def _resumable(work: Path, patience: int, epochs: int):
             write_text(self.history_path, json.dumps(self.rows))
             metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
             log.info("  epoch %d/%d %s (%.1fs)", epoch + 1, epochs, metrics, row["seconds"])
+            failpoint("train.epoch_end")  # logged, not yet backed up: a kill here redoes this epoch
             if epoch - self.best_epoch >= patience:
                 self.model.stop_training = True
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.failpoints import failpoint
 from pipeline.progress import Bar, follow
 
 OBJECTIVE = "val_accuracy"
@@ -133,9 +134,11 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     if progress is not None:
         steps = spec.train_count // spec.batch_size if whole else -(-spec.train_count // spec.batch_size)
         callbacks.append(keras_callback("trial", spec.epochs, steps, report=progress))
+    failpoint("trial.start")
     history = model.fit(train, validation_data=evaluation, epochs=spec.epochs, initial_epoch=initial_epoch,
                         callbacks=callbacks, verbose=0).history
     model.save_weights(spec.checkpoint)
+    failpoint("trial.end")  # trained, not yet reported: the search runs this trial again
     scores = history[OBJECTIVE]
     best = scores.index(max(scores))
     return {**{name: float(values[best]) for name, values in history.items()}, "epochs_run": len(scores),

@@ -14,6 +14,7 @@ from pathlib import Path
 from pipeline.artifacts import Examples, HyperParameters, Schema
 from pipeline.config import TrainConfig, TuneConfig
 from pipeline.errors import ConfigError
+from pipeline.failpoints import failpoint
 from pipeline.runner import Component
 
 log = logging.getLogger("pipeline")
@@ -64,8 +65,10 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
             return self.started + budget if budget else None
 
         def populate_space(self, trial_id):
-            if self.deadline is not None and time.time() >= self.deadline:
-                return {"status": "STOPPED", "values": None}  # the budget is spent: keep the best so far
+            # The budget is spent: keep the best so far. The first trial (the reference) always runs, so
+            # there is a best however slowly the search started.
+            if self.deadline is not None and time.time() >= self.deadline and self.trials:
+                return {"status": "STOPPED", "values": None}
             return super().populate_space(trial_id)
 
         def _random_values(self):
@@ -139,6 +142,7 @@ def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Pa
             log.info("  trial %s %s%s (%.1fs; tuner %s MB, trial peak %s MB)", trial.trial_id, trial.status.lower(),
                      f" {OBJECTIVE}={score:.4f}" if score is not None else "", ran.get("seconds", 0),
                      ran.get("memory_mb"), ran.get("peak_mb"))
+            failpoint("tune.trial_end")
 
     # These tuners' constructors only build their stock oracle; ours is passed to the base Tuner instead.
     tuner = InProcessOfItsOwn.__new__(InProcessOfItsOwn)

@@ -15,6 +15,7 @@ from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import ORDER, production
 from pipeline.errors import PipelineError, ValidationFailed
+from pipeline.failpoints import failpoint
 from pipeline.lock import root_lock
 from pipeline.metadata import Metadata
 from pipeline.records import write_json, write_text
@@ -139,8 +140,10 @@ def _execute(cfg: Config, run_id: str, use_cache: bool, start: str | None, stop:
         log.debug("unexpected error", exc_info=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         status, error = "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first}"
+    failpoint("run.summary")
     summary = _summary(run_id, cfg, runner, status, error)
     write_json(run_dir / "summary.json", summary)
+    failpoint("run.summarized")  # the summary says how it ended; the store still says running
     metadata.finish_run(status, error, summary["report"])
     lineage = None
     if summary["push"]:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from pipeline import artifacts
 from pipeline.artifacts import RECORD, Artifact
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.failpoints import failpoint
 
 log = logging.getLogger("pipeline")
 FILES = "files"  # the key in an artifact's record listing its files: {relative path: [size, sha256]}
@@ -170,6 +171,8 @@ class Runner:
         final = self.store / component.name / key[:16]
         output, rebuilt = (None, None) if self.forced(component.name) else self.cached(final)
         state = "cached"
+        if output is not None:  # a kill between the commit and its clean-up left the resume state behind
+            shutil.rmtree(final.with_name(f".{final.name}.work"), ignore_errors=True)
         if output is None:
             if component.name in self.upstream:
                 raise PipelineError(f"--from {self.start}: {component.name} comes before it and has no cached "
@@ -252,6 +255,7 @@ class Runner:
         if "run_dir" in accepted:
             extra["run_dir"] = self.run_dir
         try:
+            failpoint(f"{component.name}.start")
             output = component.fn(*inputs, out_dir=tmp, **params, **extra)
             content = Path(output.uri)  # the output directory, or where it put its files (a serving version)
             if output.uri == str(tmp):
@@ -262,11 +266,13 @@ class Runner:
                 output = dataclasses.replace(output, fingerprint=hashlib.sha256(blob).hexdigest())
             record = {**output.to_dict(), FILES: files}
             (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+            failpoint(f"{component.name}.commit")
             if final.exists():  # stale or altered: move aside so the rename below is atomic
                 stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
                 os.rename(final, stale)
                 shutil.rmtree(stale, ignore_errors=True)
             os.rename(tmp, final)
+            failpoint(f"{component.name}.committed")
             shutil.rmtree(work, ignore_errors=True)  # committed: nothing left to resume
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -9,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
+from pipeline.failpoints import ENV as FAILPOINTS, REACHED
 from pipeline.idx import write_idx
 
 SEED = 1234
@@ -41,6 +44,24 @@ def write_dataset(directory: Path, splits: dict[str, int], seed: int = SEED, sid
         write_idx(directory / f"{prefix}-images-idx3-ubyte{suffix}", images)
         write_idx(directory / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
     return directory
+
+
+def start_held(command: list[str], point: str, marker: Path, **popen) -> subprocess.Popen:
+    """Starts `command` and returns once it holds at failpoint `point` (see `pipeline.failpoints`), ready
+    to be killed there: a kill timed by an event in the process, never by the machine's speed.
+
+    Raises:
+        AssertionError: the process ended before it reached `point` (or took over 10 minutes).
+    """
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen(command, env={**os.environ, FAILPOINTS: point, REACHED: str(marker)}, **popen)
+    give_up = time.monotonic() + 600  # a bound against a hang, far above any machine's time to get there
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > give_up:
+            proc.kill()
+            raise AssertionError(f"{command[:3]} ended with {proc.poll()} before failpoint {point}")
+        time.sleep(0.05)
+    return proc
 
 
 @pytest.fixture

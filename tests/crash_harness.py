@@ -1,12 +1,13 @@
-"""Crash harness: SIGKILL `python -m pipeline run` at random moments, check what survives, then finish the run.
+"""Crash harness: SIGKILL `python -m pipeline run` at random failpoints, check what survives, then finish the run.
 
     python tests/crash_harness.py --dataset fashion_mnist --root DIR --kills 3 [--seed N]
-                                  [--phases statistics,epoch,push] [--delay-scale 5] [-- RUN FLAGS]
+                                  [--phases statistics,epoch,push] [-- RUN FLAGS]
 
 Each attempt starts the same command, picks a phase that has not finished yet (ingest, statistics,
-a tuning trial, training, export and push) and kills the process group with SIGKILL at a random
-moment inside it. After every kill and at the end it checks the invariants (`check_invariants`);
-the final attempt runs to completion. Prints a JSON report.
+a tuning trial, training, export and push) and one of its failpoints at random (`PHASES`), holds the
+run there and kills its process group with SIGKILL. No delay is timed, so a kill lands in the phase
+it aims at on a fast machine as on a slow one. After every kill and at the end it checks the
+invariants (`check_invariants`); the final attempt runs to completion. Prints a JSON report.
 """
 from __future__ import annotations
 
@@ -24,17 +25,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-# phase: (the log line after which it is under way, random seconds after it before the kill). The
-# delays are shorter than the phases on tiny data, so a kill lands in its phase or the next one, and
-# an attempt never runs to the end before its kill.
+# phase: the failpoints (`pipeline.failpoints`) a kill aimed at it may hold the run at, one picked at
+# random. The kill lands exactly there, whatever the machine's speed; the phase's own component's
+# `.committed` failpoint (its output renamed into place, not yet recorded) backs each up, so a pick the
+# run no longer reaches (e.g. a trial's start once every trial is done) still stops it inside the phase.
 PHASES = {
-    "ingest": (None, (1.0, 4.0)),  # from the start: imports, then reading and writing the splits
-    "statistics": (r"^ingest\s+(executed|cached)", (0.0, 3.0)),
-    "tune": (r"^validate\s+(executed|cached)", (0.5, 8.0)),
-    "train": (r"^tune\s+(executed|cached)", (0.5, 2.5)),  # model build, then the epochs
-    "push": (r"^evaluate\s+(executed|cached)", (0.0, 3.0)),  # export, the infra check's process, rename
-    "epoch": (r"^  epoch 1/", (0.5, 2.5)),  # training after its first epoch's backup (not in the default walk)
+    "ingest": ("ingest.start", "ingest.split", "ingest.split#2", "ingest.commit", "ingest.committed"),
+    "statistics": ("statistics.start", "statistics.commit", "statistics.committed"),
+    "tune": ("tune.start", "trial.start", "trial.end", "tune.trial_end", "tune.commit", "tune.committed"),
+    "train": ("train.start", "train.epoch_end", "train.epoch_end#2", "train.epoch_begin#2", "train.commit",
+              "train.committed"),
+    "push": ("push.start", "push.staged", "push.checked", "push.renamed", "push.commit", "push.committed"),
+    "epoch": ("train.epoch_begin#2",),  # training after its first epoch's backup (not in the default walk)
+    # Every component committed: the run's own record (summary, then the store's run status) is left.
+    "record": ("run.summary", "run.summarized"),
 }
+COMPONENT_OF = {"epoch": "train"}
 WALK = ("ingest", "statistics", "tune", "train", "push")
 ORDER = ("ingest", "statistics", "schema", "validate", "tune", "train", "evaluate", "push")
 
@@ -45,6 +51,7 @@ class Attempt:
     killed: bool
     seconds: float
     log: str
+    failpoint: str | None = None  # where the kill held the run
     committed_before: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -57,7 +64,9 @@ class Attempt:
 def committed(root: Path) -> dict[str, int]:
     """Committed outputs per component (directories holding their record)."""
     store = root / "artifacts"
-    return {d.name: len(list(d.glob("*/artifact.json"))) for d in store.iterdir()} if store.is_dir() else {}
+    # Not the `.tmp-`/`.stale-`/`.work` entries beside them: pathlib's glob matches dot-names too.
+    return {d.name: sum(not r.parent.name.startswith(".") for r in d.glob("*/artifact.json"))
+            for d in store.iterdir()} if store.is_dir() else {}
 
 
 def check_invariants(root: Path, serving: Path) -> list[str]:
@@ -89,22 +98,29 @@ def check_invariants(root: Path, serving: Path) -> list[str]:
     return problems
 
 
-def _attempt(command: list[str], log_path: Path, phase: str | None, rng: random.Random, timeout: float,
-             scale: float = 1.0) -> Attempt:
+def _attempt(command: list[str], log_path: Path, phase: str | None, rng: random.Random,
+             timeout: float) -> Attempt:
+    """Runs `command`; with a phase, holds it at one of the phase's failpoints and kills its process group."""
+    from pipeline.failpoints import ENV, REACHED
+
     start = time.monotonic()
+    reached = log_path.with_suffix(".reached")
+    reached.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in (ENV, REACHED)}
+    point = None
+    if phase:
+        point = rng.choice(PHASES[phase])
+        backup = "run.summarized" if phase == "record" else f"{COMPONENT_OF.get(phase, phase)}.committed"
+        env |= {ENV: f"{point},{backup}", REACHED: str(reached)}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-    trigger, (low, high) = PHASES[phase] if phase else (None, (0, 0))
-    low, high = low * scale, high * scale
-    kill_at = start + rng.uniform(low, high) if phase and trigger is None else None
+        log.write(f"# failpoint {point}\n" if point else "")
+        log.flush()
+        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                                env=env)
     killed = False
     while proc.poll() is None and time.monotonic() - start < timeout:
         time.sleep(0.05)
-        if phase is None:
-            continue
-        if kill_at is None and re.search(trigger, log_path.read_text(errors="replace"), re.M):
-            kill_at = time.monotonic() + rng.uniform(low, high)
-        if kill_at is not None and time.monotonic() >= kill_at:
+        if phase and reached.is_file():
             os.killpg(proc.pid, signal.SIGKILL)  # the whole group, as a machine crash would
             proc.wait()
             killed = True
@@ -112,15 +128,15 @@ def _attempt(command: list[str], log_path: Path, phase: str | None, rng: random.
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         raise TimeoutError(f"run did not finish within {timeout} s; log {log_path}")
-    return Attempt(phase, killed, round(time.monotonic() - start, 1), log_path.read_text(errors="replace"))
+    held = reached.read_text().split()[0] if killed else None
+    return Attempt(phase, killed, round(time.monotonic() - start, 1), log_path.read_text(errors="replace"), held)
 
 
 def crash_and_finish(dataset: str, root: Path, flags: list[str], kills: int, seed: int,
-                     timeout: float = 1800, walk: tuple[str, ...] = WALK, scale: float = 1.0) -> dict:
-    """Kills the run `kills` times at random moments, checking invariants after each, then completes it.
+                     timeout: float = 1800, walk: tuple[str, ...] = WALK) -> dict:
+    """Kills the run `kills` times at random failpoints, checking invariants after each, then completes it.
 
-    The first kills take the phases of `walk` in turn; later ones any phase not finished yet. `scale`
-    stretches the random delays, for data bigger than the tests' tiny sets.
+    The first kills take the phases of `walk` in turn; later ones any phase not finished yet.
 
     Returns the report: attempts (phase, killed, seconds), problems found (expected empty), and the
     final summary. Raises AssertionError when an invariant breaks, with what broke.
@@ -133,11 +149,11 @@ def crash_and_finish(dataset: str, root: Path, flags: list[str], kills: int, see
     logs.mkdir(parents=True, exist_ok=True)
     while sum(a.killed for a in attempts) < kills:
         before = committed(root)
-        unfinished = [p for p in walk if not before.get({"epoch": "train"}.get(p, p))] or list(walk)
+        unfinished = [p for p in walk if not before.get(COMPONENT_OF.get(p, p))] or ["record"]
         # The first kills walk the phases in order, so each is hit; then any phase still ahead.
         ordered = walk[len(attempts)] if len(attempts) < len(walk) else None
         phase = ordered if ordered in unfinished else rng.choice(unfinished)
-        attempt = _attempt(command, logs / f"attempt-{len(attempts)}.log", phase, rng, timeout, scale)
+        attempt = _attempt(command, logs / f"attempt-{len(attempts)}.log", phase, rng, timeout)
         attempt.committed_before = before
         attempts.append(attempt)
         after = committed(root)
@@ -153,7 +169,8 @@ def crash_and_finish(dataset: str, root: Path, flags: list[str], kills: int, see
     problems = check_invariants(root, serving)
     summary_path = sorted((root / "runs").glob("*/summary.json"))[-1]
     summary = json.loads(summary_path.read_text())
-    return {"attempts": [{"phase": a.phase, "killed": a.killed, "died_in": a.died_in, "seconds": a.seconds}
+    return {"attempts": [{"phase": a.phase, "failpoint": a.failpoint, "killed": a.killed, "died_in": a.died_in,
+                          "seconds": a.seconds}
                          for a in attempts],
             "kills": sum(a.killed for a in attempts), "problems": problems, "status": summary["status"],
             "summary": summary, "logs": [a.log for a in attempts], "committed_before": [a.committed_before
@@ -175,7 +192,7 @@ def reran_finished_work(report: dict) -> list[str]:
         for epoch in re.findall(r"^  epoch (\d+)/", log, re.M):
             epochs[epoch] = epochs.get(epoch, 0) + 1
     problems += [f"trial {t} completed {n} times" for t, n in trials.items() if n > 1]
-    train_kills = sum(1 for a in report["attempts"] if a["killed"] and a["phase"] == "train")
+    train_kills = sum(1 for a in report["attempts"] if a["killed"] and a["died_in"] == "train")
     redone = sum(n - 1 for n in epochs.values())
     if redone > train_kills:  # a kill between an epoch's log line and its backup redoes that one epoch
         problems.append(f"{redone} epochs trained again, more than the {train_kills} kills during training")
@@ -190,12 +207,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phases", default=",".join(WALK),
                         help=f"the phases the first kills take in turn, from {', '.join(PHASES)}")
-    parser.add_argument("--delay-scale", type=float, default=1.0, help="stretch the random kill delays")
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="run flags after --")
     args = parser.parse_args()
     flags = [f for f in args.flags if f != "--"] or ["--no-tune", "--epochs", "2"]
     report = crash_and_finish(args.dataset, Path(args.root), flags, args.kills, args.seed,
-                              walk=tuple(args.phases.split(",")), scale=args.delay_scale)
+                              walk=tuple(args.phases.split(",")))
     rerun = reran_finished_work(report)
     print(json.dumps({k: v for k, v in report.items() if k not in ("logs", "summary", "committed_before")}
                      | {"reran": rerun, "ok": not report["problems"] and not rerun and report["status"] == "pushed"},

@@ -26,7 +26,10 @@ def test_a_second_run_fails_at_once_or_waits_saying_for_whom(tmp_path, caplog):
         with caplog.at_level(logging.INFO, logger="pipeline"):
             waiter = threading.Thread(target=second)
             waiter.start()
-            time.sleep(0.5)
+            for _ in range(1200):  # until the waiter has logged whom it waits for, however slow the machine
+                if "waiting for run" in caplog.text:
+                    break
+                time.sleep(0.05)
             assert order == [] and "waiting for run 20260101T000000-aaaa" in caplog.text
             order.append("first done")
     waiter.join(timeout=10)

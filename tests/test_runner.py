@@ -156,3 +156,12 @@ def test_partial_runs_from_and_to(tmp_path):
         Runner(tmp_path, order=order, start="push")
     with pytest.raises(ConfigError, match="--from schema --to stats: schema comes after stats"):
         Runner(tmp_path, order=order, start="schema", stop="stats")
+
+
+def test_a_cache_hit_removes_the_work_directory_a_kill_left_after_the_commit(tmp_path):
+    stats = Runner(tmp_path)(STATS, value=1)
+    work = Path(stats.uri).with_name(f".{Path(stats.uri).name}.work")
+    work.mkdir()  # a kill between the commit's rename and the clean-up of the resume state
+    again = Runner(tmp_path)
+    assert again(STATS, value=1) == stats and again.components["stats"]["state"] == "cached"
+    assert not work.exists()

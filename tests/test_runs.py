@@ -173,7 +173,7 @@ def test_two_runs_on_one_root_wait_or_fail_clearly(first, root, tmp_path):
             waiting = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{root / 'data'}",
                                         "--root", str(root / "root"), *BUILD], cwd=REPO, stdout=subprocess.PIPE,
                                        stderr=stderr, text=True)
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 600  # a bound against a hang, not a speed assumption
             while "waiting for" not in log.read_text() and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert "waiting for run 20260101T000000-held" in log.read_text()

@@ -5,10 +5,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import start_held
 
 PROBE = Path(__file__).with_name("train_probe.py")
 
@@ -31,24 +31,16 @@ def probe(examples_json: Path, out: Path, work: Path | str, train: dict, *flags:
 def test_killed_training_resumes_from_its_last_finished_epoch(examples_json, tmp_path):
     work, train = tmp_path / "work", {"epochs": 5, "patience": 10, "batch_size": 64}
     (tmp_path / "out1").mkdir()
-    proc = subprocess.Popen([sys.executable, str(PROBE), str(examples_json), str(tmp_path / "out1"), str(work),
-                             json.dumps(train), "--slow"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    history, backed_up = work / "history.json", work / "backup" / "training_metadata.json"
-
-    def finished_epochs() -> int:
-        try:
-            return json.loads(backed_up.read_text())["epoch"]
-        except (OSError, ValueError):
-            return 0
-
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None and finished_epochs() < 2:
-        time.sleep(0.05)
+    # Held as epoch 3 begins, when epochs 1 and 2 are backed up, then killed there.
+    proc = start_held([sys.executable, str(PROBE), str(examples_json), str(tmp_path / "out1"), str(work),
+                       json.dumps(train)], "train.epoch_begin#3", tmp_path / "reached",
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = finished_epochs()
-    before = [row for row in json.loads(history.read_text()) if row["epoch"] < done]
-    assert 2 <= done < 5, "the kill should land mid-training"
+    history = work / "history.json"
+    done = json.loads((work / "backup" / "training_metadata.json").read_text())["epoch"]
+    before = json.loads(history.read_text())
+    assert done == 2 and [r["epoch"] for r in before] == [0, 1]
 
     result = probe(examples_json, tmp_path / "out2", work, train)
     after = json.loads(history.read_text())

@@ -1,6 +1,6 @@
 """Runs `components.train.train` in a fresh process, for tests that need one (device setup, kill -9).
 
-Usage: python tests/train_probe.py EXAMPLES_JSON OUT_DIR WORK_DIR TRAIN_JSON [--cpus N] [--slow]
+Usage: python tests/train_probe.py EXAMPLES_JSON OUT_DIR WORK_DIR TRAIN_JSON [--cpus N]
 
 Prints one JSON line: the history, the replicas in sync, the compute dtype and a weights checksum.
 """
@@ -23,17 +23,6 @@ def main() -> None:
                                                    [tf.config.LogicalDeviceConfiguration()] * cpus)
     import keras
     import numpy as np
-
-    if "--slow" in flags:  # time for the test to kill this process between epochs
-        original = keras.callbacks.BackupAndRestore.on_epoch_end
-
-        def slow_epoch_end(self, epoch, logs=None):
-            original(self, epoch, logs)
-            import time
-
-            time.sleep(1.5)
-
-        keras.callbacks.BackupAndRestore.on_epoch_end = slow_epoch_end
 
     from components import cnn
     from components import train as train_module

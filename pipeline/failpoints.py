@@ -1,0 +1,45 @@
+"""Failpoints: named places where a crash test can hold the process until it is killed, whatever the machine's speed."""
+from __future__ import annotations
+
+import collections
+import os
+import time
+
+# Comma-separated failpoint names, each optionally `name#n` (hold the nth time this process reaches it).
+ENV = "PIPELINE_FAILPOINTS"
+# A file the held process writes with the failpoint's name and its pid, so the test knows when to kill.
+REACHED = "PIPELINE_FAILPOINT_REACHED"
+_hits: collections.Counter = collections.Counter()
+
+
+def failpoint(name: str) -> None:
+    """Holds this process here forever when `PIPELINE_FAILPOINTS` names `name`; does nothing otherwise.
+
+    A crash test sets the variable for the run it starts, waits for the file named by
+    `PIPELINE_FAILPOINT_REACHED` and kills the process group: the kill lands exactly at this point,
+    on a fast machine as on a slow one. Without the variable this costs one dictionary lookup.
+
+    Example:
+        >>> os.environ[ENV] = "train.epoch_end#2"   # in the test's environment for the run
+        >>> failpoint("train.epoch_end")            # the first epoch's end: goes on
+        >>> failpoint("train.epoch_end")            # the second: writes the marker and waits to be killed
+    """
+    wanted = os.environ.get(ENV)
+    if not wanted:
+        return
+    _hits[name] += 1
+    for spec in wanted.split(","):
+        point, _, nth = spec.strip().partition("#")
+        if point == name and (not nth or int(nth) == _hits[name]):
+            _hold(name)
+
+
+def _hold(name: str) -> None:
+    marker = os.environ.get(REACHED)
+    if marker:
+        tmp = f"{marker}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{name} {os.getpid()}\n")
+        os.replace(tmp, marker)  # the test never reads half a line
+    while True:
+        time.sleep(3600)

@@ -1,0 +1,30 @@
+"""Tests of failpoints: a process holds where a crash test asks, the nth time, and nowhere else."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import start_held
+
+SCRIPT = ("from pipeline.failpoints import failpoint\n"
+          "for i in range(3):\n"
+          "    print(i, flush=True); failpoint('loop.step')\n"
+          "print('done', flush=True)\n")
+
+
+@pytest.mark.parametrize("point, printed", [("loop.step", "0\n"), ("loop.step#2", "0\n1\n"),
+                                            ("other.point,loop.step#3", "0\n1\n2\n")])
+def test_the_process_holds_at_the_named_hit_until_killed(tmp_path, point, printed):
+    marker = tmp_path / "reached"
+    proc = start_held([sys.executable, "-c", SCRIPT], point, marker, stdout=subprocess.PIPE, text=True)
+    assert proc.poll() is None and marker.read_text().split() == ["loop.step", str(proc.pid)]
+    proc.kill()
+    assert proc.communicate()[0] == printed  # nothing after the held hit ran
+
+
+def test_without_the_variable_or_with_another_name_it_runs_through(tmp_path):
+    for env in ({}, {"PIPELINE_FAILPOINTS": "loop.step#4"}):
+        done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **env})
+        assert done.stdout.splitlines()[-1] == "done", done.stderr
