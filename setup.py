@@ -1,12 +1,14 @@
 """Installs the image-classification pipeline and its pinned stack (resolves in minutes on Python 3.11)."""
 from setuptools import setup
 
+KFP = ["kfp==2.13.0", "kfp-kubernetes==1.4.0"]
+
 setup(
     name="mnist-family-pipeline",
     version="0.1.0",
     description="A TFX-style production pipeline for MNIST-family image classifiers, with data validation at its heart",
     python_requires=">=3.10,<3.12",
-    packages=["pipeline", "components", "schemas"],
+    packages=["pipeline", "pipeline.engine", "components", "schemas"],
     package_data={"schemas": ["*.pbtxt"]},
     install_requires=[
         # Pinned together: without the apache-beam and pyarrow pins pip backtracks for over ten minutes,
@@ -24,6 +26,10 @@ setup(
         "ml-metadata==1.16.0",
         "pyyaml>=6",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        # kfp 2.14 and newer need protobuf 6, which TensorFlow 2.16 refuses; kfp-kubernetes mounts the root's volume.
+        "kfp": KFP,
+        "test": ["pytest>=8", *KFP],  # CI runs the Kubeflow tests rather than skipping them
+    },
     entry_points={"console_scripts": ["mnist-pipeline=pipeline.cli:main"]},
 )

@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=None, help="cache root for the drift command")
     args = parser.parse_args()
-    from pipeline.idx import read_idx, write_idx
+    from components.idx import read_idx, write_idx
 
     images, labels = read_idx(SOURCE / "t10k-images-idx3-ubyte.gz"), read_idx(SOURCE / "t10k-labels-idx1-ubyte.gz")
     results = {}

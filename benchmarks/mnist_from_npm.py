@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.idx import write_idx  # noqa: E402
+from components.idx import write_idx  # noqa: E402
 
 
 def main() -> None:

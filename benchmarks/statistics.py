@@ -33,9 +33,9 @@ def main() -> None:
     logging.getLogger().setLevel(logging.ERROR)
     from components.ingest import ingest
     from components.statistics import statistics, stats_options
-    from pipeline.artifacts import SPLITS
+    from pipeline.engine.artifacts import SPLITS
     from pipeline.config import DataConfig
-    from pipeline.libs import load_tfdv
+    from components.libs import load_tfdv
 
     tfdv = load_tfdv()
     from apache_beam.options.pipeline_options import PipelineOptions

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from components import image_features
-from pipeline.artifacts import Distance
+from pipeline.engine.artifacts import Distance
 
 HISTOGRAM = "fixed_histogram"  # name of the custom statistic holding the shared-bucket histogram
 LABEL, CLASSES = "label", 10

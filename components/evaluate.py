@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import Evaluation, Examples, Model, PushedModel
-from pipeline.runner import Component
+from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
+from pipeline.engine.component import Component
 
 CLASSES = 10
 
@@ -94,6 +94,16 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
                       per_class=tuple(classes), confusion_matrix=tuple(tuple(r) for r in matrix),
                       baseline_version=baseline.version if baseline else None, baseline_accuracy=baseline_accuracy,
                       max_regression=max_regression)
+
+
+def summarize(ev: Evaluation | None, info: dict) -> dict:
+    """The run summary's `evaluation` section: metrics, thresholds, the baseline and the blessing."""
+    return {"evaluation": ev and {
+        "accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy, "max_regression": ev.max_regression,
+        "blessed": ev.blessed, "reasons": list(ev.reasons), "failed": list(ev.failed),
+        "baseline": {"version": ev.baseline_version, "accuracy": ev.baseline_accuracy}
+        if ev.baseline_version is not None else None,
+        "per_class": list(ev.per_class), "confusion_matrix": [list(row) for row in ev.confusion_matrix]}}
 
 
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 from tensorflow_metadata.proto.v0 import path_pb2, statistics_pb2
 
-from pipeline.libs import load_tfdv
+from components.libs import load_tfdv
 
 tfdv = load_tfdv()
 

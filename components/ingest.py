@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from components import image_features
-from pipeline.artifacts import SPLITS, Examples
+from components.idx import read_idx
 from pipeline.config import DataConfig
-from pipeline.errors import DataError
-from pipeline.failpoints import failpoint
-from pipeline.idx import read_idx
-from pipeline.progress import Bar
-from pipeline.runner import Component
+from pipeline.engine.artifacts import SPLITS, Examples
+from pipeline.engine.component import Component
+from pipeline.engine.errors import DataError
+from pipeline.engine.failpoints import failpoint
+from pipeline.engine.progress import Bar
 
 # Debian packages that install real datasets offline (apt-get install dataset-fashion-mnist).
 LOCAL_COPIES = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
@@ -244,6 +244,12 @@ def ingest(*, out_dir: Path, data: DataConfig) -> Examples:
     return Examples(uri=str(out_dir), fingerprint=digest.hexdigest(), spec=data.dataset, name=spec.name,
                     source=source,
                     counts={split: int(len(splits[split][1])) for split in SPLITS})
+
+
+def summarize(examples: Examples | None, info: dict) -> dict:
+    """The run summary's `dataset` section."""
+    return {"dataset": examples and {"spec": examples.spec, "source": examples.source,
+                                     "fingerprint": examples.fingerprint, "counts": examples.counts}}
 
 
 COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="2",

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import Evaluation, Examples, Model, PushedModel
-from pipeline.errors import PipelineError
-from pipeline.failpoints import failpoint
-from pipeline.runner import Component, remove_leftovers
+from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
+from pipeline.engine.component import Component
+from pipeline.engine.errors import PipelineError
+from pipeline.engine.failpoints import failpoint
+from pipeline.engine.runner import remove_leftovers
 
 SIDE = 28
 INFO = "model_info.json"  # beside saved_model.pb: which model and evaluation a version came from
@@ -168,6 +169,12 @@ def _serve_in_this_process(saved_model: str, inputs: str) -> None:
     out = serve(images=tf.constant(np.load(inputs)["images"]))
     np.savez(Path(inputs).with_suffix(".out.npz"), class_ids=out["class_ids"].numpy(),
              probabilities=out["probabilities"].numpy())
+
+
+def summarize(pushed: PushedModel | None, info: dict) -> dict:
+    """The run summary's `push` section and `pushed_model` (the version's directory)."""
+    return {"pushed_model": pushed.uri if pushed else None,
+            "push": pushed and {"version": pushed.version, "uri": pushed.uri, "infra_check": pushed.infra_check}}
 
 
 COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="2")

@@ -5,10 +5,10 @@ import hashlib
 from pathlib import Path
 
 from components import image_features
-from pipeline.artifacts import Schema, Statistics
-from pipeline.errors import DataError
-from pipeline.libs import load_tfdv
-from pipeline.runner import Component
+from components.libs import load_tfdv
+from pipeline.engine.artifacts import Schema, Statistics
+from pipeline.engine.component import Component
+from pipeline.engine.errors import DataError
 
 IMAGE, LABEL = "image", "label"
 PIXELS, CLASSES = 28 * 28, 10
@@ -110,6 +110,11 @@ def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None) -> Sc
     tfdv.write_schema_text(proto, str(path))
     # The content, not the statistics it came from: one curated schema is one schema on any data.
     return Schema(uri=str(out_dir), fingerprint=hashlib.sha256(path.read_bytes()).hexdigest(), source=source)
+
+
+def summarize(schema: Schema | None, info: dict) -> dict:
+    """The run summary's `schema` section: where the schema came from."""
+    return {"schema": schema and {"source": schema.source, "uri": schema.path}}
 
 
 COMPONENT = Component(name="schema", fn=schema, inputs=(Statistics,), output=Schema, version="3",

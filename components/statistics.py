@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.drift import histogram_generator
-from pipeline.artifacts import SPLITS, Examples, Statistics
-from pipeline.errors import DataError
-from pipeline.libs import load_tfdv
-from pipeline.runner import Component
+from components.libs import load_tfdv
+from pipeline.engine.artifacts import SPLITS, Examples, Statistics
+from pipeline.engine.component import Component
+from pipeline.engine.errors import DataError
 
 LABEL = "label"
 

@@ -8,12 +8,12 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.artifacts import Examples, HyperParameters, Model
 from pipeline.config import TrainConfig
-from pipeline.errors import ConfigError, DataError
-from pipeline.failpoints import failpoint
-from pipeline.records import write_text
-from pipeline.runner import Component
+from pipeline.engine.artifacts import Examples, HyperParameters, Model
+from pipeline.engine.component import Component
+from pipeline.engine.errors import ConfigError, DataError
+from pipeline.engine.failpoints import failpoint
+from pipeline.engine.files import write_text
 
 log = logging.getLogger("pipeline")
 MONITOR = "val_accuracy"
@@ -126,7 +126,7 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
 
     from components.cnn import build_model
     from components.inputs import make_dataset
-    from pipeline.progress import keras_callback
+    from pipeline.engine.progress import keras_callback
 
     work = Path(work_dir) if work_dir else out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -165,6 +165,13 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return result
+
+
+def summarize(model: Model | None, info: dict) -> dict:
+    """The run summary's `training` section; `tensorboard` when this run trained (a cached train logs nothing)."""
+    logs = Path(info["run_dir"]) / "tensorboard"
+    return {"training": model and {"history": model.history, "model": model.path,
+                                   "tensorboard": str(logs) if logs.is_dir() else None}}
 
 
 COMPONENT = Component(name="train", fn=train, inputs=(Examples, HyperParameters), output=Model, version="2")

@@ -11,11 +11,11 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.artifacts import Examples, HyperParameters, Schema
 from pipeline.config import TrainConfig, TuneConfig
-from pipeline.errors import ConfigError
-from pipeline.failpoints import failpoint
-from pipeline.runner import Component
+from pipeline.engine.artifacts import Examples, HyperParameters, Schema
+from pipeline.engine.component import Component
+from pipeline.engine.errors import ConfigError
+from pipeline.engine.failpoints import failpoint
 
 log = logging.getLogger("pipeline")
 TUNERS = ("hyperband", "bayesian", "random")
@@ -217,6 +217,13 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     best = {k: v for k, v in tuner.get_best_hyperparameters(1)[0].values.items() if not k.startswith("tuner/")}
     return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best,
                            trials=_trials_table(tuner), search=search_key(schema, tune, batch_size, seed))
+
+
+def summarize(hp: HyperParameters | None, info: dict) -> dict:
+    """The run summary's `tuning` section: the trials table, the best values, and whether they were reused."""
+    return {"tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values,
+                              "reused": info["record"].get("reused", False),
+                              "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if distributed_role() else None}}
 
 
 # The distributed role is part of the cache key: a worker's output (its own trials, no result) is never

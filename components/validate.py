@@ -1,12 +1,13 @@
 """Validate: TFDV anomalies of every split, skew of test against train, drift against the previous span."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from components.drift import compare
-from pipeline.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
-from pipeline.libs import load_tfdv
-from pipeline.runner import Component
+from components.libs import load_tfdv
+from pipeline.engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
+from pipeline.engine.component import Component
 
 
 def anomalies_of(stats, proto_schema, split: str) -> tuple[list[Anomaly], object]:
@@ -65,6 +66,12 @@ def validate(statistics: Statistics, schema: Schema, previous: Statistics | None
         found += breaches(drift, "train")
         distances += drift
     return Anomalies(uri=str(out_dir), fingerprint="", anomalies=tuple(found), distances=tuple(distances))
+
+
+def summarize(anomalies: Anomalies | None, info: dict) -> dict:
+    """The run summary's `anomalies` and `drift` sections."""
+    return {"anomalies": [dataclasses.asdict(a) for a in anomalies.anomalies] if anomalies else [],
+            "drift": [dataclasses.asdict(d) for d in anomalies.distances] if anomalies else []}
 
 
 COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema, (Statistics, type(None))),

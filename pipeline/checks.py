@@ -7,11 +7,11 @@ from typing import Any
 
 from components import ingest, schema, statistics, validate
 from components.drift import compare
+from components.libs import load_tfdv
 from pipeline.config import Config, DataConfig
-from pipeline.errors import DataError
-from pipeline.libs import load_tfdv
+from pipeline.engine.errors import DataError
+from pipeline.engine.runner import Runner
 from pipeline.report import drift_html
-from pipeline.runner import Runner
 
 
 def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = ()):

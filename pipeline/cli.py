@@ -1,5 +1,5 @@
-"""The command line: `run` (exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed), `runs`, `validate`,
-`drift`, `schema` and `predict`."""
+"""The command line: `run` (exit 0 pushed, 1 error, 2 usage, 3 blocked, 4 not blessed), `step`, `kfp`, `runs`,
+`validate`, `drift`, `schema` and `predict`."""
 from __future__ import annotations
 
 import argparse
@@ -16,37 +16,31 @@ log = logging.getLogger("pipeline")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the production pipeline: ingest to push")
-    run.add_argument("--config", help="YAML config file with a section per component")
-    run.add_argument("--dataset", help="NAME, tfds:NAME or idx:DIR (default fashion_mnist)")
-    run.add_argument("--serving-dir", help="where blessed models are pushed (default <root>/serving)")
-    run.add_argument("--schema", help="schema file, e.g. schemas/fashion_mnist.pbtxt for a subsample of "
-                                      "Fashion-MNIST in an idx: directory (default: the dataset's curated one)")
-    run.add_argument("--tuner", choices=("hyperband", "bayesian", "random"))
-    run.add_argument("--max-trials", type=int, help="tuning trials at most")
-    run.add_argument("--max-epochs", type=int, help="epochs per tuning trial at most")
-    run.add_argument("--no-tune", action="store_true",
-                     help="skip the search: the reference model and recipe (2 epochs unless --epochs)")
-    run.add_argument("--retune", action="store_true",
-                     help="search again although a result for this schema and search space exists")
-    run.add_argument("--tune-budget", metavar="DURATION", help="wall clock for the search, e.g. 90s, 10m, 1h")
-    run.add_argument("--epochs", type=int, help="training epochs at most (early stopping may end sooner)")
-    run.add_argument("--deterministic", action="store_true",
-                     help="bit-for-bit repeatable training: op determinism and ordered input (slower)")
-    run.add_argument("--distribute", choices=("auto", "mirrored", "none"),
-                     help="auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs (or CPUs); none")
-    run.add_argument("--mixed-precision", choices=("auto", "on", "off"),
-                     help="float16 compute: auto turns it on when a GPU is present")
-    run.add_argument("--min-accuracy", type=float, help="test accuracy needed to bless the model")
-    run.add_argument("--max-regression", type=float,
-                     help="largest accuracy drop allowed against the latest blessed model (default 0.005)")
-    run.add_argument("--seed", type=int)
-    run.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
+    run = commands.add_parser("run", help="run the production pipeline on this machine: ingest to push")
+    _pipeline_flags(run)
     run.add_argument("--from", dest="start", metavar="COMPONENT",
                      help="run COMPONENT and everything after it again; earlier ones must be cached")
     run.add_argument("--to", dest="stop", metavar="COMPONENT", help="stop after COMPONENT (status partial)")
     run.add_argument("--no-wait", action="store_true",
                      help="fail at once if another run holds the root (default: wait for it)")
+    run.add_argument("--run-id", help="the run's id (default: the start time and a random suffix)")
+    step = commands.add_parser("step", help="run one component of a run, taking its inputs from the run's "
+                                            "earlier steps (what an orchestrator schedules as a task)")
+    step.add_argument("component", metavar="COMPONENT", help=f"one of {', '.join(_order())}")
+    step.add_argument("--run-id", required=True, help="the run this step belongs to (e.g. the KFP run's id)")
+    _pipeline_flags(step)
+    kfp = commands.add_parser("kfp", help="Kubeflow Pipelines: compile the pipeline spec, or run it with kfp.local")
+    kfp_commands = kfp.add_subparsers(dest="kfp_command", required=True)
+    kfp_compile = kfp_commands.add_parser("compile", help="write a KFP v2 pipeline spec (YAML): one task per component")
+    kfp_compile.add_argument("--output", required=True, metavar="PIPELINE.yaml")
+    kfp_compile.add_argument("--image", default="mnist-pipeline:latest",
+                             help="the project image every task runs in (default mnist-pipeline:latest)")
+    kfp_compile.add_argument("--pvc", default="pipeline-root",
+                             help="the persistent volume claim holding the root, mounted in every task "
+                                  "(default pipeline-root)")
+    _pipeline_flags(kfp_compile)
+    kfp_run = kfp_commands.add_parser("run", help="run the pipeline's tasks with kfp.local's SubprocessRunner")
+    _pipeline_flags(kfp_run)
     runs = commands.add_parser("runs", help="the runs recorded in the metadata store: list, show, lineage")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True)
     runs_list = runs_commands.add_parser("list", help="every run: status, dataset, accuracy, pushed version")
@@ -73,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="*", metavar="IMAGE.png", help="grayscale 28x28 PNG files")
     predict.add_argument("--dataset", help="SPEC[:SPLIT] instead of images (default split test); adds accuracy")
     predict.add_argument("--limit", type=int, help="the first N examples of the split")
-    for command in (run, runs_list, runs_show, runs_lineage, check, infer, drift, predict):
+    for command in (run, step, kfp_compile, kfp_run, runs_list, runs_show, runs_lineage, check, infer, drift,
+                    predict):
         command.add_argument("--root", help="pipeline root: artifacts, cached data and statistics, runs "
                                             "(default ./pipeline_root)")
         command.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
@@ -81,9 +76,44 @@ def _parser() -> argparse.ArgumentParser:
                                   "(repeatable)")
         command.add_argument("-v", "--verbose", action="store_true",
                              help="show TensorFlow, Beam and library logs, and tracebacks")
-        if command is not infer:
+        if command not in (infer, kfp_compile):
             command.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return parser
+
+
+def _order() -> tuple[str, ...]:
+    from pipeline.definition import PRODUCTION
+
+    return PRODUCTION.order
+
+
+def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that set a run's config: `run`, `step` and `kfp` take the same."""
+    parser.add_argument("--config", help="YAML config file with a section per component")
+    parser.add_argument("--dataset", help="NAME, tfds:NAME or idx:DIR (default fashion_mnist)")
+    parser.add_argument("--serving-dir", help="where blessed models are pushed (default <root>/serving)")
+    parser.add_argument("--schema", help="schema file, e.g. schemas/fashion_mnist.pbtxt for a subsample of "
+                                         "Fashion-MNIST in an idx: directory (default: the dataset's curated one)")
+    parser.add_argument("--tuner", choices=("hyperband", "bayesian", "random"))
+    parser.add_argument("--max-trials", type=int, help="tuning trials at most")
+    parser.add_argument("--max-epochs", type=int, help="epochs per tuning trial at most")
+    parser.add_argument("--no-tune", action="store_true",
+                        help="skip the search: the reference model and recipe (2 epochs unless --epochs)")
+    parser.add_argument("--retune", action="store_true",
+                        help="search again although a result for this schema and search space exists")
+    parser.add_argument("--tune-budget", metavar="DURATION", help="wall clock for the search, e.g. 90s, 10m, 1h")
+    parser.add_argument("--epochs", type=int, help="training epochs at most (early stopping may end sooner)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="bit-for-bit repeatable training: op determinism and ordered input (slower)")
+    parser.add_argument("--distribute", choices=("auto", "mirrored", "none"),
+                        help="auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs (or CPUs); none")
+    parser.add_argument("--mixed-precision", choices=("auto", "on", "off"),
+                        help="float16 compute: auto turns it on when a GPU is present")
+    parser.add_argument("--min-accuracy", type=float, help="test accuracy needed to bless the model")
+    parser.add_argument("--max-regression", type=float,
+                        help="largest accuracy drop allowed against the latest blessed model (default 0.005)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
 
 
 def _shared_flags(args) -> dict:
@@ -115,7 +145,7 @@ def _validate(args, out) -> int:
 
 def _schema(args, out) -> int:
     from pipeline.checks import infer_schema_text
-    from pipeline.records import write_text
+    from pipeline.engine.files import write_text
 
     text = infer_schema_text(args.dataset, _check_config(args))
     if args.output:
@@ -141,7 +171,7 @@ def _drift(args, out) -> int:
 
 
 def _predict(args, out) -> int:
-    from pipeline.errors import ConfigError
+    from pipeline.engine.errors import ConfigError
     from pipeline.serving import predict
 
     if bool(args.images) == bool(args.dataset):
@@ -161,7 +191,7 @@ def _predict(args, out) -> int:
 
 def _runs(args, out) -> int:
     from pipeline import config
-    from pipeline.metadata import Metadata
+    from pipeline.engine.metadata import Metadata
 
     cfg = config.override(config.Config(), root=args.root,
                           **{"push.serving_dir": getattr(args, "serving_dir", None)})
@@ -183,9 +213,11 @@ def _runs(args, out) -> int:
                         + (f"{output['type']} {output['uri']}" if output else e["error"] or ""))
         rows += ["config:", *("  " + line for line in (result["config"] or "").splitlines())]
     else:
+        from pipeline.definition import PRODUCTION
+
         result = store.lineage(cfg.serving_dir / str(args.version))
         rows = [f"version {result['version']} ({result['uri']}) pushed by run {result['run_id']}"]
-        for key in ("examples", "statistics", "schema", "hyperparameters", "model", "evaluation"):
+        for key in (kind.lower() for kind in PRODUCTION.output_kinds()):
             if key in result:
                 props = result[key]["properties"]
                 detail = {"examples": lambda: f"data fingerprint {props.get('fingerprint')}, spec {props.get('spec')}, "
@@ -214,12 +246,12 @@ def _quiet(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _run(args, out) -> int:
+def _run_config(args):
+    """The config of a run: the YAML file, then the flags over it."""
     from pipeline import config
-    from pipeline.run import EXIT_CODES, execute
 
     cfg = config.load(args.config)
-    cfg = config.override(
+    return config.override(
         cfg, seed=args.seed, **_shared_flags(args),
         **{"data.dataset": args.dataset, "push.serving_dir": args.serving_dir, "tune.tuner": args.tuner,
            "schema.schema_file": args.schema,
@@ -229,9 +261,13 @@ def _run(args, out) -> int:
            "train.distribute": args.distribute, "train.mixed_precision": args.mixed_precision,
            "tune.budget_seconds": config.parse_duration(args.tune_budget) if args.tune_budget else None,
            "evaluate.min_accuracy": args.min_accuracy, "evaluate.max_regression": args.max_regression})
-    summary = execute(cfg, use_cache=not args.no_cache, start=args.start, stop=args.stop,
-                      wait=not args.no_wait)
-    if args.json:
+
+
+def _print_summary(summary: dict, as_json: bool, out) -> int:
+    """Prints a run's summary (one line, or JSON) and its error; returns the run's exit code."""
+    from pipeline.run import EXIT_CODES
+
+    if as_json:
         out.write(json.dumps(summary, indent=2, default=str) + "\n")
     else:
         ev = summary["evaluation"]
@@ -245,6 +281,41 @@ def _run(args, out) -> int:
     return EXIT_CODES[summary["status"]]
 
 
+def _run(args, out) -> int:
+    from pipeline.run import execute
+
+    summary = execute(_run_config(args), use_cache=not args.no_cache, start=args.start, stop=args.stop,
+                      wait=not args.no_wait, run_id=args.run_id)
+    return _print_summary(summary, args.json, out)
+
+
+def _step(args, out) -> int:
+    from pipeline.step import execute_step, exit_code
+
+    result = execute_step(_run_config(args), args.component, args.run_id, use_cache=not args.no_cache)
+    if args.json:
+        out.write(json.dumps(result, indent=2, default=str) + "\n")
+    else:
+        output = result["output"]
+        out.write(f"step {result['step']} of run {result['run_id']}: {result['state']}"
+                  + (f", {output['type']} {output['uri']}" if output else "") + f"; run {result['status']}\n")
+    if result["error"]:
+        print(f"error: {result['error']}", file=sys.stderr)
+    return exit_code(result)
+
+
+def _kfp(args, out) -> int:
+    from pipeline import kubeflow
+
+    cfg = _run_config(args)
+    if args.kfp_command == "compile":
+        tasks = kubeflow.compile_spec(cfg, args.output, image=args.image, pvc=args.pvc)
+        print(f"wrote {args.output}: {len(tasks)} tasks ({', '.join(tasks)}), root {kubeflow.task_root(cfg)} on "
+              f"volume claim {args.pvc}", file=sys.stderr)
+        return 0
+    return _print_summary(kubeflow.run_locally(cfg, use_cache=not args.no_cache), args.json, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Returns the exit code.
 
@@ -255,11 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     _quiet(args.verbose)
-    from pipeline.errors import PipelineError
+    from pipeline.engine.errors import PipelineError
 
     try:
-        commands = {"run": _run, "runs": _runs, "validate": _validate, "schema": _schema, "drift": _drift,
-                    "predict": _predict}
+        commands = {"run": _run, "step": _step, "kfp": _kfp, "runs": _runs, "validate": _validate,
+                    "schema": _schema, "drift": _drift, "predict": _predict}
         return commands[args.command](args, out)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

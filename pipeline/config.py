@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import ConfigError
+from pipeline.engine.errors import ConfigError
 
 # The product's own thresholds for datasets whose accuracy users know (MNIST: the user's claim).
 DEFAULT_MIN_ACCURACY = {"mnist": 0.97, "fashion_mnist": 0.88, "kmnist": 0.90}

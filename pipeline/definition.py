@@ -1,16 +1,16 @@
-"""The production pipeline as a DAG of components, read top to bottom."""
+"""The production pipeline, declared once as data: ingest → statistics → schema → validate → tune → train →
+evaluate → push. Order, `--from`/`--to`, the run summary, the report and the lineage keys follow from it."""
 from __future__ import annotations
 
 import dataclasses
 
 from components import evaluate, ingest, push, schema, statistics, train, tune, validate
-from pipeline import records
-from pipeline.artifacts import Examples
+from pipeline import report
+from pipeline.engine import history
 from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config, TrainConfig
-from pipeline.errors import ValidationFailed
-from pipeline.runner import Runner
-
-ORDER = ("ingest", "statistics", "schema", "validate", "tune", "train", "evaluate", "push")
+from pipeline.engine.artifacts import Examples
+from pipeline.engine.dag import Node, Pipeline, Resolver, Stop
+from pipeline.engine.errors import ValidationFailed
 
 
 def min_accuracy(cfg: Config, examples: Examples) -> float:
@@ -20,45 +20,53 @@ def min_accuracy(cfg: Config, examples: Examples) -> float:
     return DEFAULT_MIN_ACCURACY.get(examples.name, FALLBACK_MIN_ACCURACY)
 
 
-def production(cfg: Config, run: Runner) -> str:
-    """ingest → statistics → schema → validate → tune → train → evaluate → push (only when blessed).
+def _search(cfg: Config, out) -> str:
+    return tune.search_key(out["schema"], cfg.tune, cfg.train.batch_size, cfg.seed)
 
-    Returns the run's status: `pushed`, `not_blessed`, or `tuned` for a distributed-tuning worker,
-    which stops after running its share of the chief's trials. A search result for the same schema,
-    search space and settings is reused, on any data, unless `tune.retune`. Validation compares test
-    with train (skew) and, with `validate.drift`, this span's train split with the previous span's:
-    the newest earlier run on this root over other data.
 
-    Raises:
-        ValidationFailed: the data has anomalies; nothing after validate runs.
-    """
-    examples = run(ingest.COMPONENT, data=cfg.data)
-    stats = run(statistics.COMPONENT, examples, beam_args=cfg.statistics.beam_args)
-    curated = schema.curated_schema_path(cfg.schema_dir, examples.name, cfg.schema.schema_file)
-    data_schema = run(schema.COMPONENT, stats, curated=curated)
-    previous = records.previous_span_statistics(cfg.root, examples.fingerprint) if cfg.validate.drift else None
-    anomalies = run(validate.COMPONENT, stats, data_schema, previous)
-    if anomalies.anomalies:
-        raise ValidationFailed(anomalies.anomalies)
-    role = tune.distributed_role() if cfg.tune.enabled else None
-    search = tune.search_key(data_schema, cfg.tune, cfg.train.batch_size, cfg.seed)
-    # A distributed search always searches: its workers wait for a chief serving trials.
-    reuse = cfg.tune.enabled and not run.forced("tune") and role is None
-    earlier = records.reusable_hyperparameters(cfg.root, search) if reuse else None
+def _reusable_search(cfg: Config, out, store):
+    """A search result for the same schema, space and settings, on any data (a distributed search always
+    searches: its workers wait for a chief serving trials)."""
+    if not cfg.tune.enabled or tune.distributed_role() is not None:
+        return None
+    return history.reusable_hyperparameters(store, _search(cfg, out))
+
+
+def _tune_params(cfg: Config, out) -> dict:
     # Only the device settings of train reach tune, so other training flags don't invalidate a search.
     devices = TrainConfig(distribute=cfg.train.distribute, mixed_precision=cfg.train.mixed_precision,
                           tensorboard=cfg.train.tensorboard)
-    hyperparameters = run.reuse(tune.COMPONENT, earlier) if earlier else run(
-        tune.COMPONENT, examples, data_schema, tune=cfg.tune, batch_size=cfg.train.batch_size, seed=cfg.seed,
-        devices=devices)
-    if role == "worker":
-        return "tuned"
-    model = run(train.COMPONENT, examples, hyperparameters, seed=cfg.seed,
-                train=dataclasses.replace(cfg.train, epochs=cfg.train_epochs))
-    baseline = records.latest_blessed(cfg.root, cfg.serving_dir, model.fingerprint)
-    evaluation = run(evaluate.COMPONENT, model, examples, baseline, min_accuracy=min_accuracy(cfg, examples),
-                     max_regression=cfg.evaluate.max_regression, min_class_recall=cfg.evaluate.min_class_recall)
-    if not evaluation.blessed:
-        return "not_blessed"
-    run(push.COMPONENT, model, evaluation, examples, serving_dir=cfg.serving_dir)
-    return "pushed"
+    return {"tune": cfg.tune, "batch_size": cfg.train.batch_size, "seed": cfg.seed, "devices": devices}
+
+
+# The newest earlier span on this pipeline that passed validation (other data): drift is measured against it.
+PREVIOUS_SPAN = Resolver("previous_span", after=("ingest",), resolve=lambda cfg, out, store: history.previous_span_statistics(
+    store, cfg.root, out["ingest"].fingerprint) if cfg.validate.drift else None)
+# The model serving now in the serving directory (not a copy of the model being evaluated).
+BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, store: history.latest_blessed(
+    store, cfg.serving_dir, out["train"].fingerprint))
+
+PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
+    Node(ingest.COMPONENT, params=lambda cfg, out: {"data": cfg.data}, summary=ingest.summarize,
+         report=report.dataset_section),
+    Node(statistics.COMPONENT, inputs=("ingest",), params=lambda cfg, out: {"beam_args": cfg.statistics.beam_args}),
+    Node(schema.COMPONENT, inputs=("statistics",), summary=schema.summarize, params=lambda cfg, out: {
+        "curated": schema.curated_schema_path(cfg.schema_dir, out["ingest"].name, cfg.schema.schema_file)}),
+    Node(validate.COMPONENT, inputs=("statistics", "schema", PREVIOUS_SPAN), summary=validate.summarize,
+         report=report.validation_section,
+         gate=lambda a, cfg: Stop("blocked", str(ValidationFailed(a.anomalies))) if a.anomalies else None),
+    Node(tune.COMPONENT, inputs=("ingest", "schema"), params=_tune_params, reuse=_reusable_search,
+         summary=tune.summarize, report=report.tuning_section,
+         # A distributed-tuning worker stops once it ran its share of the chief's trials.
+         gate=lambda hp, cfg: Stop("tuned") if tune.distributed_role() == "worker" else None),
+    Node(train.COMPONENT, inputs=("ingest", "tune"), summary=train.summarize, report=report.training_section,
+         params=lambda cfg, out: {"seed": cfg.seed, "train": dataclasses.replace(cfg.train, epochs=cfg.train_epochs)}),
+    Node(evaluate.COMPONENT, inputs=("train", "ingest", BASELINE), summary=evaluate.summarize,
+         report=report.evaluation_section,
+         params=lambda cfg, out: {"min_accuracy": min_accuracy(cfg, out["ingest"]),
+                                  "max_regression": cfg.evaluate.max_regression,
+                                  "min_class_recall": cfg.evaluate.min_class_recall},
+         gate=lambda ev, cfg: None if ev.blessed else Stop("not_blessed", "model not blessed: " + "; ".join(ev.failed))),
+    Node(push.COMPONENT, inputs=("train", "evaluate", "ingest"), params=lambda cfg, out: {"serving_dir": cfg.serving_dir},
+         summary=push.summarize, report=report.blessing_section),
+))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from components.drift import boundaries, fixed_histogram
-from pipeline.records import write_text
+from pipeline.engine.files import write_text
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d232a;max-width:1200px}
@@ -188,58 +188,105 @@ def _rows(mapping: dict[str, Any]) -> str:
     return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in mapping.items())
 
 
-def run_html(summary: dict[str, Any], outputs: dict[str, Any], lineage: dict[str, Any] | None,
-             path: str | Path) -> None:
-    """Writes a run's report: dataset with sample images per class, validation and drift, tuning trials,
-    training curves, evaluation with the confusion matrix, the blessing decision, components and lineage.
-
-    Sections the run did not reach say so. Self-contained: inline CSS, SVG and PNG, no scripts.
-
-    Example:
-        >>> run_html(summary, runner.outputs, metadata.lineage(summary["push"]["uri"]), "runs/x/report.html")
-    """
-    status = summary["status"]
+def dataset_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
+    """The dataset: spec, source, fingerprint, counts, schema source and sample images per class."""
     dataset = summary.get("dataset")
     counts = ", ".join(f"{s} {n:,}" for s, n in dataset["counts"].items()) if dataset else "not ingested"
     samples = _samples(outputs["ingest"]) if "ingest" in outputs else "<p>Not ingested.</p>"
+    facts = {"spec": dataset["spec"] if dataset else "", "source": dataset["source"] if dataset else "",
+             "fingerprint": dataset["fingerprint"] if dataset else "", "examples": counts,
+             "schema": (summary.get("schema") or {}).get("source", "")}
+    return "dataset", "Dataset", f"<table>{_rows(facts)}</table><h3>Samples per class (test split)</h3>{samples}"
+
+
+def validation_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
+    """Anomalies per split and feature, and every drift and skew comparison."""
     anomaly_rows = [[html.escape(a["split"]), html.escape(a["feature"]), html.escape(a["type"]),
                      html.escape(a["description"])] for a in summary.get("anomalies", [])]
     drift_rows = [[html.escape(d["comparison"]), html.escape(d["feature"]), d["measure"], f"{d['distance']:.4f}",
                    f"{d['threshold']:.4f}", f"{d['noise']:.4f}",
                    "<span class='bad'>DRIFTED</span>" if d["drifted"] else "<span class='ok'>ok</span>"]
                   for d in summary.get("drift", [])]
-    validated = "validate" in summary["components"]
+    anomalies = (_table(["split", "feature", "type", "description"], anomaly_rows, "No anomalies.")
+                 if "validate" in summary["components"] else "<p>Not validated.</p>")
+    drift = _table(["comparison", "feature", "measure", "distance", "threshold", "noise", "result"], drift_rows,
+                   "No comparisons.")
+    return "validation", "Validation", f"{anomalies}<h3>Drift and skew</h3>{drift}"
+
+
+def tuning_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
+    """The tuner, whether the search was reused, the best values and the trials table."""
     tuning = summary.get("tuning")
-    trial_rows = []
-    if tuning:
-        first = ("trial_id", "status", "score", "epochs", "seconds", "memory_mb", "peak_mb", "tuner")
-        seen = {k for t in tuning["trials"] for k in t}
-        keys = [k for k in first if k in seen] + sorted(seen - set(first))
-        trial_rows = [[html.escape(str(t.get(k, ""))) for k in keys] for t in tuning["trials"]]
+    if not tuning:
+        return "tuning", "Tuning", "<p>Not tuned.</p>"
+    first = ("trial_id", "status", "score", "epochs", "seconds", "memory_mb", "peak_mb", "tuner")
+    seen = {k for t in tuning["trials"] for k in t}
+    keys = [k for k in first if k in seen] + sorted(seen - set(first))
+    trial_rows = [[html.escape(str(t.get(k, ""))) for k in keys] for t in tuning["trials"]]
+    head = (f"<p>{html.escape(tuning['tuner'])}{', reused from an earlier search' if tuning['reused'] else ''}; "
+            f"best: {html.escape(json.dumps(tuning['best_hyperparameters']))}</p>")
+    return "tuning", "Tuning", head + _table(keys, trial_rows, "No trials (the reference model).")
+
+
+def training_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
+    """Training and validation curves of accuracy and loss per epoch."""
     training = summary.get("training")
-    curves = "".join(_svg_curves(training["history"], m) for m in ("accuracy", "loss")) if training else ""
+    if not training:
+        return "training", "Training", "<p>Not trained.</p>"
+    curves = "".join(_svg_curves(training["history"], m) for m in ("accuracy", "loss"))
+    return "training", "Training", (f"<p class='key'><span style='background:{BASE}'></span>train"
+                                    f"<span style='background:{CURRENT}'></span>validation</p>"
+                                    f"<div class='grid'>{curves}</div>")
+
+
+def _not_evaluated(summary: dict[str, Any]) -> str:
+    return f"<p>Not evaluated (run {html.escape(summary['status'])}).</p>"
+
+
+def evaluation_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
+    """Test accuracy and loss, the confusion matrix and per-class precision, recall and F1."""
     ev = summary.get("evaluation")
-    if ev:
-        verdict = ("<p class='ok'>Blessed.</p>" if ev["blessed"] else
-                   f"<p class='bad'>Not blessed: {html.escape('; '.join(ev['failed']))}</p>")
-        checks = "".join(f"<li>{html.escape(r)}</li>" for r in ev["reasons"])
-        pushed = (f"<p>Pushed version {summary['push']['version']} to {html.escape(summary['push']['uri'])} "
-                  f"({html.escape(summary['push']['infra_check'])}).</p>" if summary.get("push") else "")
-        blessing = f"{verdict}<ul>{checks}</ul>{pushed}"
-        class_rows = [[str(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
-                       str(r["support"])] for r in ev["per_class"]]
-        evaluation = (f"<p>Test accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f}.</p>"
-                      f"{_confusion(ev['confusion_matrix'])}"
-                      f"{_table(['class', 'precision', 'recall', 'f1', 'support'], class_rows, '')}")
-    else:
-        blessing = evaluation = f"<p>Not evaluated (run {html.escape(status)}).</p>"
+    if not ev:
+        return "evaluation", "Evaluation", _not_evaluated(summary)
+    class_rows = [[str(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                   str(r["support"])] for r in ev["per_class"]]
+    return "evaluation", "Evaluation", (f"<p>Test accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f}.</p>"
+                                        f"{_confusion(ev['confusion_matrix'])}"
+                                        f"{_table(['class', 'precision', 'recall', 'f1', 'support'], class_rows, '')}")
+
+
+def blessing_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
+    """The blessing decision with each check, and the version pushed."""
+    ev = summary.get("evaluation")
+    if not ev:
+        return "blessing", "Blessing", _not_evaluated(summary)
+    verdict = ("<p class='ok'>Blessed.</p>" if ev["blessed"] else
+               f"<p class='bad'>Not blessed: {html.escape('; '.join(ev['failed']))}</p>")
+    checks = "".join(f"<li>{html.escape(r)}</li>" for r in ev["reasons"])
+    pushed = (f"<p>Pushed version {summary['push']['version']} to {html.escape(summary['push']['uri'])} "
+              f"({html.escape(summary['push']['infra_check'])}).</p>" if summary.get("push") else "")
+    return "blessing", "Blessing", f"{verdict}<ul>{checks}</ul>{pushed}"
+
+
+def run_html(pipeline, summary: dict[str, Any], outputs: dict[str, Any], lineage: dict[str, Any] | None,
+             path: str | Path) -> None:
+    """Writes a run's report: each node's section of `pipeline` in order (dataset with sample images per
+    class, validation and drift, tuning trials, training curves, evaluation with the confusion matrix,
+    the blessing decision), then the components and the lineage of the pushed model.
+
+    Sections the run did not reach say so. Self-contained: inline CSS, SVG and PNG, no scripts.
+
+    Example:
+        >>> run_html(PRODUCTION, summary, outputs, metadata.lineage(summary["push"]["uri"]), "runs/x/report.html")
+    """
+    sections = [node.report(summary, outputs) for node in pipeline.nodes if node.report]
     component_rows = [[html.escape(name), c["state"] + (" (reused)" if c.get("reused") else ""),
                        f"{c['seconds']:.1f}s", html.escape(c["uri"])] for name, c in summary["components"].items()]
+    sections.append(("components", "Components", _table(["component", "state", "time", "output"], component_rows, "")))
     if lineage:
-        keys = ("examples", "statistics", "schema", "hyperparameters", "model", "evaluation")
         facts = {"version": lineage["version"], "run": lineage["run_id"]}
-        for key in keys:
-            if key in lineage:
+        for key in (kind.lower() for kind in pipeline.output_kinds()):
+            if key in lineage and key != "pushedmodel":
                 props = lineage[key]["properties"]
                 facts[key] = f"{lineage[key]['uri']} (fingerprint {str(props.get('fingerprint', ''))[:16]})"
         if "hyperparameters" in lineage:
@@ -247,35 +294,14 @@ def run_html(summary: dict[str, Any], outputs: dict[str, Any], lineage: dict[str
         lineage_html = f"<table>{_rows(facts)}</table>"
     else:
         lineage_html = "<p>No model was pushed by this run.</p>"
+    sections.append(("lineage", "Lineage", lineage_html))
+    body = "\n".join(f'<section id="{sid}"><h2>{title}</h2>{content}</section>' for sid, title, content in sections)
     error = f"<p class='bad'>{html.escape(summary['error'])}</p>" if summary.get("error") else ""
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Run {summary['run_id']}</title>
 <style>{CSS}
 td.samples img{{image-rendering:pixelated;margin:1px}}table.confusion td{{min-width:34px}}</style></head><body>
-<h1>Run {html.escape(summary['run_id'])}: {html.escape(status)}</h1>{error}
-<section id="dataset"><h2>Dataset</h2>
-<table>{_rows({"spec": dataset["spec"] if dataset else "", "source": dataset["source"] if dataset else "",
-               "fingerprint": dataset["fingerprint"] if dataset else "", "examples": counts,
-               "schema": (summary.get("schema") or {}).get("source", "")})}</table>
-<h3>Samples per class (test split)</h3>{samples}</section>
-<section id="validation"><h2>Validation</h2>
-{_table(["split", "feature", "type", "description"], anomaly_rows, "No anomalies.") if validated
- else "<p>Not validated.</p>"}
-<h3>Drift and skew</h3>
-{_table(["comparison", "feature", "measure", "distance", "threshold", "noise", "result"], drift_rows,
-        "No comparisons.")}</section>
-<section id="tuning"><h2>Tuning</h2>
-{(f"<p>{html.escape(tuning['tuner'])}{', reused from an earlier search' if tuning['reused'] else ''}; best: "
-  f"{html.escape(json.dumps(tuning['best_hyperparameters']))}</p>"
-  + _table(keys, trial_rows, "No trials (the reference model)."))
- if tuning else "<p>Not tuned.</p>"}</section>
-<section id="training"><h2>Training</h2>
-{f"<p class='key'><span style='background:{BASE}'></span>train<span style='background:{CURRENT}'></span>"
- f"validation</p><div class='grid'>{curves}</div>" if training else "<p>Not trained.</p>"}</section>
-<section id="evaluation"><h2>Evaluation</h2>{evaluation}</section>
-<section id="blessing"><h2>Blessing</h2>{blessing}</section>
-<section id="components"><h2>Components</h2>{_table(["component", "state", "time", "output"], component_rows, "")}
-</section>
-<section id="lineage"><h2>Lineage</h2>{lineage_html}</section>
+<h1>Run {html.escape(summary['run_id'])}: {html.escape(summary['status'])}</h1>{error}
+{body}
 </body></html>
 """
     write_text(Path(path), page)

@@ -1,28 +1,39 @@
 """One run of the pipeline: executes the DAG and writes `<root>/runs/<run_id>/summary.json`."""
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import errno
 import logging
-import os
+import re
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from components.tune import distributed_role
 from pipeline import config as config_module
 from pipeline.config import Config
-from pipeline.definition import ORDER, production
-from pipeline.errors import PipelineError, ValidationFailed
-from pipeline.failpoints import failpoint
-from pipeline.lock import root_lock
-from pipeline.metadata import Metadata
-from pipeline.records import write_json, write_text
-from pipeline.runner import Runner, StopRun
+from pipeline.definition import PRODUCTION
+from pipeline.engine.errors import ConfigError, PipelineError, ValidationFailed
+from pipeline.engine.failpoints import failpoint
+from pipeline.engine.files import write_json, write_text
+from pipeline.engine.lock import root_lock
+from pipeline.engine.dag import Pipeline, Stop, run_node
+from pipeline.engine.metadata import Metadata
+from pipeline.engine.runner import Runner, StopRun
 
 log = logging.getLogger("pipeline")
 EXIT_CODES = {"pushed": 0, "tuned": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4}
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str) -> str:
+    """Returns `run_id` when it can name the run's directory, else raises ConfigError."""
+    if not RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"--run-id {run_id!r}: expected up to 128 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit")
+    return run_id
 
 
 def new_run_id() -> str:
@@ -30,43 +41,18 @@ def new_run_id() -> str:
     return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
 
 
-def _summary(run_id: str, cfg: Config, runner: Runner, status: str, error: str | None) -> dict[str, Any]:
-    out = runner.outputs
-    examples, hp, model, ev, pushed = (out.get(n) for n in ("ingest", "tune", "train", "evaluate", "push"))
-    anomalies = out.get("validate")
-    return {
-        "run_id": run_id,
-        "status": status,
-        "error": error,
-        "dataset": examples and {"spec": examples.spec, "source": examples.source,
-                                 "fingerprint": examples.fingerprint, "counts": examples.counts},
-        "schema": (s := out.get("schema")) and {"source": s.source, "uri": s.path},
-        "components": runner.components,
-        "anomalies": [dataclasses.asdict(a) for a in anomalies.anomalies] if anomalies else [],
-        "drift": [dataclasses.asdict(d) for d in anomalies.distances] if anomalies else [],
-        "tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values,
-                          "reused": runner.components["tune"].get("reused", False),
-                          "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if distributed_role() else None},
-        "training": model and {"history": model.history, "model": model.path,
-                               "tensorboard": _tensorboard(cfg, run_id)},
-        "evaluation": ev and {"accuracy": ev.accuracy, "loss": ev.loss, "min_accuracy": ev.min_accuracy,
-                              "max_regression": ev.max_regression, "blessed": ev.blessed, "reasons": list(ev.reasons),
-                              "failed": list(ev.failed),
-                              "baseline": {"version": ev.baseline_version, "accuracy": ev.baseline_accuracy}
-                              if ev.baseline_version is not None else None,
-                              "per_class": list(ev.per_class),
-                              "confusion_matrix": [list(row) for row in ev.confusion_matrix]},
-        "pushed_model": pushed.uri if pushed else None,
-        "push": pushed and {"version": pushed.version, "uri": pushed.uri, "infra_check": pushed.infra_check},
-        "config": config_module.to_dict(cfg),
-        "report": str(Path(cfg.root) / "runs" / run_id / "report.html"),
-    }
-
-
-def _tensorboard(cfg: Config, run_id: str) -> str | None:
-    """This run's TensorBoard log directory, when this run trained or tuned (a cached train logs nothing)."""
-    logs = Path(cfg.root) / "runs" / run_id / "tensorboard"
-    return str(logs) if logs.is_dir() else None
+def summarize(pipeline: Pipeline, run_id: str, cfg: Config, runner: Runner, status: str,
+              error: str | None) -> dict[str, Any]:
+    """The run summary: status, error, each node's own sections (see `Node.summary`), the components'
+    states, the effective config and where the report is."""
+    run_dir = Path(cfg.root) / "runs" / run_id
+    summary: dict[str, Any] = {"run_id": run_id, "status": status, "error": error}
+    for node in pipeline.nodes:
+        if node.summary:
+            info = {"record": runner.components.get(node.name, {}), "run_dir": run_dir, "cfg": cfg}
+            summary |= node.summary(runner.outputs.get(node.name), info)
+    return summary | {"components": runner.components, "config": config_module.to_dict(cfg),
+                      "report": str(run_dir / "report.html")}
 
 
 DISK_FULL = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too large",
@@ -87,8 +73,8 @@ def disk_full(exc: BaseException) -> str | None:
 
 
 def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop: str | None = None,
-            wait: bool = True) -> dict[str, Any]:
-    """Runs the production pipeline and returns its summary.
+            wait: bool = True, pipeline: Pipeline = PRODUCTION, run_id: str | None = None) -> dict[str, Any]:
+    """Runs `pipeline` (the production pipeline unless given) on this machine and returns its summary.
 
     The run's directory `<root>/runs/<run_id>/` gets `summary.json`, the effective `config.yaml` and
     `report.html`; every execution and artifact is recorded in the ML Metadata store. `start` and `stop`
@@ -96,7 +82,7 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
     `stop` nothing runs and the status is `partial`. Any error ends the run with status `failed` (or
     `blocked` for data validation) and its message in `error`; the records are written either way.
 
-    One run at a time holds the root's lock (`pipeline.lock`); another waits for it, or with
+    One run at a time holds the root's lock (`pipeline.engine.lock`); another waits for it, or with
     `wait=False` fails at once.
 
     Raises:
@@ -109,46 +95,73 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
         >>> summary["status"], summary["pushed_model"]
         ('pushed', '/tmp/root/serving/1')
     """
-    run_id = new_run_id()
+    run_id = check_run_id(run_id) if run_id else new_run_id()
     distributed = distributed_role() is not None  # a distributed search never comes from the cache
     with root_lock(cfg.root, run_id, wait=wait, shared=distributed):
-        return _execute(cfg, run_id, use_cache, start, stop, distributed)
+        return _execute(cfg, run_id, use_cache, start, stop, distributed, pipeline)
 
 
 def _execute(cfg: Config, run_id: str, use_cache: bool, start: str | None, stop: str | None,
-             distributed: bool) -> dict[str, Any]:
+             distributed: bool, pipeline: Pipeline = PRODUCTION) -> dict[str, Any]:
+    metadata, runner = open_run(cfg, run_id, pipeline, use_cache, start, stop, distributed, alone=not distributed)
+
+    def every_node() -> Stop | None:
+        for node in pipeline.nodes:
+            stopped = run_node(node, cfg, runner, metadata)
+            if stopped:
+                return stopped
+        return None
+
+    status, error = guarded(every_node, pipeline.final_status)
+    return finish_run(pipeline, cfg, run_id, metadata, runner, status, error)
+
+
+def open_run(cfg: Config, run_id: str, pipeline: Pipeline, use_cache: bool = True, start: str | None = None,
+             stop: str | None = None, distributed: bool = False, alone: bool = True) -> tuple[Metadata, Runner]:
+    """Opens the store and joins (or starts) the run's context, writing its effective config; returns the
+    store and a runner recording into it. `alone`: this process holds the root exclusively, so runs
+    still marked running were killed (see `Metadata.start_run`)."""
     run_dir = Path(cfg.root) / "runs" / run_id
     metadata = Metadata.open(cfg)
-    runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir, order=ORDER, start=start, stop=stop,
+    runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir, order=pipeline.order, start=start, stop=stop,
                     metadata=metadata,
                     force=frozenset({"tune"}) if cfg.tune.retune or distributed else frozenset())
     config_text = config_module.to_yaml(cfg)
     write_text(run_dir / "config.yaml", config_text)
-    metadata.start_run(run_id, cfg.root, config_text, cfg.data.dataset, alone=not distributed)
-    status, error = "pushed", None
+    metadata.start_run(run_id, cfg.root, config_text, cfg.data.dataset, alone=alone)
+    return metadata, runner
+
+
+def guarded(work: Callable[[], Stop | None], done: str) -> tuple[str, str | None]:
+    """Runs `work` and returns the run's status and error: the `Stop` it returned, else `done`; `partial`
+    after `--to`; `blocked` for data that failed validation; `failed` with a one-line message otherwise."""
     try:
-        status = production(cfg, runner)
-        if status == "not_blessed":
-            error = "model not blessed: " + "; ".join(runner.outputs["evaluate"].failed)
+        stopped = work()
+        return (stopped.status, stopped.error) if stopped else (done, None)
     except StopRun:
-        status = "partial"
+        return "partial", None
     except ValidationFailed as exc:
-        status, error = "blocked", str(exc)
+        return "blocked", str(exc)
     except PipelineError as exc:
-        status, error = "failed", str(exc)
+        return "failed", str(exc)
     except Exception as exc:  # recorded as a failed run; the CLI turns it into one line
         log.debug("unexpected error", exc_info=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        status, error = "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first}"
+        return "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first}"
+
+
+def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata, runner: Runner, status: str,
+               error: str | None) -> dict[str, Any]:
+    """Writes the run's summary, sets its status in the store (`running` while steps of it remain) and
+    writes its report."""
+    run_dir = Path(cfg.root) / "runs" / run_id
     failpoint("run.summary")
-    summary = _summary(run_id, cfg, runner, status, error)
+    summary = summarize(pipeline, run_id, cfg, runner, status, error)
     write_json(run_dir / "summary.json", summary)
     failpoint("run.summarized")  # the summary says how it ended; the store still says running
     metadata.finish_run(status, error, summary["report"])
-    lineage = None
-    if summary["push"]:
-        lineage = metadata.lineage(summary["push"]["uri"])
+    lineage = metadata.lineage(summary["push"]["uri"]) if summary.get("push") else None
     from pipeline.report import run_html
 
-    run_html(summary, runner.outputs, lineage, run_dir / "report.html")
+    run_html(pipeline, summary, runner.outputs, lineage, run_dir / "report.html")
     return summary

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config, DataConfig
-from pipeline.errors import ConfigError, DataError
+from pipeline.engine.errors import ConfigError, DataError
 
 SIDE = 28
 
@@ -50,7 +50,7 @@ def _png_batch(paths: list[str]) -> list[bytes]:
 def _dataset_arrays(spec: str, cfg: Config, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
     from components import ingest
     from components.inputs import split_arrays
-    from pipeline.runner import Runner
+    from pipeline.engine.runner import Runner
 
     parsed = ingest.DatasetSpec.parse(spec)
     whole = spec[: -len(parsed.split) - 1] if parsed.split else spec

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from pipeline.failpoints import ENV as FAILPOINTS, REACHED
-from pipeline.idx import write_idx
+from components.idx import write_idx
+from pipeline.engine.failpoints import ENV as FAILPOINTS, REACHED
 
 SEED = 1234
 
@@ -47,7 +49,7 @@ def write_dataset(directory: Path, splits: dict[str, int], seed: int = SEED, sid
 
 
 def start_held(command: list[str], point: str, marker: Path, **popen) -> subprocess.Popen:
-    """Starts `command` and returns once it holds at failpoint `point` (see `pipeline.failpoints`), ready
+    """Starts `command` and returns once it holds at failpoint `point` (see `pipeline.engine.failpoints`), ready
     to be killed there: a kill timed by an event in the process, never by the machine's speed.
 
     Raises:
@@ -100,9 +102,45 @@ def model(examples, tmp_path_factory):
     """A reference CNN trained for a few epochs on the tiny learnable dataset."""
     from components.cnn import REFERENCE
     from components.train import train
-    from pipeline.artifacts import HyperParameters
+    from pipeline.engine.artifacts import HyperParameters
     from pipeline.config import TrainConfig
 
     hp = HyperParameters(uri="", fingerprint="ref", tuner="none", values=dict(REFERENCE), trials=())
     return train(examples, hp, out_dir=tmp_path_factory.mktemp("model"),
                  train=TrainConfig(epochs=6, patience=3, batch_size=32), seed=SEED)
+
+
+@pytest.fixture(scope="session")
+def mysql_server(tmp_path_factory):
+    """A MariaDB server of its own (Debian's mariadb-server) on a loopback port, for the MySQL metadata store;
+    stopped after the session. Yields its port. Skipped where no server is installed, except in CI."""
+    server = shutil.which("mariadbd") or shutil.which("mysqld")
+    install = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+    if not (server and install):
+        if os.environ.get("CI"):
+            pytest.fail("no MariaDB server in CI: the README's install command installs mariadb-server")
+        pytest.skip("no MariaDB server installed: apt-get install mariadb-server")
+    home = tmp_path_factory.mktemp("mariadb")
+    subprocess.run([install, "--no-defaults", f"--datadir={home / 'data'}", "--auth-root-authentication-method=normal",
+                    "--skip-test-db"], check=True, capture_output=True, timeout=300)
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([server, "--no-defaults", f"--datadir={home / 'data'}", f"--socket={home / 'sock'}",
+                             f"--port={port}", "--bind-address=127.0.0.1", "--skip-grant-tables", "--user=root",
+                             f"--pid-file={home / 'pid'}"], stdout=log, stderr=log)
+    give_up = time.monotonic() + 300  # a bound against a hang, not a speed assumption
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > give_up:
+                proc.kill()
+                pytest.fail(f"MariaDB did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=120)
+    log.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-# phase: the failpoints (`pipeline.failpoints`) a kill aimed at it may hold the run at, one picked at
+# phase: the failpoints (`pipeline.engine.failpoints`) a kill aimed at it may hold the run at, one picked at
 # random. The kill lands exactly there, whatever the machine's speed; the phase's own component's
 # `.committed` failpoint (its output renamed into place, not yet recorded) backs each up, so a pick the
 # run no longer reaches (e.g. a trial's start once every trial is done) still stops it inside the phase.
@@ -42,7 +42,6 @@ PHASES = {
 }
 COMPONENT_OF = {"epoch": "train"}
 WALK = ("ingest", "statistics", "tune", "train", "push")
-ORDER = ("ingest", "statistics", "schema", "validate", "tune", "train", "evaluate", "push")
 
 
 @dataclass
@@ -58,7 +57,9 @@ class Attempt:
     def died_in(self) -> str | None:
         """The component the kill interrupted: the first one this attempt did not finish."""
         done = set(re.findall(r"^(\w+)\s+(?:executed|cached)\s", self.log, re.M))
-        return next((c for c in ORDER if c not in done), None) if self.killed else None
+        from pipeline.definition import PRODUCTION
+
+        return next((c for c in PRODUCTION.order if c not in done), None) if self.killed else None
 
 
 def committed(root: Path) -> dict[str, int]:
@@ -73,8 +74,8 @@ def check_invariants(root: Path, serving: Path) -> list[str]:
     """What is wrong after a kill: a partial serving version, an unreadable metadata store, or a LIVE
     artifact whose files are missing. Empty when all holds."""
     from pipeline.config import Config, override
-    from pipeline.errors import MetadataError
-    from pipeline.metadata import Metadata
+    from pipeline.engine.errors import MetadataError
+    from pipeline.engine.metadata import Metadata
 
     problems = []
     if serving.is_dir():
@@ -101,7 +102,7 @@ def check_invariants(root: Path, serving: Path) -> list[str]:
 def _attempt(command: list[str], log_path: Path, phase: str | None, rng: random.Random,
              timeout: float) -> Attempt:
     """Runs `command`; with a phase, holds it at one of the phase's failpoints and kills its process group."""
-    from pipeline.failpoints import ENV, REACHED
+    from pipeline.engine.failpoints import ENV, REACHED
 
     start = time.monotonic()
     reached = log_path.with_suffix(".reached")

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_dataset
-from pipeline.idx import read_idx, write_idx
+from components.idx import read_idx, write_idx
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--max-trials", "2", "--max-epochs", "1", "--epochs", "2"]

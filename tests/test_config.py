@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from pipeline import config
-from pipeline.errors import ConfigError
+from pipeline.engine.errors import ConfigError
 
 
 def test_yaml_sections_and_overrides(tmp_path):

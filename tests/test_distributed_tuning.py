@@ -16,7 +16,7 @@ def test_chief_and_two_workers_share_one_search(examples, tmp_path, seed):
     port = _free_port()
     script = (
         "import json, sys; from pathlib import Path\n"
-        "from components.tune import tune; from pipeline.artifacts import Examples, Schema\n"
+        "from components.tune import tune; from pipeline.engine.artifacts import Examples, Schema\n"
         "from pipeline.config import TuneConfig\n"
         "ex = Examples.from_dict({k: v for k, v in json.loads(sys.argv[1]).items() if k != 'type'})\n"
         "out = Path(sys.argv[2]); out.mkdir()\n"

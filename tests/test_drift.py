@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from components import drift, image_features
-from pipeline.libs import load_tfdv
+from components.libs import load_tfdv
 
 
 def test_summary_features_of_known_images():

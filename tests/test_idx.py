@@ -4,8 +4,8 @@ import gzip
 import numpy as np
 import pytest
 
-from pipeline.errors import DataError
-from pipeline.idx import read_idx, write_idx
+from components.idx import read_idx, write_idx
+from pipeline.engine.errors import DataError
 
 
 @pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])

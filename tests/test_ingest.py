@@ -9,9 +9,9 @@ import tensorflow as tf
 from components import ingest as ingest_module
 from components.ingest import DatasetSpec, ingest
 from conftest import write_dataset
+from components.idx import write_idx
 from pipeline.config import DataConfig
-from pipeline.errors import DataError
-from pipeline.idx import write_idx
+from pipeline.engine.errors import DataError
 
 
 def _read(examples, split):

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.artifacts import Model, PushedModel, Statistics
 from pipeline.config import Config, MetadataConfig, override
-from pipeline.errors import MetadataError
-from pipeline.metadata import Metadata
-from pipeline.runner import Component, Runner
+from pipeline.engine.artifacts import Model, PushedModel, Statistics
+from pipeline.engine.errors import MetadataError
+from pipeline.engine.metadata import Metadata
+from pipeline.engine.runner import Component, Runner
 
 
 def _stats(*, out_dir: Path, value: int) -> Statistics:
@@ -123,7 +123,7 @@ def test_broken_or_missing_store_gives_one_clear_error(tmp_path):
 
 def test_mysql_connection_comes_from_config():
     from pipeline.config import MySQLConfig
-    from pipeline.metadata import connection_config
+    from pipeline.engine.metadata import connection_config
 
     cfg = override(Config(), root="/r")
     conn, name = connection_config(cfg)

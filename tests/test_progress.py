@@ -1,8 +1,8 @@
 """Tests of the progress bars: drawn in place on a terminal, silent in logs."""
 import io
 
-from pipeline import progress
-from pipeline.progress import Bar
+from pipeline.engine import progress
+from pipeline.engine.progress import Bar
 
 
 class Terminal(io.StringIO):

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from components.evaluate import evaluate
 from components.push import push
-from pipeline.errors import PipelineError
+from pipeline.engine.errors import PipelineError
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_regression_against_the_serving_model_is_not_blessed(model, pushed, exam
     import dataclasses
 
     from components.cnn import REFERENCE, build_model
-    from pipeline.artifacts import Model
+    from pipeline.engine.artifacts import Model
 
     same = evaluate(dataclasses.replace(model, fingerprint="retrained"), examples, pushed, out_dir=tmp_path,
                     min_accuracy=0.0)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from components.drift import boundaries, compare
+from components.libs import load_tfdv
 from components.schema import load_schema
-from pipeline.libs import load_tfdv
 from pipeline.report import drift_html
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "mnist_family.pbtxt"

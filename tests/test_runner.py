@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.artifacts import RECORD, Schema, Statistics
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.runner import Component, Runner, StopRun
+from pipeline.engine.artifacts import RECORD, Schema, Statistics
+from pipeline.engine.errors import ConfigError, PipelineError
+from pipeline.engine.runner import Component, Runner, StopRun
 
 calls = []
 

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import write_dataset
 from pipeline import config
-from pipeline.metadata import Metadata
-from pipeline.lock import root_lock
+from pipeline.engine.lock import root_lock
+from pipeline.engine.metadata import Metadata
 from test_cli import REPO, assert_one_line_error, cli
 from test_report import rendered
 

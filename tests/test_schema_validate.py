@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from components.ingest import write_split
+from components.libs import load_tfdv
 from components.schema import curated_schema_path, load_schema, schema
 from components.statistics import statistics
 from components.validate import validate
-from pipeline.artifacts import SPLITS, Examples
-from pipeline.errors import DataError
-from pipeline.libs import load_tfdv
+from pipeline.engine.artifacts import SPLITS, Examples
+from pipeline.engine.errors import DataError
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 

@@ -3,9 +3,9 @@ import dataclasses
 
 import pytest
 
+from components.libs import load_tfdv
 from components.statistics import statistics
-from pipeline.errors import DataError
-from pipeline.libs import load_tfdv
+from pipeline.engine.errors import DataError
 
 
 def test_statistics_per_split_with_categorical_label(examples, stats):

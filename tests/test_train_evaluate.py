@@ -44,7 +44,7 @@ def test_training_learns_and_keeps_the_best_epoch(model, examples):
 def test_early_stopping_ends_after_patience(examples, tmp_path, seed):
     from components.cnn import REFERENCE
     from components.train import train
-    from pipeline.artifacts import HyperParameters
+    from pipeline.engine.artifacts import HyperParameters
     from pipeline.config import TrainConfig
 
     # A learning rate this small barely moves: validation accuracy soon stops improving.

@@ -27,7 +27,7 @@ def main() -> None:
     from components import cnn
     from components import train as train_module
     from components.cnn import REFERENCE
-    from pipeline.artifacts import Examples, HyperParameters
+    from pipeline.engine.artifacts import Examples, HyperParameters
     from pipeline.config import TrainConfig
 
     built = {}

@@ -8,12 +8,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pipeline import artifacts
-from pipeline.errors import MetadataError
+from pipeline.engine import artifacts
+from pipeline.engine.errors import MetadataError
 
 PIPELINE, RUN = "pipeline", "pipeline_run"
 EXECUTION_STATES = {"executed": "COMPLETE", "cached": "CACHED", "failed": "FAILED"}
 RUN_PROPERTIES = ("status", "error", "started", "finished", "config", "dataset", "root", "report")
+LINEAGE_HOPS = 24  # pushed model back to ingest is 11 hops (artifact, execution, ...), evaluation's path included
 
 
 def _pb():
@@ -145,7 +146,8 @@ class Metadata:
         return context
 
     def start_run(self, run_id: str, root: str, config_text: str, dataset: str, alone: bool = True) -> None:
-        """Creates the run's context, a child of the pipeline's (named after the root).
+        """Creates the run's context, a child of the pipeline's (named after the root), or joins it when a
+        step of the same run created it before (on this machine or another sharing the store).
 
         `alone` (this run holds the root's lock exclusively): earlier runs still marked `running` were
         killed, and are marked `interrupted`.
@@ -157,15 +159,19 @@ class Metadata:
                     _set(context.properties, "status", "interrupted")
                     self.store.put_contexts([context])
         self.pipeline_context = self._context(PIPELINE, str(Path(root).resolve()), {"root": str(Path(root).resolve())})
-        self.run_context = self._context(RUN, run_id, {"run_id": run_id, "status": "running", "started": _now(),
-                                                       "config": config_text, "dataset": dataset, "root": root})
-        self.store.put_parent_contexts([pb.ParentContext(child_id=self.run_context.id,
-                                                         parent_id=self.pipeline_context.id)])
+        joined = self.store.get_context_by_type_and_name(RUN, run_id) is not None  # a later step of the run
+        self.run_context = self._context(RUN, run_id, {} if joined else {
+            "run_id": run_id, "status": "running", "started": _now(), "config": config_text, "dataset": dataset,
+            "root": root})
+        if not joined:
+            self.store.put_parent_contexts([pb.ParentContext(child_id=self.run_context.id,
+                                                             parent_id=self.pipeline_context.id)])
 
     def finish_run(self, status: str, error: str | None, report: str | None = None) -> None:
-        """Sets the run's final status."""
-        self.run_context = self._context(RUN, self.run_context.name, {"status": status, "error": error or "",
-                                                                      "finished": _now(), "report": report})
+        """Sets the run's status: its final one, or `running` again after a step of it was retried."""
+        self.run_context = self._context(RUN, self.run_context.name, {
+            "status": status, "error": error or "", "report": report,
+            **({"finished": _now()} if status != "running" else {})})
 
     def _artifact(self, artifact: artifacts.Artifact, digest: str | None, producing: bool):
         """The store's artifact for `artifact`.
@@ -217,8 +223,11 @@ class Metadata:
                digest: str | None = None, error: str | None = None, replaced: str | None = None) -> None:
         """Records one execution of `component` in this run with its input and output events."""
         pb = _pb()
-        execution = pb.Execution(type_id=self._execution_type(component.name),
-                                 name=f"{self.run_context.name}:{component.name}",
+        name, attempt = f"{self.run_context.name}:{component.name}", 1
+        while self.store.get_execution_by_type_and_name(component.name, name) is not None:
+            attempt += 1  # a retried step of the same run: names are unique per execution type
+            name = f"{self.run_context.name}:{component.name}#{attempt}"
+        execution = pb.Execution(type_id=self._execution_type(component.name), name=name,
                                  last_known_state=getattr(pb.Execution, EXECUTION_STATES[state]))
         for prop, value in (("state", state), ("seconds", float(seconds)), ("cache_key", key),
                             ("params", json.dumps(params, sort_keys=True, default=str)),
@@ -240,10 +249,11 @@ class Metadata:
         pipeline = self.store.get_context_by_type_and_name(PIPELINE, str(Path(root).resolve()))
         if pipeline is None:
             return []
-        return sorted(self.store.get_children_contexts_by_context(pipeline.id), key=lambda c: c.name)
+        return sorted(self.store.get_children_contexts_by_context(pipeline.id), key=lambda c: c.id)  # as started
 
-    def runs(self, root: str) -> list[dict[str, Any]]:
-        """Every run of the pipeline at `root`, oldest first: id, status, times, dataset and component states.
+    def runs(self, root: str, outputs: bool = False) -> list[dict[str, Any]]:
+        """Every run of the pipeline at `root`, oldest first: id, status, times, dataset and component states;
+        with `outputs`, also `executions`: each component's last execution in the run, with its output.
 
         Example:
             >>> Metadata.open(cfg, create=False).runs(cfg.root)[-1]["status"]
@@ -255,6 +265,8 @@ class Metadata:
                                                                     "dataset", "report")}
             executions = self._executions(context)
             row["components"] = {e["component"]: e["state"] for e in executions}
+            if outputs:
+                row["executions"] = {e["component"]: e for e in executions}
             pushed = [e["output"] for e in executions if e["component"] == "push" and e["output"]]
             evaluated = [e["output"] for e in executions if e["component"] == "evaluate" and e["output"]]
             row["accuracy"] = evaluated[0]["properties"].get("accuracy") if evaluated else None
@@ -305,7 +317,8 @@ class Metadata:
     def lineage(self, version_uri: str | Path) -> dict[str, Any]:
         """What produced a pushed model version: the run, data, schema, statistics, hyperparameters and model.
 
-        Walks the store's events back from the PushedModel artifact at `version_uri`, nearest first.
+        One ML Metadata lineage query fetches the graph upstream of the PushedModel artifact at
+        `version_uri`; it is walked back nearest first, stopping at the baseline it was compared with.
 
         Raises:
             MetadataError: no pushed model was recorded at that directory.
@@ -321,40 +334,56 @@ class Metadata:
         if not pushed:
             raise MetadataError(f"{uri}: no pushed model recorded at this directory in {self.name}")
         found: dict[str, dict[str, Any]] = {"pushed_model": self._describe(pushed[-1])}
+        graph = self.store.get_lineage_subgraph(pb.LineageSubgraphQueryOptions(  # one query for the whole graph
+            starting_artifacts=pb.LineageSubgraphQueryOptions.StartingNodes(filter_query=f"id = {pushed[-1].id}"),
+            max_num_hops=LINEAGE_HOPS, direction=pb.LineageSubgraphQueryOptions.UPSTREAM))
+        artifacts = {a.id: a for a in graph.artifacts}
+        executions = {e.id: e for e in graph.executions}
+        components = {t.id: t.name for t in graph.execution_types}
+        writers: dict[int, list] = {}  # artifact id: the executions that output it, oldest first
+        readers: dict[int, list[int]] = {}  # execution id: its input artifacts
+        for event in sorted(graph.events, key=lambda e: e.execution_id):
+            if event.type == pb.Event.OUTPUT and event.execution_id in executions:
+                writers.setdefault(event.artifact_id, []).append(executions[event.execution_id])
+            elif event.type == pb.Event.INPUT and event.artifact_id in artifacts:
+                readers.setdefault(event.execution_id, []).append(event.artifact_id)
         frontier, seen = [pushed[-1].id], set()
         while frontier:
             following = []
             for artifact_id in frontier:
-                execution = self._producer(artifact_id)
+                candidates = writers.get(artifact_id, [])
+                # The execution that wrote it (a cached execution only re-used it).
+                complete = [e for e in candidates if e.last_known_state == pb.Execution.COMPLETE]
+                execution = (complete or candidates or [None])[0]
                 if execution is None or execution.id in seen:
                     continue
                 seen.add(execution.id)
-                component = self.store.get_execution_types_by_id([execution.type_id])[0].name
-                found.setdefault(f"{component}_run", {"run_id": _get(execution.properties, "run_id"),
-                                                      "state": _get(execution.properties, "state")})
-                inputs = [ev.artifact_id for ev in self.store.get_events_by_execution_ids([execution.id])
-                          if ev.type == pb.Event.INPUT]
-                for artifact in self.store.get_artifacts_by_id(inputs):
-                    described = self._describe(artifact)
+                found.setdefault(f"{components[execution.type_id]}_run", {
+                    "run_id": _get(execution.properties, "run_id"), "state": _get(execution.properties, "state")})
+                for input_id in readers.get(execution.id, []):
+                    described = self._describe(artifacts[input_id])
                     key = {"PushedModel": "baseline"}.get(described["type"], described["type"].lower())
                     if key not in found:
                         found[key] = described
                         if key != "baseline":  # the serving model compared with has a lineage of its own
-                            following.append(artifact.id)
+                            following.append(input_id)
             frontier = following
         return {"version": found["pushed_model"]["properties"].get("version"), "uri": uri,
                 "run_id": found.get("push_run", {}).get("run_id"), **found}
-
-    def _producer(self, artifact_id: int):
-        """The execution that wrote an artifact (a cached execution only re-used it)."""
-        pb = _pb()
-        ids = [ev.execution_id for ev in self.store.get_events_by_artifact_ids([artifact_id])
-               if ev.type == pb.Event.OUTPUT]
-        executions = sorted(self.store.get_executions_by_id(ids), key=lambda e: e.id) if ids else []
-        complete = [e for e in executions if e.last_known_state == pb.Execution.COMPLETE]
-        return (complete or executions or [None])[0]
 
     def live_artifacts(self) -> list[dict[str, Any]]:
         """Every artifact marked LIVE, described."""
         pb = _pb()
         return [self._describe(a) for a in self.store.get_artifacts() if a.state == pb.Artifact.LIVE]
+
+
+def live_of_type(store: Metadata, kind: str) -> list[dict[str, Any]]:
+    """The store's LIVE artifacts of one kind (e.g. `PushedModel`), described, oldest first.
+
+    Example:
+        >>> [a["uri"] for a in live_of_type(Metadata.open(cfg), "PushedModel")]
+        ['pipeline_root/serving/1', 'pipeline_root/serving/2']
+    """
+    pb = _pb()
+    found = [a for a in store.store.get_artifacts_by_type(kind) if a.state == pb.Artifact.LIVE]
+    return [store._describe(a) for a in sorted(found, key=lambda a: a.id)]

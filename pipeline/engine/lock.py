@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.errors import LockedError
+from pipeline.engine.errors import LockedError
 
 log = logging.getLogger("pipeline")
 LOCK = ".lock"

@@ -10,14 +10,15 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pipeline import artifacts
-from pipeline.artifacts import RECORD, Artifact
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.failpoints import failpoint
+from pipeline.engine import artifacts
+from pipeline.engine.artifacts import RECORD, Artifact
+from pipeline.engine.component import Component
+from pipeline.engine.dag import between
+from pipeline.engine.errors import PipelineError
+from pipeline.engine.failpoints import failpoint
 
 log = logging.getLogger("pipeline")
 FILES = "files"  # the key in an artifact's record listing its files: {relative path: [size, sha256]}
@@ -80,29 +81,6 @@ class StopRun(Exception):
     """Raised after the component named by `--to` finished: the rest of the pipeline is not run."""
 
 
-@dataclass(frozen=True)
-class Component:
-    """A component's declaration: its function and its typed inputs and output.
-
-    `fn(*inputs, out_dir=..., **params)` writes its files into `out_dir` and returns the output
-    artifact with `uri=out_dir`; a blank fingerprint is filled with a hash of the execution's cache key
-    and the files written, so a rebuilt output that differs invalidates what was computed from it.
-    `source_key(**params)` fingerprints inputs from outside the pipeline (ingest's data files).
-    A function that takes `work_dir` gets a directory that survives a crash, so a killed execution can
-    resume from it (training's epoch backups, a search's finished trials); it is deleted once the output
-    is committed. One that takes `run_dir` gets this run's directory, for logs (TensorBoard); neither is
-    part of the cache key.
-    Bump `version` when a change to the code changes what the component produces.
-    """
-
-    name: str
-    fn: Callable[..., Artifact]
-    inputs: tuple[type | tuple[type, ...], ...]
-    output: type
-    version: str = "1"
-    source_key: Callable[..., str] | None = None
-
-
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
@@ -118,7 +96,7 @@ class Runner:
     and SHA-256 it was written with; otherwise the component runs again (`rebuilt` says why).
     `start` and `stop` bound a partial run (`--from`, `--to`, names from `order`): components before
     `start` must come from the cache, `start` and everything after it run again, and `StopRun` is raised
-    once `stop` has finished. `metadata`, when given, records each execution (see `pipeline.metadata`).
+    once `stop` has finished. `metadata`, when given, records each execution (see `pipeline.engine.metadata`).
 
     Example:
         >>> run = Runner(root="/tmp/root")
@@ -133,11 +111,7 @@ class Runner:
         self.store = Path(root) / "artifacts"
         self.run_dir = Path(run_dir) if run_dir else None
         self.use_cache = use_cache
-        for flag, name in (("--from", start), ("--to", stop)):
-            if name is not None and name not in order:
-                raise ConfigError(f"{flag} {name}: unknown component; expected one of {', '.join(order)}")
-        if start and stop and order.index(start) > order.index(stop):
-            raise ConfigError(f"--from {start} --to {stop}: {start} comes after {stop} in the pipeline")
+        between(order, start, stop)  # checks the names and their order
         self.upstream = frozenset(order[:order.index(start)]) if start else frozenset()
         rerun = frozenset(order[order.index(start):]) if start else frozenset()
         self.force = force | rerun  # executed even when cached (e.g. tune with --retune)

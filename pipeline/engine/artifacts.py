@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 SPLITS = ("train", "eval", "test")
 RECORD = "artifact.json"  # written last into an artifact's directory: its presence means complete
+ARTIFACT_TYPES: dict[str, type] = {}  # kind: class, filled as artifact types are declared
 
 
 def _decode(hint, value):
@@ -29,6 +30,11 @@ class Artifact:
     fingerprint: str
 
     kind: ClassVar[str] = "Artifact"
+
+    def __init_subclass__(cls, **kwargs):
+        """Registers each artifact type by its kind, so a component module can declare its own."""
+        super().__init_subclass__(**kwargs)
+        ARTIFACT_TYPES[cls.kind] = cls
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, **dataclasses.asdict(self)}
@@ -169,8 +175,6 @@ class PushedModel(Artifact):
         return (Path(self.uri) / "saved_model.pb").is_file()
 
 
-ARTIFACT_TYPES = {cls.kind: cls for cls in (Examples, Statistics, Schema, Anomalies, HyperParameters,
-                                            Model, Evaluation, PushedModel)}
 
 
 def load(uri: str | Path) -> Artifact:

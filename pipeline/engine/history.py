@@ -1,0 +1,122 @@
+"""Questions about earlier runs, answered by ML Metadata queries: a store shared by several machines gives each the same answers."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.engine.artifacts import ARTIFACT_TYPES, RECORD, Artifact, HyperParameters, PushedModel, Statistics
+from pipeline.engine.metadata import Metadata, live_of_type
+from pipeline.engine.runner import Runner
+
+PASSED_VALIDATION = ("pushed", "not_blessed")
+FINISHED = ("executed", "cached")
+
+
+def previous_span_statistics(store: Metadata, root: str, fingerprint: str) -> Statistics | None:
+    """Statistics of the newest span before this one: the newest run of the pipeline at `root` over other
+    data (another Examples fingerprint) that passed validation, whose statistics are still intact.
+
+    Example:
+        >>> previous_span_statistics(Metadata.open(cfg), cfg.root, examples.fingerprint).path("train")
+        'pipeline_root/artifacts/statistics/5d1c.../train/FeatureStats.pb'
+    """
+    for run in reversed(store.runs(root, outputs=True)):
+        done = {c: e for c, e in run["executions"].items() if e["state"] in FINISHED}
+        validated = run["status"] in PASSED_VALIDATION or (run["status"] == "partial" and "validate" in done)
+        examples, stats = (done.get(c, {}).get("output") for c in ("ingest", "statistics"))
+        if not (validated and examples and stats):
+            continue
+        if examples["properties"].get("fingerprint") in (None, fingerprint):
+            continue
+        found, _ = Runner.cached(Path(stats["uri"]))  # an altered or deleted output is never compared with
+        if isinstance(found, Statistics):
+            return found
+    return None
+
+
+def reusable_hyperparameters(store: Metadata, search: str) -> HyperParameters | None:
+    """The newest search result in the store with the same schema, search space and settings (`search`,
+    see `components.tune.search_key`), whose files are intact; from any pipeline sharing the store.
+
+    Example:
+        >>> reusable_hyperparameters(Metadata.open(cfg), tune.search_key(schema, cfg.tune, 128, 42)).values
+        {'conv_blocks': 2, ...}
+    """
+    for artifact in sorted(live_of_type(store, "HyperParameters"), key=lambda a: a["id"], reverse=True):
+        if artifact["properties"].get("search") != search:
+            continue
+        found, _ = Runner.cached(Path(artifact["uri"]))
+        if isinstance(found, HyperParameters) and found.search == search:
+            return found
+    return None
+
+
+def latest_blessed(store: Metadata, serving_dir: str | Path, model_fingerprint: str) -> PushedModel | None:
+    """The model serving now: the newest version pushed into `serving_dir` that is still there.
+
+    A pushed copy of the model being evaluated (`model_fingerprint`) is skipped: a model is not its own
+    baseline, and a re-run of an identical build stays cached.
+
+    Example:
+        >>> latest_blessed(Metadata.open(cfg), "pipeline_root/serving", model.fingerprint).version
+        3
+    """
+    serving = Path(serving_dir).resolve()
+    pushed = [a for a in live_of_type(store, "PushedModel") if Path(a["uri"]).name.isdigit()]
+    for artifact in sorted(pushed, key=lambda a: (int(Path(a["uri"]).name), a["id"]), reverse=True):
+        version = Path(artifact["uri"])
+        if version.resolve().parent != serving or not (version / "saved_model.pb").is_file():
+            continue  # another serving directory, or removed from serving
+        try:
+            info = json.loads((version / "model_info.json").read_text())
+        except (OSError, ValueError):
+            continue  # not a version this pipeline wrote
+        if info.get("model_fingerprint") == model_fingerprint:
+            continue
+        key = hashlib.sha256(f"{version.resolve()}|{info.get('model_fingerprint')}".encode()).hexdigest()
+        return PushedModel(uri=str(version), fingerprint=key, version=int(version.name),
+                           model_fingerprint=info.get("model_fingerprint", ""))
+    return None
+
+
+def recorded(described: dict[str, Any]) -> Artifact | None:
+    """The artifact an execution recorded (as `Metadata` describes it), when its files are still as written.
+
+    An output of the runner is read from its own record, whose file list is checked; one that lives
+    elsewhere (a pushed version in the serving directory) is rebuilt from the store's properties.
+    """
+    uri = Path(described["uri"])
+    if (uri / RECORD).is_file():
+        found, _ = Runner.cached(uri)
+        return found
+    cls = ARTIFACT_TYPES.get(described["type"])
+    if cls is None:
+        return None
+    props = described["properties"]
+    values = {f.name: props.get(f.name, None if f.default is dataclasses.MISSING else f.default)
+              for f in dataclasses.fields(cls) if f.name != "uri"}
+    artifact = cls.from_dict({**values, "uri": str(uri)})
+    return artifact if artifact.intact() else None
+
+
+def run_outputs(store: Metadata, run_id: str) -> dict[str, tuple[Artifact, dict[str, Any]]]:
+    """The outputs the run `run_id` has so far, by component, with their execution (state, seconds):
+    what a step of that run, on any machine sharing the store, takes as its inputs.
+
+    Raises:
+        MetadataError: no run has this id.
+
+    Example:
+        >>> run_outputs(Metadata.open(cfg), "kfp-1f2e")["ingest"][0].counts
+        {'train': 54000, 'eval': 6000, 'test': 10000}
+    """
+    found = {}
+    for execution in store.run(run_id)["executions"]:
+        if execution["state"] in FINISHED and execution["output"]:
+            artifact = recorded(execution["output"])
+            if artifact is not None:
+                found[execution["component"]] = (artifact, execution)
+    return found

@@ -1,0 +1,76 @@
+"""One node of a run in a process of its own: what an orchestrator (Kubeflow Pipelines) schedules as a task."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.definition import PRODUCTION
+from pipeline.engine.dag import Pipeline, run_node
+from pipeline.engine.errors import ConfigError, PipelineError
+from pipeline.engine.history import run_outputs
+from pipeline.engine.lock import root_lock
+from pipeline.run import EXIT_CODES, check_run_id, finish_run, guarded, open_run
+
+log = logging.getLogger("pipeline")
+
+
+def execute_step(cfg: Config, name: str, run_id: str, pipeline: Pipeline = PRODUCTION,
+                 use_cache: bool = True) -> dict[str, Any]:
+    """Executes node `name` of run `run_id`: its inputs are the outputs the run's earlier steps recorded
+    in the metadata store (on any machine sharing it), its output is cached and recorded in the same
+    run's context. A retried step finds its output cached and does nothing more.
+
+    The step that ends the run (the last node, a gate that stops it, or an error) sets the run's status
+    and writes its summary and report; an earlier step leaves the run `running`. A step after a gate
+    that stopped the run (push after an evaluation that did not bless the model) does no work and says so.
+
+    Returns the step's result: the run's status after it, the step's state and output, and the run's
+    summary once the run ended. Its exit code is the run's (`EXIT_CODES`).
+
+    Raises:
+        ConfigError: `name` is not a node of the pipeline.
+        PipelineError: an upstream step of this run has not recorded its output yet.
+
+    Example:
+        >>> execute_step(cfg, "statistics", "kfp-1f2e")["state"]
+        'executed'
+    """
+    if name not in pipeline.node:
+        raise ConfigError(f"step {name}: unknown component; expected one of {', '.join(pipeline.order)}")
+    node = pipeline.node[name]
+    with root_lock(cfg.root, check_run_id(run_id)):
+        metadata, runner = open_run(cfg, run_id, pipeline, use_cache, alone=False)
+        earlier = run_outputs(metadata, run_id)
+        for prior in pipeline.order[:pipeline.order.index(name)]:
+            if prior in earlier:
+                artifact, execution = earlier[prior]
+                runner.outputs[prior] = artifact
+                runner.components[prior] = {"state": execution["state"], "seconds": execution["seconds"] or 0.0,
+                                            "uri": artifact.uri}
+                gate = pipeline.node[prior].gate
+                stopped = gate(artifact, cfg) if gate else None
+                if stopped:  # e.g. push after a model that was not blessed: the run ended there
+                    log.info("%-10s skipped: run %s ended after %s (%s)", name, run_id, prior, stopped.status)
+                    return {"run_id": run_id, "step": name, "state": "skipped", "status": stopped.status,
+                            "error": f"{name}: nothing to do: {stopped.error or stopped.status} (after {prior})",
+                            "output": None}
+        missing = [u for u in node.upstream() if u not in runner.outputs]
+        if missing:
+            raise PipelineError(f"step {name}: run {run_id} has no recorded output of {', '.join(missing)}; "
+                                f"run {'that step' if len(missing) == 1 else 'those steps'} first")
+        last = name == pipeline.order[-1]
+        status, error = guarded(lambda: run_node(node, cfg, runner, metadata), pipeline.final_status if last else "running")
+        recorded = metadata.run(run_id)
+        if status == "running" and recorded["status"] not in ("running", "failed", "interrupted"):
+            status, error = recorded["status"], recorded["error"] or None  # a step of a run that ended, again
+        result = {"run_id": run_id, "step": name, "state": runner.components.get(name, {}).get("state", "failed"),
+                  "status": status, "error": error,
+                  "output": runner.outputs[name].to_dict() if name in runner.outputs else None}
+        summary = finish_run(pipeline, cfg, run_id, metadata, runner, status, error)
+        return result | ({"summary": summary} if status != "running" else {})
+
+
+def exit_code(result: dict[str, Any]) -> int:
+    """The step's exit code: the run's code for its status (0 while the run goes on)."""
+    return 0 if result["status"] == "running" else EXIT_CODES[result["status"]]
