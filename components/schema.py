@@ -86,12 +86,13 @@ def _summary_feature_contract(feature, stats) -> None:
     feature.skew_comparator.jensen_shannon_divergence.threshold = FEATURE_THRESHOLD
 
 
-def _curated_key(curated: Path | None) -> str | None:
+def _curated_key(curated: Path | None, **_) -> str | None:
     return hashlib.sha256(curated.read_bytes()).hexdigest() if curated else None
 
 
-def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None) -> Schema:
+def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None, kept: bool = False) -> Schema:
     """Writes `<out_dir>/schema.pbtxt`: the curated schema, or one inferred from the train statistics.
+    `kept`: the curated schema is the one this root's earlier runs used (its source says so).
 
     Example:
         >>> s = schema(stats, out_dir=Path("/tmp/schema"), curated=Path("schemas/mnist.pbtxt"))
@@ -101,7 +102,8 @@ def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None) -> Sc
     tfdv = load_tfdv()
 
     if curated is not None:
-        proto, source = load_schema(curated), f"curated:{curated}"
+        proto = load_schema(curated)
+        source = f"curated:{curated}" + (" (kept from this root's earlier runs)" if kept else "")
     else:
         train = tfdv.load_stats_binary(statistics.path("train"))
         proto, source = tfdv.infer_schema(train, infer_feature_shape=True), "inferred"
@@ -115,6 +117,17 @@ def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None) -> Sc
 def summarize(schema: Schema | None, info: dict) -> dict:
     """The run summary's `schema` section: where the schema came from."""
     return {"schema": schema and {"source": schema.source, "uri": schema.path}}
+
+
+def choose(schema_dir: Path, dataset_name: str, given: str | None, earlier: Path | None) -> dict:
+    """The schema node's parameters: a given file first, then the root's earlier schema (a root is one
+    pipeline: a new span of the same data delivered as `idx:` keeps the curated schema), then the
+    dataset's curated schema, the generic one, or none (inferred)."""
+    if given or earlier is None:
+        return {"curated": curated_schema_path(schema_dir, dataset_name, given)}
+    own = curated_schema_path(schema_dir, dataset_name)
+    kept = own is None or own.resolve() != earlier.resolve()
+    return {"curated": earlier, **({"kept": True} if kept else {})}  # as before when nothing changes
 
 
 COMPONENT = Component(name="schema", fn=schema, inputs=(Statistics,), output=Schema, version="3",

@@ -11,14 +11,13 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.config import TrainConfig, TuneConfig
+from pipeline.config import TUNERS, TrainConfig, TuneConfig
 from pipeline.engine.artifacts import Examples, HyperParameters, Schema
 from pipeline.engine.component import Component
 from pipeline.engine.errors import ConfigError
 from pipeline.engine.failpoints import failpoint
 
 log = logging.getLogger("pipeline")
-TUNERS = ("hyperband", "bayesian", "random")
 OBJECTIVE = "val_accuracy"
 
 

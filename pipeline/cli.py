@@ -10,17 +10,38 @@ import sys
 import warnings
 from pathlib import Path
 
+from pipeline import config
+
 log = logging.getLogger("pipeline")
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("mnist-family-pipeline")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _prog() -> str:
+    """The command as the user typed it: `mnist-pipeline`, or `python -m pipeline`."""
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m pipeline" if invoked in ("__main__.py", "-m", "-c", "") else invoked
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(prog=_prog(), description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the production pipeline on this machine: ingest to push")
     _pipeline_flags(run)
+    components = ", ".join(_order())
     run.add_argument("--from", dest="start", metavar="COMPONENT",
-                     help="run COMPONENT and everything after it again; earlier ones must be cached")
-    run.add_argument("--to", dest="stop", metavar="COMPONENT", help="stop after COMPONENT (status partial)")
+                     help=f"run COMPONENT and everything after it again; earlier ones must be cached; one of "
+                          f"{components} (default: the first)")
+    run.add_argument("--to", dest="stop", metavar="COMPONENT",
+                     help=f"stop after COMPONENT (status partial); one of {components} (default: the last)")
     run.add_argument("--no-wait", action="store_true",
                      help="fail at once if another run holds the root (default: wait for it)")
     run.add_argument("--run-id", help="the run's id (default: the start time and a random suffix)")
@@ -48,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     runs_show.add_argument("run_id", metavar="RUN_ID")
     runs_lineage = runs_commands.add_parser("lineage", help="what produced a pushed model version")
     runs_lineage.add_argument("version", metavar="VERSION", type=int)
-    runs_lineage.add_argument("--serving-dir", help="the serving directory (default <root>/serving)")
+    runs_lineage.add_argument("--serving-dir", help="the serving directory (default: <root>/serving)")
     check = commands.add_parser("validate", help="statistics and anomalies of a dataset: exit 3 on anomalies")
     check.add_argument("--dataset", required=True, help="SPEC or SPEC:SPLIT (NAME, tfds:NAME, idx:DIR)")
     check.add_argument("--schema", help="schema file (default: the dataset's curated one)")
@@ -59,25 +80,28 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--baseline", required=True, help="SPEC[:SPLIT] or a saved statistics file (FeatureStats.pb)")
     drift.add_argument("--current", required=True, help="SPEC[:SPLIT] or a saved statistics file")
     drift.add_argument("--schema", help="schema with the drift thresholds (default: the current data's curated one)")
-    drift.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report")
+    drift.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report (default: none)")
     predict = commands.add_parser("predict", help="predictions of a pushed model for PNG files or a dataset split")
     source = predict.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a SavedModel directory (one pushed version)")
-    source.add_argument("--serving-dir", help="a serving directory: its latest version is used")
+    source.add_argument("--model", help="a SavedModel directory (one pushed version); this or --serving-dir, "
+                                        "no default")
+    source.add_argument("--serving-dir", help="a serving directory: its latest version is used; this or --model, "
+                                              "no default")
     predict.add_argument("images", nargs="*", metavar="IMAGE.png", help="grayscale 28x28 PNG files")
     predict.add_argument("--dataset", help="SPEC[:SPLIT] instead of images (default split test); adds accuracy")
-    predict.add_argument("--limit", type=int, help="the first N examples of the split")
+    predict.add_argument("--limit", type=int, help="the first N examples of the split (default: all)")
     for command in (run, step, kfp_compile, kfp_run, runs_list, runs_show, runs_lineage, check, infer, drift,
                     predict):
         command.add_argument("--root", help="pipeline root: artifacts, cached data and statistics, runs "
-                                            "(default ./pipeline_root)")
+                                            f"(default: ./{config.Config().root})")
         command.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
                              help="a Beam pipeline option for statistics, e.g. --beam-arg=--runner=FlinkRunner "
-                                  "(repeatable)")
+                                  "(repeatable; default: none, the DirectRunner)")
         command.add_argument("-v", "--verbose", action="store_true",
-                             help="show TensorFlow, Beam and library logs, and tracebacks")
+                             help="show TensorFlow, Beam and library logs, and tracebacks (default: off)")
         if command not in (infer, kfp_compile):
-            command.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+            command.add_argument("--json", action="store_true",
+                                 help="print the result as JSON on stdout (default: off)")
     return parser
 
 
@@ -87,45 +111,80 @@ def _order() -> tuple[str, ...]:
     return PRODUCTION.order
 
 
+def _duration(text: str) -> float:
+    try:
+        return config.parse_duration(text)
+    except config.ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# The flags that set a run's config (`run`, `step`, `kfp`, and the Python API's keyword arguments): flag, the
+# config key it sets, argparse options; a `switch` flag takes no value and sets the key to the switch's value.
+# A flag's help ends with its default, read from the config's own defaults.
+CONFIG_FLAGS = (
+    ("--dataset", "data.dataset", {"help": "NAME, tfds:NAME or idx:DIR"}),
+    ("--serving-dir", "push.serving_dir", {"help": "where blessed models are pushed (default: <root>/serving)"}),
+    ("--schema", "schema.schema_file", {"help": "schema file to validate against (default: the one this root's "
+                                                "earlier runs used when curated or given, else the dataset's "
+                                                "curated one)"}),
+    ("--tuner", "tune.tuner", {"choices": config.allowed("tune.tuner"), "help": "the KerasTuner algorithm"}),
+    ("--max-trials", "tune.max_trials", {"type": int, "help": "tuning trials at most"}),
+    ("--max-epochs", "tune.max_epochs", {"type": int, "help": "epochs per tuning trial at most"}),
+    ("--no-tune", "tune.enabled", {"switch": False,
+                                   "help": "skip the search: the reference model and recipe (2 epochs unless "
+                                           "--epochs) (default: off)"}),
+    ("--retune", "tune.retune", {"switch": True,
+                                 "help": "search again although a result for this schema and search space exists"}),
+    ("--tune-budget", "tune.budget_seconds", {"metavar": "DURATION", "type": _duration,
+                                              "help": "wall clock for the search, e.g. 90s, 10m, 1h (default: "
+                                                      "none)"}),
+    ("--epochs", "train.epochs", {"type": int, "help": "training epochs at most; early stopping may end sooner "
+                                                       "(default: 10 after a search, 2 with --no-tune)"}),
+    ("--deterministic", "train.deterministic", {"switch": True,
+                                                "help": "bit-for-bit repeatable training: op determinism and "
+                                                        "ordered input (slower)"}),
+    ("--distribute", "train.distribute", {"choices": config.allowed("train.distribute"),
+                                          "help": "auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs "
+                                                  "(or CPUs); none"}),
+    ("--mixed-precision", "train.mixed_precision", {"choices": config.allowed("train.mixed_precision"),
+                                                    "help": "float16 compute: auto turns it on when a GPU is "
+                                                            "present"}),
+    ("--min-accuracy", "evaluate.min_accuracy", {"type": float, "help": "test accuracy needed to bless the model "
+                                                 f"(default: {', '.join(f'{k} {v}' for k, v in config.DEFAULT_MIN_ACCURACY.items())}"
+                                                 f", others {config.FALLBACK_MIN_ACCURACY})"}),
+    ("--max-regression", "evaluate.max_regression", {"type": float, "help": "largest accuracy drop allowed "
+                                                                            "against the model serving now"}),
+    ("--seed", "seed", {"type": int, "help": "seeds shuffling, initialisation and the search"}),
+)
+
+
+def _default(key: str):
+    value = config.Config()
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags that set a run's config: `run`, `step` and `kfp` take the same."""
-    parser.add_argument("--config", help="YAML config file with a section per component")
-    parser.add_argument("--dataset", help="NAME, tfds:NAME or idx:DIR (default fashion_mnist)")
-    parser.add_argument("--serving-dir", help="where blessed models are pushed (default <root>/serving)")
-    parser.add_argument("--schema", help="schema file, e.g. schemas/fashion_mnist.pbtxt for a subsample of "
-                                         "Fashion-MNIST in an idx: directory (default: the dataset's curated one)")
-    parser.add_argument("--tuner", choices=("hyperband", "bayesian", "random"))
-    parser.add_argument("--max-trials", type=int, help="tuning trials at most")
-    parser.add_argument("--max-epochs", type=int, help="epochs per tuning trial at most")
-    parser.add_argument("--no-tune", action="store_true",
-                        help="skip the search: the reference model and recipe (2 epochs unless --epochs)")
-    parser.add_argument("--retune", action="store_true",
-                        help="search again although a result for this schema and search space exists")
-    parser.add_argument("--tune-budget", metavar="DURATION", help="wall clock for the search, e.g. 90s, 10m, 1h")
-    parser.add_argument("--epochs", type=int, help="training epochs at most (early stopping may end sooner)")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="bit-for-bit repeatable training: op determinism and ordered input (slower)")
-    parser.add_argument("--distribute", choices=("auto", "mirrored", "none"),
-                        help="auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs (or CPUs); none")
-    parser.add_argument("--mixed-precision", choices=("auto", "on", "off"),
-                        help="float16 compute: auto turns it on when a GPU is present")
-    parser.add_argument("--min-accuracy", type=float, help="test accuracy needed to bless the model")
-    parser.add_argument("--max-regression", type=float,
-                        help="largest accuracy drop allowed against the latest blessed model (default 0.005)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--no-cache", action="store_true", help="execute every component even if cached")
+    """Adds the flags that set a run's config (`CONFIG_FLAGS`), plus `--config` and `--no-cache`."""
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML config file with a section per component; "
+                                                              "flags override it (default: none)")
+    for flag, key, options in CONFIG_FLAGS:
+        default = _default(key)
+        shown = "off" if isinstance(default, bool) else default
+        help_text = options["help"] if "(default" in options["help"] else f"{options['help']} (default: {shown})"
+        if "switch" in options:
+            parser.add_argument(flag, action="store_true", help=help_text)
+            continue
+        metavar = {} if "choices" in options else {"metavar": flag.lstrip("-").upper().replace("-", "_")}
+        parser.add_argument(flag, **{**metavar, **options, "help": help_text})
+    parser.add_argument("--no-cache", action="store_true",
+                        help="execute every component even if cached (default: off)")
 
 
-def _shared_flags(args) -> dict:
-    """Overrides from the flags every command has (see `_parser`)."""
-    return {"root": args.root, "statistics.beam_args": tuple(args.beam_arg) if args.beam_arg else None}
-
-
-def _check_config(args):
-    from pipeline import config
-
-    return config.override(config.Config(), **_shared_flags(args),
-                           **{"schema.schema_file": getattr(args, "schema", None)})
+def _check_config(args) -> config.Config:
+    """The config of `validate`, `drift`, `schema` and `predict`: the defaults, the root, Beam options, a schema."""
+    return run_config(None, args.root, args.beam_arg, schema=getattr(args, "schema", None))
 
 
 def _validate(args, out) -> int:
@@ -190,7 +249,6 @@ def _predict(args, out) -> int:
 
 
 def _runs(args, out) -> int:
-    from pipeline import config
     from pipeline.engine.metadata import Metadata
 
     cfg = config.override(config.Config(), root=args.root,
@@ -246,26 +304,38 @@ def _quiet(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _run_config(args):
-    """The config of a run: the YAML file, then the flags over it."""
-    from pipeline import config
+def run_config(path: str | Path | None, root: str | Path | None, beam_args, **values) -> config.Config:
+    """The config of a run: the YAML file at `path` (None: the defaults), then the values of `CONFIG_FLAGS`
+    named as the flags are (`max_trials` for `--max-trials`, `no_tune=True`); None or False keeps the file's.
 
-    cfg = config.load(args.config)
-    return config.override(
-        cfg, seed=args.seed, **_shared_flags(args),
-        **{"data.dataset": args.dataset, "push.serving_dir": args.serving_dir, "tune.tuner": args.tuner,
-           "schema.schema_file": args.schema,
-           "tune.max_trials": args.max_trials, "tune.max_epochs": args.max_epochs,
-           "tune.enabled": False if args.no_tune else None, "tune.retune": True if args.retune else None,
-           "train.epochs": args.epochs, "train.deterministic": True if args.deterministic else None,
-           "train.distribute": args.distribute, "train.mixed_precision": args.mixed_precision,
-           "tune.budget_seconds": config.parse_duration(args.tune_budget) if args.tune_budget else None,
-           "evaluate.min_accuracy": args.min_accuracy, "evaluate.max_regression": args.max_regression})
+    Raises:
+        ConfigError: a name is not a flag's, or a value is not allowed.
+    """
+    by_name = {flag[2:].replace("-", "_"): (key, options) for flag, key, options in CONFIG_FLAGS}
+    unknown = sorted(set(values) - set(by_name))
+    if unknown:
+        raise config.ConfigError(f"unknown argument '{unknown[0]}'; expected one of {', '.join(sorted(by_name))}")
+    overrides = {}
+    for name, value in values.items():
+        key, options = by_name[name]
+        if "switch" in options:
+            value = options["switch"] if value else None
+        elif isinstance(value, str) and options.get("type") is _duration:
+            value = config.parse_duration(value)
+        overrides[key] = value
+    return config.override(config.load(path), root=str(root) if root else None,
+                           **{"statistics.beam_args": tuple(beam_args) if beam_args else None}, **overrides)
+
+
+def _run_config(args) -> config.Config:
+    return run_config(args.config, args.root, args.beam_arg,
+                      **{flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+                         for flag, _, _ in CONFIG_FLAGS})
 
 
 def _print_summary(summary: dict, as_json: bool, out) -> int:
     """Prints a run's summary (one line, or JSON) and its error; returns the run's exit code."""
-    from pipeline.run import EXIT_CODES
+    from pipeline.local import EXIT_CODES
 
     if as_json:
         out.write(json.dumps(summary, indent=2, default=str) + "\n")
@@ -282,7 +352,7 @@ def _print_summary(summary: dict, as_json: bool, out) -> int:
 
 
 def _run(args, out) -> int:
-    from pipeline.run import execute
+    from pipeline.local import execute
 
     summary = execute(_run_config(args), use_cache=not args.no_cache, start=args.start, stop=args.stop,
                       wait=not args.no_wait, run_id=args.run_id)
@@ -340,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # no traceback for users; -v shows it
         log.debug("unexpected error", exc_info=True)
-        from pipeline.run import disk_full
+        from pipeline.local import disk_full
 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         message = disk_full(exc) or f"internal error: {type(exc).__name__}: {first} (rerun with -v for details)"

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
+import os
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,13 +34,52 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
+def setting(default: Any, *, choices: tuple | None = None, low: float | None = None, above: float | None = None,
+            high: float | None = None, below: float | None = None, prefix: str | None = None):
+    """A config key's default and what values it allows, checked by `check` when config and flags are read:
+    one of `choices`, at least `low`, more than `above`, at most `high`, less than `below`, or (for each
+    item of a list of strings) starting with `prefix`. None, where the type allows it, always passes."""
+    limits = {k: v for k, v in (("choices", choices), ("low", low), ("above", above), ("high", high),
+                                ("below", below), ("prefix", prefix)) if v is not None}
+    return field(default=default, metadata={"limits": limits})
+
+
+def allowed(key: str) -> tuple:
+    """The values a dotted key allows when it is a choice, e.g. `allowed("train.distribute")`."""
+    section, _, name = key.rpartition(".")
+    cls = typing.get_type_hints(Config)[section] if section else Config
+    return next(f.metadata["limits"]["choices"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+# Each limit: the test a value must pass, and how the error says it.
+LIMITS = {
+    "choices": (lambda value, bound: value in bound, lambda bound: "one of " + ", ".join(map(str, bound))),
+    "low": (operator.ge, "at least {}".format),
+    "above": (operator.gt, "more than {}".format),
+    "high": (operator.le, "at most {}".format),
+    "below": (operator.lt, "less than {}".format),
+    "prefix": (lambda value, bound: all(str(v).startswith(bound) for v in value),
+               lambda bound: f"options that start with {bound!r}"),
+}
+
+
+def _expected(limits: dict, hint) -> str:
+    said = " and ".join(LIMITS[name][1](bound) for name, bound in limits.items())
+    ranged = {"low", "above", "high", "below"} & set(limits)
+    return f"{'an integer' if hint is int else 'a number'} {said}" if ranged else said
+
+
+def _allowed(value: Any, limits: dict) -> bool:
+    return value is None or all(LIMITS[name][0](value, bound) for name, bound in limits.items())
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset to ingest and how to split it."""
 
     dataset: str = "fashion_mnist"
-    eval_fraction: float = 0.1   # carved from train by content hash
-    test_fraction: float = 0.15  # only for a directory that holds a single split
+    eval_fraction: float = setting(0.1, above=0, below=1)  # carved from train by content hash
+    test_fraction: float = setting(0.15, above=0, below=1)  # only for a directory that holds a single split
     tfds_data_dir: str | None = None
 
 
@@ -45,7 +87,7 @@ class DataConfig:
 class StatisticsConfig:
     """Beam options for statistics generation (e.g. `--runner=FlinkRunner`)."""
 
-    beam_args: tuple[str, ...] = ()
+    beam_args: tuple[str, ...] = setting((), prefix="--")
 
 
 @dataclass(frozen=True)
@@ -63,15 +105,18 @@ class ValidateConfig:
     drift: bool = True  # compare each new span's train split with the previous span's
 
 
+TUNERS = ("hyperband", "bayesian", "random")
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     """KerasTuner search settings."""
 
     enabled: bool = True
-    tuner: str = "hyperband"
-    max_trials: int = 10
-    max_epochs: int = 2
-    budget_seconds: float | None = None  # wall clock for the whole search
+    tuner: str = setting("hyperband", choices=TUNERS)
+    max_trials: int = setting(10, low=1)
+    max_epochs: int = setting(2, low=1)
+    budget_seconds: float | None = setting(None, above=0)  # wall clock for the whole search
     retune: bool = False  # search again even when a result for this schema and space exists
 
 
@@ -79,37 +124,23 @@ class TuneConfig:
 class TrainConfig:
     """Final training with the best hyperparameters, and the devices it (and tuning) runs on."""
 
-    epochs: int | None = None  # None: 10 after a search, the reference recipe's 2 without one
-    patience: int = 2
-    batch_size: int = 128
+    epochs: int | None = setting(None, low=1)  # None: 10 after a search, the reference recipe's 2 without one
+    patience: int = setting(2, low=0)
+    batch_size: int = setting(128, low=1)
     deterministic: bool = False  # op determinism and ordered tf.data: repeatable to the bit, slower
-    distribute: str = "auto"  # auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs, else all CPUs; none
-    mixed_precision: str = "auto"  # auto: mixed_float16 when a GPU is present; on; off
+    # auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs, else all CPUs; none
+    distribute: str = setting("auto", choices=("auto", "mirrored", "none"))
+    mixed_precision: str = setting("auto", choices=("auto", "on", "off"))  # auto: mixed_float16 on a GPU
     tensorboard: bool = True  # logs under <root>/runs/<run_id>/tensorboard
-
-    def __post_init__(self):
-        for key, allowed in (("distribute", ("auto", "mirrored", "none")), ("mixed_precision", ("auto", "on", "off"))):
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"config 'train.{key}': expected one of {', '.join(allowed)}, "
-                                  f"got {getattr(self, key)!r}")
-        if self.batch_size < 1 or self.patience < 0 or (self.epochs is not None and self.epochs < 1):
-            raise ConfigError(f"config 'train': batch_size and epochs must be at least 1 and patience at least 0, "
-                              f"got batch_size={self.batch_size}, epochs={self.epochs}, patience={self.patience}")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Blessing thresholds: absolute, and the change against the latest blessed model."""
 
-    min_accuracy: float | None = None  # None: the dataset's default from DEFAULT_MIN_ACCURACY
-    min_class_recall: float | None = None  # every class's recall at least this, when set
-    max_regression: float = 0.005  # accuracy may fall at most this far below the serving model's
-
-    def __post_init__(self):
-        for key in ("min_accuracy", "min_class_recall", "max_regression"):
-            value = getattr(self, key)
-            if value is not None and not 0 <= value <= 1:
-                raise ConfigError(f"config 'evaluate.{key}': expected a fraction between 0 and 1, got {value}")
+    min_accuracy: float | None = setting(None, low=0, high=1)  # None: the dataset's default (DEFAULT_MIN_ACCURACY)
+    min_class_recall: float | None = setting(None, low=0, high=1)  # every class's recall at least this, when set
+    max_regression: float = setting(0.005, low=0, high=1)  # how far below the serving model's accuracy it may fall
 
 
 @dataclass(frozen=True)
@@ -119,15 +150,25 @@ class PushConfig:
     serving_dir: str | None = None
 
 
+MASKED = "***"  # a password as the run records show it
+PASSWORD_ENV = "PIPELINE_MYSQL_PASSWORD"
+
+
 @dataclass(frozen=True)
 class MySQLConfig:
     """A MySQL database for ML Metadata shared by several machines or roots."""
 
     host: str = "localhost"
-    port: int = 3306
+    port: int = setting(3306, low=1, high=65535)
     database: str = "mlmd"
     user: str = "root"
-    password: str = ""
+    password: str = ""  # empty (or masked): the PIPELINE_MYSQL_PASSWORD environment variable
+
+    @property
+    def secret(self) -> str:
+        """The password to connect with: the config's, else `$PIPELINE_MYSQL_PASSWORD`, so that neither the
+        YAML file nor a recorded config (where it is masked) has to hold it."""
+        return self.password if self.password not in ("", MASKED) else os.environ.get(PASSWORD_ENV, "")
 
 
 @dataclass(frozen=True)
@@ -147,7 +188,7 @@ class Config:
     """
 
     root: str = "pipeline_root"
-    seed: int = 42
+    seed: int = setting(42, low=0)
     data: DataConfig = field(default_factory=DataConfig)
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     schema: SchemaConfig = field(default_factory=SchemaConfig)
@@ -172,6 +213,27 @@ class Config:
     @property
     def schema_dir(self) -> Path:
         return Path(self.schema.schema_dir or Path(__file__).resolve().parent.parent / "schemas")
+
+
+def check(cfg, where: str = ""):
+    """Returns `cfg` when every key holds a value its setting allows (recursively), else raises ConfigError
+    naming the key, the value and what is allowed. Called whenever config and flags are read, so a bad
+    value stops a run before anything runs.
+
+    Example:
+        >>> check(override(Config(), **{"tune.max_trials": -5}))
+        Traceback (most recent call last):
+        pipeline.engine.errors.ConfigError: config 'tune.max_trials': expected an integer at least 1, got -5
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            check(value, key)
+        elif not _allowed(value, f.metadata.get("limits", {})):
+            hint = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+            raise ConfigError(f"config '{key}': expected {_expected(f.metadata['limits'], hint)}, got {value!r}")
+    return cfg
 
 
 def _coerce(value, hint, where: str):
@@ -225,7 +287,7 @@ def load(path: str | Path | None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     try:
-        return _build(Config, data)
+        return check(_build(Config, data))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -233,7 +295,7 @@ def load(path: str | Path | None) -> Config:
 def override(cfg: Config, **flags) -> Config:
     """Returns `cfg` with dotted keys replaced, e.g. `override(cfg, **{"tune.max_trials": 2})`.
 
-    None values are ignored, so unset CLI flags leave the file's values.
+    None values are ignored, so unset CLI flags leave the file's values. The result is checked (`check`).
     """
     for dotted, value in flags.items():
         if value is None:
@@ -245,14 +307,14 @@ def override(cfg: Config, **flags) -> Config:
             cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{key: _coerce(value, hint, dotted)})})
         else:
             cfg = dataclasses.replace(cfg, **{key: _coerce(value, typing.get_type_hints(Config)[key], key)})
-    return cfg
+    return check(cfg)
 
 
 def to_dict(cfg: Config) -> dict:
     """The config as plain data, for the run record; a MySQL password is masked."""
     data = dataclasses.asdict(cfg)
     if data["metadata"]["mysql"] and data["metadata"]["mysql"]["password"]:
-        data["metadata"]["mysql"]["password"] = "***"
+        data["metadata"]["mysql"]["password"] = MASKED
     return data
 
 

@@ -32,7 +32,7 @@ def _reusable_search(cfg: Config, out, store):
     return history.reusable_hyperparameters(store, _search(cfg, out))
 
 
-def _tune_params(cfg: Config, out) -> dict:
+def _tune_params(cfg: Config, out, store) -> dict:
     # Only the device settings of train reach tune, so other training flags don't invalidate a search.
     devices = TrainConfig(distribute=cfg.train.distribute, mixed_precision=cfg.train.mixed_precision,
                           tensorboard=cfg.train.tensorboard)
@@ -47,11 +47,11 @@ BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, store
     store, cfg.serving_dir, out["train"].fingerprint))
 
 PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
-    Node(ingest.COMPONENT, params=lambda cfg, out: {"data": cfg.data}, summary=ingest.summarize,
+    Node(ingest.COMPONENT, params=lambda cfg, out, store: {"data": cfg.data}, summary=ingest.summarize,
          report=report.dataset_section),
-    Node(statistics.COMPONENT, inputs=("ingest",), params=lambda cfg, out: {"beam_args": cfg.statistics.beam_args}),
-    Node(schema.COMPONENT, inputs=("statistics",), summary=schema.summarize, params=lambda cfg, out: {
-        "curated": schema.curated_schema_path(cfg.schema_dir, out["ingest"].name, cfg.schema.schema_file)}),
+    Node(statistics.COMPONENT, inputs=("ingest",), params=lambda cfg, out, store: {"beam_args": cfg.statistics.beam_args}),
+    Node(schema.COMPONENT, inputs=("statistics",), summary=schema.summarize, params=lambda cfg, out, store:
+         schema.choose(cfg.schema_dir, out["ingest"].name, cfg.schema.schema_file, history.root_schema(store, cfg.root))),
     Node(validate.COMPONENT, inputs=("statistics", "schema", PREVIOUS_SPAN), summary=validate.summarize,
          report=report.validation_section,
          gate=lambda a, cfg: Stop("blocked", str(ValidationFailed(a.anomalies))) if a.anomalies else None),
@@ -60,13 +60,13 @@ PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
          # A distributed-tuning worker stops once it ran its share of the chief's trials.
          gate=lambda hp, cfg: Stop("tuned") if tune.distributed_role() == "worker" else None),
     Node(train.COMPONENT, inputs=("ingest", "tune"), summary=train.summarize, report=report.training_section,
-         params=lambda cfg, out: {"seed": cfg.seed, "train": dataclasses.replace(cfg.train, epochs=cfg.train_epochs)}),
+         params=lambda cfg, out, store: {"seed": cfg.seed, "train": dataclasses.replace(cfg.train, epochs=cfg.train_epochs)}),
     Node(evaluate.COMPONENT, inputs=("train", "ingest", BASELINE), summary=evaluate.summarize,
          report=report.evaluation_section,
-         params=lambda cfg, out: {"min_accuracy": min_accuracy(cfg, out["ingest"]),
+         params=lambda cfg, out, store: {"min_accuracy": min_accuracy(cfg, out["ingest"]),
                                   "max_regression": cfg.evaluate.max_regression,
                                   "min_class_recall": cfg.evaluate.min_class_recall},
          gate=lambda ev, cfg: None if ev.blessed else Stop("not_blessed", "model not blessed: " + "; ".join(ev.failed))),
-    Node(push.COMPONENT, inputs=("train", "evaluate", "ingest"), params=lambda cfg, out: {"serving_dir": cfg.serving_dir},
+    Node(push.COMPONENT, inputs=("train", "evaluate", "ingest"), params=lambda cfg, out, store: {"serving_dir": cfg.serving_dir},
          summary=push.summarize, report=report.blessing_section),
 ))

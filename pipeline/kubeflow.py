@@ -123,7 +123,7 @@ def run_locally(cfg: Config, use_cache: bool = True, pipeline: Pipeline = PRODUC
     kfp, _ = _kfp()
     from kfp import local
 
-    from pipeline.run import new_run_id
+    from pipeline.local import new_run_id
 
     if not use_cache:
         raise ConfigError("kfp run --no-cache: not supported; the project's cache is what makes a task's retry "

@@ -51,6 +51,21 @@ def _svg_histogram(feature: str, base: np.ndarray, current: np.ndarray) -> str:
             f"role='img' aria-label='{html.escape(feature)} histogram'>{''.join(bars)}{axis}</svg></figure>")
 
 
+def _key(base: str, current: str) -> str:
+    return (f"<p class='key'><span style='background:{BASE}'></span>{html.escape(base)}"
+            f"<span style='background:{CURRENT}'></span>{html.escape(current)}</p>")
+
+
+def _histograms(distances: list[dict[str, Any]], baseline, current) -> str:
+    """A histogram on the shared buckets for each compared feature, baseline against current."""
+    figures = []
+    for d in distances:
+        p, q = fixed_histogram(baseline, d["feature"]), fixed_histogram(current, d["feature"])
+        if p is not None and q is not None:
+            figures.append(_svg_histogram(d["feature"], p, q))
+    return "".join(figures)
+
+
 def _feature_rows(stats) -> dict[str, list[str]]:
     rows = {}
     for f in stats.features:
@@ -83,11 +98,7 @@ def drift_html(report: dict[str, Any], baseline, current, path: str | Path) -> N
     base_rows, current_rows = _feature_rows(baseline), _feature_rows(current)
     stat_rows = [[html.escape(name), *base_rows.get(name, [""] * 5), *current_rows.get(name, [""] * 5)]
                  for name in sorted(set(base_rows) | set(current_rows))]
-    figures = []
-    for d in report["distances"]:
-        p, q = fixed_histogram(baseline, d["feature"]), fixed_histogram(current, d["feature"])
-        if p is not None and q is not None:
-            figures.append(_svg_histogram(d["feature"], p, q))
+    figures = _histograms(report["distances"], baseline, current)
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Drift report</title>
 <style>{CSS}</style></head><body>
 <h1>Drift report</h1>
@@ -106,8 +117,7 @@ of these sizes reach by chance 999 times in 1000. Histograms share fixed buckets
 {_table(["feature", "baseline count", "mean", "std", "min", "max", "current count", "mean", "std", "min", "max"],
         stat_rows, "No statistics.")}</section>
 <section id="histograms"><h2>Histograms</h2>
-<p class="key"><span style="background:{BASE}"></span>baseline<span style="background:{CURRENT}"></span>current
-(share of examples per bucket)</p><div class="grid">{''.join(figures)}</div></section>
+{_key("baseline", "current")} (share of examples per bucket)<div class="grid">{figures}</div></section>
 </body></html>
 """
     write_text(Path(path), page)
@@ -137,7 +147,7 @@ def _svg_curves(history: dict[str, list[float]], metric: str) -> str:
               if history.get(name)]
     if not series:
         return ""
-    width, height, pad = 320, 160, 28
+    width, height, pad = 340, 190, 40
     values = [v for _, s, _ in series for v in s]
     low, high = min(values), max(values)
     span = (high - low) or 1.0
@@ -149,9 +159,20 @@ def _svg_curves(history: dict[str, list[float]], metric: str) -> str:
         parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='2' "
                      f"points='{' '.join(f'{x:.1f},{y:.1f}' for x, y in xy)}'/>")
         parts += [f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3' fill='{colour}'/>" for x, y in xy]
-    axis = (f"<text x='2' y='{pad}' font-size='10'>{high:.3f}</text>"
-            f"<text x='2' y='{height - pad}' font-size='10'>{low:.3f}</text>"
-            f"<text x='{width / 2:.0f}' y='{height - 6}' font-size='10' text-anchor='middle'>epoch 1–{epochs}</text>")
+    left, bottom = pad, height - pad
+    axis = [f"<line x1='{left}' y1='{pad}' x2='{left}' y2='{bottom}' stroke='#888'/>",
+            f"<line x1='{left}' y1='{bottom}' x2='{width - pad}' y2='{bottom}' stroke='#888'/>",
+            f"<text x='{width / 2:.0f}' y='{height - 4}' font-size='10' text-anchor='middle'>epoch</text>",
+            f"<text x='10' y='{height / 2:.0f}' font-size='10' text-anchor='middle' "
+            f"transform='rotate(-90 10 {height / 2:.0f})'>{html.escape(metric)}</text>"]
+    for value in (low, (low + high) / 2, high):  # three values on the y axis
+        y = bottom - (height - 2 * pad) * (value - low) / span
+        axis.append(f"<text class='tick' x='{left - 3}' y='{y + 3:.1f}' font-size='9' text-anchor='end'>{value:.3g}</text>")
+    for i in range(epochs):  # every epoch on the x axis (at most ten labels)
+        if epochs <= 10 or i % -(-epochs // 10) == 0 or i == epochs - 1:
+            x = pad + (width - 2 * pad) * (i / max(epochs - 1, 1))
+            axis.append(f"<text class='tick' x='{x:.1f}' y='{bottom + 12}' font-size='9' text-anchor='middle'>{i + 1}</text>")
+    axis = "".join(axis)
     return (f"<figure><figcaption>{metric}</figcaption><svg width='{width}' height='{height}' role='img' "
             f"aria-label='{metric} curves'>{''.join(parts)}{axis}</svg></figure>")
 
@@ -211,7 +232,19 @@ def validation_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]
                  if "validate" in summary["components"] else "<p>Not validated.</p>")
     drift = _table(["comparison", "feature", "measure", "distance", "threshold", "noise", "result"], drift_rows,
                    "No comparisons.")
-    return "validation", "Validation", f"{anomalies}<h3>Drift and skew</h3>{drift}"
+    skew = [d for d in summary.get("drift", []) if d["comparison"].startswith("skew")]
+    figures = ""
+    if skew and "statistics" in outputs:
+        try:
+            from components.libs import load_tfdv
+
+            tfdv, stats = load_tfdv(), outputs["statistics"]
+            train, test = (tfdv.load_stats_binary(stats.path(s)).datasets[0] for s in ("train", "test"))
+            figures = (f"<h3>Skew histograms</h3>{_key('train', 'test')}"
+                       f"<div class='grid'>{_histograms(skew, train, test)}</div>")
+        except Exception as exc:  # a report never fails a run; it says what is missing instead
+            figures = f"<p class='bad'>Histograms unavailable: {html.escape(str(exc).splitlines()[0])}</p>"
+    return "validation", "Validation", f"{anomalies}<h3>Drift and skew</h3>{drift}{figures}"
 
 
 def tuning_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
@@ -219,13 +252,24 @@ def tuning_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
     tuning = summary.get("tuning")
     if not tuning:
         return "tuning", "Tuning", "<p>Not tuned.</p>"
-    first = ("trial_id", "status", "score", "epochs", "seconds", "memory_mb", "peak_mb", "tuner")
-    seen = {k for t in tuning["trials"] for k in t}
-    keys = [k for k in first if k in seen] + sorted(seen - set(first))
-    trial_rows = [[html.escape(str(t.get(k, ""))) for k in keys] for t in tuning["trials"]]
+    columns = [c for c in ("trial_id", "status", "score", "epochs", "seconds", "memory_mb", "peak_mb", "tuner")
+               if any(c in t for t in tuning["trials"])]
+    names = sorted({n for t in tuning["trials"] for n in t.get("hyperparameters", {})})
+    rows = [[_figure(t.get(c)) for c in columns] + [_figure(t.get("hyperparameters", {}).get(n)) for n in names]
+            for t in tuning["trials"]]
+    best = ", ".join(f"{html.escape(k)} {_figure(v)}" for k, v in sorted(tuning["best_hyperparameters"].items()))
     head = (f"<p>{html.escape(tuning['tuner'])}{', reused from an earlier search' if tuning['reused'] else ''}; "
-            f"best: {html.escape(json.dumps(tuning['best_hyperparameters']))}</p>")
-    return "tuning", "Tuning", head + _table(keys, trial_rows, "No trials (the reference model).")
+            f"best: {best}</p>")
+    return "tuning", "Tuning", head + _table(columns + names, rows, "No trials (the reference model).")
+
+
+def _figure(value: Any) -> str:
+    """A table cell: floats to four significant digits, nothing for a missing value."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
 
 
 def training_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
@@ -234,9 +278,7 @@ def training_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
     if not training:
         return "training", "Training", "<p>Not trained.</p>"
     curves = "".join(_svg_curves(training["history"], m) for m in ("accuracy", "loss"))
-    return "training", "Training", (f"<p class='key'><span style='background:{BASE}'></span>train"
-                                    f"<span style='background:{CURRENT}'></span>validation</p>"
-                                    f"<div class='grid'>{curves}</div>")
+    return "training", "Training", f"{_key('train', 'validation')}<div class='grid'>{curves}</div>"
 
 
 def _not_evaluated(summary: dict[str, Any]) -> str:

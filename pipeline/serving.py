@@ -16,13 +16,13 @@ def latest_version(serving_dir: str | Path) -> Path:
     """The highest-numbered complete version in a TF Serving directory.
 
     Raises:
-        ConfigError: the directory is missing or holds no version with a saved_model.pb.
+        DataError: the directory is missing or holds no version with a saved_model.pb.
     """
     serving = Path(serving_dir)
     versions = sorted((int(p.name) for p in serving.iterdir() if p.name.isdigit()
                        and (p / "saved_model.pb").is_file()), reverse=True) if serving.is_dir() else []
     if not versions:
-        raise ConfigError(f"{serving}: no pushed model version (expected <version>/saved_model.pb)")
+        raise DataError(f"{serving}: no pushed model version (expected <version>/saved_model.pb)")
     return serving / str(versions[0])
 
 
@@ -30,7 +30,7 @@ def _signatures(model_dir: Path):
     import tensorflow as tf
 
     if not (model_dir / "saved_model.pb").is_file():
-        raise ConfigError(f"{model_dir}: not a SavedModel directory (no saved_model.pb)")
+        raise DataError(f"{model_dir}: not a SavedModel directory (no saved_model.pb)")
     return tf.saved_model.load(str(model_dir)).signatures
 
 

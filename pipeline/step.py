@@ -4,13 +4,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
 from pipeline.engine.dag import Pipeline, run_node
 from pipeline.engine.errors import ConfigError, PipelineError
 from pipeline.engine.history import run_outputs
 from pipeline.engine.lock import root_lock
-from pipeline.run import EXIT_CODES, check_run_id, finish_run, guarded, open_run
+from pipeline.local import EXIT_CODES, check_run_id, finish_run, guarded, open_run
 
 log = logging.getLogger("pipeline")
 
@@ -36,6 +37,7 @@ def execute_step(cfg: Config, name: str, run_id: str, pipeline: Pipeline = PRODU
         >>> execute_step(cfg, "statistics", "kfp-1f2e")["state"]
         'executed'
     """
+    config_module.check(cfg)
     if name not in pipeline.node:
         raise ConfigError(f"step {name}: unknown component; expected one of {', '.join(pipeline.order)}")
     node = pipeline.node[name]

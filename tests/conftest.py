@@ -48,15 +48,17 @@ def write_dataset(directory: Path, splits: dict[str, int], seed: int = SEED, sid
     return directory
 
 
-def start_held(command: list[str], point: str, marker: Path, **popen) -> subprocess.Popen:
-    """Starts `command` and returns once it holds at failpoint `point` (see `pipeline.engine.failpoints`), ready
-    to be killed there: a kill timed by an event in the process, never by the machine's speed.
+def start_held(command: list[str], point: str, marker: Path, env_extra: dict | None = None,
+               **popen) -> subprocess.Popen:
+    """Starts `command` and returns once it holds at failpoint `point` (see `pipeline.engine.failpoints`),
+    ready to be killed (or released) there: timed by an event in the process, never by the machine's speed.
 
     Raises:
         AssertionError: the process ended before it reached `point` (or took over 10 minutes).
     """
     marker.unlink(missing_ok=True)
-    proc = subprocess.Popen(command, env={**os.environ, FAILPOINTS: point, REACHED: str(marker)}, **popen)
+    proc = subprocess.Popen(command, env={**os.environ, FAILPOINTS: point, REACHED: str(marker), **(env_extra or {})},
+                            **popen)
     give_up = time.monotonic() + 600  # a bound against a hang, far above any machine's time to get there
     while not marker.exists():
         if proc.poll() is not None or time.monotonic() > give_up:

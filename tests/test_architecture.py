@@ -14,7 +14,7 @@ from pipeline.engine.component import Component
 from pipeline.engine.dag import Node, Pipeline
 from pipeline.engine.errors import ConfigError
 from pipeline.engine.metadata import Metadata
-from pipeline.run import execute
+from pipeline.local import execute
 
 ENGINE = Path(__file__).resolve().parent.parent / "pipeline" / "engine"
 
@@ -73,7 +73,7 @@ CARD = Component(name="card", fn=_card, inputs=(Model, Evaluation), output=Model
 def test_a_new_component_is_its_module_and_one_node(tmp_path):
     """A model card between evaluate and push: nothing else of the project changes, and the run's order,
     caching, summary, report and metadata take it in."""
-    node = Node(CARD, inputs=("train", "evaluate"), params=lambda cfg, out: {"title": cfg.data.dataset},
+    node = Node(CARD, inputs=("train", "evaluate"), params=lambda cfg, out, store: {"title": cfg.data.dataset},
                 summary=lambda card, info: {"card": card and {"accuracy": card.accuracy}},
                 report=lambda summary, out: ("card", "Model card", f"<p>{summary['card']}</p>"))
     nodes = PRODUCTION.nodes

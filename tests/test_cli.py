@@ -243,7 +243,7 @@ def test_bad_config_and_usage(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("train:\n  epoch: 3\n")
     code, _, err = cli("run", "--config", config, "--root", tmp_path / "root")
-    assert code == 1
+    assert code == 2
     assert_one_line_error(err, "bad.yaml", "unknown key 'train.epoch'")
     code, _, err = cli("run", "--max-trials", "many")
     assert code == 2 and "invalid int value" in err
@@ -306,3 +306,42 @@ def test_schema_command_writes_a_draft_for_review(data, tmp_path):
     features = {f.name: f for f in load_schema(output).feature}
     assert features["label"].int_domain.max == 9 and features["label"].drift_comparator.infinity_norm.threshold
     assert 0 < features["mean_intensity"].float_domain.min < features["mean_intensity"].float_domain.max < 255
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--max-trials", "-5"), "config 'tune.max_trials': expected an integer at least 1, got -5"),
+    (("--config", "{bad}"), "bad.yaml: config 'data.eval_fraction': expected a number more than 0 and less than 1, "
+                            "got 1.5"),
+])
+def test_a_bad_value_is_refused_in_one_line_before_anything_runs(tmp_path, args, message):
+    (tmp_path / "bad.yaml").write_text("data:\n  eval_fraction: 1.5\n")
+    code, out, err = cli("run", "--root", tmp_path / "root", *[a.format(bad=tmp_path / "bad.yaml") for a in args])
+    assert code == 2 and out == ""
+    assert_one_line_error(err, message)
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("command", [["mnist-pipeline"], [sys.executable, "-m", "pipeline"]])
+def test_the_command_names_itself_as_invoked_and_has_a_version(command):
+    from importlib import metadata
+
+    name = "mnist-pipeline" if command == ["mnist-pipeline"] else "python -m pipeline"
+    if command == ["mnist-pipeline"]:
+        command = [str(Path(sys.executable).with_name("mnist-pipeline"))]  # the installed entry point
+    run = lambda *args: subprocess.run([*command, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout == f"{name} {metadata.version('mnist-family-pipeline')}\n"
+    helped = run("run", "--help")
+    assert helped.returncode == 0 and helped.stdout.startswith(f"usage: {name} run ")
+    assert "one of ingest, statistics, schema, validate, tune, train, evaluate, push" in " ".join(helped.stdout.split())
+
+
+def test_every_flag_of_every_command_has_help_with_its_default():
+    from pipeline.cli import _parser
+
+    commands = _parser()._subparsers._group_actions[0].choices
+    parsers = [p for p in commands.values() if not p._subparsers] + [
+        sub for p in commands.values() if p._subparsers for sub in p._subparsers._group_actions[0].choices.values()]
+    missing = [f"{p.prog} {a.option_strings[0]}" for p in parsers for a in p._actions
+               if a.option_strings and a.dest != "help" and not a.required and "default" not in (a.help or "")]
+    assert missing == []

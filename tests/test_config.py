@@ -1,7 +1,9 @@
 """Tests of the config tree: YAML sections, strict keys and types, flag overrides."""
 import dataclasses
+import re
 
 import pytest
+import yaml
 
 from pipeline import config
 from pipeline.engine.errors import ConfigError
@@ -71,3 +73,60 @@ def test_effective_config_round_trips_through_yaml_with_the_password_masked(tmp_
     assert dataclasses.replace(loaded, metadata=cfg.metadata) == cfg
     with pytest.raises(ConfigError, match="config 'metadata.mysql.port': expected int, got str"):
         config._build(config.Config, {"metadata": {"mysql": {"port": "x"}}})
+
+
+def _leaves(cls, where=""):
+    """Every key of the config tree, with its field."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{where}.{f.name}" if where else f.name
+        hint = hints[f.name]
+        inner = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), hint)
+        if dataclasses.is_dataclass(inner):
+            yield from _leaves(inner, key)
+        else:
+            yield key, f, hint
+
+
+def _bad_value(field, hint):
+    """A value the key must refuse: outside its limits when it has some, else of the wrong type."""
+    limits = field.metadata.get("limits", {})
+    if "choices" in limits:
+        return "grid"
+    if "prefix" in limits:
+        return ["runner=Flink"]
+    for name, bad in (("low", lambda v: v - 1), ("above", lambda v: v), ("high", lambda v: v + 1),
+                      ("below", lambda v: v)):
+        if name in limits:
+            return bad(limits[name])
+    return {"a": 1}  # no limits: a mapping is of no key's type
+
+
+KEYS = sorted(_leaves(config.Config))
+
+
+@pytest.mark.parametrize("key, field, hint", KEYS, ids=[key for key, _, _ in KEYS])
+def test_every_key_refuses_a_value_it_does_not_allow_naming_key_and_value(key, field, hint, tmp_path):
+    bad = _bad_value(field, hint)
+    section = bad
+    for part in reversed(key.split(".")):
+        section = {part: section}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(section))
+    shown = repr(tuple(bad) if isinstance(bad, list) else bad)  # a list is read as a tuple
+    with pytest.raises(ConfigError, match=rf"c.yaml: config '{key}': expected .*(got|got \w+) {re.escape(shown)}"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("tune.max_trials", -5, "config 'tune.max_trials': expected an integer at least 1, got -5"),
+    ("data.eval_fraction", 1.5, "config 'data.eval_fraction': expected a number more than 0 and less than 1, got 1.5"),
+    ("data.test_fraction", -1, "config 'data.test_fraction': expected a number more than 0 and less than 1, got -1.0"),
+    ("tune.tuner", "grid", "config 'tune.tuner': expected one of hyperband, bayesian, random, got 'grid'"),
+    ("statistics.beam_args", ("runner=X",), "expected options that start with '--', got ('runner=X',)"),
+])
+def test_flags_are_checked_as_the_file_is(key, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.override(config.Config(), **{key: value})

@@ -4,6 +4,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
+
+from pipeline.engine.failpoints import ENV as FAILPOINTS, REACHED, RELEASE
 
 
 def _free_port() -> int:
@@ -23,13 +26,21 @@ def test_chief_and_two_workers_share_one_search(examples, tmp_path, seed):
         "hp = tune(ex, Schema(uri='', fingerprint='s', source='inferred'), out_dir=out, batch_size=32,"
         f" seed={seed}, tune=TuneConfig(tuner='random', max_trials=4, max_epochs=1))\n"
         "print(json.dumps({'values': hp.values, 'trials': hp.trials}))\n")
-    procs = {}
+    procs, release = {}, tmp_path / "release"
     for tuner_id in ("chief", "worker1", "worker2"):
         env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
                "KERASTUNER_ORACLE_PORT": str(port)}
+        if tuner_id != "chief":  # each worker's trials hold as they start until both workers hold one
+            env |= {FAILPOINTS: "trial.start", REACHED: str(tmp_path / f"{tuner_id}.held"), RELEASE: str(release)}
         procs[tuner_id] = subprocess.Popen(
             [sys.executable, "-c", script, json.dumps(examples.to_dict()), str(tmp_path / tuner_id)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    give_up = time.monotonic() + 600  # a bound against a hang, not a speed assumption
+    while not all((tmp_path / f"{w}.held").exists() for w in ("worker1", "worker2")):
+        assert all(p.poll() is None for p in procs.values()) and time.monotonic() < give_up, \
+            {w: p.poll() for w, p in procs.items()}
+        time.sleep(0.05)
+    release.touch()  # both workers run a trial: the search is shared whatever their start-up times
     results = {}
     for tuner_id, proc in procs.items():
         out, err = proc.communicate(timeout=420)

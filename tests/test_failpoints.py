@@ -23,6 +23,15 @@ def test_the_process_holds_at_the_named_hit_until_killed(tmp_path, point, printe
     assert proc.communicate()[0] == printed  # nothing after the held hit ran
 
 
+def test_a_held_process_goes_on_once_released(tmp_path):
+    marker, release = tmp_path / "reached", tmp_path / "release"
+    proc = start_held([sys.executable, "-c", SCRIPT], "loop.step#2", marker, stdout=subprocess.PIPE, text=True,
+                      env_extra={"PIPELINE_FAILPOINT_RELEASE": str(release)})
+    assert proc.poll() is None  # held
+    release.touch()
+    assert proc.communicate(timeout=120)[0] == "0\n1\n2\ndone\n"
+
+
 def test_without_the_variable_or_with_another_name_it_runs_through(tmp_path):
     for env in ({}, {"PIPELINE_FAILPOINTS": "loop.step#4"}):
         done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120,

@@ -134,3 +134,15 @@ def test_mysql_connection_comes_from_config():
     assert (conn.mysql.host, conn.mysql.port, conn.mysql.database, conn.mysql.user, conn.mysql.password) == (
         "db", 3307, "mlmd", "ml", "pw")
     assert not conn.HasField("sqlite") and name == "mysql://ml@db:3307/mlmd"
+
+
+@pytest.mark.parametrize("written", ["", "***"])  # not in the YAML, or masked in a recorded config
+def test_a_mysql_password_can_come_from_the_environment(monkeypatch, written):
+    from pipeline.config import MySQLConfig
+    from pipeline.engine.metadata import connection_config
+
+    monkeypatch.setenv("PIPELINE_MYSQL_PASSWORD", "from-env")
+    cfg = Config(metadata=MetadataConfig(mysql=MySQLConfig(host="db", password=written)))
+    assert connection_config(cfg)[0].mysql.password == "from-env"
+    given = Config(metadata=MetadataConfig(mysql=MySQLConfig(host="db", password="in-yaml")))
+    assert connection_config(given)[0].mysql.password == "in-yaml"

@@ -33,3 +33,26 @@ def test_a_full_disk_stops_the_run_cleanly_and_the_rerun_completes(tmp_path):
     assert not [p for p in (root / "artifacts").rglob("*") if ".tmp-" in p.name]  # nothing half-written
     code, out, err = _run(root, data)
     assert code == 0 and json.loads(out)["status"] == "pushed", err
+
+
+def test_every_test_the_reliability_doc_names_exists():
+    """`docs/reliability.md` maps promises to tests: each `tests/FILE.py::NAME` (or `::NAME` after one) it
+    names must be a test function of that file."""
+    import ast
+    import re
+
+    doc = (REPO / "docs" / "reliability.md").read_text()
+    named, missing = 0, []
+    for row in doc.splitlines():
+        current = None
+        for path, name in re.findall(r"(tests/\w+\.py)?::(\w+)", row):  # `::NAME` is of the file named before
+            current = path or current
+            tree = ast.parse((REPO / current).read_text())
+            functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+            named += 1
+            if name not in functions:
+                missing.append(f"{current}::{name}")
+    for path in re.findall(r"`(tests/[\w/]+\.py)`", doc):
+        if not (REPO / path).is_file():
+            missing.append(path)
+    assert named > 30 and missing == []

@@ -68,3 +68,42 @@ def test_report_renders_every_section_offline(stats, tmp_path):
     assert all(seen[section] for section in SECTIONS), seen
     buckets = sum(len(boundaries()[d.feature]) - 1 for d in distances)
     assert seen["drift_rows"] == len(distances) + 1 and seen["svg_bars"] == 2 * buckets
+
+
+def test_the_run_report_has_its_own_tuning_headers_axis_values_and_skew_histograms(stats, tmp_path):
+    from pipeline.definition import PRODUCTION
+    from pipeline.report import run_html
+
+    tfdv = load_tfdv()
+    train, test = (tfdv.load_stats_binary(stats.path(s)).datasets[0] for s in ("train", "test"))
+    skew = [dataclasses.asdict(d) for d in compare(train, test, load_schema(SCHEMA), "skew: train vs test")]
+    trials = [{"trial_id": "0000", "status": "COMPLETED", "score": 0.812345678, "epochs": 2, "seconds": 12.3456,
+               "tuner": "tuner0", "hyperparameters": {"conv_blocks": 2, "learning_rate": 0.001}},
+              {"trial_id": "0001", "status": "COMPLETED", "score": 0.9, "epochs": 1, "seconds": 8.0,
+               "tuner": "tuner0", "hyperparameters": {"conv_blocks": 3, "learning_rate": 0.000316227766}}]
+    summary = {"run_id": "r", "status": "pushed", "error": None, "anomalies": [], "drift": skew,
+               "components": {"validate": {"state": "executed", "seconds": 1.0, "uri": "/x"}},
+               "tuning": {"tuner": "random", "trials": trials, "reused": False,
+                          "best_hyperparameters": {"conv_blocks": 3, "learning_rate": 0.000316227766}},
+               "training": {"history": {"accuracy": [0.5, 0.7, 0.8], "val_accuracy": [0.55, 0.72, 0.79],
+                                        "loss": [1.2, 0.8, 0.6], "val_loss": [1.1, 0.85, 0.7]}}}
+    page = tmp_path / "report.html"
+    run_html(PRODUCTION, summary, {"statistics": stats}, None, page)
+    tuning = page.read_text().split('<section id="tuning">')[1].split("</section>")[0]
+    assert re.findall(r"<th>(.*?)</th>", tuning) == ["trial_id", "status", "score", "epochs", "seconds", "tuner",
+                                                     "conv_blocks", "learning_rate"]
+    assert "<td>0.8123</td>" in tuning and "<td>12.35</td>" in tuning and "<td>0.0003162</td>" in tuning
+    assert "best: conv_blocks 3, learning_rate 0.0003162" in tuning
+    seen = rendered(page, ("validation", "tuning", "training"),
+                    {"ticks": "#training text.tick", "skew_bars": "#validation svg rect"}, tmp_path)
+    assert seen["validation"] and seen["tuning"] and seen["training"], seen
+    assert seen["ticks"] == 2 * (3 + 3)  # two charts: three values up the side, three epochs along the bottom
+    buckets = sum(len(boundaries()[d["feature"]]) - 1 for d in skew)
+    assert seen["skew_bars"] == 2 * buckets
+    shot = tmp_path / "report.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'shot-profile'}", f"--screenshot={shot}", "--window-size=1200,2200",
+                    page.as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    shutil.copy(shot, Path(os.environ.get("REPORT_SCREENSHOT", tmp_path / "kept.png")))

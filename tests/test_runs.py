@@ -132,7 +132,7 @@ def test_partial_runs_stop_or_start_where_asked(first, root, tmp_path):
     assert code == 1
     assert_one_line_error(err, "--from train: ingest comes before it and has no cached output", "never run")
     code, out, err = cli("run", "--root", tmp_path / "fresh", "--to", "deploy")
-    assert code == 1 and "--to deploy: unknown component" in err
+    assert code == 2 and "--to deploy: unknown component" in err
 
 
 def test_tampered_outputs_are_detected_and_rebuilt(first, root):
@@ -203,3 +203,24 @@ def test_runs_commands_bad_inputs(first, root, tmp_path, args, message):
     expected = message or ("no run '20260101T000000-abcd'" if args[1] == "show" else "serving/7: no pushed model")
     assert code == 1
     assert_one_line_error(err, expected)
+
+
+def test_a_root_keeps_its_schema_for_new_spans_and_reuses_its_search(tmp_path):
+    generic = Path(__file__).resolve().parent.parent / "schemas" / "mnist_family.pbtxt"
+    custom = tmp_path / "custom.pbtxt"  # a given schema whose content differs from the generic one
+    custom.write_text(generic.read_text().replace("threshold: 0.03 }", "threshold: 0.031 }"))
+    assert custom.read_text() != generic.read_text()
+    first, second = (write_dataset(tmp_path / name, {"train": 240, "t10k": 60}, seed=seed)
+                     for name, seed in (("span1", 5), ("span2", 6)))
+    search = ["--max-trials", "1", "--max-epochs", "1", "--epochs", "1", "--min-accuracy", "0", "--max-regression", "1",
+              "--json"]
+    code, out, err = cli("run", "--dataset", f"idx:{first}", "--root", tmp_path / "root", "--schema", custom, *search)
+    assert code == 0, err
+    assert json.loads(out)["schema"]["source"] == f"curated:{custom}"
+    code, out, err = cli("run", "--dataset", f"idx:{second}", "--root", tmp_path / "root", *search)
+    summary = json.loads(out)
+    assert code == 0, err
+    assert summary["schema"]["source"] == f"curated:{custom} (kept from this root's earlier runs)"
+    assert summary["tuning"]["reused"] is True and summary["components"]["tune"]["state"] == "cached"
+    code, out, err = cli("run", "--dataset", f"idx:{second}", "--root", tmp_path / "other", *search)
+    assert json.loads(out)["schema"]["source"] == f"curated:{generic}"  # another root starts afresh

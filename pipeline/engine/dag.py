@@ -30,7 +30,7 @@ class Resolver:
     after: tuple[str, ...] = ()
 
 
-def _no_params(cfg, outputs: Outputs) -> dict[str, Any]:
+def _no_params(cfg, outputs: Outputs, history) -> dict[str, Any]:
     return {}
 
 
@@ -39,7 +39,8 @@ class Node:
     """One step of a pipeline: its component, the upstream node (or resolver) feeding each input, its
     parameters from the config, and what may replace or stop it.
 
-    - `params(cfg, outputs)`: keyword parameters of the component's function.
+    - `params(cfg, outputs, history)`: keyword parameters of the component's function, from the config,
+      this run's outputs so far and, where a setting carries over between runs, the store's history.
     - `reuse(cfg, outputs, history)`: an earlier output to take instead of executing (a search result
       for the same schema), or None; skipped when the node is forced to run (`--retune`, `--from`).
     - `gate(output, cfg)`: a `Stop` to end the run after this node (validation blocks, a model is not
@@ -51,7 +52,7 @@ class Node:
 
     component: Component
     inputs: tuple[str | Resolver, ...] = ()
-    params: Callable[[Any, Outputs], dict[str, Any]] = _no_params
+    params: Callable[[Any, Outputs, Any], dict[str, Any]] = _no_params
     reuse: Callable[[Any, Outputs, Any], Artifact | None] | None = None
     gate: Callable[[Artifact, Any], Stop | None] | None = None
     summary: Callable[[Artifact | None, dict[str, Any]], dict[str, Any]] | None = None
@@ -157,6 +158,6 @@ def run_node(node: Node, cfg, runner, history) -> Stop | None:
                    for ref in node.inputs)
     earlier = node.reuse(cfg, outputs, history) if node.reuse and not runner.forced(node.name) else None
     output = runner.reuse(node.component, earlier) if earlier else runner(
-        node.component, *inputs, **node.params(cfg, outputs))
+        node.component, *inputs, **node.params(cfg, outputs, history))
     return node.gate(output, cfg) if node.gate else None
 

@@ -13,7 +13,9 @@ class DataError(PipelineError):
 
 
 class ConfigError(PipelineError):
-    """A config file or flag value that is unknown or of the wrong type."""
+    """A config key, config value or flag that is unknown, of the wrong type or out of its range: usage."""
+
+    exit_code = 2
 
 
 class ValidationFailed(PipelineError):
@@ -27,6 +29,14 @@ class ValidationFailed(PipelineError):
         more = f" (and {len(self.anomalies) - 1} more)" if len(self.anomalies) > 1 else ""
         super().__init__(f"data validation failed: split '{first.split}', feature '{first.feature}': "
                          f"{first.type}: {first.description}{more}")
+
+
+class RunFailed(PipelineError):
+    """A run ended `failed` (Python API): the message is the run's error, `summary` its summary."""
+
+    def __init__(self, summary: dict):
+        self.summary = summary
+        super().__init__(summary["error"])
 
 
 class MetadataError(PipelineError):

@@ -9,15 +9,19 @@ import time
 ENV = "PIPELINE_FAILPOINTS"
 # A file the held process writes with the failpoint's name and its pid, so the test knows when to kill.
 REACHED = "PIPELINE_FAILPOINT_REACHED"
+# With this set, a held process goes on once the file it names exists (instead of waiting to be killed).
+RELEASE = "PIPELINE_FAILPOINT_RELEASE"
 _hits: collections.Counter = collections.Counter()
 
 
 def failpoint(name: str) -> None:
-    """Holds this process here forever when `PIPELINE_FAILPOINTS` names `name`; does nothing otherwise.
+    """Holds this process here when `PIPELINE_FAILPOINTS` names `name`; does nothing otherwise.
 
     A crash test sets the variable for the run it starts, waits for the file named by
     `PIPELINE_FAILPOINT_REACHED` and kills the process group: the kill lands exactly at this point,
-    on a fast machine as on a slow one. Without the variable this costs one dictionary lookup.
+    on a fast machine as on a slow one. With `PIPELINE_FAILPOINT_RELEASE`, the process goes on once
+    that file exists: a test orders events across processes without timing them. Without the
+    variable this costs one dictionary lookup.
 
     Example:
         >>> os.environ[ENV] = "train.epoch_end#2"   # in the test's environment for the run
@@ -41,5 +45,6 @@ def _hold(name: str) -> None:
         with open(tmp, "w") as f:
             f.write(f"{name} {os.getpid()}\n")
         os.replace(tmp, marker)  # the test never reads half a line
-    while True:
-        time.sleep(3600)
+    release = os.environ.get(RELEASE)
+    while not (release and os.path.exists(release)):
+        time.sleep(0.05 if release else 3600)

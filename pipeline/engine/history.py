@@ -37,6 +37,24 @@ def previous_span_statistics(store: Metadata, root: str, fingerprint: str) -> St
     return None
 
 
+def root_schema(store: Metadata, root: str) -> Path | None:
+    """The curated or given schema file the newest validated run of the pipeline at `root` used, if it is
+    still there: a root is one pipeline, so its next spans keep that schema (an inferred one is not kept).
+
+    Example:
+        >>> root_schema(Metadata.open(cfg), cfg.root)
+        PosixPath('schemas/fashion_mnist.pbtxt')
+    """
+    for run in reversed(store.runs(root, outputs=True)):
+        done = {c: e for c, e in run["executions"].items() if e["state"] in FINISHED}
+        validated = run["status"] in PASSED_VALIDATION or (run["status"] == "partial" and "validate" in done)
+        source = ((done.get("schema") or {}).get("output") or {}).get("properties", {}).get("source", "")
+        if validated and source.startswith("curated:"):
+            path = Path(source.removeprefix("curated:").split(" (")[0])
+            return path if path.is_file() else None
+    return None
+
+
 def reusable_hyperparameters(store: Metadata, search: str) -> HyperParameters | None:
     """The newest search result in the store with the same schema, search space and settings (`search`,
     see `components.tune.search_key`), whose files are intact; from any pipeline sharing the store.

@@ -30,7 +30,7 @@ def connection_config(cfg) -> tuple[Any, str]:
     mysql = cfg.metadata.mysql
     if mysql is not None:
         conn.mysql.host, conn.mysql.port, conn.mysql.database = mysql.host, mysql.port, mysql.database
-        conn.mysql.user, conn.mysql.password = mysql.user, mysql.password
+        conn.mysql.user, conn.mysql.password = mysql.user, mysql.secret
         return conn, f"mysql://{mysql.user}@{mysql.host}:{mysql.port}/{mysql.database}"
     path = Path(cfg.metadata.sqlite or Path(cfg.root) / "metadata.sqlite")
     conn.sqlite.filename_uri = str(path)

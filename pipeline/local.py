@@ -1,4 +1,4 @@
-"""One run of the pipeline: executes the DAG and writes `<root>/runs/<run_id>/summary.json`."""
+"""The local orchestrator: one run of the pipeline in this process, recorded in `<root>/runs/<run_id>/` and ML Metadata."""
 from __future__ import annotations
 
 import datetime
@@ -95,6 +95,7 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
         >>> summary["status"], summary["pushed_model"]
         ('pushed', '/tmp/root/serving/1')
     """
+    config_module.check(cfg)  # a bad value stops the run before anything runs
     run_id = check_run_id(run_id) if run_id else new_run_id()
     distributed = distributed_role() is not None  # a distributed search never comes from the cache
     with root_lock(cfg.root, run_id, wait=wait, shared=distributed):

@@ -1,0 +1,102 @@
+"""The Python API for notebooks and scripts: `run`, `step`, `validate`, `drift`, `predict`, mirroring the commands."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def _config(path: str | Path | None, root: str | Path | None, beam_args: Iterable[str] | None, **values: Any):
+    from pipeline.cli import run_config
+
+    return run_config(path, root, beam_args, **values)
+
+
+def run(dataset: str | None = None, *, config: str | Path | None = None, root: str | Path | None = None,
+        beam_args: Iterable[str] | None = None, no_cache: bool = False, start: str | None = None,
+        stop: str | None = None, wait: bool = True, run_id: str | None = None, **flags: Any) -> dict[str, Any]:
+    """Runs the production pipeline on this machine, as `python -m pipeline run` does, and returns its summary
+    (the object `--json` prints). Keyword arguments mirror the flags: `max_trials=2` for `--max-trials 2`,
+    `no_tune=True`, `tune_budget="10m"`, `start`/`stop` for `--from`/`--to`.
+
+    A run that is blocked by validation or not blessed returns its summary (`status` says which).
+
+    Raises:
+        ConfigError: a bad argument or config value (nothing ran).
+        LockedError: another run holds the root and `wait` is False.
+        RunFailed: the run failed; its message is the run's error and `.summary` the run's summary.
+
+    Example:
+        >>> summary = run("idx:/data/mnist", root="/tmp/root", max_trials=2, max_epochs=1)
+        >>> summary["status"], summary["evaluation"]["accuracy"]
+        ('pushed', 0.9812)
+    """
+    from pipeline.engine.errors import RunFailed
+    from pipeline.local import execute
+
+    summary = execute(_config(config, root, beam_args, dataset=dataset, **flags), use_cache=not no_cache,
+                      start=start, stop=stop, wait=wait, run_id=run_id)
+    if summary["status"] == "failed":
+        raise RunFailed(summary)
+    return summary
+
+
+def step(component: str, run_id: str, *, config: str | Path | None = None, root: str | Path | None = None,
+         beam_args: Iterable[str] | None = None, no_cache: bool = False, **flags: Any) -> dict[str, Any]:
+    """Runs one component of run `run_id`, as `python -m pipeline step` does; returns the step's result.
+
+    Example:
+        >>> step("ingest", "my-run", dataset="idx:/data/mnist", root="/tmp/root")["state"]
+        'executed'
+    """
+    from pipeline.step import execute_step
+
+    return execute_step(_config(config, root, beam_args, **flags), component, run_id, use_cache=not no_cache)
+
+
+def validate(dataset: str, *, schema: str | None = None, root: str | Path | None = None,
+             beam_args: Iterable[str] | None = None) -> dict[str, Any]:
+    """Statistics and anomalies of a dataset or one split (`SPEC[:SPLIT]`), as `python -m pipeline validate`;
+    `clean` is False when there are anomalies.
+
+    Example:
+        >>> validate("idx:/data/mnist:test")["clean"]
+        True
+    """
+    from pipeline.checks import validate_check
+
+    return validate_check(dataset, _config(None, root, beam_args, schema=schema))
+
+
+def drift(baseline: str, current: str, *, schema: str | None = None, root: str | Path | None = None,
+          report: str | Path | None = None, beam_args: Iterable[str] | None = None) -> dict[str, Any]:
+    """Compares a dataset (or saved statistics) with a baseline, as `python -m pipeline drift`; `drifted`
+    is True when any feature drifted. With `report`, also writes the HTML report there.
+
+    Example:
+        >>> drift("fashion_mnist:train", "idx:/data/today")["drifted"]
+        False
+    """
+    from pipeline.checks import drift_check
+
+    return drift_check(baseline, current, _config(None, root, beam_args, schema=schema),
+                       str(report) if report else None)
+
+
+def predict(images: Iterable[str | Path] = (), *, model: str | Path | None = None,
+            serving_dir: str | Path | None = None, dataset: str | None = None, limit: int | None = None,
+            root: str | Path | None = None) -> dict[str, Any]:
+    """Predictions of a pushed model (`model`, or the latest version in `serving_dir`) for PNG files or a
+    dataset split, as `python -m pipeline predict`; a dataset adds the accuracy.
+
+    Example:
+        >>> predict(["digit.png"], serving_dir="/tmp/root/serving")["predictions"][0]["class_id"]
+        7
+    """
+    from pipeline.engine.errors import ConfigError
+    from pipeline.serving import predict as serve
+
+    images = [str(i) for i in images]
+    if bool(images) == bool(dataset) or (model is None) == (serving_dir is None):
+        raise ConfigError("predict: give images or a dataset, and a model or a serving directory (one of each)")
+    return serve(str(model) if model else None, str(serving_dir) if serving_dir else None, images, dataset, limit,
+                 _config(None, root, None))

@@ -1,0 +1,39 @@
+"""The Python API used as a notebook would: the README's example, and errors raised as the errors module's."""
+from pathlib import Path
+
+import pytest
+
+from conftest import write_dataset
+from pipeline.engine.errors import ConfigError, RunFailed
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readmes_notebook_example_runs_as_written_on_a_small_dataset(tmp_path, monkeypatch, capsys):
+    """The example's cells run unchanged but for `DATA`, here a small IDX set (Fashion-MNIST takes minutes)."""
+    data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 64})
+    code = README.read_text().split("<!-- notebook -->\n```python\n")[1].split("```")[0]
+    assert code.count('DATA = "fashion_mnist"') == 1
+    monkeypatch.chdir(tmp_path)
+    exec(code.replace('DATA = "fashion_mnist"', f'DATA = "idx:{data}"'), {})
+    status, clean, drifted, scored = capsys.readouterr().out.splitlines()
+    assert status.split()[0] == "pushed" and float(status.split()[1]) >= 0.8
+    assert status.split()[2].endswith("notebook_root/serving/1")
+    assert clean == "clean" and drifted == "[]" and float(scored) >= 0.8
+
+
+def test_bad_arguments_and_failed_runs_raise_the_errors_modules_exceptions(tmp_path):
+    from pipeline import predict, run
+
+    data = write_dataset(tmp_path / "data", {"train": 64, "t10k": 32})
+    with pytest.raises(ConfigError, match=r"config 'tune.max_trials': expected an integer at least 1, got -5"):
+        run(f"idx:{data}", root=tmp_path / "root", max_trials=-5)
+    with pytest.raises(ConfigError, match=r"unknown argument 'max_trails'; expected one of "):
+        run(f"idx:{data}", root=tmp_path / "root", max_trails=3)
+    assert not (tmp_path / "root").exists()  # nothing ran
+    with pytest.raises(ConfigError, match="predict: give images or a dataset, and a model or a serving directory"):
+        predict(root=tmp_path / "root")
+    (data / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(RunFailed, match="t10k-images-idx3-ubyte.gz") as failed:
+        run(f"idx:{data}", root=tmp_path / "root", no_tune=True, epochs=1)
+    assert failed.value.summary["status"] == "failed"
