@@ -68,7 +68,7 @@ def build(cfg: Config, image: str = "mnist-pipeline:latest", pvc: str | None = N
           pipeline: Pipeline = PRODUCTION):
     """The KFP pipeline function over `pipeline`'s nodes. `pvc`: the persistent volume claim mounted at the
     root in every task (a cluster run); None for `kfp.local`, where the root is this machine's."""
-    kfp, dsl = _kfp()
+    _, dsl = _kfp()
     root = task_root(cfg) if pvc else cfg.root
     # One line of JSON (which YAML reads): KFP copies defaults into the spec's header comment, and a
     # multi-line one there breaks the spec's YAML.
@@ -103,7 +103,7 @@ def compile_spec(cfg: Config, output: str | Path, image: str = "mnist-pipeline:l
         >>> compile_spec(override(Config(), root="/pipeline_root"), "pipeline.yaml")
         ['ingest', 'statistics', 'schema', 'validate', 'tune', 'train', 'evaluate', 'push']
     """
-    kfp, _ = _kfp()
+    _kfp()  # a one-line error when kfp is not installed
     from kfp import compiler
 
     tmp = Path(output).with_name(f".{Path(output).stem}.tmp.yaml")
@@ -120,7 +120,7 @@ def run_locally(cfg: Config, use_cache: bool = True, pipeline: Pipeline = PRODUC
     Raises:
         PipelineError: a task failed before the run recorded a summary.
     """
-    kfp, _ = _kfp()
+    _kfp()  # a one-line error when kfp is not installed
     from kfp import local
 
     from pipeline.local import new_run_id

@@ -15,6 +15,14 @@ PASSED_VALIDATION = ("pushed", "not_blessed")
 FINISHED = ("executed", "cached")
 
 
+def _validated(store: Metadata, root: str):
+    """The finished executions of each run of the pipeline at `root` that passed validation, newest first."""
+    for run in reversed(store.runs(root, outputs=True)):
+        done = {c: e for c, e in run["executions"].items() if e["state"] in FINISHED}
+        if run["status"] in PASSED_VALIDATION or (run["status"] == "partial" and "validate" in done):
+            yield done
+
+
 def previous_span_statistics(store: Metadata, root: str, fingerprint: str) -> Statistics | None:
     """Statistics of the newest span before this one: the newest run of the pipeline at `root` over other
     data (another Examples fingerprint) that passed validation, whose statistics are still intact.
@@ -23,11 +31,9 @@ def previous_span_statistics(store: Metadata, root: str, fingerprint: str) -> St
         >>> previous_span_statistics(Metadata.open(cfg), cfg.root, examples.fingerprint).path("train")
         'pipeline_root/artifacts/statistics/5d1c.../train/FeatureStats.pb'
     """
-    for run in reversed(store.runs(root, outputs=True)):
-        done = {c: e for c, e in run["executions"].items() if e["state"] in FINISHED}
-        validated = run["status"] in PASSED_VALIDATION or (run["status"] == "partial" and "validate" in done)
+    for done in _validated(store, root):
         examples, stats = (done.get(c, {}).get("output") for c in ("ingest", "statistics"))
-        if not (validated and examples and stats):
+        if not (examples and stats):
             continue
         if examples["properties"].get("fingerprint") in (None, fingerprint):
             continue
@@ -45,11 +51,9 @@ def root_schema(store: Metadata, root: str) -> Path | None:
         >>> root_schema(Metadata.open(cfg), cfg.root)
         PosixPath('schemas/fashion_mnist.pbtxt')
     """
-    for run in reversed(store.runs(root, outputs=True)):
-        done = {c: e for c, e in run["executions"].items() if e["state"] in FINISHED}
-        validated = run["status"] in PASSED_VALIDATION or (run["status"] == "partial" and "validate" in done)
+    for done in _validated(store, root):
         source = ((done.get("schema") or {}).get("output") or {}).get("properties", {}).get("source", "")
-        if validated and source.startswith("curated:"):
+        if source.startswith("curated:"):
             path = Path(source.removeprefix("curated:").split(" (")[0])
             return path if path.is_file() else None
     return None

@@ -98,6 +98,7 @@ class Metadata:
                                 f"new one (cached artifacts are re-registered on the next run)") from None
         self.types: dict[str, int] = {}
         self.ids: dict[tuple[str, str], int] = {}  # (type, uri) → id of the artifacts of this run
+        self.kinds: dict[int, str] = {}  # artifact type id → name
         self.run_context = self.pipeline_context = None
 
     @classmethod
@@ -289,7 +290,9 @@ class Metadata:
 
     def _describe(self, artifact) -> dict[str, Any]:
         pb = _pb()
-        kind = self.store.get_artifact_types_by_id([artifact.type_id])[0].name
+        if artifact.type_id not in self.kinds:  # one query per type, not per artifact described
+            self.kinds[artifact.type_id] = self.store.get_artifact_types_by_id([artifact.type_id])[0].name
+        kind = self.kinds[artifact.type_id]
         props = {}
         for name in artifact.properties:
             value = _get(artifact.properties, name)
