@@ -32,9 +32,9 @@ class CNNHyperModel(kt.HyperModel):
         >>> model = CNNHyperModel().build(kt.HyperParameters())  # the reference model
     """
 
-    def __init__(self, mixed_precision: bool = False, **kwargs):
+    def __init__(self, mixed_precision: bool = False, classes: int = CLASSES, **kwargs):
         super().__init__(**kwargs)
-        self.mixed_precision = mixed_precision
+        self.mixed_precision, self.classes = mixed_precision, classes
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         with MixedPrecision(self.mixed_precision):
@@ -59,7 +59,7 @@ class CNNHyperModel(kt.HyperModel):
         x = keras.layers.Dropout(hp.Float("dense_dropout", 0.2, 0.6, step=0.1, default=REFERENCE["dense_dropout"]),
                                  name="dropout_dense")(x)
         # float32 probabilities even under mixed precision: softmax in float16 loses the small classes.
-        outputs = keras.layers.Dense(CLASSES, activation="softmax", name="probabilities", dtype="float32")(x)
+        outputs = keras.layers.Dense(self.classes, activation="softmax", name="probabilities", dtype="float32")(x)
         model = keras.Model(inputs, outputs, name="cnn")
         learning_rate = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=REFERENCE["learning_rate"])
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -91,10 +91,11 @@ class MixedPrecision:
         keras.config.set_dtype_policy(self.previous)
 
 
-def build_model(values: dict[str, Any], mixed_precision: bool = False) -> keras.Model:
-    """Builds the model for fixed hyperparameter values (e.g. the best of a search, or REFERENCE)."""
+def build_model(values: dict[str, Any], mixed_precision: bool = False, classes: int = CLASSES) -> keras.Model:
+    """Builds the model for fixed hyperparameter values (e.g. the best of a search, or REFERENCE) with a
+    `classes`-way softmax head."""
     hp = kt.HyperParameters()
     for name, value in values.items():
         if not name.startswith("tuner/"):
             hp.Fixed(name, value)
-    return CNNHyperModel(mixed_precision=mixed_precision).build(hp)
+    return CNNHyperModel(mixed_precision=mixed_precision, classes=classes).build(hp)

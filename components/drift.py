@@ -13,14 +13,15 @@ from components import image_features
 from pipeline.engine.artifacts import Distance
 
 HISTOGRAM = "fixed_histogram"  # name of the custom statistic holding the shared-bucket histogram
-LABEL, CLASSES = "label", 10
+# Label buckets: one per class up to 63; labels beyond share the last (EMNIST ByClass has 62 classes).
+LABEL, LABEL_BUCKETS = "label", 64
 
 
 def boundaries() -> dict[str, np.ndarray]:
     """Bucket edges of every histogrammed feature: summary features over their range, label per class."""
     edges = {name: np.linspace(low, high, image_features.BUCKETS + 1)
              for name, (low, high) in image_features.RANGES.items()}
-    edges[LABEL] = np.arange(CLASSES + 1) - 0.5
+    edges[LABEL] = np.arange(LABEL_BUCKETS + 1) - 0.5
     return edges
 
 
@@ -106,6 +107,8 @@ def compare(baseline, current, schema, comparison: str, comparator: str = "drift
         p, q = fixed_histogram(baseline, feature.name), fixed_histogram(current, feature.name)
         if p is None or q is None or not p.sum() or not q.sum():
             continue  # an empty or featureless dataset is validation's finding, not a distance
+        if len(p) != len(q):  # statistics saved before the label had 64 buckets: classes beyond held none
+            p, q = (np.pad(h, (0, max(len(p), len(q)) - len(h))) for h in (p, q))
         distance, noise = round(fn(p, q), 6), round(sampling_noise(measure, p, q), 6)
         result.append(Distance(comparison, feature.name, measure, distance, threshold, noise,
                                distance > threshold + noise))

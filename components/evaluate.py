@@ -8,8 +8,6 @@ import numpy as np
 from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.engine.component import Component
 
-CLASSES = 10
-
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The test split as uint8 images [N, 784] and integer labels [N]."""
@@ -18,23 +16,25 @@ def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarra
     return split_arrays(examples.file_pattern("test"), limit)
 
 
-def per_class(labels: np.ndarray, predicted: np.ndarray) -> tuple[list[dict], list[list[int]]]:
-    """Precision, recall, F1 and support per class, and the confusion matrix (rows: true, columns: predicted).
+def per_class(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...] = tuple("0123456789")
+              ) -> tuple[list[dict], list[list[int]]]:
+    """Precision, recall, F1 and support per class (with its name), and the confusion matrix (rows: true,
+    columns: predicted).
 
     Example:
-        >>> rows, matrix = per_class(np.array([0, 1, 1]), np.array([0, 1, 0]))
-        >>> rows[1]["recall"], matrix[1]
-        (0.5, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+        >>> rows, matrix = per_class(np.array([0, 1, 1]), np.array([0, 1, 0]), ("cat", "dog"))
+        >>> rows[1]["name"], rows[1]["recall"], matrix[1]
+        ('dog', 0.5, [1, 1])
     """
-    matrix = np.zeros((CLASSES, CLASSES), dtype=np.int64)
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
     rows = []
-    for k in range(CLASSES):
+    for k in range(len(classes)):
         tp, predicted_k, actual_k = matrix[k, k], matrix[:, k].sum(), matrix[k, :].sum()
         precision = tp / predicted_k if predicted_k else 0.0
         recall = tp / actual_k if actual_k else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class": k, "precision": round(float(precision), 4), "recall": round(float(recall), 4),
+        rows.append({"class": k, "name": classes[k], "precision": round(float(precision), 4), "recall": round(float(recall), 4),
                      "f1": round(float(f1), 4), "support": int(actual_k)})
     return rows, matrix.tolist()
 
@@ -71,13 +71,13 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
     accuracy = float((predicted == labels).mean())
     eps = 1e-7
     loss = float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], eps, 1.0)).mean())
-    classes, matrix = per_class(labels, predicted)
+    classes, matrix = per_class(labels, predicted, model.classes)
     checks = [(accuracy >= min_accuracy, f"accuracy {accuracy:.4f} {'>=' if accuracy >= min_accuracy else '<'} "
                                          f"min_accuracy {min_accuracy:.4f}")]
     if min_class_recall is not None:
         weak = [c for c in classes if c["recall"] < min_class_recall]
         checks.append((not weak, f"recall below min_class_recall {min_class_recall:.4f} for class "
-                                 + ", ".join(f"{c['class']} ({c['recall']:.4f})" for c in weak) if weak else
+                                 + ", ".join(f"{c['name']} ({c['recall']:.4f})" for c in weak) if weak else
                        f"every class's recall >= min_class_recall {min_class_recall:.4f}"))
     baseline_accuracy = None
     if baseline is None:
@@ -107,4 +107,4 @@ def summarize(ev: Evaluation | None, info: dict) -> dict:
 
 
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),
-                      output=Evaluation, version="3")
+                      output=Evaluation, version="4")

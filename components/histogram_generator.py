@@ -44,6 +44,8 @@ class FixedHistograms(tfdv.CombinerStatsGenerator):
     def extract_output(self, accumulator):
         result = statistics_pb2.DatasetFeatureStatistics()
         for name, counts in accumulator.items():
+            if not counts.sum():  # an absent feature (no label in unlabeled images): TFDV aborts on a
+                continue          # feature that has custom statistics but no common ones
             feature = result.features.add(path=path_pb2.Path(step=[name]))
             histogram = feature.custom_stats.add(name=self._stat_name).histogram
             histogram.type = statistics_pb2.Histogram.STANDARD

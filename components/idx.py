@@ -1,19 +1,25 @@
-"""Reader and writer for the IDX format of MNIST-family datasets, gzipped or raw."""
+"""Reader and writer for the IDX format of MNIST-family datasets, gzipped or raw, and IDX directories."""
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from components import formats
 from pipeline.engine.errors import DataError
 
 # The third byte of the magic number names the element type; MNIST-family data is uint8.
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
            0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
+_IDX_NAME = re.compile(r"^(?P<prefix>.*?)[-_.]?(?P<kind>images|labels)[-_.]idx(?P<ndim>\d)[-_.]ubyte(\.gz)?$")
+# A prefix names the split, after an optional dataset name: emnist-balanced-train, t10k, train.
+_PREFIX = re.compile(r"^(?:(?P<name>.*?)[-_.])?(?P<split>train|test|t10k)$", re.IGNORECASE)
+_SPLIT_ALIASES = {"train": "train", "t10k": "test", "test": "test"}
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -73,3 +79,65 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as f:
         f.write(payload)
+
+
+def dataset_name(directory: Path) -> str:
+    """The dataset named by IDX file prefixes (emnist-balanced-train-images-... is emnist_balanced), else ""."""
+    if not directory.is_dir():
+        return ""
+    names = {(m := _PREFIX.match(n["prefix"])) and (m["name"] or "") for n in
+             (_IDX_NAME.match(p.name) for p in directory.iterdir()) if n}
+    return names.pop().lower().replace("-", "_") if len(names) == 1 and None not in names else ""
+
+
+def find_files(directory: Path) -> dict[str, tuple[Path, Path]]:
+    """The (images, labels) file pair of each split in an IDX directory: train, test, or one other prefix.
+
+    Example:
+        >>> find_files(Path("/usr/share/datasets/fashion-mnist"))["test"][0].name
+        't10k-images-idx3-ubyte.gz'
+    """
+    if not directory.is_dir():
+        raise DataError(f"{directory}: no such directory")
+    found: dict[str, dict[str, Path]] = {}
+    for path in sorted(directory.iterdir()):
+        match = _IDX_NAME.match(path.name)
+        if match:
+            found.setdefault(match["prefix"], {})[match["kind"]] = path
+    if not found:
+        raise DataError(f"{directory}: no IDX files (expected names like train-images-idx3-ubyte.gz "
+                        "and train-labels-idx1-ubyte.gz)")
+    pairs = {}
+    for prefix, files in found.items():
+        for kind, other in (("images", "labels"), ("labels", "images")):
+            if kind not in files:
+                raise DataError(f"{files[other]}: no matching {kind} file in {directory}")
+        named = _PREFIX.match(prefix)
+        split = _SPLIT_ALIASES[named["split"].lower()] if named else prefix or "all"
+        pairs[split] = (files["images"], files["labels"])
+    return pairs
+
+
+def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images [N, rows, cols] and int64 labels [N] of one split, checked to agree in count."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3:
+        raise DataError(f"{images_path}: expected images of rank 3 [count, rows, cols], got shape {images.shape}")
+    if labels.ndim != 1:
+        raise DataError(f"{labels_path}: expected labels of rank 1 [count], got shape {labels.shape}")
+    if len(images) != len(labels):
+        raise DataError(f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels")
+    return images, labels.astype(np.int64)
+
+
+def load_idx(directory: Path) -> formats.Loaded:
+    """Reads train and test splits from an IDX directory, or its single split as `all`."""
+    pairs = find_files(directory)
+    if "train" in pairs and "test" in pairs:
+        splits = {split: formats.Split(*read_pair(*pairs[split])) for split in ("train", "test")}
+    elif len(pairs) == 1:
+        splits = {"all": formats.Split(*read_pair(*next(iter(pairs.values()))))}
+    else:
+        raise DataError(f"{directory}: expected train and test IDX files or a single split, "
+                        f"found splits {', '.join(sorted(pairs))}")
+    return formats.Loaded(splits, ())  # numbered labels: the schema says how many classes there are

@@ -1,4 +1,4 @@
-"""Ingest: reads an MNIST-family dataset (TFDS or IDX files) and writes tf.Example TFRecords per split."""
+"""Ingest: reads an image-classification dataset (TFDS, IDX, image folders, CSV) and writes tf.Example TFRecords."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components import image_features
-from components.idx import read_idx
+from components import formats, idx, image_features
 from pipeline.config import DataConfig
 from pipeline.engine.artifacts import SPLITS, Examples
 from pipeline.engine.component import Component
@@ -22,16 +21,15 @@ from pipeline.engine.progress import Bar
 LOCAL_COPIES = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
 SHARD_SIZE = 20_000
 TFDS_HOST = "storage.googleapis.com"  # where TFDS fetches prepared data and most MNIST-family files
-_IDX_NAME = re.compile(r"^(?P<prefix>.*?)[-_.]?(?P<kind>images|labels)[-_.]idx(?P<ndim>\d)[-_.]ubyte(\.gz)?$")
-_SPLIT_ALIASES = {"train": "train", "t10k": "test", "test": "test"}
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A parsed `--dataset` value: `NAME`, `tfds:NAME` or `idx:DIR`, each with an optional `:SPLIT`."""
+    """A parsed `--dataset` value: `NAME`, `tfds:NAME[/CONFIG]`, `idx:DIR`, `folder:DIR` or `csv:FILE|DIR`,
+    each with an optional `:SPLIT`."""
 
-    kind: str  # "tfds" or "idx"
-    location: str  # TFDS name or directory
+    kind: str  # "tfds", "idx", "folder" or "csv"
+    location: str  # TFDS name, directory or file
     name: str  # dataset name for curated schemas and thresholds ("" for a plain directory)
     split: str | None = None
 
@@ -50,45 +48,18 @@ class DatasetSpec:
         if not sep:
             kind, rest = "", body
         if kind == "idx" and rest:
-            return cls("idx", rest, "", split)
+            return cls("idx", rest, idx.dataset_name(Path(rest)), split)
+        if kind in ("folder", "csv") and rest:
+            return cls(kind, rest, "", split)
         if kind in ("", "tfds") and re.fullmatch(r"[a-z0-9_]+(/[\w.]+)?", rest or ""):
             local = LOCAL_COPIES.get(rest)
             if not kind and local is not None and local.is_dir():
                 return cls("idx", str(local), rest, split)
-            return cls("tfds", rest, rest.split("/")[0], split)
-        raise DataError(f"dataset spec '{spec}': expected NAME, tfds:NAME or idx:DIR, optionally followed by "
-                        f":{'|:'.join(SPLITS)}")
-
-
-def _find_idx_files(directory: Path) -> dict[str, tuple[Path, Path]]:
-    if not directory.is_dir():
-        raise DataError(f"{directory}: no such directory")
-    found: dict[str, dict[str, Path]] = {}
-    for path in sorted(directory.iterdir()):
-        match = _IDX_NAME.match(path.name)
-        if match:
-            found.setdefault(match["prefix"], {})[match["kind"]] = path
-    if not found:
-        raise DataError(f"{directory}: no IDX files (expected names like train-images-idx3-ubyte.gz "
-                        "and train-labels-idx1-ubyte.gz)")
-    pairs = {}
-    for prefix, files in found.items():
-        for kind, other in (("images", "labels"), ("labels", "images")):
-            if kind not in files:
-                raise DataError(f"{files[other]}: no matching {kind} file in {directory}")
-        pairs[_SPLIT_ALIASES.get(prefix.lower(), prefix or "all")] = (files["images"], files["labels"])
-    return pairs
-
-
-def _read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3:
-        raise DataError(f"{images_path}: expected images of rank 3 [count, rows, cols], got shape {images.shape}")
-    if labels.ndim != 1:
-        raise DataError(f"{labels_path}: expected labels of rank 1 [count], got shape {labels.shape}")
-    if len(images) != len(labels):
-        raise DataError(f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels")
-    return images, labels.astype(np.int64)
+            # emnist/balanced is a dataset of its own (schemas/emnist_balanced.pbtxt); mnist/3.0.1 a version.
+            base, _, config = rest.partition("/")
+            return cls("tfds", rest, f"{base}_{config}" if config and not config[0].isdigit() else base, split)
+        raise DataError(f"dataset spec '{spec}': expected NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE, "
+                        f"optionally followed by :{'|:'.join(SPLITS)}")
 
 
 def _hash_fraction(images: np.ndarray, salt: bytes) -> np.ndarray:
@@ -98,22 +69,14 @@ def _hash_fraction(images: np.ndarray, salt: bytes) -> np.ndarray:
                      for row in flat], dtype=np.float64) / 2.0**64
 
 
-def _carve(images, labels, fraction: float, salt: bytes):
-    held_out = _hash_fraction(images, salt) < fraction
-    return (images[~held_out], labels[~held_out]), (images[held_out], labels[held_out])
+def _carve(split: formats.Split, fraction: float, salt: bytes) -> tuple[formats.Split, formats.Split]:
+    held_out = _hash_fraction(split.images, salt) < fraction
+    labels = split.labels
 
+    def part(mask):
+        return formats.Split(split.images[mask], None if labels is None else labels[mask])
 
-def load_idx(directory: Path, test_fraction: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Reads train and test splits from an IDX directory; a single split is divided by hash."""
-    pairs = _find_idx_files(directory)
-    if "train" in pairs and "test" in pairs:
-        return {split: _read_pair(*pairs[split]) for split in ("train", "test")}
-    if len(pairs) == 1:
-        images, labels = _read_pair(*next(iter(pairs.values())))
-        train, test = _carve(images, labels, test_fraction, b"test")
-        return {"train": train, "test": test}
-    raise DataError(f"{directory}: expected train and test IDX files or a single split, "
-                    f"found splits {', '.join(sorted(pairs))}")
+    return part(~held_out), part(held_out)
 
 
 def _require_network(name: str, data_dir) -> None:
@@ -130,7 +93,7 @@ def _require_network(name: str, data_dir) -> None:
         socket.setdefaulttimeout(None)
 
 
-def load_tfds(name: str, data_dir: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_tfds(name: str, data_dir: str | None) -> formats.Loaded:
     """Reads a TFDS image-classification dataset, downloading it if it is not prepared yet."""
     import tensorflow_datasets as tfds  # slow import, only for this path
 
@@ -156,52 +119,82 @@ def load_tfds(name: str, data_dir: str | None) -> dict[str, tuple[np.ndarray, np
         except (ValueError, KeyError):  # no such split: the test split is then carved from train
             continue
         images = np.concatenate([b["image"] for b in batches])
-        out[split] = (images.reshape(images.shape[:3]) if images.ndim == 4 and images.shape[3] == 1 else images,
-                      np.concatenate([b["label"] for b in batches]).astype(np.int64))
+        if images.ndim != 4 or images.shape[1:] != (formats.SIDE, formats.SIDE, 1):
+            raise DataError(f"tfds:{name}: images of shape {images.shape[1:]}, expected "
+                            f"{formats.SIDE}x{formats.SIDE}x1 (export it as folder:DIR to have it resized)")
+        out[split] = formats.Split(images[..., 0], np.concatenate([b["label"] for b in batches]).astype(np.int64))
     if "train" not in out:
         raise DataError(f"tfds:{name}: has no train split (splits: {', '.join(builder.info.splits)})")
-    return out
+    return formats.Loaded(out, tuple(features["label"].names))
 
 
-def write_split(images: np.ndarray, labels: np.ndarray, directory: Path) -> None:
-    """Writes examples as gzipped TFRecord shards `data-NNNNN-of-NNNNN.tfrecord.gz`.
+def encode_examples(images: np.ndarray, labels: np.ndarray | None, summaries: dict[str, np.ndarray]) -> list[bytes]:
+    """Serialized tf.Examples of `image` (pixels, int64), `label` (int64; none for unlabeled images) and one
+    float per summary feature, encoded in C++ by tfx_bsl from an Arrow record batch (benchmarks/ingest.py:
+    the same bytes' examples, several times faster than building each tf.Example in Python).
 
-    Each tf.Example holds `image` (the pixels as int64), `label` (int64) and one float per
-    summary feature of `image_features` (mean intensity, ink fraction, bounding box, ...).
+    Example:
+        >>> encode_examples(np.zeros((2, 28, 28), np.uint8), np.array([3, 4]), image_features.summarize(...))
     """
+    import pyarrow as pa
+    from tfx_bsl.coders import example_coder
+
+    count = len(images)
+
+    def lists(values: np.ndarray, width: int) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(np.arange(0, count * width + 1, width, dtype=np.int32)),
+                                        pa.array(values.reshape(-1)))
+
+    columns = {"image": lists(images.reshape(count, -1).astype(np.int64), images[0].size if count else 0)}
+    if labels is not None:
+        columns["label"] = lists(np.asarray(labels, np.int64), 1)
+    for name, values in summaries.items():
+        columns[name] = lists(np.asarray(values, np.float32), 1)
+    return example_coder.RecordBatchToExamples(pa.RecordBatch.from_arrays(list(columns.values()), list(columns)))
+
+
+def write_split(images: np.ndarray, labels: np.ndarray | None, directory: Path) -> None:
+    """Writes examples (see `encode_examples`) as gzipped TFRecord shards `data-NNNNN-of-NNNNN.tfrecord.gz`;
+    example i goes to shard i mod shards."""
     import tensorflow as tf
 
     directory.mkdir(parents=True)
-    flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
-    summaries = image_features.summarize(images) if len(images) else {n: [] for n in image_features.NAMES}
-    shards = max(1, math.ceil(len(flat) / SHARD_SIZE))
+    summaries = image_features.summarize(images) if len(images) else {n: np.zeros(0) for n in image_features.NAMES}
+    shards = max(1, math.ceil(len(images) / SHARD_SIZE))
     options = tf.io.TFRecordOptions(compression_type="GZIP")
-    Feature, Int64List, FloatList = tf.train.Feature, tf.train.Int64List, tf.train.FloatList
-    bar = Bar(f"ingest {directory.name}", total=len(flat), unit="examples")
+    bar = Bar(f"ingest {directory.name}", total=len(images), unit="examples")
     for shard in range(shards):
         with tf.io.TFRecordWriter(str(directory / f"data-{shard:05d}-of-{shards:05d}.tfrecord.gz"), options) as w:
-            for i in range(shard, len(flat), shards):
-                feature = {"image": Feature(int64_list=Int64List(value=flat[i].tolist())),
-                           "label": Feature(int64_list=Int64List(value=[int(labels[i])]))}
-                for name, values in summaries.items():
-                    feature[name] = Feature(float_list=FloatList(value=[float(values[i])]))
-                w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-                bar.update()
+            rows = np.arange(shard, len(images), shards)
+            for start in range(0, len(rows), 4096):
+                part = rows[start:start + 4096]
+                for record in encode_examples(images[part], None if labels is None else labels[part],
+                                              {n: np.asarray(v)[part] for n, v in summaries.items()}):
+                    w.write(record)
+                bar.update(len(part))
     bar.close()
 
 
 def source_fingerprint(data: DataConfig) -> str:
-    """What identifies the source data before reading it: IDX file bytes, or the TFDS name."""
+    """What identifies the source data before reading it: the files' names and bytes, or the TFDS name."""
     spec = DatasetSpec.parse(data.dataset)
     if spec.kind == "tfds":
         return f"tfds:{spec.location}:{data.tfds_data_dir}"
-    digest = hashlib.sha256()
-    for images, labels in _find_idx_files(Path(spec.location)).values():
-        for path in (images, labels):
-            digest.update(path.name.encode())
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+    location = Path(spec.location)
+    if spec.kind == "idx":
+        files = [path for pair in idx.find_files(location).values() for path in pair]
+    elif location.is_dir():
+        files = sorted(p for p in location.rglob("*") if p.is_file())
+    elif location.is_file():
+        files = [location]
+    else:
+        raise DataError(f"{location}: no such file or directory")
+    digest = hashlib.sha256(formats.RESIZE_POLICY.encode())
+    for path in files:
+        digest.update(str(path.relative_to(location) if path != location else path.name).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -226,31 +219,41 @@ def ingest(*, out_dir: Path, data: DataConfig) -> Examples:
     spec = DatasetSpec.parse(data.dataset)
     if spec.split:
         raise DataError(f"dataset spec '{data.dataset}': a run ingests a whole dataset; drop ':{spec.split}'")
-    if spec.kind == "idx":
-        splits, source = load_idx(Path(spec.location), data.test_fraction), f"idx:{Path(spec.location).resolve()}"
+    location = Path(spec.location)
+    if spec.kind == "tfds":
+        loaded, source = load_tfds(spec.location, data.tfds_data_dir), f"tfds:{spec.location}"
     else:
-        splits, source = load_tfds(spec.location, data.tfds_data_dir), f"tfds:{spec.location}"
+        read = {"idx": idx.load_idx, "folder": formats.load_folder, "csv": formats.load_csv}[spec.kind]
+        loaded, source = read(location), f"{spec.kind}:{location.resolve()}"
+    splits = dict(loaded.splits)
+    if len({s.labels is None for s in splits.values()}) > 1:
+        raise DataError(f"dataset spec '{data.dataset}': some splits have labels and some do not "
+                        f"(labelled: {', '.join(n for n, s in splits.items() if s.labels is not None)})")
     if "test" not in splits:
-        splits["train"], splits["test"] = _carve(*splits["train"], data.test_fraction, b"test")
-    splits["train"], splits["eval"] = _carve(*splits["train"], data.eval_fraction, b"eval")
+        splits["train"], splits["test"] = _carve(splits.pop("all", None) or splits["train"], data.test_fraction,
+                                                 b"test")
+    splits["train"], splits["eval"] = _carve(splits["train"], data.eval_fraction, b"eval")
     digest = hashlib.sha256()
     for split in SPLITS:
-        images, labels = splits[split]
+        images, labels = splits[split].images, splits[split].labels
         digest.update(f"{split}:{images.shape}".encode())
         digest.update(np.ascontiguousarray(images).tobytes())
-        digest.update(labels.tobytes())
+        digest.update(b"unlabeled" if labels is None else labels.tobytes())
         write_split(images, labels, out_dir / split)
         failpoint("ingest.split")
     return Examples(uri=str(out_dir), fingerprint=digest.hexdigest(), spec=data.dataset, name=spec.name,
-                    source=source,
-                    counts={split: int(len(splits[split][1])) for split in SPLITS})
+                    source=source, counts={split: int(len(splits[split].images)) for split in SPLITS},
+                    classes=loaded.classes, labelled=splits["train"].labels is not None,
+                    preprocessing=loaded.preprocessing)
 
 
 def summarize(examples: Examples | None, info: dict) -> dict:
     """The run summary's `dataset` section."""
     return {"dataset": examples and {"spec": examples.spec, "source": examples.source,
-                                     "fingerprint": examples.fingerprint, "counts": examples.counts}}
+                                     "fingerprint": examples.fingerprint, "counts": examples.counts,
+                                     "labelled": examples.labelled, "classes": list(examples.classes),
+                                     **({"preprocessing": examples.preprocessing} if examples.preprocessing else {})}}
 
 
-COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="2",
+COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="3",
                       source_key=source_fingerprint)

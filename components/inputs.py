@@ -6,19 +6,24 @@ import tensorflow as tf
 
 from components.cnn import CLASSES, PIXELS
 
-FEATURES = {"image": tf.io.FixedLenFeature([PIXELS], tf.int64), "label": tf.io.FixedLenFeature([1], tf.int64)}
+# Images without labels (drift and predict data) read as label -1: an all-zero one-hot row.
+FEATURES = {"image": tf.io.FixedLenFeature([PIXELS], tf.int64),
+            "label": tf.io.FixedLenFeature([1], tf.int64, default_value=[-1])}
 PARSE_BATCH = 1024
 
 
-def _parse(serialized):
-    parsed = tf.io.parse_example(serialized, FEATURES)
-    return tf.cast(parsed["image"], tf.uint8), tf.one_hot(parsed["label"][:, 0], CLASSES)
+def _parser(classes: int):
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, FEATURES)
+        return tf.cast(parsed["image"], tf.uint8), tf.one_hot(parsed["label"][:, 0], classes)
+
+    return parse
 
 
 def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
                  shuffle_buffer: int = 60_000, deterministic: bool = True, device: str | None = None,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batches of (uint8 images [B, 784], one-hot labels [B, 10]) from gzipped tf.Example TFRecords.
+                 drop_remainder: bool = False, classes: int = CLASSES) -> tf.data.Dataset:
+    """Batches of (uint8 images [B, 784], one-hot labels [B, classes]) from gzipped tf.Example TFRecords.
 
     Records are parsed vectorised in large batches once and cached as decoded uint8 tensors, so
     later epochs only shuffle, batch and prefetch. `deterministic=False` lets parallel reads and
@@ -34,7 +39,7 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {pattern}")
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
-    ds = ds.batch(PARSE_BATCH).map(_parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
+    ds = ds.batch(PARSE_BATCH).map(_parser(classes), num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
@@ -48,8 +53,8 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
 
 
 def split_arrays(pattern: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The examples of a split in file order, as uint8 images [N, 784] and integer labels [N] (the first
-    `limit` only, reading no further than needed).
+    """The examples of a split in file order, as uint8 images [N, 784] and integer labels [N] (-1 for
+    images without a label; the first `limit` only, reading no further than needed).
 
     Example:
         >>> images, labels = split_arrays(examples.file_pattern("test"), limit=1000)
@@ -57,7 +62,8 @@ def split_arrays(pattern: str, limit: int | None = None) -> tuple[np.ndarray, np
     images, labels = [], []
     for x, y in make_dataset(pattern, 4096 if limit is None else min(limit, 4096)):
         images.append(x.numpy())
-        labels.append(y.numpy().argmax(axis=1))
+        y = y.numpy()
+        labels.append(np.where(y.any(axis=1), y.argmax(axis=1), -1))
         if limit is not None and sum(map(len, labels)) >= limit:
             break
     if not images:

@@ -21,14 +21,15 @@ INFO = "model_info.json"  # beside saved_model.pb: which model and evaluation a 
 CHECK_IMAGES, CHECK_TOLERANCE = 100, 1e-5
 
 
-def export_serving(model_path: str, destination: Path) -> None:
+def export_serving(model_path: str, destination: Path, classes: tuple[str, ...] = tuple("0123456789")) -> None:
     """Writes a SavedModel with two signatures, preprocessing in the graph, and the `.keras` file beside it.
 
     `serving_default` takes uint8 `images` [N, 28, 28] or [N, 28, 28, 1]; `serving_png` takes encoded
-    grayscale 28×28 PNG bytes `png` [N]. Both return `class_ids` [N] (int64) and `probabilities` [N, 10].
+    grayscale 28×28 PNG bytes `png` [N]. Both return `class_ids` [N] (int64), `classes` [N] (the class
+    names, strings) and `probabilities` [N, number of classes].
 
     Example:
-        >>> export_serving("model.keras", Path("/tmp/export"))
+        >>> export_serving("model.keras", Path("/tmp/export"), ("cat", "dog"))
         >>> tf.saved_model.load("/tmp/export").signatures["serving_default"](images=x)["class_ids"]
     """
     import keras
@@ -38,7 +39,9 @@ def export_serving(model_path: str, destination: Path) -> None:
 
     def classify(images):
         probabilities = tf.cast(model(tf.reshape(images, [-1, SIDE * SIDE]), training=False), tf.float32)
-        return {"class_ids": tf.argmax(probabilities, axis=-1), "probabilities": probabilities}
+        class_ids = tf.argmax(probabilities, axis=-1)
+        return {"class_ids": class_ids, "classes": tf.gather(tf.constant(list(classes)), class_ids),
+                "probabilities": probabilities}
 
     def serve(images):
         tf.debugging.assert_equal(tf.reduce_prod(tf.shape(images)[1:]), SIDE * SIDE,
@@ -62,7 +65,8 @@ def export_serving(model_path: str, destination: Path) -> None:
     shutil.copyfile(model_path, destination / "model.keras")
 
 
-def infra_check(saved_model: Path, model_path: str, images: np.ndarray, scratch: Path) -> str:
+def infra_check(saved_model: Path, model_path: str, images: np.ndarray, scratch: Path,
+                classes: tuple[str, ...] = tuple("0123456789")) -> str:
     """Loads the export in a fresh Python process, serves `images` and compares with the Keras model in memory.
 
     Raises:
@@ -80,7 +84,7 @@ def infra_check(saved_model: Path, model_path: str, images: np.ndarray, scratch:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             raise PipelineError(f"infra check: {saved_model} does not serve in a fresh process "
                                 f"({lines[-1] if lines else 'exit ' + str(done.returncode)}); nothing pushed")
-        served = np.load(inputs.with_suffix(".out.npz"))
+        served = np.load(inputs.with_suffix(".out.npz"), allow_pickle=False)
     finally:
         inputs.unlink(missing_ok=True)
         inputs.with_suffix(".out.npz").unlink(missing_ok=True)
@@ -91,6 +95,10 @@ def infra_check(saved_model: Path, model_path: str, images: np.ndarray, scratch:
         raise PipelineError(f"infra check: the export answers differently from the trained model on "
                             f"{len(images)} test images ({differ} other classes, largest probability difference "
                             f"{worst:.2e}, expected at most {CHECK_TOLERANCE:.0e}); nothing pushed")
+    misnamed = int((served["classes"].astype(str) != np.array(classes, dtype=str)[served["class_ids"]]).sum())
+    if misnamed:
+        raise PipelineError(f"infra check: the export names the class of {misnamed} of {len(images)} test images "
+                            f"otherwise than the model's classes {', '.join(classes)}; nothing pushed")
     return f"served {len(images)} test images in a fresh process: same classes, probabilities within {worst:.1e}"
 
 
@@ -133,17 +141,18 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
     try:
         serving_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
-        export_serving(model.path, staging)
+        export_serving(model.path, staging, model.classes)
         (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
-                                                "accuracy": evaluation.accuracy}, indent=2))
+                                                "accuracy": evaluation.accuracy, "classes": list(model.classes)}, indent=2))
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
     failpoint("push.staged")
     try:
-        checked = infra_check(staging, model.path, test_arrays(examples, CHECK_IMAGES)[0], out_dir)
+        checked = infra_check(staging, model.path, test_arrays(examples, CHECK_IMAGES)[0], out_dir, model.classes)
         (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
-                                                "accuracy": evaluation.accuracy, "infra_check": checked}, indent=2))
+                                                "accuracy": evaluation.accuracy, "classes": list(model.classes),
+                                                "infra_check": checked}, indent=2))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -168,7 +177,7 @@ def _serve_in_this_process(saved_model: str, inputs: str) -> None:
     serve = tf.saved_model.load(saved_model).signatures["serving_default"]
     out = serve(images=tf.constant(np.load(inputs)["images"]))
     np.savez(Path(inputs).with_suffix(".out.npz"), class_ids=out["class_ids"].numpy(),
-             probabilities=out["probabilities"].numpy())
+             classes=out["classes"].numpy().astype(str), probabilities=out["probabilities"].numpy())
 
 
 def summarize(pushed: PushedModel | None, info: dict) -> dict:
@@ -177,7 +186,7 @@ def summarize(pushed: PushedModel | None, info: dict) -> dict:
             "push": pushed and {"version": pushed.version, "uri": pushed.uri, "infra_check": pushed.infra_check}}
 
 
-COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="2")
+COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="3")
 
 if __name__ == "__main__":
     _serve_in_this_process(*sys.argv[1:3])

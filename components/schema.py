@@ -11,7 +11,8 @@ from pipeline.engine.component import Component
 from pipeline.engine.errors import DataError
 
 IMAGE, LABEL = "image", "label"
-PIXELS, CLASSES = 28 * 28, 10
+PIXELS, CLASSES = 28 * 28, 10  # CLASSES: when neither the schema nor the data says otherwise
+NAMES_TAG = "class_names"  # the label's annotation with this tag lists the class names, in label order
 # Measured on Fashion-MNIST with shared buckets: clean-versus-clean at most 0.001 (JSD) and 0.008
 # (L-infinity on the label); every corruption tried measured 0.025 or more (schemas/fashion_mnist.pbtxt).
 FEATURE_THRESHOLD, LABEL_THRESHOLD = 0.01, 0.03
@@ -44,7 +45,47 @@ def load_schema(path: Path):
         raise DataError(f"{path}: not a valid TFDV schema ({str(exc).splitlines()[0]})") from None
 
 
-def apply_contract(schema, train_stats=None) -> None:
+def class_names(proto) -> tuple[str, ...]:
+    """The class names of a schema: its label's `class_names` annotation, else "0".."N-1" for its label domain.
+
+    Example:
+        >>> class_names(load_schema(Path("schemas/fashion_mnist.pbtxt")))[:2]
+        ('T-shirt/top', 'Trouser')
+    """
+    label = next((f for f in proto.feature if f.name == LABEL), None)
+    if label is None:
+        return tuple(str(i) for i in range(CLASSES))
+    if NAMES_TAG in label.annotation.tag:
+        return tuple(label.annotation.comment)
+    count = label.int_domain.max + 1 if label.HasField("int_domain") and label.int_domain.max else CLASSES
+    return tuple(str(i) for i in range(count))
+
+
+def classes_of(schema: Schema) -> tuple[str, ...]:
+    """The class names of a Schema artifact (what the model head, evaluation and serving signature follow)."""
+    return class_names(load_schema(Path(schema.path)))
+
+
+def set_classes(proto, names: tuple[str, ...]) -> None:
+    """The generic rule for N classes: labels 0..N-1, named as the data names them, and an L-infinity
+    threshold of 0.3 / N (0.03 for ten classes): a class at half its share is drift however many there are."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    label = next(f for f in proto.feature if f.name == LABEL)
+    label.ClearField("domain")
+    label.int_domain.CopyFrom(schema_pb2.IntDomain(name="class", min=0, max=len(names) - 1, is_categorical=True))
+    label.annotation.ClearField("tag")
+    label.annotation.ClearField("comment")
+    if any(name != str(i) for i, name in enumerate(names)):
+        label.annotation.tag.append(NAMES_TAG)
+        label.annotation.comment.extend(names)
+    threshold = round(min(LABEL_THRESHOLD, 0.3 / len(names)), 4)
+    for comparator in (label.drift_comparator, label.skew_comparator):
+        if comparator.HasField("infinity_norm"):
+            comparator.infinity_norm.threshold = threshold
+
+
+def apply_contract(schema, train_stats=None, classes: tuple[str, ...] = ()) -> None:
     """Adds what every MNIST-family dataset must satisfy and inference cannot know.
 
     `infer_schema` sets no value ranges and takes the label's domain from whatever values it saw,
@@ -61,8 +102,6 @@ def apply_contract(schema, train_stats=None) -> None:
     image, label = features[IMAGE], features[LABEL]
     image.int_domain.CopyFrom(schema_pb2.IntDomain(name="pixel", min=0, max=255))
     image.shape.CopyFrom(schema_pb2.FixedShape(dim=[schema_pb2.FixedShape.Dim(size=PIXELS)]))
-    label.ClearField("domain")
-    label.int_domain.CopyFrom(schema_pb2.IntDomain(name="class", min=0, max=CLASSES - 1, is_categorical=True))
     label.shape.CopyFrom(schema_pb2.FixedShape(dim=[schema_pb2.FixedShape.Dim(size=1)]))
     del schema.string_domain[:]
     schema.ClearField("default_environment")
@@ -71,16 +110,20 @@ def apply_contract(schema, train_stats=None) -> None:
     label.not_in_environment.append("SERVING")
     label.drift_comparator.infinity_norm.threshold = LABEL_THRESHOLD
     label.skew_comparator.infinity_norm.threshold = LABEL_THRESHOLD
+    set_classes(schema, classes or tuple(str(i) for i in range(CLASSES)))
     for name in image_features.NAMES:
         if name in features:
             _summary_feature_contract(features[name], statistics_by_name.get(name))
 
 
 def _summary_feature_contract(feature, stats) -> None:
-    """The observed range widened by 10% on each side, and the drift and skew thresholds."""
+    """The observed range widened on each side by 10% of itself, at least 2% of what the feature can hold
+    (a nearly constant feature would otherwise leave no room for the next sample), and the drift and
+    skew thresholds."""
     if stats is not None:
         low, high = stats.num_stats.min, stats.num_stats.max
-        margin = 0.1 * (high - low)
+        lowest, highest = image_features.RANGES[feature.name]
+        margin = max(0.1 * (high - low), 0.02 * (highest - lowest))
         feature.float_domain.min, feature.float_domain.max = max(0.0, low - margin), high + margin
     feature.drift_comparator.jensen_shannon_divergence.threshold = FEATURE_THRESHOLD
     feature.skew_comparator.jensen_shannon_divergence.threshold = FEATURE_THRESHOLD
@@ -90,9 +133,12 @@ def _curated_key(curated: Path | None, **_) -> str | None:
     return hashlib.sha256(curated.read_bytes()).hexdigest() if curated else None
 
 
-def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None, kept: bool = False) -> Schema:
+def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None, kept: bool = False,
+           classes: tuple[str, ...] = ()) -> Schema:
     """Writes `<out_dir>/schema.pbtxt`: the curated schema, or one inferred from the train statistics.
-    `kept`: the curated schema is the one this root's earlier runs used (its source says so).
+    `kept`: the curated schema is the one this root's earlier runs used (its source says so). `classes`:
+    the data's class names; the generic and inferred schemas take their number and names from them,
+    a dataset's own curated schema keeps its own.
 
     Example:
         >>> s = schema(stats, out_dir=Path("/tmp/schema"), curated=Path("schemas/mnist.pbtxt"))
@@ -104,10 +150,13 @@ def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None, kept:
     if curated is not None:
         proto = load_schema(curated)
         source = f"curated:{curated}" + (" (kept from this root's earlier runs)" if kept else "")
+        if curated.stem == GENERIC and classes and any(f.name == LABEL for f in proto.feature):
+            set_classes(proto, classes)
+            source += f" ({len(classes)} classes from the data)"
     else:
         train = tfdv.load_stats_binary(statistics.path("train"))
         proto, source = tfdv.infer_schema(train, infer_feature_shape=True), "inferred"
-        apply_contract(proto, train.datasets[0])
+        apply_contract(proto, train.datasets[0], classes)
     path = out_dir / "schema.pbtxt"
     tfdv.write_schema_text(proto, str(path))
     # The content, not the statistics it came from: one curated schema is one schema on any data.
@@ -116,7 +165,7 @@ def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None, kept:
 
 def summarize(schema: Schema | None, info: dict) -> dict:
     """The run summary's `schema` section: where the schema came from."""
-    return {"schema": schema and {"source": schema.source, "uri": schema.path}}
+    return {"schema": schema and {"source": schema.source, "uri": schema.path, "classes": list(classes_of(schema))}}
 
 
 def choose(schema_dir: Path, dataset_name: str, given: str | None, earlier: Path | None) -> dict:
@@ -130,5 +179,5 @@ def choose(schema_dir: Path, dataset_name: str, given: str | None, earlier: Path
     return {"curated": earlier, **({"kept": True} if kept else {})}  # as before when nothing changes
 
 
-COMPONENT = Component(name="schema", fn=schema, inputs=(Statistics,), output=Schema, version="3",
+COMPONENT = Component(name="schema", fn=schema, inputs=(Statistics,), output=Schema, version="4",
                       source_key=_curated_key)

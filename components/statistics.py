@@ -64,4 +64,4 @@ def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] 
     return result
 
 
-COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="2")
+COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="3")  # 3: label buckets 64; absent features omitted

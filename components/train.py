@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import TrainConfig
-from pipeline.engine.artifacts import Examples, HyperParameters, Model
+from pipeline.engine.artifacts import Examples, HyperParameters, Model, Schema
 from pipeline.engine.component import Component
 from pipeline.engine.errors import ConfigError, DataError
 from pipeline.engine.failpoints import failpoint
@@ -107,9 +107,10 @@ def _resumable(work: Path, patience: int, epochs: int):
     return Resumable()
 
 
-def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path, train: TrainConfig,
+def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, *, out_dir: Path, train: TrainConfig,
           seed: int, work_dir: Path | None = None, run_dir: Path | None = None) -> Model:
-    """Trains on the train split, validating on eval; saves the best epoch's model as `model.keras`.
+    """Trains on the train split, validating on eval; saves the best epoch's model as `model.keras`, with one
+    output per class of the schema (whose names the Model artifact carries).
 
     Each finished epoch is backed up in `work_dir`: called again after a kill, training continues
     from the last finished epoch. Early stopping ends training after `train.patience` epochs without
@@ -117,7 +118,7 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
     `run_dir/tensorboard/train`.
 
     Example:
-        >>> model = train(examples, hp, out_dir=Path("/tmp/model"), train=TrainConfig(epochs=2), seed=42)
+        >>> model = train(examples, schema, hp, out_dir=Path("/tmp/model"), train=TrainConfig(epochs=2), seed=42)
         >>> model.history["val_accuracy"]
         [0.81, 0.85]
     """
@@ -126,8 +127,10 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
 
     from components.cnn import build_model
     from components.inputs import make_dataset
+    from components.schema import classes_of
     from pipeline.engine.progress import keras_callback
 
+    classes = classes_of(schema)
     work = Path(work_dir) if work_dir else out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -137,8 +140,9 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
     device, whole = input_device(strategy), strategy.num_replicas_in_sync > 1
     data = make_dataset(examples.file_pattern("train"), train.batch_size, shuffle=True, seed=seed,
                         shuffle_buffer=max(1, examples.counts["train"]), deterministic=train.deterministic,
-                        device=device, drop_remainder=whole)
-    validation = make_dataset(examples.file_pattern("eval"), train.batch_size, device=device, drop_remainder=whole)
+                        device=device, drop_remainder=whole, classes=len(classes))
+    validation = make_dataset(examples.file_pattern("eval"), train.batch_size, device=device, drop_remainder=whole,
+                              classes=len(classes))
     if whole and train.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"train.batch_size {train.batch_size}: expected a multiple of the "
                           f"{strategy.num_replicas_in_sync} devices of the distribution strategy")
@@ -146,7 +150,8 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
         raise DataError(f"eval split: {examples.counts['eval']} examples, fewer than one batch of "
                         f"{train.batch_size}; a multi-device strategy needs at least one full batch")
     with strategy.scope():
-        model = build_model(hyperparameters.values, mixed_precision=mixed_precision_enabled(train.mixed_precision))
+        model = build_model(hyperparameters.values, mixed_precision=mixed_precision_enabled(train.mixed_precision),
+                            classes=len(classes))
     progress = _resumable(work, train.patience, train.epochs)
     if progress.rows:
         log.info("  resuming training after epoch %d", progress.rows[-1]["epoch"] + 1)
@@ -160,7 +165,7 @@ def train(examples: Examples, hyperparameters: HyperParameters, *, out_dir: Path
     if not progress.finished():
         model.fit(data, validation_data=validation, epochs=train.epochs, callbacks=callbacks, verbose=0)
     history = {k: [row[k] for row in progress.rows] for k in progress.rows[0] if k not in ("epoch", "seconds")}
-    result = Model(uri=str(out_dir), fingerprint="", history=history)
+    result = Model(uri=str(out_dir), fingerprint="", history=history, classes=classes)
     shutil.copyfile(progress.best_path, result.path)
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
@@ -174,4 +179,4 @@ def summarize(model: Model | None, info: dict) -> dict:
                                    "tensorboard": str(logs) if logs.is_dir() else None}}
 
 
-COMPONENT = Component(name="train", fn=train, inputs=(Examples, HyperParameters), output=Model, version="2")
+COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="3")

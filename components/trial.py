@@ -34,6 +34,7 @@ class TrialSpec:
     distribute: str = "auto"
     mixed_precision: str = "auto"
     tensorboard: str | None = None
+    classes: int = 10  # the model head's width: the schema's number of classes
 
 
 def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict[str, Any]:
@@ -116,11 +117,14 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     strategy = distribution_strategy(spec.distribute)
     device, whole = input_device(strategy), strategy.num_replicas_in_sync > 1
     train = make_dataset(spec.train_pattern, spec.batch_size, shuffle=True, seed=spec.seed,
-                         shuffle_buffer=max(1, spec.train_count), device=device, drop_remainder=whole)
-    evaluation = make_dataset(spec.eval_pattern, spec.batch_size, device=device, drop_remainder=whole)
+                         shuffle_buffer=max(1, spec.train_count), device=device, drop_remainder=whole,
+                         classes=spec.classes)
+    evaluation = make_dataset(spec.eval_pattern, spec.batch_size, device=device, drop_remainder=whole,
+                              classes=spec.classes)
     hp = kt.HyperParameters.from_config(spec.hyperparameters)
     with strategy.scope():
-        model = CNNHyperModel(mixed_precision=mixed_precision_enabled(spec.mixed_precision)).build(hp)
+        model = CNNHyperModel(mixed_precision=mixed_precision_enabled(spec.mixed_precision),
+                              classes=spec.classes).build(hp)
     initial_epoch = spec.initial_epoch
     if spec.resume_from and Path(spec.resume_from).is_file():
         model.load_weights(spec.resume_from)

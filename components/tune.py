@@ -196,6 +196,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
         2
     """
     from components.cnn import REFERENCE
+    from components.schema import classes_of
 
     if not tune.enabled:
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner="none", values=dict(REFERENCE), trials=())
@@ -204,7 +205,8 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     work = Path(work_dir) if work_dir else out_dir / "work"
     trial_spec = {"train_pattern": examples.file_pattern("train"), "eval_pattern": examples.file_pattern("eval"),
                   "train_count": examples.counts["train"], "batch_size": batch_size, "seed": seed,
-                  "distribute": devices.distribute, "mixed_precision": devices.mixed_precision}
+                  "distribute": devices.distribute, "mixed_precision": devices.mixed_precision,
+                  "classes": len(classes_of(schema))}
     logs = Path(run_dir) / "tensorboard" / "tune" if devices.tensorboard and run_dir is not None else None
     tuner = _tuner(tune.tuner, oracle, work, trial_spec, logs)
     tuner.search(epochs=tune.max_epochs, verbose=0)

@@ -10,13 +10,14 @@ from pipeline.engine.artifacts import Anomalies, Anomaly, Distance, Schema, Stat
 from pipeline.engine.component import Component
 
 
-def anomalies_of(stats, proto_schema, split: str) -> tuple[list[Anomaly], object]:
-    """Schema anomalies of one split's DatasetFeatureStatisticsList; an empty split is one too."""
+def anomalies_of(stats, proto_schema, split: str, environment: str = "TRAINING") -> tuple[list[Anomaly], object]:
+    """Schema anomalies of one split's DatasetFeatureStatisticsList in the schema's `environment` (SERVING
+    expects no label); an empty split is one too."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     if stats.datasets[0].num_examples == 0:
         return [Anomaly(split, "*", "EMPTY_SPLIT", f"split '{split}' has no examples")], None
-    result = load_tfdv().validate_statistics(stats, proto_schema, environment="TRAINING")
+    result = load_tfdv().validate_statistics(stats, proto_schema, environment=environment)
     found = []
     for feature, info in sorted(result.anomaly_info.items()):
         kinds = ",".join(anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason)

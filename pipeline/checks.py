@@ -5,8 +5,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from components import ingest, schema, statistics, validate
-from components.drift import compare
+from components.drift import compare, fixed_histogram
 from components.libs import load_tfdv
 from pipeline.config import Config, DataConfig
 from pipeline.engine.errors import DataError
@@ -57,7 +59,7 @@ def validate_check(spec: str, cfg: Config) -> dict[str, Any]:
     runner = Runner(cfg.root)
     split, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args)
     path = schema.curated_schema_path(cfg.schema_dir, examples.name, cfg.schema.schema_file)
-    data_schema = runner(schema.COMPONENT, stats, curated=path)
+    data_schema = runner(schema.COMPONENT, stats, curated=path, classes=examples.classes)
     result = runner(validate.COMPONENT, stats, data_schema, None)
     anomalies = [a for a in result.anomalies if split is None or (a.split == split and a.type != "SKEW")]
     distances = list(result.distances) if split is None else []
@@ -91,9 +93,14 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
         raise DataError(f"{path}: no feature of the schema has a drift comparator that both datasets have")
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
+    # Images without labels (serving traffic) are checked as the schema's SERVING environment: no label.
+    labelled = {name: bool((counts := fixed_histogram(stats, schema.LABEL)) is not None and counts.sum())
+                for name, stats in (("baseline", before), ("current", after))}
     anomalies, _ = validate.anomalies_of(statistics_pb2.DatasetFeatureStatisticsList(datasets=[after]), proto,
-                                         "current")
+                                         "current", "TRAINING" if labelled["current"] else "SERVING")
     result = {"baseline": baseline, "current": current, "schema": str(path),
+              **({"label": "not compared: the " + " and the ".join(n for n, has in labelled.items() if not has)
+                           + " data have no labels"} if not all(labelled.values()) else {}),
               "counts": {"baseline": before.num_examples, "current": after.num_examples},
               "drifted": any(d.drifted for d in distances),
               "distances": [dataclasses.asdict(d) for d in distances],
@@ -106,13 +113,18 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
 def infer_schema_text(spec: str, cfg: Config) -> str:
     """A draft schema inferred from a dataset's train statistics, for review before curating it.
 
-    It carries the MNIST-family contract, each summary feature's observed range widened by 10% and
-    the default drift and skew thresholds (see `components.schema.apply_contract`).
+    It carries the MNIST-family contract, each summary feature's observed range widened by 10% (at least 2% of its possible range) and
+    the default drift and skew thresholds (see `components.schema.apply_contract`), and the data's
+    classes: their names, or for numbered labels as many as the train split holds.
 
     Example:
         >>> Path("schemas/kmnist.pbtxt").write_text(infer_schema_text("tfds:kmnist", Config()))
     """
     runner = Runner(cfg.root)
-    _, _, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args)
-    inferred = runner(schema.COMPONENT, stats, curated=None)
+    _, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args)
+    classes = examples.classes
+    counts = fixed_histogram(load_tfdv().load_stats_binary(stats.path("train")).datasets[0], schema.LABEL)
+    if not classes and counts is not None and counts.any():  # numbered labels: as many classes as observed
+        classes = tuple(str(i) for i in range(int(np.flatnonzero(counts)[-1]) + 1))
+    inferred = runner(schema.COMPONENT, stats, curated=None, classes=classes)
     return Path(inferred.path).read_text()

@@ -71,10 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     runs_lineage.add_argument("version", metavar="VERSION", type=int)
     runs_lineage.add_argument("--serving-dir", help="the serving directory (default: <root>/serving)")
     check = commands.add_parser("validate", help="statistics and anomalies of a dataset: exit 3 on anomalies")
-    check.add_argument("--dataset", required=True, help="SPEC or SPEC:SPLIT (NAME, tfds:NAME, idx:DIR)")
+    check.add_argument("--dataset", required=True, help="SPEC or SPEC:SPLIT (NAME, tfds:NAME, idx:DIR, folder:DIR, csv:FILE)")
     check.add_argument("--schema", help="schema file (default: the dataset's curated one)")
     infer = commands.add_parser("schema", help="infer a draft schema from a dataset, for review")
-    infer.add_argument("--dataset", required=True, help="NAME, tfds:NAME or idx:DIR")
+    infer.add_argument("--dataset", required=True, help="NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE")
     infer.add_argument("--output", help="write the schema here (default: stdout)")
     drift = commands.add_parser("drift", help="compare a dataset with a baseline: exit 3 when anything drifted")
     drift.add_argument("--baseline", required=True, help="SPEC[:SPLIT] or a saved statistics file (FeatureStats.pb)")
@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--serving-dir", help="a serving directory: its latest version is used; this or --model, "
                                               "no default")
     predict.add_argument("images", nargs="*", metavar="IMAGE.png", help="grayscale 28x28 PNG files")
-    predict.add_argument("--dataset", help="SPEC[:SPLIT] instead of images (default split test); adds accuracy")
+    predict.add_argument("--dataset", help="SPEC[:SPLIT] instead of images (default split test; every image of a "
+                         "folder: or csv: source); adds accuracy when the data has labels")
     predict.add_argument("--limit", type=int, help="the first N examples of the split (default: all)")
     for command in (run, step, kfp_compile, kfp_run, runs_list, runs_show, runs_lineage, check, infer, drift,
                     predict):
@@ -122,7 +123,7 @@ def _duration(text: str) -> float:
 # config key it sets, argparse options; a `switch` flag takes no value and sets the key to the switch's value.
 # A flag's help ends with its default, read from the config's own defaults.
 CONFIG_FLAGS = (
-    ("--dataset", "data.dataset", {"help": "NAME, tfds:NAME or idx:DIR"}),
+    ("--dataset", "data.dataset", {"help": "NAME, tfds:NAME[/CONFIG], idx:DIR, folder:DIR or csv:FILE"}),
     ("--serving-dir", "push.serving_dir", {"help": "where blessed models are pushed (default: <root>/serving)"}),
     ("--schema", "schema.schema_file", {"help": "schema file to validate against (default: the one this root's "
                                                 "earlier runs used when curated or given, else the dataset's "
@@ -241,10 +242,11 @@ def _predict(args, out) -> int:
         return 0
     for row in result["predictions"]:
         label = f"  label {row['label']}" if "label" in row else ""
-        out.write(f"{row['input']}: class {row['class_id']} ({row['probability']:.4f}){label}\n")
+        name = f" {row['class']}" if "class" in row and row["class"] != str(row["class_id"]) else ""
+        out.write(f"{row['input']}: class {row['class_id']}{name} ({row['probability']:.4f}){label}\n")
     if "accuracy" in result:
         out.write(f"accuracy {result['accuracy']:.4f} on {result['count']} examples of {result['dataset']} "
-                  f"({result['split']}), model {result['model']}\n")
+                  f"({result['split'] or 'all'}), model {result['model']}\n")
     return 0
 
 

@@ -50,8 +50,9 @@ PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
     Node(ingest.COMPONENT, params=lambda cfg, out, store: {"data": cfg.data}, summary=ingest.summarize,
          report=report.dataset_section),
     Node(statistics.COMPONENT, inputs=("ingest",), params=lambda cfg, out, store: {"beam_args": cfg.statistics.beam_args}),
-    Node(schema.COMPONENT, inputs=("statistics",), summary=schema.summarize, params=lambda cfg, out, store:
-         schema.choose(cfg.schema_dir, out["ingest"].name, cfg.schema.schema_file, history.root_schema(store, cfg.root))),
+    Node(schema.COMPONENT, inputs=("statistics",), summary=schema.summarize, params=lambda cfg, out, store: {
+         **schema.choose(cfg.schema_dir, out["ingest"].name, cfg.schema.schema_file, history.root_schema(store, cfg.root)),
+         "classes": out["ingest"].classes}),
     Node(validate.COMPONENT, inputs=("statistics", "schema", PREVIOUS_SPAN), summary=validate.summarize,
          report=report.validation_section,
          gate=lambda a, cfg: Stop("blocked", str(ValidationFailed(a.anomalies))) if a.anomalies else None),
@@ -59,7 +60,7 @@ PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
          summary=tune.summarize, report=report.tuning_section,
          # A distributed-tuning worker stops once it ran its share of the chief's trials.
          gate=lambda hp, cfg: Stop("tuned") if tune.distributed_role() == "worker" else None),
-    Node(train.COMPONENT, inputs=("ingest", "tune"), summary=train.summarize, report=report.training_section,
+    Node(train.COMPONENT, inputs=("ingest", "schema", "tune"), summary=train.summarize, report=report.training_section,
          params=lambda cfg, out, store: {"seed": cfg.seed, "train": dataclasses.replace(cfg.train, epochs=cfg.train_epochs)}),
     Node(evaluate.COMPONENT, inputs=("train", "ingest", BASELINE), summary=evaluate.summarize,
          report=report.evaluation_section,

@@ -177,19 +177,20 @@ def _svg_curves(history: dict[str, list[float]], metric: str) -> str:
             f"aria-label='{metric} curves'>{''.join(parts)}{axis}</svg></figure>")
 
 
-def _confusion(matrix: list[list[int]]) -> str:
+def _confusion(matrix: list[list[int]], names: list[str]) -> str:
     if not matrix:
         return "<p>Not evaluated.</p>"
     top = max(max(row) for row in matrix) or 1
-    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{k}</th>" for k in range(len(matrix))) + "</tr>"
-    rows = "".join(f"<tr><th>{k}</th>" + "".join(
+    names = [html.escape(n) for n in names]
+    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
+    rows = "".join(f"<tr><th>{names[k]}</th>" + "".join(
         f"<td style='background:rgba(59,111,182,{0.85 * n / top:.2f})'>{n}</td>" for n in row) + "</tr>"
         for k, row in enumerate(matrix))
     return f"<table class='confusion'>{head}{rows}</table>"
 
 
-def _samples(examples, per_class: int = 6, limit: int = 2000) -> str:
-    """Up to `per_class` test images of each class, inline."""
+def _samples(examples, names: list[str], per_class: int = 6, limit: int = 2000) -> str:
+    """Up to `per_class` test images of each class, inline, under the class's name."""
     from components.evaluate import test_arrays
 
     try:
@@ -199,9 +200,10 @@ def _samples(examples, per_class: int = 6, limit: int = 2000) -> str:
     rows = []
     for k in sorted(set(labels.tolist())):
         picks = images[labels == k][:per_class]
+        name = html.escape(names[k] if k < len(names) else str(k))
         cells = "".join(f"<img src='{png_data_uri(img.reshape(28, 28))}' width='56' height='56' "
-                        f"alt='class {k} sample'>" for img in picks)
-        rows.append(f"<tr><th>class {k}</th><td class='samples'>{cells}</td></tr>")
+                        f"alt='{name} sample'>" for img in picks)
+        rows.append(f"<tr><th>{k}: {name}</th><td class='samples'>{cells}</td></tr>")
     return f"<table>{''.join(rows)}</table>"
 
 
@@ -213,10 +215,12 @@ def dataset_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
     """The dataset: spec, source, fingerprint, counts, schema source and sample images per class."""
     dataset = summary.get("dataset")
     counts = ", ".join(f"{s} {n:,}" for s, n in dataset["counts"].items()) if dataset else "not ingested"
-    samples = _samples(outputs["ingest"]) if "ingest" in outputs else "<p>Not ingested.</p>"
+    names = (summary.get("schema") or {}).get("classes") or (dataset or {}).get("classes") or []
+    samples = _samples(outputs["ingest"], names) if "ingest" in outputs else "<p>Not ingested.</p>"
     facts = {"spec": dataset["spec"] if dataset else "", "source": dataset["source"] if dataset else "",
              "fingerprint": dataset["fingerprint"] if dataset else "", "examples": counts,
-             "schema": (summary.get("schema") or {}).get("source", "")}
+             "schema": (summary.get("schema") or {}).get("source", ""), "classes": ", ".join(names),
+             **({"preprocessing": dataset["preprocessing"]} if dataset and dataset.get("preprocessing") else {})}
     return "dataset", "Dataset", f"<table>{_rows(facts)}</table><h3>Samples per class (test split)</h3>{samples}"
 
 
@@ -290,11 +294,12 @@ def evaluation_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]
     ev = summary.get("evaluation")
     if not ev:
         return "evaluation", "Evaluation", _not_evaluated(summary)
-    class_rows = [[str(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+    names = [r.get("name", str(r["class"])) for r in ev["per_class"]]
+    class_rows = [[str(r["class"]), html.escape(r.get("name", str(r["class"]))), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
                    str(r["support"])] for r in ev["per_class"]]
     return "evaluation", "Evaluation", (f"<p>Test accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f}.</p>"
-                                        f"{_confusion(ev['confusion_matrix'])}"
-                                        f"{_table(['class', 'precision', 'recall', 'f1', 'support'], class_rows, '')}")
+                                        f"{_confusion(ev['confusion_matrix'], names)}"
+                                        f"{_table(['class', 'name', 'precision', 'recall', 'f1', 'support'], class_rows, '')}")
 
 
 def blessing_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:

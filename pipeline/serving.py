@@ -47,19 +47,28 @@ def _png_batch(paths: list[str]) -> list[bytes]:
     return blobs
 
 
-def _dataset_arrays(spec: str, cfg: Config, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
-    from components import ingest
+def _dataset_arrays(spec: str, cfg: Config, limit: int | None
+                    ) -> tuple[np.ndarray, np.ndarray | None, str | None, list[str] | None]:
+    """Images, labels (None when the data has none), split and input names of a predict `--dataset`."""
+    from components import formats, ingest
     from components.inputs import split_arrays
     from pipeline.engine.runner import Runner
 
     parsed = ingest.DatasetSpec.parse(spec)
+    if parsed.kind in ("folder", "csv") and not parsed.split:  # every image of the files, named by its file
+        read = formats.load_folder if parsed.kind == "folder" else formats.load_csv
+        parts = list(read(Path(parsed.location)).splits.values())
+        images = np.concatenate([p.images for p in parts])[:limit]
+        labelled = all(p.labels is not None for p in parts)
+        labels = np.concatenate([p.labels for p in parts])[:limit] if labelled else None
+        return images, labels, None, [s for p in parts for s in p.sources][:limit]
     whole = spec[: -len(parsed.split) - 1] if parsed.split else spec
     examples = Runner(cfg.root)(ingest.COMPONENT, data=DataConfig(dataset=whole))
     split = parsed.split or "test"
     images, labels = split_arrays(examples.file_pattern(split), limit)
     if not len(images):
         raise DataError(f"{spec}: the {split} split is empty")
-    return images.reshape(-1, SIDE, SIDE), labels, split
+    return images.reshape(-1, SIDE, SIDE), labels if (labels >= 0).all() else None, split, None
 
 
 def predict(model_dir: str | None, serving_dir: str | None, images: list[str], dataset: str | None,
@@ -67,7 +76,8 @@ def predict(model_dir: str | None, serving_dir: str | None, images: list[str], d
     """Predictions of a SavedModel (`model_dir`, or the latest version in `serving_dir`).
 
     PNG files go through the `serving_png` signature; a dataset split (`SPEC[:SPLIT]`, default split
-    test) through `serving_default`, and the result also holds its `accuracy`.
+    test; every image of a `folder:` or `csv:` source without a split) through `serving_default`, and the
+    result also holds its `accuracy` when the data has labels.
 
     Example:
         >>> predict(None, "pipeline_root/serving", [], "fashion_mnist:test", 1000, Config())["accuracy"]
@@ -87,22 +97,26 @@ def predict(model_dir: str | None, serving_dir: str | None, images: list[str], d
             raise DataError(f"{', '.join(images)}: {detail} (the model takes grayscale 28x28 PNG files)") from None
         names, labels, split = list(images), None, None
     else:
-        arrays, labels, split = _dataset_arrays(dataset, cfg, limit)
-        out = {k: [] for k in ("class_ids", "probabilities")}
+        arrays, labels, split, sources = _dataset_arrays(dataset, cfg, limit)
+        out = {k: [] for k in ("class_ids", "probabilities", "classes")}
         for start in range(0, len(arrays), 2048):
             part = signatures["serving_default"](images=tf.constant(arrays[start:start + 2048]))
             for k in out:
-                out[k].append(part[k].numpy())
-        out = {k: np.concatenate(v) for k, v in out.items()}
-        names = [f"{split}[{i}]" for i in range(len(arrays))]
+                if k in part:  # `classes` only from versions pushed with class names
+                    out[k].append(part[k].numpy())
+        out = {k: np.concatenate(v) for k, v in out.items() if v}
+        names = sources or [f"{split}[{i}]" for i in range(len(arrays))]
     class_ids, probabilities = np.asarray(out["class_ids"]), np.asarray(out["probabilities"])
-    predictions = [{"input": name, "class_id": int(c), "probability": round(float(p[c]), 6)}
-                   for name, c, p in zip(names, class_ids, probabilities)]
+    class_names = [n.decode() for n in np.asarray(out["classes"])] if "classes" in out else [None] * len(names)
+    predictions = [{"input": name, "class_id": int(c), **({"class": n} if n is not None else {}),
+                    "probability": round(float(p[c]), 6)}
+                   for name, c, n, p in zip(names, class_ids, class_names, probabilities)]
     if labels is not None:
         for row, label in zip(predictions, labels):
             row["label"] = int(label)
     result: dict[str, Any] = {"model": str(model), "predictions": predictions}
+    if dataset is not None:
+        result.update(dataset=dataset, split=split, count=len(predictions))
     if labels is not None:
-        result.update(dataset=dataset, split=split, count=len(labels),
-                      accuracy=round(float((class_ids == labels).mean()), 6))
+        result.update(accuracy=round(float((class_ids == labels).mean()), 6))
     return result

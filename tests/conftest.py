@@ -100,7 +100,17 @@ def stats(examples, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def model(examples, tmp_path_factory):
+def generic_schema(tmp_path_factory):
+    """The generic MNIST-family schema (ten classes) as a Schema artifact."""
+    from pipeline.engine.artifacts import Schema
+
+    out = tmp_path_factory.mktemp("generic-schema")
+    shutil.copyfile(Path(__file__).parent.parent / "schemas" / "mnist_family.pbtxt", out / "schema.pbtxt")
+    return Schema(uri=str(out), fingerprint="generic", source="curated:schemas/mnist_family.pbtxt")
+
+
+@pytest.fixture(scope="session")
+def model(examples, generic_schema, tmp_path_factory):
     """A reference CNN trained for a few epochs on the tiny learnable dataset."""
     from components.cnn import REFERENCE
     from components.train import train
@@ -108,7 +118,7 @@ def model(examples, tmp_path_factory):
     from pipeline.config import TrainConfig
 
     hp = HyperParameters(uri="", fingerprint="ref", tuner="none", values=dict(REFERENCE), trials=())
-    return train(examples, hp, out_dir=tmp_path_factory.mktemp("model"),
+    return train(examples, generic_schema, hp, out_dir=tmp_path_factory.mktemp("model"),
                  train=TrainConfig(epochs=6, patience=3, batch_size=32), seed=SEED)
 
 

@@ -47,9 +47,9 @@ def test_order_slicing_and_lineage_keys_come_from_the_declaration():
 
 def test_a_declaration_is_checked_when_made():
     ingest = PRODUCTION.node["ingest"]
-    with pytest.raises(ConfigError, match="pipeline bad: train reads tune, which is not an earlier node"):
+    with pytest.raises(ConfigError, match="pipeline bad: train reads schema, which is not an earlier node"):
         Pipeline("bad", (ingest, PRODUCTION.node["train"], PRODUCTION.node["push"]))
-    wrong = Node(PRODUCTION.node["train"].component, inputs=("ingest", "ingest"))
+    wrong = Node(PRODUCTION.node["train"].component, inputs=("ingest", "ingest", "ingest"))
     with pytest.raises(ConfigError, match="train cannot take ingest's Examples"):
         Pipeline("bad", (ingest, wrong))
 

@@ -15,7 +15,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_chief_and_two_workers_share_one_search(examples, tmp_path, seed):
+def test_chief_and_two_workers_share_one_search(examples, generic_schema, tmp_path, seed):
     port = _free_port()
     script = (
         "import json, sys; from pathlib import Path\n"
@@ -23,7 +23,8 @@ def test_chief_and_two_workers_share_one_search(examples, tmp_path, seed):
         "from pipeline.config import TuneConfig\n"
         "ex = Examples.from_dict({k: v for k, v in json.loads(sys.argv[1]).items() if k != 'type'})\n"
         "out = Path(sys.argv[2]); out.mkdir()\n"
-        "hp = tune(ex, Schema(uri='', fingerprint='s', source='inferred'), out_dir=out, batch_size=32,"
+        f"hp = tune(ex, Schema(uri={generic_schema.uri!r}, fingerprint='s', source='generic'), out_dir=out,"
+        " batch_size=32,"
         f" seed={seed}, tune=TuneConfig(tuner='random', max_trials=4, max_epochs=1))\n"
         "print(json.dumps({'values': hp.values, 'trials': hp.trials}))\n")
     procs, release = {}, tmp_path / "release"

@@ -39,7 +39,7 @@ def test_default_dataset_prefers_local_debian_copy(tmp_path, monkeypatch):
 
 
 def test_bad_spec():
-    with pytest.raises(DataError, match=r"dataset spec 'ftp:x y': expected NAME, tfds:NAME or idx:DIR"):
+    with pytest.raises(DataError, match=r"dataset spec 'ftp:x y': expected NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE"):
         DatasetSpec.parse("ftp:x y")
 
 
@@ -167,3 +167,23 @@ def test_empty_split_is_kept_for_validation_to_block(idx_dir, tmp_path):
     write_idx(idx_dir / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))
     write_idx(idx_dir / "t10k-labels-idx1-ubyte.gz", np.zeros((0,), np.uint8))
     assert _ingest(tmp_path, idx_dir).counts["test"] == 0  # validate reports EMPTY_SPLIT: exit 3
+
+
+def test_encoded_examples_hold_pixels_label_and_summaries():
+    import tensorflow as tf
+
+    from components import image_features
+    from components.ingest import encode_examples
+
+    images = np.arange(3 * 784, dtype=np.int64).reshape(3, 28, 28) % 256
+    images = images.astype(np.uint8)
+    summaries = image_features.summarize(images)
+    labelled = [tf.train.Example.FromString(r) for r in encode_examples(images, np.array([4, 0, 9]), summaries)]
+    for i, example in enumerate(labelled):
+        feature = example.features.feature
+        assert list(feature["image"].int64_list.value) == images[i].reshape(-1).tolist()
+        assert list(feature["label"].int64_list.value) == [[4, 0, 9][i]]
+        assert feature["ink_fraction"].float_list.value[0] == pytest.approx(summaries["ink_fraction"][i], rel=1e-6)
+    first = {name: values[:1] for name, values in summaries.items()}
+    unlabeled = tf.train.Example.FromString(encode_examples(images[:1], None, first)[0])
+    assert "label" not in unlabeled.features.feature and "image" in unlabeled.features.feature

@@ -40,7 +40,7 @@ def test_the_steps_of_a_run_take_their_inputs_from_its_records_and_a_retry_chang
 
 def test_a_step_whose_upstream_has_not_run_says_which(tmp_path):
     cfg = override(Config(), root=str(tmp_path / "root"), **BUILD)
-    with pytest.raises(PipelineError, match="step train: run r2 has no recorded output of ingest, tune; "
+    with pytest.raises(PipelineError, match="step train: run r2 has no recorded output of ingest, schema, tune; "
                                             "run those steps first"):
         execute_step(cfg, "train", "r2")
     with pytest.raises(ConfigError, match="step trian: unknown component; expected one of ingest, statistics"):

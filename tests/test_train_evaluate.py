@@ -41,7 +41,7 @@ def test_training_learns_and_keeps_the_best_epoch(model, examples):
     assert sorted(p.name for p in Path(model.uri).iterdir()) == ["model.keras"]  # no work files left behind
 
 
-def test_early_stopping_ends_after_patience(examples, tmp_path, seed):
+def test_early_stopping_ends_after_patience(examples, generic_schema, tmp_path, seed):
     from components.cnn import REFERENCE
     from components.train import train
     from pipeline.engine.artifacts import HyperParameters
@@ -50,7 +50,7 @@ def test_early_stopping_ends_after_patience(examples, tmp_path, seed):
     # A learning rate this small barely moves: validation accuracy soon stops improving.
     hp = HyperParameters(uri="", fingerprint="x", tuner="none", values={**REFERENCE, "learning_rate": 1e-4},
                          trials=())
-    history = train(examples, hp, out_dir=tmp_path, train=TrainConfig(epochs=30, patience=1, batch_size=64),
+    history = train(examples, generic_schema, hp, out_dir=tmp_path, train=TrainConfig(epochs=30, patience=1, batch_size=64),
                     seed=seed).history["val_accuracy"]
     best = history.index(max(history))
     assert len(history) < 30 and len(history) == best + 2  # one epoch of patience after the best
@@ -82,10 +82,10 @@ def test_per_class_metrics_and_confusion_matrix():
     rows, matrix = per_class(labels, predicted)
     assert matrix[0][:3] == [1, 1, 0] and matrix[1][:3] == [1, 2, 0] and matrix[2][:3] == [0, 0, 1]
     assert sum(map(sum, matrix)) == 6
-    assert rows[1] == {"class": 1, "precision": round(2 / 3, 4), "recall": round(2 / 3, 4), "f1": round(2 / 3, 4),
+    assert rows[1] == {"class": 1, "name": "1", "precision": round(2 / 3, 4), "recall": round(2 / 3, 4), "f1": round(2 / 3, 4),
                        "support": 3}
     assert rows[0]["precision"] == 0.5 and rows[0]["recall"] == 0.5 and rows[2]["f1"] == 1.0
-    assert rows[5] == {"class": 5, "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert rows[5] == {"class": 5, "name": "5", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
 def test_min_class_recall_names_the_weak_classes(model, examples, tmp_path):

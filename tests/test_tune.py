@@ -11,7 +11,6 @@ from pipeline.config import TuneConfig
 from pipeline.engine.artifacts import Schema
 from pipeline.engine.errors import ConfigError
 
-SCHEMA = Schema(uri="", fingerprint="s", source="inferred")
 
 
 def test_default_hyperparameters_build_the_reference_model():
@@ -35,8 +34,8 @@ def test_space_corners_build(values):
 
 
 @pytest.mark.parametrize("tuner", ["hyperband", "random", "bayesian"])
-def test_search_is_capped_starts_from_reference_and_writes_best(examples, tmp_path, seed, tuner):
-    result = tune(examples, SCHEMA, out_dir=tmp_path, tune=TuneConfig(tuner=tuner, max_trials=2, max_epochs=1),
+def test_search_is_capped_starts_from_reference_and_writes_best(examples, generic_schema, tmp_path, seed, tuner):
+    result = tune(examples, generic_schema, out_dir=tmp_path, tune=TuneConfig(tuner=tuner, max_trials=2, max_epochs=1),
                   batch_size=32, seed=seed)
     assert result.tuner == tuner and len(result.trials) == 2
     assert result.trials[0]["hyperparameters"] == {k: v for k, v in REFERENCE.items()}
@@ -45,18 +44,18 @@ def test_search_is_capped_starts_from_reference_and_writes_best(examples, tmp_pa
     assert result.values == best["hyperparameters"]
 
 
-def test_disabled_tuning_returns_the_reference(examples, tmp_path, seed):
-    result = tune(examples, SCHEMA, out_dir=tmp_path, tune=TuneConfig(enabled=False), batch_size=32, seed=seed)
+def test_disabled_tuning_returns_the_reference(examples, generic_schema, tmp_path, seed):
+    result = tune(examples, generic_schema, out_dir=tmp_path, tune=TuneConfig(enabled=False), batch_size=32, seed=seed)
     assert (result.tuner, result.values, result.trials) == ("none", REFERENCE, ())
 
 
-def test_unknown_tuner(examples, tmp_path, seed):
+def test_unknown_tuner(examples, generic_schema, tmp_path, seed):
     with pytest.raises(ConfigError, match=r"tune.tuner 'grid': expected one of hyperband, bayesian, random"):
-        tune(examples, SCHEMA, out_dir=tmp_path, tune=TuneConfig(tuner="grid"), batch_size=32, seed=seed)
+        tune(examples, generic_schema, out_dir=tmp_path, tune=TuneConfig(tuner="grid"), batch_size=32, seed=seed)
 
 
-def test_budget_ends_the_search_and_keeps_the_best(examples, tmp_path, seed):
-    result = tune(examples, SCHEMA, out_dir=tmp_path, batch_size=32, seed=seed,
+def test_budget_ends_the_search_and_keeps_the_best(examples, generic_schema, tmp_path, seed):
+    result = tune(examples, generic_schema, out_dir=tmp_path, batch_size=32, seed=seed,
                   tune=TuneConfig(tuner="random", max_trials=6, max_epochs=3, budget_seconds=0.5))
     assert 1 <= len(result.trials) < 6  # the first trial alone outlasts half a second
     assert result.trials[0]["hyperparameters"] == REFERENCE and result.trials[0]["score"] is not None
@@ -64,8 +63,8 @@ def test_budget_ends_the_search_and_keeps_the_best(examples, tmp_path, seed):
     assert result.values == max(result.trials, key=lambda t: t["score"] or -1)["hyperparameters"]
 
 
-def test_trials_run_in_their_own_processes_so_memory_stays_flat(examples, tmp_path, seed):
-    result = tune(examples, SCHEMA, out_dir=tmp_path, batch_size=32, seed=seed,
+def test_trials_run_in_their_own_processes_so_memory_stays_flat(examples, generic_schema, tmp_path, seed):
+    result = tune(examples, generic_schema, out_dir=tmp_path, batch_size=32, seed=seed,
                   tune=TuneConfig(tuner="random", max_trials=5, max_epochs=1))
     tuner_memory = [t["memory_mb"] for t in result.trials]
     # In one process TensorFlow keeps 5-15 MB per fit; here the tuner's memory must not move.
@@ -73,7 +72,7 @@ def test_trials_run_in_their_own_processes_so_memory_stays_flat(examples, tmp_pa
     assert all(t["peak_mb"] > 100 for t in result.trials)  # the trial processes did the training
 
 
-def test_killed_search_resumes_with_its_finished_trials(examples, tmp_path, seed):
+def test_killed_search_resumes_with_its_finished_trials(examples, generic_schema, tmp_path, seed):
     import json
     import os
     import signal
@@ -90,7 +89,7 @@ def test_killed_search_resumes_with_its_finished_trials(examples, tmp_path, seed
         "from pipeline.config import TuneConfig\n"
         f"ex = Examples.from_dict({{k: v for k, v in json.loads({json.dumps(json.dumps(examples.to_dict()))}).items()"
         " if k != 'type'})\n"
-        f"tune(ex, Schema(uri='', fingerprint='s', source='inferred'), out_dir=Path({str(tmp_path)!r}),"
+        f"tune(ex, Schema(uri={generic_schema.uri!r}, fingerprint='s', source='generic'), out_dir=Path({str(tmp_path)!r}),"
         f" work_dir=Path({str(work)!r}), tune=TuneConfig(tuner='random', max_trials=4, max_epochs=1),"
         f" batch_size=32, seed={seed})\n")
 
@@ -131,7 +130,7 @@ def test_killed_search_resumes_with_its_finished_trials(examples, tmp_path, seed
         time.sleep(0.05)
     assert orphans() == [] and completed() == before
 
-    result = tune(examples, SCHEMA, out_dir=tmp_path, work_dir=work, batch_size=32, seed=seed,
+    result = tune(examples, generic_schema, out_dir=tmp_path, work_dir=work, batch_size=32, seed=seed,
                   tune=TuneConfig(tuner="random", max_trials=4, max_epochs=1))
     assert len(result.trials) == 4 and all(t["status"] == "COMPLETED" for t in result.trials)
     scores = {t["trial_id"]: t["score"] for t in result.trials}

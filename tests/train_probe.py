@@ -27,21 +27,25 @@ def main() -> None:
     from components import cnn
     from components import train as train_module
     from components.cnn import REFERENCE
-    from pipeline.engine.artifacts import Examples, HyperParameters
+    from pipeline.engine.artifacts import Examples, HyperParameters, Schema
     from pipeline.config import TrainConfig
 
     built = {}
     original_build = cnn.build_model
 
-    def build_and_keep(values, mixed_precision=False):
-        built["model"] = original_build(values, mixed_precision)
+    def build_and_keep(values, mixed_precision=False, classes=10):
+        built["model"] = original_build(values, mixed_precision, classes)
         return built["model"]
 
     cnn.build_model = build_and_keep  # train imports it at call time
     examples = Examples.from_dict({k: v for k, v in json.loads(Path(examples_json).read_text()).items()
                                    if k != "type"})
     hp = HyperParameters(uri="", fingerprint="ref", tuner="none", values=dict(REFERENCE), trials=())
-    model = train_module.train(examples, hp, out_dir=Path(out_dir), work_dir=Path(work_dir) if work_dir != "-" else None,
+    schema_dir = Path(out_dir).parent / "probe-schema"
+    schema_dir.mkdir(exist_ok=True)
+    (schema_dir / "schema.pbtxt").write_text((Path(__file__).parent.parent / "schemas" / "mnist_family.pbtxt").read_text())
+    schema = Schema(uri=str(schema_dir), fingerprint="generic", source="curated")
+    model = train_module.train(examples, schema, hp, out_dir=Path(out_dir), work_dir=Path(work_dir) if work_dir != "-" else None,
                                train=TrainConfig(**json.loads(train_json)), seed=7)
     kept = keras.models.load_model(model.path)
     print(json.dumps({

@@ -60,6 +60,9 @@ class Examples(Artifact):
     name: str  # dataset name for curated schemas ("" for a plain IDX directory)
     source: str
     counts: dict[str, int]
+    classes: tuple[str, ...] = ()  # the data's class names, label i is classes[i] (empty: numbered labels)
+    labelled: bool = True  # False: images only (checked for drift, predicted; not trained on)
+    preprocessing: str = ""  # what was done to images that were not 28x28 grayscale
     kind: ClassVar[str] = "Examples"
 
     def file_pattern(self, split: str) -> str:
@@ -137,6 +140,7 @@ class Model(Artifact):
     """A trained Keras model `<uri>/model.keras` and its per-epoch history."""
 
     history: dict[str, list[float]]
+    classes: tuple[str, ...] = tuple(str(i) for i in range(10))  # output i is the class classes[i]
     kind: ClassVar[str] = "Model"
 
     @property

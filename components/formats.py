@@ -1,0 +1,174 @@
+"""Readers for the image datasets people have besides IDX: folders of PNG/JPEG files and pixel CSV files."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.engine.errors import DataError
+
+SIDE = 28
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLIT_FOLDERS = {"train": "train", "training": "train", "test": "test", "testing": "test", "t10k": "test"}
+# Recorded with the data: what was done to images that were not 28x28 grayscale.
+RESIZE_POLICY = (f"decoded to grayscale (ITU-R 601 luma); other sizes resized to {SIDE}x{SIDE} "
+                 "by area averaging, aspect ratio not kept")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split read from files: uint8 images [N, 28, 28], int64 labels [N] (None when unlabeled), and where
+    each image came from (a file, or a CSV line) when the reader knows."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a reader found: its splits, the class names when the data names them (label i is `classes[i]`;
+    empty for numbered labels, whose classes the schema sets), and how images were adapted."""
+
+    splits: dict[str, Split]
+    classes: tuple[str, ...]
+    preprocessing: str = ""
+
+
+def _image_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _subfolders(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def decode_images(paths: list[Path]) -> tuple[np.ndarray, int, int]:
+    """Decodes PNG/JPEG files into uint8 [N, 28, 28]; returns the images and how many were colour and resized.
+
+    Raises:
+        DataError: naming the first file that is not a decodable PNG or JPEG image.
+    """
+    import tensorflow as tf
+
+    out, colour, resized = np.zeros((len(paths), SIDE, SIDE), np.uint8), 0, 0
+    for i, path in enumerate(paths):
+        data = path.read_bytes()
+        try:
+            image = tf.io.decode_image(data, expand_animations=False)
+        except tf.errors.InvalidArgumentError as exc:
+            reason = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else "cannot decode"
+            raise DataError(f"{path}: not a readable PNG or JPEG image ({reason})") from None
+        if image.shape[-1] not in (1, 2):  # RGB or RGBA: luma, as the schema's single channel holds
+            colour += 1
+            image = tf.image.rgb_to_grayscale(image[..., :3])
+        image = image[..., :1]
+        if image.shape[0] != SIDE or image.shape[1] != SIDE:
+            resized += 1
+            image = tf.image.resize(tf.cast(image, tf.float32), [SIDE, SIDE], method="area")
+            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        out[i] = image.numpy()[..., 0]
+    return out, colour, resized
+
+
+def _policy(colour: int, resized: int, total: int) -> str:
+    return f"{RESIZE_POLICY} ({colour} of {total} images were colour, {resized} resized)"
+
+
+def load_folder(directory: Path) -> Loaded:
+    """Reads `folder:DIR`: one sub-folder per class (optionally under `train/` and `test/`), or a flat folder
+    of images without labels (for drift and predict).
+
+    Example:
+        >>> loaded = load_folder(Path("/data/flowers"))   # /data/flowers/daisy/1.png, /data/flowers/rose/...
+        >>> loaded.classes
+        ('daisy', 'rose')
+    """
+    if not directory.is_dir():
+        raise DataError(f"{directory}: no such directory")
+    folders = {p.name: p for p in _subfolders(directory)}
+    by_split = {SPLIT_FOLDERS[n.lower()]: p for n, p in folders.items() if n.lower() in SPLIT_FOLDERS}
+    if not by_split:
+        by_split = {"all": directory}
+    if not folders:  # a flat folder: unlabeled images
+        files = _image_files(directory)
+        if not files:
+            raise DataError(f"{directory}: no PNG or JPEG files and no class sub-folders")
+        images, colour, resized = decode_images(files)
+        return Loaded({"all": Split(images, None, tuple(map(str, files)))}, (), _policy(colour, resized, len(files)))
+    classes = tuple(sorted({c.name for split_dir in by_split.values() for c in _subfolders(split_dir)}))
+    if not classes:
+        raise DataError(f"{directory}: no class sub-folders (expected DIR/<class>/<image>.png)")
+    splits, colour, resized, total = {}, 0, 0, 0
+    for split, split_dir in by_split.items():
+        files, labels = [], []
+        for folder in _subfolders(split_dir):
+            found = _image_files(folder)
+            files += found
+            labels += [classes.index(folder.name)] * len(found)
+        if not files:
+            raise DataError(f"{split_dir}: the class sub-folders hold no PNG or JPEG files")
+        images, c, r = decode_images(files)
+        splits[split] = Split(images, np.array(labels, np.int64), tuple(map(str, files)))
+        colour, resized, total = colour + c, resized + r, total + len(files)
+    return Loaded(splits, classes, _policy(colour, resized, total))
+
+
+def _read_csv(path: Path) -> Split:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({str(exc).strip().splitlines()[0]})") from None
+    columns = [str(c).strip() for c in frame.columns]
+    pixels = [c for c in columns if c != "label"]
+    if len(pixels) != SIDE * SIDE:
+        raise DataError(f"{path}: {len(pixels)} pixel columns, expected {SIDE * SIDE} "
+                        f"(a 'label' column and pixel0..pixel783 or pixel1..pixel784)")
+    numeric = frame.apply(pd.to_numeric, errors="coerce")
+    bad = numeric.isna().to_numpy() | (numeric.fillna(0).to_numpy() % 1 != 0)
+    if bad.any():
+        row, column = map(int, np.argwhere(bad)[0])
+        raise DataError(f"{path}: line {row + 2}: column {columns[column]} is '{frame.iloc[row, column]}', "
+                        "expected a whole number")
+    frame = numeric.astype(np.int64)
+    frame.columns = columns
+    out_of_range = (frame[pixels].to_numpy() < 0) | (frame[pixels].to_numpy() > 255)
+    if out_of_range.any():
+        row, column = map(int, np.argwhere(out_of_range)[0])
+        raise DataError(f"{path}: line {row + 2}: column {pixels[column]} is "
+                        f"{int(frame[pixels].iloc[row, column])}, expected 0-255")
+    images = frame[pixels].to_numpy().astype(np.uint8).reshape(-1, SIDE, SIDE)
+    sources = tuple(f"{path}:{line}" for line in range(2, len(frame) + 2))
+    if "label" not in columns:
+        return Split(images, None, sources)
+    labels = frame["label"].to_numpy().astype(np.int64)
+    if (labels < 0).any():
+        raise DataError(f"{path}: line {int(np.argmax(labels < 0)) + 2}: label {int(labels.min())}, "
+                        "expected a class index 0 or more")
+    return Split(images, labels, sources)
+
+
+def load_csv(location: Path) -> Loaded:
+    """Reads `csv:FILE` (a `label` column and 784 pixel columns, as Kaggle's MNIST files), or `csv:DIR` with
+    one file per split (`*train*.csv`, `*test*.csv`). Files without a label column are unlabeled images.
+
+    Example:
+        >>> load_csv(Path("train.csv")).splits["all"].images.shape
+        (42000, 28, 28)
+    """
+    if location.is_dir():
+        files = {split: [p for p in sorted(location.glob("*.csv")) if split in p.name.lower()]
+                 for split in ("train", "test")}
+        if not files["train"] or len(files["train"]) > 1 or len(files["test"]) > 1:
+            raise DataError(f"{location}: expected one *train*.csv and at most one *test*.csv, found "
+                            f"{', '.join(p.name for p in sorted(location.glob('*.csv'))) or 'none'}")
+        splits = {split: _read_csv(found[0]) for split, found in files.items() if found}
+    elif location.is_file():
+        splits = {"all": _read_csv(location)}
+    else:
+        raise DataError(f"{location}: no such file or directory")
+    return Loaded(splits, ())  # numbered labels: the schema says how many classes there are

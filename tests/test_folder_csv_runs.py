@@ -1,0 +1,114 @@
+"""End to end through the CLI on the datasets people have: PNG folders per class, flat folders, Kaggle CSV."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import make_images
+from test_cli import assert_one_line_error, cli
+from test_formats import write_csv, write_png_folder
+
+CLASSES = [f"kind-{c}" for c in "abcdefghijkl"]  # 12 classes: a head wider than the MNIST family's ten
+QUICK = ["--no-tune", "--epochs", "2", "--min-accuracy", "0", "--json"]
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A run on 12 class folders, some images RGB and some 32x32; returns (root, summary)."""
+    root = tmp_path_factory.mktemp("folders")
+    write_png_folder(root / "data", CLASSES, 24, colour_every=4, large_every=7)
+    code, out, err = cli("run", "--dataset", f"folder:{root / 'data'}", "--root", root / "root", *QUICK)
+    assert code == 0, err
+    return root, json.loads(out)
+
+
+def test_a_folder_of_twelve_classes_pushes_a_model_that_names_them(folder_run):
+    root, summary = folder_run
+    assert summary["status"] == "pushed"
+    assert summary["dataset"]["classes"] == CLASSES and "colour" in summary["dataset"]["preprocessing"]
+    assert summary["schema"]["classes"] == CLASSES and "12 classes from the data" in summary["schema"]["source"]
+    assert [r["name"] for r in summary["evaluation"]["per_class"]] == CLASSES
+    serve = tf.saved_model.load(summary["pushed_model"]).signatures["serving_default"]
+    images = make_images(np.arange(12), np.random.default_rng(5))
+    out = serve(images=tf.constant(images))
+    assert out["probabilities"].shape == (12, 12)
+    names = [n.decode() for n in out["classes"].numpy()]
+    assert names == [CLASSES[i] for i in out["class_ids"].numpy()]
+    report = (root / "root" / "runs" / summary["run_id"] / "report.html").read_text()
+    assert "kind-l" in report and "0: kind-a" in report
+
+
+def test_unlabeled_images_are_predicted_and_checked_for_drift(folder_run, tmp_path):
+    root, summary = folder_run
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rng = np.random.default_rng(3)
+    for i, image in enumerate(make_images(np.arange(60) % 12, rng)):
+        (flat / f"{i:03d}.png").write_bytes(tf.io.encode_png(image[..., None]).numpy())
+    code, out, err = cli("predict", "--serving-dir", root / "root" / "serving", "--dataset", f"folder:{flat}",
+                         "--root", root / "root", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["count"] == 60 and "accuracy" not in result
+    assert result["predictions"][0]["input"] == str(flat / "000.png")
+    assert {p["class"] for p in result["predictions"]} <= set(CLASSES)
+
+    code, out, err = cli("drift", "--baseline", f"folder:{root / 'data'}", "--current", f"folder:{flat}",
+                         "--root", root / "root", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert "current data have no labels" in report["label"] and not report["anomalies"]
+    assert "label" not in {d["feature"] for d in report["distances"]}
+    for path in flat.iterdir():  # the same images inverted have drifted
+        image = tf.io.decode_png(path.read_bytes()).numpy()
+        path.write_bytes(tf.io.encode_png(255 - image).numpy())
+    code, out, err = cli("drift", "--baseline", f"folder:{root / 'data'}", "--current", f"folder:{flat}",
+                         "--root", root / "root", "--json")
+    assert code == 3 and json.loads(out)["drifted"], err
+
+
+def test_a_kaggle_csv_runs_end_to_end(tmp_path):
+    labels = np.arange(300) % 10
+    write_csv(tmp_path / "train.csv", labels, make_images(labels, np.random.default_rng(2)))
+    code, out, err = cli("run", "--dataset", f"csv:{tmp_path / 'train.csv'}", "--root", tmp_path / "root", *QUICK)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["status"] == "pushed" and sum(summary["dataset"]["counts"].values()) == 300
+    assert summary["evaluation"]["accuracy"] > 0.5  # learnable: the bars are found from the CSV's pixels
+
+
+def test_numbered_labels_beyond_the_schema_block_until_a_drafted_schema_names_them(tmp_path):
+    labels = np.arange(240) % 12
+    write_csv(tmp_path / "d.csv", labels, make_images(labels, np.random.default_rng(6)))
+    spec = f"csv:{tmp_path / 'd.csv'}"
+    code, out, err = cli("run", "--dataset", spec, "--root", tmp_path / "root", *QUICK)
+    assert code == 3, err  # labels 10 and 11 are outside the generic schema's ten classes
+    assert any(a["feature"] == "label" for a in json.loads(out)["anomalies"])
+    code, out, err = cli("schema", "--dataset", spec, "--root", tmp_path / "root", "--output", tmp_path / "s.pbtxt")
+    assert code == 0, err
+    code, out, err = cli("run", "--dataset", spec, "--root", tmp_path / "root", "--schema", tmp_path / "s.pbtxt",
+                         *QUICK)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["schema"]["classes"] == [str(i) for i in range(12)]
+    assert len(summary["evaluation"]["confusion_matrix"]) == 12
+
+
+def test_a_corrupt_png_is_one_line_naming_it(tmp_path):
+    write_png_folder(tmp_path / "data", ["a", "b"], 3)
+    (tmp_path / "data" / "b" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, out, err = cli("run", "--dataset", f"folder:{tmp_path / 'data'}", "--root", tmp_path / "root", *QUICK)
+    assert code == 1, err
+    assert_one_line_error(err, str(tmp_path / "data" / "b" / "bad.png"), "not a readable PNG or JPEG image")
+
+
+def test_a_run_on_images_without_labels_is_blocked_by_validation(tmp_path):
+    (tmp_path / "flat").mkdir()
+    for i, image in enumerate(make_images(np.arange(40) % 10, np.random.default_rng(4))):
+        (tmp_path / "flat" / f"{i}.png").write_bytes(tf.io.encode_png(image[..., None]).numpy())
+    code, out, err = cli("run", "--dataset", f"folder:{tmp_path / 'flat'}", "--root", tmp_path / "root", *QUICK)
+    assert code == 3, err
+    summary = json.loads(out)
+    assert summary["status"] == "blocked" and summary["dataset"]["labelled"] is False
+    assert {(a["split"], a["feature"]) for a in summary["anomalies"]} >= {("train", "label")}
