@@ -91,12 +91,27 @@ def check_invariants(root: Path, serving: Path) -> list[str]:
             live = Metadata.open(override(Config(), root=str(root)), create=False).live_artifacts()
         except MetadataError as exc:
             return problems + [str(exc)]
+        from pipeline.engine.runner import Runner
+
         for artifact in live:
             uri = Path(artifact["uri"])
-            marker = uri / ("saved_model.pb" if artifact["type"] == "PushedModel" else "artifact.json")
-            if not marker.is_file():
-                problems.append(f"LIVE {artifact['type']} {uri} has no {marker.name}")
+            if artifact["type"] == "PushedModel":
+                if not (uri / "saved_model.pb").is_file():
+                    problems.append(f"LIVE PushedModel {uri} has no saved_model.pb")
+                continue
+            found, why = Runner.cached(uri)  # every file its record lists, with its size and SHA-256
+            if found is None:
+                problems.append(f"LIVE {artifact['type']} {uri} {why or 'has no record'}")
     return problems
+
+
+def leftovers(root: Path, serving: Path) -> list[str]:
+    """What killed processes left that a finished run should have removed: `.tmp-`/`.stale-` outputs,
+    push staging, and work directories of committed outputs."""
+    found = [p for p in (root / "artifacts").glob("*/.*") if ".tmp-" in p.name or ".stale-" in p.name
+             or (p.name.endswith(".work") and (p.parent / p.name[1:-len(".work")] / "artifact.json").is_file())]
+    found += list(serving.glob(".staging-*")) if serving.is_dir() else []
+    return [f"left behind: {p.relative_to(root.parent)}" for p in found]
 
 
 def _attempt(command: list[str], log_path: Path, phase: str | None, rng: random.Random,
@@ -167,7 +182,7 @@ def crash_and_finish(dataset: str, root: Path, flags: list[str], kills: int, see
     final = _attempt(command, logs / "final.log", None, rng, timeout)
     final.committed_before = before
     attempts.append(final)
-    problems = check_invariants(root, serving)
+    problems = check_invariants(root, serving) + leftovers(root, serving)
     summary_path = sorted((root / "runs").glob("*/summary.json"))[-1]
     summary = json.loads(summary_path.read_text())
     return {"attempts": [{"phase": a.phase, "failpoint": a.failpoint, "killed": a.killed, "died_in": a.died_in,

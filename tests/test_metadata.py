@@ -118,7 +118,6 @@ def test_broken_or_missing_store_gives_one_clear_error(tmp_path):
     assert Metadata.open(elsewhere).name == str(tmp_path / "other.sqlite")
     with pytest.raises(MetadataError, match="no run 'nope'"):
         Metadata.open(elsewhere).run("nope")
-    assert MetadataConfig().mysql is None
 
 
 def test_mysql_connection_comes_from_config():

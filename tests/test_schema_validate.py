@@ -133,3 +133,45 @@ def test_drift_against_previous_span_names_the_feature(tmp_path):
     assert drift.type == "DRIFT" and "jensen_shannon_divergence" in drift.description
     skew = [d for d in result.distances if d.comparison.startswith("skew")]
     assert skew and not any(d.drifted for d in skew)  # each span's test equals its train here
+
+
+def _stats_of_splits(tmp_path, splits):
+    """Statistics of a dataset whose splits hold the given (images, labels)."""
+    for split, (images, labels) in splits.items():
+        write_split(images, labels, tmp_path / "ex" / split)
+    examples = Examples(uri=str(tmp_path / "ex"), fingerprint="x", spec="test", name="", source="test",
+                        counts={s: len(labels) for s, (_, labels) in splits.items()})
+    (tmp_path / "stats").mkdir()
+    return statistics(examples, out_dir=tmp_path / "stats")
+
+
+def _validated(tmp_path, current, previous=None):
+    (tmp_path / "schema").mkdir()
+    (tmp_path / "out").mkdir()
+    curated = schema(current, out_dir=tmp_path / "schema", curated=SCHEMAS / "mnist_family.pbtxt")
+    return validate(current, curated, previous, out_dir=tmp_path / "out")
+
+
+def test_label_drift_fires_on_the_label_alone(tmp_path):
+    images = np.random.default_rng(3).integers(0, 120, (600, 28, 28), dtype=np.uint8)
+    labels = np.arange(600) % 10
+    shifted = np.where(labels < 3, 3, labels)  # classes 0-2 relabelled 3: its share 0.1 -> 0.4
+    before = _stats_of_splits(tmp_path / "before", {s: (images, labels) for s in SPLITS})
+    after = _stats_of_splits(tmp_path / "after", {s: (images, shifted) for s in SPLITS})
+    result = _validated(tmp_path, after, before)
+    drifted = {(d.comparison.split(":")[0], d.feature, d.measure) for d in result.distances if d.drifted}
+    assert drifted == {("drift", "label", "l_infinity")}
+    anomaly = next(a for a in result.anomalies if a.type == "DRIFT")
+    assert anomaly.feature == "label" and "l_infinity 0.3000 > threshold 0.0300" in anomaly.description
+
+
+def test_skew_fires_on_pixels_and_on_labels(tmp_path):
+    rng = np.random.default_rng(4)
+    images, labels = rng.integers(0, 120, (600, 28, 28), dtype=np.uint8), np.arange(600) % 10
+    splits = {"train": (images, labels), "eval": (images[:100], labels[:100]),
+              "test": (255 - images[:300], np.full(300, 7))}  # inverted, and one class only
+    result = _validated(tmp_path, _stats_of_splits(tmp_path, splits))
+    skewed = {(d.feature, d.measure) for d in result.distances if d.drifted and d.comparison.startswith("skew")}
+    assert {("mean_intensity", "jensen_shannon_divergence"), ("label", "l_infinity")} <= skewed
+    assert {(a.split, a.feature) for a in result.anomalies if a.type == "SKEW"} >= {("test", "label"),
+                                                                                  ("test", "mean_intensity")}

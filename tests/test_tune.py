@@ -8,7 +8,6 @@ import pytest
 from components.cnn import REFERENCE, CNNHyperModel, build_model
 from components.tune import tune
 from pipeline.config import TuneConfig
-from pipeline.engine.artifacts import Schema
 from pipeline.engine.errors import ConfigError
 
 
