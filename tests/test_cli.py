@@ -345,3 +345,56 @@ def test_every_flag_of_every_command_has_help_with_its_default():
     missing = [f"{p.prog} {a.option_strings[0]}" for p in parsers for a in p._actions
                if a.option_strings and a.dest != "help" and not a.required and "default" not in (a.help or "")]
     assert missing == []
+
+
+def _broken_inputs(tmp: Path) -> None:
+    """The bad inputs of the catalogue below, each in its own directory under `tmp`."""
+    (tmp / "empty").mkdir()
+    magic = write_dataset(tmp / "magic", {"train": 20, "t10k": 10})
+    (magic / "train-images-idx3-ubyte.gz").write_bytes(__import__("gzip").compress(b"\x00\x00\x07\x03" + bytes(60)))
+    truncated = write_dataset(tmp / "truncated", {"train": 20, "t10k": 10})
+    path = truncated / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:100])
+    counts = write_dataset(tmp / "counts", {"train": 20, "t10k": 10})
+    write_idx(counts / "t10k-labels-idx1-ubyte.gz", np.zeros(9, np.uint8))
+    (tmp / "png" / "a").mkdir(parents=True)
+    (tmp / "png" / "a" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp / "bad.csv").write_text("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n"
+                                 + "1," + ",".join(["0"] * 783) + ",x\n")
+    (tmp / "bad.yaml").write_text("data:\n  eval_fraction: 1.5\n")
+
+
+def _tree(directory: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()} if directory.is_dir() else {}
+
+
+@pytest.mark.parametrize("args, code, fragments", [
+    (("--dataset", "idx:{tmp}/nothing"), 1, ("nothing: no such directory",)),
+    (("--dataset", "idx:{tmp}/empty"), 1, ("empty: no IDX files",)),
+    (("--dataset", "idx:{tmp}/magic"), 1, ("train-images-idx3-ubyte.gz: wrong magic number 00000703",)),
+    (("--dataset", "idx:{tmp}/truncated"), 1, ("t10k-images-idx3-ubyte.gz", "not a readable gzip file")),
+    (("--dataset", "idx:{tmp}/counts"), 1, ("t10k-images-idx3-ubyte.gz: 10 images but", "has 9 labels")),
+    (("--dataset", "folder:{tmp}/png"), 1, ("bad.png: not a readable PNG or JPEG image",)),
+    (("--dataset", "csv:{tmp}/bad.csv"), 1, ("bad.csv: line 2: column pixel783 is 'x'",)),
+    (("--dataset", "ftp:x"), 1, ("dataset spec 'ftp:x'",)),
+    (("--max-trials", "-5"), 2, ("config 'tune.max_trials'", "got -5")),
+    (("--config", "{tmp}/bad.yaml"), 2, ("bad.yaml: config 'data.eval_fraction'", "got 1.5")),
+    (("--from", "nothing"), 2, ("nothing",)),
+    (("--schema", "{tmp}/none.pbtxt"), 1, ("none.pbtxt: schema file not found",)),
+])
+def test_bad_input_catalogue(first_run, data, tmp_path, args, code, fragments):
+    """Each bad input: its exit code, one line naming what is wrong, no traceback, and the root's artifacts
+    and serving directory exactly as they were (a failed run is recorded, nothing else changes)."""
+    _broken_inputs(tmp_path)
+    root = data / "root"
+    before = {name: _tree(root / name) for name in ("artifacts", "serving")}
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--dataset" not in args:
+        args += ["--dataset", f"idx:{data / 'data'}"]
+    got, out, err = cli("run", "--root", root, *FAST, "--min-accuracy", "0", *args)
+    assert got == code, err
+    assert_one_line_error(err, *fragments)
+    assert {name: _tree(root / name) for name in ("artifacts", "serving")} == before
