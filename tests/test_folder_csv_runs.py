@@ -68,6 +68,33 @@ def test_unlabeled_images_are_predicted_and_checked_for_drift(folder_run, tmp_pa
     assert code == 3 and json.loads(out)["drifted"], err
 
 
+def test_numbered_labels_beyond_the_schema_block_until_a_drafted_schema_names_them(tmp_path):
+    labels = np.arange(240) % 12
+    write_csv(tmp_path / "d.csv", labels, make_images(labels, np.random.default_rng(6)))
+    spec = f"csv:{tmp_path / 'd.csv'}"
+    code, out, err = cli("run", "--dataset", spec, "--root", tmp_path / "root", *QUICK)
+    assert code == 3, err  # labels 10 and 11 are outside the generic schema's ten classes
+    assert any(a["feature"] == "label" for a in json.loads(out)["anomalies"])
+    code, out, err = cli("schema", "--dataset", spec, "--root", tmp_path / "root", "--output", tmp_path / "s.pbtxt")
+    assert code == 0, err
+    code, out, err = cli("run", "--dataset", spec, "--root", tmp_path / "root", "--schema", tmp_path / "s.pbtxt",
+                         *QUICK)
+    assert code == 0, err
+    summary = json.loads(out)  # a CSV in Kaggle's layout, run end to end
+    assert summary["status"] == "pushed" and sum(summary["dataset"]["counts"].values()) == 240
+    assert summary["schema"]["classes"] == [str(i) for i in range(12)]
+    assert len(summary["evaluation"]["confusion_matrix"]) == 12
+    assert summary["evaluation"]["accuracy"] > 0.5  # learnable: the bars are found from the CSV's pixels
+
+
+def test_a_corrupt_png_is_one_line_naming_it(tmp_path):
+    write_png_folder(tmp_path / "data", ["a", "b"], 3)
+    (tmp_path / "data" / "b" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, out, err = cli("run", "--dataset", f"folder:{tmp_path / 'data'}", "--root", tmp_path / "root", *QUICK)
+    assert code == 1, err
+    assert_one_line_error(err, str(tmp_path / "data" / "b" / "bad.png"), "not a readable PNG or JPEG image")
+
+
 def test_a_run_on_images_without_labels_is_blocked_by_validation(tmp_path):
     (tmp_path / "flat").mkdir()
     for i, image in enumerate(make_images(np.arange(40) % 10, np.random.default_rng(4))):
