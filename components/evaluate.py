@@ -34,7 +34,8 @@ def per_class(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...
         precision = tp / predicted_k if predicted_k else 0.0
         recall = tp / actual_k if actual_k else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class": k, "name": classes[k], "precision": round(float(precision), 4), "recall": round(float(recall), 4),
+        rows.append({"class": k, "name": classes[k], "precision": round(float(precision), 4),
+                     "recall": round(float(recall), 4),
                      "f1": round(float(f1), 4), "support": int(actual_k)})
     return rows, matrix.tolist()
 

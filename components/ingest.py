@@ -119,10 +119,9 @@ def load_tfds(name: str, data_dir: str | None) -> formats.Loaded:
         except (ValueError, KeyError):  # no such split: the test split is then carved from train
             continue
         images = np.concatenate([b["image"] for b in batches])
-        if images.ndim != 4 or images.shape[1:] != (formats.SIDE, formats.SIDE, 1):
-            raise DataError(f"tfds:{name}: images of shape {images.shape[1:]}, expected "
-                            f"{formats.SIDE}x{formats.SIDE}x1 (export it as folder:DIR to have it resized)")
-        out[split] = formats.Split(images[..., 0], np.concatenate([b["label"] for b in batches]).astype(np.int64))
+        # Other shapes are kept as they are: validation flags them against the schema's 784 pixels.
+        images = images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
+        out[split] = formats.Split(images, np.concatenate([b["label"] for b in batches]).astype(np.int64))
     if "train" not in out:
         raise DataError(f"tfds:{name}: has no train split (splits: {', '.join(builder.info.splits)})")
     return formats.Loaded(out, tuple(features["label"].names))
@@ -229,9 +228,9 @@ def ingest(*, out_dir: Path, data: DataConfig) -> Examples:
     if len({s.labels is None for s in splits.values()}) > 1:
         raise DataError(f"dataset spec '{data.dataset}': some splits have labels and some do not "
                         f"(labelled: {', '.join(n for n, s in splits.items() if s.labels is not None)})")
-    if "test" not in splits:
-        splits["train"], splits["test"] = _carve(splits.pop("all", None) or splits["train"], data.test_fraction,
-                                                 b"test")
+    if set(splits) != {"train", "test"}:  # one split (all, or only train or test): test is carved from it
+        [only] = splits.values()
+        splits = dict(zip(("train", "test"), _carve(only, data.test_fraction, b"test")))
     splits["train"], splits["eval"] = _carve(splits["train"], data.eval_fraction, b"eval")
     digest = hashlib.sha256()
     for split in SPLITS:

@@ -143,7 +143,8 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
         shutil.rmtree(staging, ignore_errors=True)
         export_serving(model.path, staging, model.classes)
         (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
-                                                "accuracy": evaluation.accuracy, "classes": list(model.classes)}, indent=2))
+                                                "accuracy": evaluation.accuracy,
+                                                "classes": list(model.classes)}, indent=2))
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None

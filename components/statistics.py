@@ -64,4 +64,5 @@ def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] 
     return result
 
 
-COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="3")  # 3: label buckets 64; absent features omitted
+# Version 3: 64 label buckets; features absent from the data (an unlabeled label) are left out.
+COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="3")

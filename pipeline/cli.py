@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     runs_lineage.add_argument("version", metavar="VERSION", type=int)
     runs_lineage.add_argument("--serving-dir", help="the serving directory (default: <root>/serving)")
     check = commands.add_parser("validate", help="statistics and anomalies of a dataset: exit 3 on anomalies")
-    check.add_argument("--dataset", required=True, help="SPEC or SPEC:SPLIT (NAME, tfds:NAME, idx:DIR, folder:DIR, csv:FILE)")
+    check.add_argument("--dataset", required=True,
+                       help="SPEC or SPEC:SPLIT (NAME, tfds:NAME, idx:DIR, folder:DIR, csv:FILE)")
     check.add_argument("--schema", help="schema file (default: the dataset's curated one)")
     infer = commands.add_parser("schema", help="infer a draft schema from a dataset, for review")
     infer.add_argument("--dataset", required=True, help="NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE")

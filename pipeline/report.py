@@ -294,12 +294,12 @@ def evaluation_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]
     ev = summary.get("evaluation")
     if not ev:
         return "evaluation", "Evaluation", _not_evaluated(summary)
-    names = [r.get("name", str(r["class"])) for r in ev["per_class"]]
-    class_rows = [[str(r["class"]), html.escape(r.get("name", str(r["class"]))), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
-                   str(r["support"])] for r in ev["per_class"]]
+    names = [r.get("name", str(r["class"])) for r in ev["per_class"]]  # runs before class names had none
+    class_rows = [[str(r["class"]), html.escape(name), f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+                   f"{r['f1']:.3f}", str(r["support"])] for r, name in zip(ev["per_class"], names)]
+    table = _table(["class", "name", "precision", "recall", "f1", "support"], class_rows, "")
     return "evaluation", "Evaluation", (f"<p>Test accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f}.</p>"
-                                        f"{_confusion(ev['confusion_matrix'], names)}"
-                                        f"{_table(['class', 'name', 'precision', 'recall', 'f1', 'support'], class_rows, '')}")
+                                        f"{_confusion(ev['confusion_matrix'], names)}{table}")
 
 
 def blessing_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:

@@ -38,7 +38,8 @@ def test_default_dataset_prefers_local_debian_copy(tmp_path, monkeypatch):
 
 
 def test_bad_spec():
-    with pytest.raises(DataError, match=r"dataset spec 'ftp:x y': expected NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE"):
+    with pytest.raises(DataError, match="dataset spec 'ftp:x y': expected NAME, tfds:NAME, idx:DIR, folder:DIR or "
+                                        "csv:FILE"):
         DatasetSpec.parse("ftp:x y")
 
 

@@ -43,9 +43,11 @@ def main() -> None:
     hp = HyperParameters(uri="", fingerprint="ref", tuner="none", values=dict(REFERENCE), trials=())
     schema_dir = Path(out_dir).parent / "probe-schema"
     schema_dir.mkdir(exist_ok=True)
-    (schema_dir / "schema.pbtxt").write_text((Path(__file__).parent.parent / "schemas" / "mnist_family.pbtxt").read_text())
+    generic = Path(__file__).parent.parent / "schemas" / "mnist_family.pbtxt"
+    (schema_dir / "schema.pbtxt").write_text(generic.read_text())
     schema = Schema(uri=str(schema_dir), fingerprint="generic", source="curated")
-    model = train_module.train(examples, schema, hp, out_dir=Path(out_dir), work_dir=Path(work_dir) if work_dir != "-" else None,
+    model = train_module.train(examples, schema, hp, out_dir=Path(out_dir),
+                               work_dir=Path(work_dir) if work_dir != "-" else None,
                                train=TrainConfig(**json.loads(train_json)), seed=7)
     kept = keras.models.load_model(model.path)
     print(json.dumps({
