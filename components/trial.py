@@ -35,6 +35,7 @@ class TrialSpec:
     mixed_precision: str = "auto"
     tensorboard: str | None = None
     classes: int = 10  # the model head's width: the schema's number of classes
+    deterministic: bool = False  # op determinism (trials always read their input in order)
 
 
 def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict[str, Any]:
@@ -114,6 +115,10 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     from pipeline.engine.progress import keras_callback
 
     keras.utils.set_random_seed(spec.seed)
+    if spec.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     strategy = distribution_strategy(spec.distribute)
     device, whole = input_device(strategy), strategy.num_replicas_in_sync > 1
     train = make_dataset(spec.train_pattern, spec.batch_size, shuffle=True, seed=spec.seed,

@@ -186,7 +186,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     `tune.budget_seconds`, no trial starts after the budget and the trial in flight stops at it; the
     best trial so far is kept (the first trial, the reference model, always has a score). The search
     state lives in `work_dir`: called again after a kill, it resumes. Trials run on the devices of
-    `devices` (its distribute and mixed_precision). Under KerasTuner's distributed mode this process
+    `devices` (its distribute, mixed_precision and deterministic). Under KerasTuner's distributed mode this process
     is the chief (it serves the oracle; workers run the trials) or a worker; see `distributed_role`.
 
     Example:
@@ -206,6 +206,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     trial_spec = {"train_pattern": examples.file_pattern("train"), "eval_pattern": examples.file_pattern("eval"),
                   "train_count": examples.counts["train"], "batch_size": batch_size, "seed": seed,
                   "distribute": devices.distribute, "mixed_precision": devices.mixed_precision,
+                  "deterministic": devices.deterministic,
                   "classes": len(classes_of(schema))}
     logs = Path(run_dir) / "tensorboard" / "tune" if devices.tensorboard and run_dir is not None else None
     tuner = _tuner(tune.tuner, oracle, work, trial_spec, logs)

@@ -35,7 +35,7 @@ def _reusable_search(cfg: Config, out, store):
 def _tune_params(cfg: Config, out, store) -> dict:
     # Only the device settings of train reach tune, so other training flags don't invalidate a search.
     devices = TrainConfig(distribute=cfg.train.distribute, mixed_precision=cfg.train.mixed_precision,
-                          tensorboard=cfg.train.tensorboard)
+                          tensorboard=cfg.train.tensorboard, deterministic=cfg.train.deterministic)
     return {"tune": cfg.tune, "batch_size": cfg.train.batch_size, "seed": cfg.seed, "devices": devices}
 
 

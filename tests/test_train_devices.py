@@ -68,7 +68,34 @@ def test_deterministic_training_repeats_to_the_bit(examples_json, tmp_path):
     train = {"epochs": 2, "batch_size": 64, "deterministic": True}
     first = probe(examples_json, tmp_path / "a", "-", train)
     second = probe(examples_json, tmp_path / "b", "-", train)
-    assert first["checksum"] == second["checksum"] and first["history"] == second["history"]
+    assert first["weights_sha256"] == second["weights_sha256"] and first["history"] == second["history"]
+    # The control: the digest tells models apart, so equal digests above mean equal weights.
+    other = probe(examples_json, tmp_path / "c", "-", train, "--seed", "8")
+    assert other["weights_sha256"] != first["weights_sha256"]
+
+
+def test_deterministic_runs_repeat_their_trials_and_model_through_the_cli(tmp_path):
+    import numpy as np
+    from conftest import write_dataset
+    from test_cli import FAST, cli
+
+    data = write_dataset(tmp_path / "data", {"train": 200, "t10k": 60})
+    runs = []
+    for root in ("a", "b"):
+        code, out, err = cli("run", "--dataset", f"idx:{data}", "--root", tmp_path / root, "--deterministic", *FAST,
+                             "--min-accuracy", "0", "--json")
+        assert code == 0, err
+        runs.append(json.loads(out))
+    a, b = runs
+    timing = ("seconds", "memory_mb", "peak_mb")
+    trials = [[{k: v for k, v in t.items() if k not in timing} for t in r["tuning"]["trials"]] for r in runs]
+    assert len(trials[0]) == 2 and trials[0] == trials[1]
+    assert a["tuning"]["best_hyperparameters"] == b["tuning"]["best_hyperparameters"]
+    assert a["training"]["history"] == b["training"]["history"] and a["evaluation"]["loss"] == b["evaluation"]["loss"]
+    import keras
+
+    weights = [keras.models.load_model(Path(r["pushed_model"]) / "model.keras").get_weights() for r in runs]
+    assert all(np.array_equal(x, y) for x, y in zip(*weights))
 
 
 def test_prefetch_to_device_feeds_training(examples, tmp_path):

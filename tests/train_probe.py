@@ -1,9 +1,10 @@
 """Runs `components.train.train` in a fresh process, for tests that need one (device setup, kill -9).
 
-Usage: python tests/train_probe.py EXAMPLES_JSON OUT_DIR WORK_DIR TRAIN_JSON [--cpus N]
+Usage: python tests/train_probe.py EXAMPLES_JSON OUT_DIR WORK_DIR TRAIN_JSON [--cpus N] [--seed N]
 
-Prints one JSON line: the history, the replicas in sync, the compute dtype and a weights checksum.
+Prints one JSON line: the history, the replicas in sync, the compute dtype and the SHA-256 of the weights.
 """
+import hashlib
 import json
 import os
 import sys
@@ -48,7 +49,8 @@ def main() -> None:
     schema = Schema(uri=str(schema_dir), fingerprint="generic", source="curated")
     model = train_module.train(examples, schema, hp, out_dir=Path(out_dir),
                                work_dir=Path(work_dir) if work_dir != "-" else None,
-                               train=TrainConfig(**json.loads(train_json)), seed=7)
+                               train=TrainConfig(**json.loads(train_json)),
+                               seed=int(flags[flags.index("--seed") + 1]) if "--seed" in flags else 7)
     kept = keras.models.load_model(model.path)
     print(json.dumps({
         "history": model.history,
@@ -56,7 +58,8 @@ def main() -> None:
         "compute_dtype": built["model"].get_layer("conv_1").compute_dtype,
         "output_dtype": built["model"].output.dtype if isinstance(built["model"].output.dtype, str)
         else built["model"].output.dtype.name,
-        "checksum": float(sum(np.abs(w).sum() for w in kept.get_weights())),
+        "weights_sha256": hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes()
+                                                   for w in kept.get_weights())).hexdigest(),
     }))
 
 
