@@ -57,6 +57,8 @@ def test_budget_ends_the_search_and_keeps_the_best(examples, generic_schema, tmp
     result = tune(examples, generic_schema, out_dir=tmp_path, batch_size=32, seed=seed,
                   tune=TuneConfig(tuner="random", max_trials=6, max_epochs=3, budget_seconds=0.5))
     assert 1 <= len(result.trials) < 6  # the first trial alone outlasts half a second
+    # The trial in flight at the deadline stopped there, within its first epoch of three.
+    assert result.trials[-1]["epochs"] < 3 and all(t["status"] == "COMPLETED" for t in result.trials)
     assert result.trials[0]["hyperparameters"] == REFERENCE and result.trials[0]["score"] is not None
     assert all(t["seconds"] > 0 and t["epochs"] >= 1 for t in result.trials)
     assert result.values == max(result.trials, key=lambda t: t["score"] or -1)["hyperparameters"]
@@ -118,6 +120,12 @@ def test_killed_search_resumes_with_its_finished_trials(examples, generic_schema
     proc.wait()
     before = completed()
     assert len(before) == 2
+
+    def written() -> dict:  # what only a trial's own process writes: its best weights
+        return {p.parent.name: p.stat().st_mtime_ns for p in (work / "search").glob("trial_*/checkpoint*")}
+
+    checkpoints = written()
+    assert {f"trial_{t}" for t in before} <= set(checkpoints)
     # Resumed, then killed (the search only) while the next trial's process trains: the trial dies with it.
     proc = start_held([sys.executable, "-c", script], "trial.start", tmp_path / "reached", **quiet)
     assert orphans()
@@ -133,7 +141,9 @@ def test_killed_search_resumes_with_its_finished_trials(examples, generic_schema
                   tune=TuneConfig(tuner="random", max_trials=4, max_epochs=1))
     assert len(result.trials) == 4 and all(t["status"] == "COMPLETED" for t in result.trials)
     scores = {t["trial_id"]: t["score"] for t in result.trials}
-    assert all(scores[trial_id] == score for trial_id, score in before.items())  # kept, not re-run
+    assert all(scores[trial_id] == score for trial_id, score in before.items())
+    after = written()  # kept, not re-run: their weights were not written again
+    assert all(after[f"trial_{t}"] == checkpoints[f"trial_{t}"] for t in before)
     reports = [json.loads(p.read_text()) for p in work.rglob("process/progress.json")]  # for the trial bars
     assert reports and all(r["steps"] > 0 and 1 <= r["step"] <= r["steps"] for r in reports)
     assert result.trials[0]["hyperparameters"] == REFERENCE
