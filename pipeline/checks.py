@@ -114,8 +114,9 @@ def infer_schema_text(spec: str, cfg: Config) -> str:
     """A draft schema inferred from a dataset's train statistics, for review before curating it.
 
     It carries the MNIST-family contract, each summary feature's observed range widened by 10% (at least
-    2% of its possible range) and the default drift and skew thresholds (see `components.schema.apply_contract`), and the data's
-    classes: their names, or for numbered labels as many as the train split holds.
+    2% of its possible range), the default drift and skew thresholds (see
+    `components.schema.apply_contract`), and the data's classes: their names, or for numbered labels as
+    many as the train split holds.
 
     Example:
         >>> Path("schemas/kmnist.pbtxt").write_text(infer_schema_text("tfds:kmnist", Config()))

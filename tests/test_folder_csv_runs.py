@@ -84,7 +84,6 @@ def test_numbered_labels_beyond_the_schema_block_until_a_drafted_schema_names_th
     assert summary["status"] == "pushed" and sum(summary["dataset"]["counts"].values()) == 240
     assert summary["schema"]["classes"] == [str(i) for i in range(12)]
     assert len(summary["evaluation"]["confusion_matrix"]) == 12
-    assert summary["evaluation"]["accuracy"] > 0.5  # learnable: the bars are found from the CSV's pixels
 
 
 def test_a_corrupt_png_is_one_line_naming_it(tmp_path):
