@@ -57,12 +57,10 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from components import formats, idx, image_features
-    from components.ingest import DatasetSpec, encode_examples, load_tfds, write_split
+    from components import image_features
+    from components.ingest import DatasetSpec, encode_examples, write_split
 
-    spec = DatasetSpec.parse(args.dataset)
-    read = {"idx": idx.load_idx, "folder": formats.load_folder, "csv": formats.load_csv}
-    loaded = load_tfds(spec.location, None) if spec.kind == "tfds" else read[spec.kind](Path(spec.location))
+    loaded = DatasetSpec.parse(args.dataset).load()
     split = loaded.splits.get("train") or loaded.splits["all"]
     images, labels = split.images, split.labels
     summaries = image_features.summarize(images)

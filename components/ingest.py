@@ -61,6 +61,13 @@ class DatasetSpec:
         raise DataError(f"dataset spec '{spec}': expected NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE, "
                         f"optionally followed by :{'|:'.join(SPLITS)}")
 
+    def load(self, tfds_data_dir: str | None = None) -> formats.Loaded:
+        """Reads every split of the source with the loader of its kind."""
+        if self.kind == "tfds":
+            return load_tfds(self.location, tfds_data_dir)
+        return {"idx": idx.load_idx, "folder": formats.load_folder, "csv": formats.load_csv}[self.kind](
+            Path(self.location))
+
 
 def _hash_fraction(images: np.ndarray, salt: bytes) -> np.ndarray:
     """A deterministic number in [0, 1) per image, from its pixels: duplicates land in one split."""
@@ -218,12 +225,8 @@ def ingest(*, out_dir: Path, data: DataConfig) -> Examples:
     spec = DatasetSpec.parse(data.dataset)
     if spec.split:
         raise DataError(f"dataset spec '{data.dataset}': a run ingests a whole dataset; drop ':{spec.split}'")
-    location = Path(spec.location)
-    if spec.kind == "tfds":
-        loaded, source = load_tfds(spec.location, data.tfds_data_dir), f"tfds:{spec.location}"
-    else:
-        read = {"idx": idx.load_idx, "folder": formats.load_folder, "csv": formats.load_csv}[spec.kind]
-        loaded, source = read(location), f"{spec.kind}:{location.resolve()}"
+    loaded = spec.load(data.tfds_data_dir)
+    source = f"tfds:{spec.location}" if spec.kind == "tfds" else f"{spec.kind}:{Path(spec.location).resolve()}"
     splits = dict(loaded.splits)
     if len({s.labels is None for s in splits.values()}) > 1:
         raise DataError(f"dataset spec '{data.dataset}': some splits have labels and some do not "

@@ -50,14 +50,13 @@ def _png_batch(paths: list[str]) -> list[bytes]:
 def _dataset_arrays(spec: str, cfg: Config, limit: int | None
                     ) -> tuple[np.ndarray, np.ndarray | None, str | None, list[str] | None]:
     """Images, labels (None when the data has none), split and input names of a predict `--dataset`."""
-    from components import formats, ingest
+    from components import ingest
     from components.inputs import split_arrays
     from pipeline.engine.runner import Runner
 
     parsed = ingest.DatasetSpec.parse(spec)
     if parsed.kind in ("folder", "csv") and not parsed.split:  # every image of the files, named by its file
-        read = formats.load_folder if parsed.kind == "folder" else formats.load_csv
-        parts = list(read(Path(parsed.location)).splits.values())
+        parts = list(parsed.load().splits.values())
         images = np.concatenate([p.images for p in parts])[:limit]
         labelled = all(p.labels is not None for p in parts)
         labels = np.concatenate([p.labels for p in parts])[:limit] if labelled else None
