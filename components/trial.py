@@ -150,8 +150,11 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     failpoint("trial.end")  # trained, not yet reported: the search runs this trial again
     scores = history[OBJECTIVE]
     best = scores.index(max(scores))
+    from tensorflow.python.framework import config as tf_config  # TF 2.16 has no public getter
+
     return {**{name: float(values[best]) for name, values in history.items()}, "epochs_run": len(scores),
-            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "deterministic": tf_config.is_op_determinism_enabled()}
 
 
 def main(argv: list[str]) -> int:

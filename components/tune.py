@@ -131,7 +131,8 @@ def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Pa
             metrics = run_in_subprocess(spec, Path(self.get_trial_dir(trial.trial_id)) / "process",
                                         label=f"trial {trial.trial_id}")
             self.ran[trial.trial_id] = {"seconds": round(time.monotonic() - start, 2), "memory_mb": _memory_mb(),
-                                        "peak_mb": metrics.pop("peak_mb")}
+                                        "peak_mb": metrics.pop("peak_mb"),
+                                        "deterministic": metrics.pop("deterministic")}
             return metrics
 
         def on_trial_end(self, trial):
@@ -162,7 +163,8 @@ def _trials_table(tuner) -> tuple[dict, ...]:
         rows.append({"trial_id": trial.trial_id, "status": trial.status, "score": score,
                      "epochs": epochs[-1] if epochs else None,
                      "seconds": info.get("seconds", ran.get("seconds")), "memory_mb": ran.get("memory_mb"),
-                     "peak_mb": ran.get("peak_mb"), "tuner": info.get("tuner"),
+                     "peak_mb": ran.get("peak_mb"), "deterministic": ran.get("deterministic"),
+                     "tuner": info.get("tuner"),
                      "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
                                          if not k.startswith("tuner/")}})
     return tuple(rows)
@@ -228,7 +230,7 @@ def summarize(hp: HyperParameters | None, info: dict) -> dict:
                               "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if distributed_role() else None}}
 
 
-# The distributed role is part of the cache key: a worker's output (its own trials, no result) is never
-# taken for a search result.
-COMPONENT = Component(name="tune", fn=tune, inputs=(Examples, Schema), output=HyperParameters, version="4",
-                      source_key=lambda **_: distributed_role() or "")
+# The distributed member is part of the cache key: a worker's output (its own trials, no result) is never
+# taken for a search result, and members on one root keep their search state apart.
+COMPONENT = Component(name="tune", fn=tune, inputs=(Examples, Schema), output=HyperParameters, version="5",
+                      source_key=lambda **_: os.environ["KERASTUNER_TUNER_ID"] if distributed_role() else "")

@@ -1,4 +1,4 @@
-"""KerasTuner's distributed mode: a chief serving the oracle and two workers running trials, on loopback."""
+"""KerasTuner's distributed mode through the CLI: a chief serving the oracle and two workers on one root, on loopback."""
 import json
 import os
 import socket
@@ -6,7 +6,12 @@ import subprocess
 import sys
 import time
 
+from conftest import write_dataset
 from pipeline.engine.failpoints import ENV as FAILPOINTS, REACHED, RELEASE
+from test_cli import REPO
+
+SEARCH = ["--tuner", "random", "--max-trials", "4", "--max-epochs", "1", "--epochs", "1", "--min-accuracy", "0",
+          "--json"]
 
 
 def _free_port() -> int:
@@ -15,47 +20,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_chief_and_two_workers_share_one_search(examples, generic_schema, tmp_path, seed):
-    port = _free_port()
-    script = (
-        "import json, sys; from pathlib import Path\n"
-        "from components.tune import tune; from pipeline.engine.artifacts import Examples, Schema\n"
-        "from pipeline.config import TuneConfig\n"
-        "ex = Examples.from_dict({k: v for k, v in json.loads(sys.argv[1]).items() if k != 'type'})\n"
-        "out = Path(sys.argv[2]); out.mkdir()\n"
-        f"hp = tune(ex, Schema(uri={generic_schema.uri!r}, fingerprint='s', source='generic'), out_dir=out,"
-        " batch_size=32,"
-        f" seed={seed}, tune=TuneConfig(tuner='random', max_trials=4, max_epochs=1))\n"
-        "print(json.dumps({'values': hp.values, 'trials': hp.trials}))\n")
-    procs, release = {}, tmp_path / "release"
+def test_a_chief_and_two_workers_share_one_search_and_one_root(tmp_path):
+    data = write_dataset(tmp_path / "data", {"train": 200, "t10k": 60})
+    port, release, root = _free_port(), tmp_path / "release", tmp_path / "root"
+    procs = {}
     for tuner_id in ("chief", "worker1", "worker2"):
         env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
                "KERASTUNER_ORACLE_PORT": str(port)}
         if tuner_id != "chief":  # each worker's trials hold as they start until both workers hold one
             env |= {FAILPOINTS: "trial.start", REACHED: str(tmp_path / f"{tuner_id}.held"), RELEASE: str(release)}
         procs[tuner_id] = subprocess.Popen(
-            [sys.executable, "-c", script, json.dumps(examples.to_dict()), str(tmp_path / tuner_id)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    give_up = time.monotonic() + 600  # a bound against a hang, not a speed assumption
+            [sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root), *SEARCH],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    give_up = time.monotonic() + 900  # a bound against a hang, not a speed assumption
     while not all((tmp_path / f"{w}.held").exists() for w in ("worker1", "worker2")):
-        assert all(p.poll() is None for p in procs.values()) and time.monotonic() < give_up, \
-            {w: p.poll() for w, p in procs.items()}
+        if any(p.poll() is not None for p in procs.values()) or time.monotonic() > give_up:
+            for p in procs.values():
+                p.kill()
+            raise AssertionError({w: (p.poll(), p.stderr.read()[-2000:]) for w, p in procs.items()})
         time.sleep(0.05)
+    # While the three hold the root's lock together, a run that is not one of them may not start.
+    outsider = subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root),
+                               "--no-wait", *SEARCH], cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")})
+    assert outsider.returncode == 1 and "is running on this root" in outsider.stderr, outsider.stderr
     release.touch()  # both workers run a trial: the search is shared whatever their start-up times
-    results = {}
+    codes, summaries = {}, {}
     for tuner_id, proc in procs.items():
-        out, err = proc.communicate(timeout=420)
-        assert proc.returncode == 0, f"{tuner_id}: {err[-2000:]}"
-        results[tuner_id] = json.loads(out.strip().splitlines()[-1])
+        out, err = proc.communicate(timeout=900)
+        codes[tuner_id] = proc.returncode
+        assert out, f"{tuner_id}: {err[-2000:]}"
+        summaries[tuner_id] = json.loads(out)
 
-    chief = results["chief"]
-    assert len(chief["trials"]) == 4 and all(t["status"] == "COMPLETED" for t in chief["trials"])
-    by_worker = {w: {t["trial_id"] for t in results[w]["trials"]} for w in ("worker1", "worker2")}
+    chief, workers = summaries["chief"], {w: summaries[w] for w in ("worker1", "worker2")}
+    assert codes == {"chief": 0, "worker1": 0, "worker2": 0}
+    assert chief["status"] == "pushed" and chief["pushed_model"] == str(root / "serving" / "1")
+    assert all(s["status"] == "tuned" and s["pushed_model"] is None for s in workers.values())
+    assert all("train" not in s["components"] for s in workers.values())  # a worker stops after its trials
+    assert {s["tuning"]["tuner_id"] for s in summaries.values()} == {"chief", "worker1", "worker2"}
+
+    trials = chief["tuning"]["trials"]
+    assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials)
+    by_worker = {w: {t["trial_id"] for t in s["tuning"]["trials"]} for w, s in workers.items()}
     assert by_worker["worker1"] and by_worker["worker2"], "both workers should run trials"
     assert not by_worker["worker1"] & by_worker["worker2"]
-    assert by_worker["worker1"] | by_worker["worker2"] == {t["trial_id"] for t in chief["trials"]}
-    assert {t["trial_id"]: t["tuner"] for t in chief["trials"]} == {
-        trial_id: w for w, ids in by_worker.items() for trial_id in ids}
-    best = max(chief["trials"], key=lambda t: t["score"])
-    assert chief["values"] == best["hyperparameters"]
-    assert results["worker1"]["values"] == {} == results["worker2"]["values"]  # the result is the chief's
+    assert by_worker["worker1"] | by_worker["worker2"] == {t["trial_id"] for t in trials}
+    assert {t["trial_id"]: t["tuner"] for t in trials} == {i: w for w, ids in by_worker.items() for i in ids}
+    best = max(trials, key=lambda t: t["score"])
+    assert chief["tuning"]["best_hyperparameters"] == best["hyperparameters"]
+    assert all(s["tuning"]["best_hyperparameters"] == {} for s in workers.values())  # the result is the chief's
+
+    # Each member's run is recorded in the one metadata store of the root they shared.
+    listed = subprocess.run([sys.executable, "-m", "pipeline", "runs", "list", "--root", str(root), "--json"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert listed.returncode == 0, listed.stderr
+    statuses = {r["run_id"]: r["status"] for r in json.loads(listed.stdout)}
+    assert statuses == {s["run_id"]: s["status"] for s in summaries.values()}

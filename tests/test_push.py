@@ -94,7 +94,7 @@ def test_unwritable_serving_dir(model, blessed, examples, tmp_path):
         push(model, blessed, examples, out_dir=tmp_path, serving_dir=tmp_path / "file" / "serving")
 
 
-def test_regression_against_the_serving_model_is_not_blessed(model, pushed, examples, tmp_path):
+def test_regression_against_the_serving_model_is_not_blessed(model, blessed, pushed, examples, tmp_path):
     import dataclasses
 
     from components.cnn import REFERENCE, build_model
@@ -112,6 +112,8 @@ def test_regression_against_the_serving_model_is_not_blessed(model, pushed, exam
     worse = evaluate(weak, examples, pushed, out_dir=tmp_path, min_accuracy=0.0)
     assert not worse.blessed and worse.reasons[0].startswith("accuracy") and ">=" in worse.reasons[0]
     assert "beyond max_regression 0.0050" in worse.reasons[1]
+    # The baseline is the served model's score, not the candidate's: the weak model is measured against it.
+    assert worse.baseline_accuracy == pytest.approx(blessed.accuracy) and worse.accuracy < blessed.accuracy - 0.005
 
 
 def test_a_reader_never_sees_a_partial_version(model, blessed, examples, tmp_path):

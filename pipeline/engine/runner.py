@@ -2,7 +2,9 @@
 and its files are still the ones written."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import inspect
 import json
@@ -77,6 +79,21 @@ def remove_leftovers(directory: Path, pattern: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _output_lock(final: Path):
+    """Holds the lock of output `final` (`.locks/<name>` beside it). Uncontended in a run alone (it holds
+    the root's lock); the members of a distributed search share that lock, so the first of them to need
+    an output computes it while the others wait, then find it in the cache instead of racing its rename."""
+    locks = final.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    handle = os.open(locks / final.name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
 class StopRun(Exception):
     """Raised after the component named by `--to` finished: the rest of the pipeline is not run."""
 
@@ -143,27 +160,8 @@ class Runner:
         start = time.monotonic()
         key = self.cache_key(component, inputs, params)
         final = self.store / component.name / key[:16]
-        output, rebuilt = (None, None) if self.forced(component.name) else self.cached(final)
-        state = "cached"
-        if output is not None:  # a kill between the commit and its clean-up left the resume state behind
-            shutil.rmtree(final.with_name(f".{final.name}.work"), ignore_errors=True)
-        if output is None:
-            if component.name in self.upstream:
-                raise PipelineError(f"--from {self.start}: {component.name} comes before it and has no cached "
-                                    f"output for these inputs and settings ({rebuilt or 'never run'}); "
-                                    "run without --from first")
-            if rebuilt:
-                log.info("%-10s cached output %s %s: rebuilding", component.name, final, rebuilt)
-                if self.metadata is not None:  # before its files are replaced: no LIVE record of missing files
-                    self.metadata.forget(self._recorded_uri(final))
-            try:
-                output = self._execute(component, inputs, params, key, final)
-            except BaseException as exc:
-                if self.metadata is not None:
-                    self.metadata.record(component, inputs, None, "failed", time.monotonic() - start, key, params,
-                                         error=str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__)
-                raise
-            state = "executed"
+        with _output_lock(final):
+            output, rebuilt, state = self._cached_or_executed(component, inputs, params, key, final, start)
         seconds = round(time.monotonic() - start, 2)
         self.components[component.name] = {"state": state, "seconds": seconds, "uri": output.uri,
                                            **({"rebuilt": rebuilt} if rebuilt and state == "executed" else {})}
@@ -175,6 +173,29 @@ class Runner:
         if component.name == self.stop:
             raise StopRun(component.name)
         return output
+
+    def _cached_or_executed(self, component, inputs, params, key: str, final: Path, start: float):
+        """The cached output in `final` if usable, else the component's new output committed there."""
+        output, rebuilt = (None, None) if self.forced(component.name) else self.cached(final)
+        if output is not None:  # a kill between the commit and its clean-up left the resume state behind
+            shutil.rmtree(final.with_name(f".{final.name}.work"), ignore_errors=True)
+            return output, rebuilt, "cached"
+        if component.name in self.upstream:
+            raise PipelineError(f"--from {self.start}: {component.name} comes before it and has no cached "
+                                f"output for these inputs and settings ({rebuilt or 'never run'}); "
+                                "run without --from first")
+        if rebuilt:
+            log.info("%-10s cached output %s %s: rebuilding", component.name, final, rebuilt)
+            if self.metadata is not None:  # before its files are replaced: no LIVE record of missing files
+                self.metadata.forget(self._recorded_uri(final))
+        try:
+            output = self._execute(component, inputs, params, key, final)
+        except BaseException as exc:
+            if self.metadata is not None:
+                self.metadata.record(component, inputs, None, "failed", time.monotonic() - start, key, params,
+                                     error=str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            raise
+        return output, rebuilt, "executed"
 
     def reuse(self, component: Component, output: Artifact) -> Artifact:
         """Records an earlier run's output as this run's, e.g. hyperparameters found on other data."""
