@@ -29,7 +29,8 @@ setup(
     extras_require={
         # kfp 2.14 and newer need protobuf 6, which TensorFlow 2.16 refuses; kfp-kubernetes mounts the root's volume.
         "kfp": KFP,
-        "test": ["pytest>=8", *KFP],  # CI runs the Kubeflow tests rather than skipping them
+        # CI runs the Kubeflow tests rather than skipping them; xdist runs two test files at once (pytest.ini).
+        "test": ["pytest>=8", "pytest-xdist==3.8.0", *KFP],
     },
     entry_points={"console_scripts": ["mnist-pipeline=pipeline.cli:main"]},
 )

@@ -45,6 +45,16 @@ def load_schema(path: Path):
         raise DataError(f"{path}: not a valid TFDV schema ({str(exc).splitlines()[0]})") from None
 
 
+def numbered(count: int) -> tuple[str, ...]:
+    """The names of `count` classes known only by number: "0".."count-1".
+
+    Example:
+        >>> numbered(3)
+        ('0', '1', '2')
+    """
+    return tuple(str(i) for i in range(count))
+
+
 def class_names(proto) -> tuple[str, ...]:
     """The class names of a schema: its label's `class_names` annotation, else "0".."N-1" for its label domain.
 
@@ -54,11 +64,11 @@ def class_names(proto) -> tuple[str, ...]:
     """
     label = next((f for f in proto.feature if f.name == LABEL), None)
     if label is None:
-        return tuple(str(i) for i in range(CLASSES))
+        return numbered(CLASSES)
     if NAMES_TAG in label.annotation.tag:
         return tuple(label.annotation.comment)
     count = label.int_domain.max + 1 if label.HasField("int_domain") and label.int_domain.max else CLASSES
-    return tuple(str(i) for i in range(count))
+    return numbered(count)
 
 
 def classes_of(schema: Schema) -> tuple[str, ...]:
@@ -110,7 +120,7 @@ def apply_contract(schema, train_stats=None, classes: tuple[str, ...] = ()) -> N
     label.not_in_environment.append("SERVING")
     label.drift_comparator.infinity_norm.threshold = LABEL_THRESHOLD
     label.skew_comparator.infinity_norm.threshold = LABEL_THRESHOLD
-    set_classes(schema, classes or tuple(str(i) for i in range(CLASSES)))
+    set_classes(schema, classes or numbered(CLASSES))
     for name in image_features.NAMES:
         if name in features:
             _summary_feature_contract(features[name], statistics_by_name.get(name))

@@ -126,6 +126,6 @@ def infer_schema_text(spec: str, cfg: Config) -> str:
     classes = examples.classes
     counts = fixed_histogram(load_tfdv().load_stats_binary(stats.path("train")).datasets[0], schema.LABEL)
     if not classes and counts is not None and counts.any():  # numbered labels: as many classes as observed
-        classes = tuple(str(i) for i in range(int(np.flatnonzero(counts)[-1]) + 1))
+        classes = schema.numbered(int(np.flatnonzero(counts)[-1]) + 1)
     inferred = runner(schema.COMPONENT, stats, curated=None, classes=classes)
     return Path(inferred.path).read_text()

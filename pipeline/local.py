@@ -125,7 +125,7 @@ def open_run(cfg: Config, run_id: str, pipeline: Pipeline, use_cache: bool = Tru
     run_dir = Path(cfg.root) / "runs" / run_id
     metadata = Metadata.open(cfg)
     runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir, order=pipeline.order, start=start, stop=stop,
-                    metadata=metadata,
+                    metadata=metadata, shared=distributed,
                     force=frozenset({"tune"}) if cfg.tune.retune or distributed else frozenset())
     config_text = config_module.to_yaml(cfg)
     write_text(run_dir / "config.yaml", config_text)

@@ -1,4 +1,6 @@
 """Crash anywhere: ten SIGKILLs at random moments of a run, then the same command completes (tests/crash_harness.py)."""
+import pytest
+
 from crash_harness import crash_and_finish, reran_finished_work
 
 from conftest import write_dataset
@@ -8,6 +10,7 @@ from pipeline.engine.metadata import Metadata
 FLAGS = ["--max-trials", "2", "--max-epochs", "2", "--epochs", "4", "--min-accuracy", "0"]
 
 
+@pytest.mark.slow
 def test_ten_kills_in_a_row_lose_nothing_and_the_run_ends_pushed(tmp_path, seed):
     data = write_dataset(tmp_path / "data", {"train": 1200, "t10k": 100}, seed=seed)
     report = crash_and_finish(f"idx:{data}", tmp_path / "root", FLAGS, kills=10, seed=seed)

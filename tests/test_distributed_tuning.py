@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import write_dataset
 from pipeline.engine.failpoints import ENV as FAILPOINTS, REACHED, RELEASE
 from test_cli import REPO
@@ -20,6 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_chief_and_two_workers_share_one_search_and_one_root(tmp_path):
     data = write_dataset(tmp_path / "data", {"train": 200, "t10k": 60})
     port, release, root = _free_port(), tmp_path / "release", tmp_path / "root"

@@ -68,6 +68,7 @@ def test_unlabeled_images_are_predicted_and_checked_for_drift(folder_run, tmp_pa
     assert code == 3 and json.loads(out)["drifted"], err
 
 
+@pytest.mark.slow
 def test_numbered_labels_beyond_the_schema_block_until_a_drafted_schema_names_them(tmp_path):
     labels = np.arange(240) % 12
     write_csv(tmp_path / "d.csv", labels, make_images(labels, np.random.default_rng(6)))

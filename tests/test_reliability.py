@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from conftest import write_dataset
 from test_cli import REPO, assert_one_line_error
 
@@ -22,6 +24,7 @@ def _run(root, data, limit=None):
     return done.returncode, done.stdout, done.stderr
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_cleanly_and_the_rerun_completes(tmp_path):
     data = write_dataset(tmp_path / "data", {"train": 4000, "t10k": 100}, seed=1)
     root = tmp_path / "root"

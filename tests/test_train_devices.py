@@ -74,6 +74,7 @@ def test_deterministic_training_repeats_to_the_bit(examples_json, tmp_path):
     assert other["weights_sha256"] != first["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_deterministic_runs_repeat_their_trials_and_model_through_the_cli(tmp_path):
     import numpy as np
     from conftest import write_dataset

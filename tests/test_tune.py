@@ -64,6 +64,7 @@ def test_budget_ends_the_search_and_keeps_the_best(examples, generic_schema, tmp
     assert result.values == max(result.trials, key=lambda t: t["score"] or -1)["hyperparameters"]
 
 
+@pytest.mark.slow
 def test_trials_run_in_their_own_processes_so_memory_stays_flat(examples, generic_schema, tmp_path, seed):
     result = tune(examples, generic_schema, out_dir=tmp_path, batch_size=32, seed=seed,
                   tune=TuneConfig(tuner="random", max_trials=5, max_epochs=1))
@@ -73,6 +74,7 @@ def test_trials_run_in_their_own_processes_so_memory_stays_flat(examples, generi
     assert all(t["peak_mb"] > 100 for t in result.trials)  # the trial processes did the training
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_with_its_finished_trials(examples, generic_schema, tmp_path, seed):
     import json
     import os

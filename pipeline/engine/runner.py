@@ -81,9 +81,9 @@ def remove_leftovers(directory: Path, pattern: str) -> None:
 
 @contextlib.contextmanager
 def _output_lock(final: Path):
-    """Holds the lock of output `final` (`.locks/<name>` beside it). Uncontended in a run alone (it holds
-    the root's lock); the members of a distributed search share that lock, so the first of them to need
-    an output computes it while the others wait, then find it in the cache instead of racing its rename."""
+    """Holds the lock of output `final` (`.locks/<name>` beside it), for runs that share the root's lock
+    (the members of a distributed search): the first of them to need an output computes it while the
+    others wait, then find it in the cache instead of racing its rename."""
     locks = final.parent / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     handle = os.open(locks / final.name, os.O_RDWR | os.O_CREAT, 0o644)
@@ -114,6 +114,8 @@ class Runner:
     `start` and `stop` bound a partial run (`--from`, `--to`, names from `order`): components before
     `start` must come from the cache, `start` and everything after it run again, and `StopRun` is raised
     once `stop` has finished. `metadata`, when given, records each execution (see `pipeline.engine.metadata`).
+    `shared`: other processes run on this root at once (a distributed search), so each output is looked
+    up and computed under a lock of its own.
 
     Example:
         >>> run = Runner(root="/tmp/root")
@@ -124,7 +126,7 @@ class Runner:
 
     def __init__(self, root: str | Path, use_cache: bool = True, force: frozenset[str] = frozenset(),
                  run_dir: str | Path | None = None, order: tuple[str, ...] = (), start: str | None = None,
-                 stop: str | None = None, metadata=None):
+                 stop: str | None = None, metadata=None, shared: bool = False):
         self.store = Path(root) / "artifacts"
         self.run_dir = Path(run_dir) if run_dir else None
         self.use_cache = use_cache
@@ -134,6 +136,7 @@ class Runner:
         self.force = force | rerun  # executed even when cached (e.g. tune with --retune)
         self.start, self.stop = start, stop
         self.metadata = metadata
+        self.shared = shared
         self.components: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, Artifact] = {}
 
@@ -160,7 +163,7 @@ class Runner:
         start = time.monotonic()
         key = self.cache_key(component, inputs, params)
         final = self.store / component.name / key[:16]
-        with _output_lock(final):
+        with _output_lock(final) if self.shared else contextlib.nullcontext():
             output, rebuilt, state = self._cached_or_executed(component, inputs, params, key, final, start)
         seconds = round(time.monotonic() - start, 2)
         self.components[component.name] = {"state": state, "seconds": seconds, "uri": output.uri,
