@@ -235,6 +235,5 @@ def test_a_root_keeps_its_schema_for_new_spans_and_reuses_its_search(tmp_path):
     assert code == 0, err
     assert summary["schema"]["source"] == f"curated:{custom} (kept from this root's earlier runs)"
     assert summary["tuning"]["reused"] is True and summary["components"]["tune"]["state"] == "cached"
-    code, out, err = cli("run", "--dataset", f"idx:{second}", "--root", tmp_path / "other", *search[:-3], "--to",
-                         "schema", "--json")
+    code, out, err = cli("run", "--dataset", f"idx:{second}", "--root", tmp_path / "other", "--to", "schema", "--json")
     assert json.loads(out)["schema"]["source"] == f"curated:{generic}"  # another root starts afresh
