@@ -35,25 +35,29 @@ def test_a_chief_and_two_workers_share_one_search_and_one_root(tmp_path):
         procs[tuner_id] = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root), *SEARCH],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    give_up = time.monotonic() + 900  # a bound against a hang, not a speed assumption
-    while not all((tmp_path / f"{w}.held").exists() for w in ("worker1", "worker2")):
-        if any(p.poll() is not None for p in procs.values()) or time.monotonic() > give_up:
-            for p in procs.values():
-                p.kill()
-            raise AssertionError({w: (p.poll(), p.stderr.read()[-2000:]) for w, p in procs.items()})
-        time.sleep(0.05)
-    # While the three hold the root's lock together, a run that is not one of them may not start.
-    outsider = subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root),
-                               "--no-wait", *SEARCH], cwd=REPO, capture_output=True, text=True, timeout=600,
-                              env={k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")})
-    assert outsider.returncode == 1 and "is running on this root" in outsider.stderr, outsider.stderr
-    release.touch()  # both workers run a trial: the search is shared whatever their start-up times
-    codes, summaries = {}, {}
-    for tuner_id, proc in procs.items():
-        out, err = proc.communicate(timeout=900)
-        codes[tuner_id] = proc.returncode
-        assert out, f"{tuner_id}: {err[-2000:]}"
-        summaries[tuner_id] = json.loads(out)
+    try:  # a failed assertion must not leave a chief waiting for its workers
+        give_up = time.monotonic() + 900  # a bound against a hang, not a speed assumption
+        while not all((tmp_path / f"{w}.held").exists() for w in ("worker1", "worker2")):
+            if any(p.poll() is not None for p in procs.values()) or time.monotonic() > give_up:
+                raise AssertionError({w: (p.poll(), p.stderr.read()[-2000:]) for w, p in procs.items()})
+            time.sleep(0.05)
+        # While the three hold the root's lock together, a run that is not one of them may not start.
+        outsider = subprocess.run(
+            [sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root), "--no-wait",
+             *SEARCH], cwd=REPO, capture_output=True, text=True, timeout=600,
+            env={k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")})
+        assert outsider.returncode == 1 and "is running on this root" in outsider.stderr, outsider.stderr
+        release.touch()  # both workers run a trial: the search is shared whatever their start-up times
+        codes, summaries = {}, {}
+        for tuner_id, proc in procs.items():
+            out, err = proc.communicate(timeout=900)
+            codes[tuner_id] = proc.returncode
+            assert out, f"{tuner_id}: {err[-2000:]}"
+            summaries[tuner_id] = json.loads(out)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
 
     chief, workers = summaries["chief"], {w: summaries[w] for w in ("worker1", "worker2")}
     assert codes == {"chief": 0, "worker1": 0, "worker2": 0}

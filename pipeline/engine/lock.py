@@ -15,6 +15,23 @@ log = logging.getLogger("pipeline")
 LOCK = ".lock"
 
 
+@contextlib.contextmanager
+def exclusive(path: str | Path, create: bool = True) -> Iterator[None]:
+    """Holds an exclusive flock on `path` (a lock file, created if needed, or a directory: then no file
+    is left behind) for the block; the kernel releases it if the process dies.
+
+    Example:
+        >>> with exclusive(store_directory, create=False):
+        ...     store = MetadataStore(connection)
+    """
+    handle = os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
 def _holder(handle) -> str:
     handle.seek(0)
     try:

@@ -4,15 +4,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import fcntl
 import json
-import os
 import typing
 from pathlib import Path
 from typing import Any
 
 from pipeline.engine import artifacts
 from pipeline.engine.errors import MetadataError
+from pipeline.engine.lock import exclusive
 
 PIPELINE, RUN = "pipeline", "pipeline_run"
 EXECUTION_STATES = {"executed": "COMPLETE", "cached": "CACHED", "failed": "FAILED"}
@@ -74,20 +73,6 @@ def _property_type(hint) -> int:
     return {bool: pb.BOOLEAN, int: pb.INT, float: pb.DOUBLE, str: pb.STRING}.get(hint, pb.STRING)
 
 
-@contextlib.contextmanager
-def _directory_lock(directory: Path | None):
-    """Holds `directory` exclusively (flock on the directory itself: no file is left behind); None: no lock."""
-    if directory is None:
-        yield
-        return
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(handle)  # closing releases the lock
-
-
 class Metadata:
     """One root's metadata store, opened for a run or for queries.
 
@@ -108,7 +93,8 @@ class Metadata:
             if conn.HasField("sqlite"):
                 Path(conn.sqlite.filename_uri).parent.mkdir(parents=True, exist_ok=True)
             # Members of a distributed search open a new root's store at once; MLMD fails on a half-made one.
-            with _directory_lock(Path(conn.sqlite.filename_uri).parent if conn.HasField("sqlite") else None):
+            sqlite = Path(conn.sqlite.filename_uri).parent if conn.HasField("sqlite") else None
+            with exclusive(sqlite, create=False) if sqlite else contextlib.nullcontext():
                 self.store = metadata_store.MetadataStore(conn, enable_upgrade_migration=True)
                 self.store.get_context_types()
         except Exception as exc:  # MLMD raises its own errors types, or sqlite's, for an unreadable file

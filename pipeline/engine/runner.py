@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import inspect
 import json
@@ -21,6 +20,7 @@ from pipeline.engine.component import Component
 from pipeline.engine.dag import between
 from pipeline.engine.errors import PipelineError
 from pipeline.engine.failpoints import failpoint
+from pipeline.engine.lock import exclusive
 
 log = logging.getLogger("pipeline")
 FILES = "files"  # the key in an artifact's record listing its files: {relative path: [size, sha256]}
@@ -79,19 +79,10 @@ def remove_leftovers(directory: Path, pattern: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _output_lock(final: Path):
-    """Holds the lock of output `final` (`.locks/<name>` beside it), for runs that share the root's lock
-    (the members of a distributed search): the first of them to need an output computes it while the
-    others wait, then find it in the cache instead of racing its rename."""
+def _lock_file(final: Path) -> Path:
     locks = final.parent / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
-    handle = os.open(locks / final.name, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(handle)  # closing releases the lock
+    return locks / final.name
 
 
 class StopRun(Exception):
@@ -163,7 +154,9 @@ class Runner:
         start = time.monotonic()
         key = self.cache_key(component, inputs, params)
         final = self.store / component.name / key[:16]
-        with _output_lock(final) if self.shared else contextlib.nullcontext():
+        # Members of a distributed search share the root: the first to need an output computes it, the
+        # others wait on its lock (`.locks/<key>` beside it) and take it from the cache.
+        with exclusive(_lock_file(final)) if self.shared else contextlib.nullcontext():
             output, rebuilt, state = self._cached_or_executed(component, inputs, params, key, final, start)
         seconds = round(time.monotonic() - start, 2)
         self.components[component.name] = {"state": state, "seconds": seconds, "uri": output.uri,
