@@ -90,8 +90,9 @@ def dataset_name(directory: Path) -> str:
     return names.pop().lower().replace("-", "_") if len(names) == 1 and None not in names else ""
 
 
-def find_files(directory: Path) -> dict[str, tuple[Path, Path]]:
+def find_files(directory: Path) -> dict[str, tuple[Path, Path | None]]:
     """The (images, labels) file pair of each split in an IDX directory: train, test, or one other prefix.
+    Images without a labels file are unlabeled (serving traffic, for drift and predict): labels None.
 
     Example:
         >>> find_files(Path("/usr/share/datasets/fashion-mnist"))["test"][0].name
@@ -109,20 +110,23 @@ def find_files(directory: Path) -> dict[str, tuple[Path, Path]]:
                         "and train-labels-idx1-ubyte.gz)")
     pairs = {}
     for prefix, files in found.items():
-        for kind, other in (("images", "labels"), ("labels", "images")):
-            if kind not in files:
-                raise DataError(f"{files[other]}: no matching {kind} file in {directory}")
+        if "images" not in files:
+            raise DataError(f"{files['labels']}: no matching images file in {directory}")
         named = _PREFIX.match(prefix)
         split = _SPLIT_ALIASES[named["split"].lower()] if named else prefix or "all"
-        pairs[split] = (files["images"], files["labels"])
+        pairs[split] = (files["images"], files.get("labels"))
     return pairs
 
 
-def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images [N, rows, cols] and int64 labels [N] of one split, checked to agree in count."""
-    images, labels = read_idx(images_path), read_idx(labels_path)
+def read_pair(images_path: Path, labels_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images [N, rows, cols] and int64 labels [N] (None without a labels file) of one split, checked to
+    agree in count."""
+    images = read_idx(images_path)
     if images.ndim != 3:
         raise DataError(f"{images_path}: expected images of rank 3 [count, rows, cols], got shape {images.shape}")
+    if labels_path is None:
+        return images, None
+    labels = read_idx(labels_path)
     if labels.ndim != 1:
         raise DataError(f"{labels_path}: expected labels of rank 1 [count], got shape {labels.shape}")
     if len(images) != len(labels):
@@ -131,12 +135,14 @@ def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndar
 
 
 def load_idx(directory: Path) -> formats.Loaded:
-    """Reads train and test splits from an IDX directory, or its single split as `all`."""
+    """Reads train and test splits from an IDX directory, or its single split: train, test, or `all` for a
+    prefix that names no split."""
     pairs = find_files(directory)
     if "train" in pairs and "test" in pairs:
         splits = {split: formats.Split(*read_pair(*pairs[split])) for split in ("train", "test")}
     elif len(pairs) == 1:
-        splits = {"all": formats.Split(*read_pair(*next(iter(pairs.values()))))}
+        [(name, pair)] = pairs.items()
+        splits = {name if name in ("train", "test") else "all": formats.Split(*read_pair(*pair))}
     else:
         raise DataError(f"{directory}: expected train and test IDX files or a single split, "
                         f"found splits {', '.join(sorted(pairs))}")

@@ -20,6 +20,8 @@ from pipeline.engine.progress import Bar
 # Debian packages that install real datasets offline (apt-get install dataset-fashion-mnist).
 LOCAL_COPIES = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
 SHARD_SIZE = 20_000
+ALL = "all"  # the split suffix that means every example of every split
+WHOLE = ("never", "single", "always")  # when ingest puts every example in the test split (see `ingest`)
 TFDS_HOST = "storage.googleapis.com"  # where TFDS fetches prepared data and most MNIST-family files
 
 
@@ -42,7 +44,7 @@ class DatasetSpec:
             DatasetSpec(kind='idx', location='/data/mnist', name='', split='test')
         """
         head, _, last = spec.rpartition(":")
-        split = last if head and last in SPLITS else None
+        split = last if head and last in (*SPLITS, ALL) else None
         body = head if split else spec
         kind, sep, rest = body.partition(":")
         if not sep:
@@ -59,7 +61,7 @@ class DatasetSpec:
             base, _, config = rest.partition("/")
             return cls("tfds", rest, f"{base}_{config}" if config and not config[0].isdigit() else base, split)
         raise DataError(f"dataset spec '{spec}': expected NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE, "
-                        f"optionally followed by :{'|:'.join(SPLITS)}")
+                        f"optionally followed by :{'|:'.join((*SPLITS, ALL))}")
 
     def load(self, tfds_data_dir: str | None = None) -> formats.Loaded:
         """Reads every split of the source with the loader of its kind."""
@@ -71,7 +73,7 @@ class DatasetSpec:
 
 def _hash_fraction(images: np.ndarray, salt: bytes) -> np.ndarray:
     """A deterministic number in [0, 1) per image, from its pixels: duplicates land in one split."""
-    flat = images.reshape(len(images), -1)
+    flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
     return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8, key=salt).digest(), "big")
                      for row in flat], dtype=np.float64) / 2.0**64
 
@@ -181,14 +183,14 @@ def write_split(images: np.ndarray, labels: np.ndarray | None, directory: Path) 
     bar.close()
 
 
-def source_fingerprint(data: DataConfig) -> str:
+def source_fingerprint(data: DataConfig, **_) -> str:
     """What identifies the source data before reading it: the files' names and bytes, or the TFDS name."""
     spec = DatasetSpec.parse(data.dataset)
     if spec.kind == "tfds":
         return f"tfds:{spec.location}:{data.tfds_data_dir}"
     location = Path(spec.location)
     if spec.kind == "idx":
-        files = [path for pair in idx.find_files(location).values() for path in pair]
+        files = [path for pair in idx.find_files(location).values() for path in pair if path is not None]
     elif location.is_dir():
         files = sorted(p for p in location.rglob("*") if p.is_file())
     elif location.is_file():
@@ -204,12 +206,33 @@ def source_fingerprint(data: DataConfig) -> str:
     return digest.hexdigest()
 
 
-def ingest(*, out_dir: Path, data: DataConfig) -> Examples:
+def _layout(splits: dict[str, formats.Split], whole: str, test_fraction: float) -> dict[str, formats.Split]:
+    """Train and test: as the source has them, a sole test split whole (train empty), a sole other split
+    carved by hash; or with `whole` "always" (or "single" and one split), every example in test."""
+    if whole == "always" or (whole == "single" and len(splits) == 1) or set(splits) == {"test"}:
+        parts = list(splits.values())
+        labels = None if parts[0].labels is None else np.concatenate([s.labels for s in parts])
+        images = np.concatenate([s.images for s in parts])
+        return {"train": formats.Split(images[:0], None if labels is None else labels[:0]),
+                "test": formats.Split(images, labels)}
+    if set(splits) != {"train", "test"}:  # one split (all, or only train): test is carved from it
+        [only] = splits.values()
+        return dict(zip(("train", "test"), _carve(only, test_fraction, b"test")))
+    return splits
+
+
+def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples:
     """Reads the dataset named by `data.dataset` and writes train, eval and test TFRecords.
+
+    A source with train and test files keeps them; a source holding only test files (`t10k-*`, `test/`)
+    is a test split, whole, and train is empty (validation blocks a run on it); a source with one other
+    split is carved into train and test by content hash. Eval is carved from train.
 
     Args:
         out_dir: the artifact directory to fill.
         data: the dataset spec and split fractions.
+        whole: "always": every example of every split goes to test (`SPEC:all`); "single": so does a
+            source with a single split (a drift batch is compared whole); "never" (runs): as above.
 
     Returns:
         The Examples artifact with per-split counts and a fingerprint of the decoded content.
@@ -231,9 +254,9 @@ def ingest(*, out_dir: Path, data: DataConfig) -> Examples:
     if len({s.labels is None for s in splits.values()}) > 1:
         raise DataError(f"dataset spec '{data.dataset}': some splits have labels and some do not "
                         f"(labelled: {', '.join(n for n, s in splits.items() if s.labels is not None)})")
-    if set(splits) != {"train", "test"}:  # one split (all, or only train or test): test is carved from it
-        [only] = splits.values()
-        splits = dict(zip(("train", "test"), _carve(only, data.test_fraction, b"test")))
+    if whole not in WHOLE:
+        raise DataError(f"ingest: whole '{whole}', expected one of {', '.join(WHOLE)}")
+    splits = _layout(splits, whole, data.test_fraction)
     splits["train"], splits["eval"] = _carve(splits["train"], data.eval_fraction, b"eval")
     digest = hashlib.sha256()
     for split in SPLITS:
@@ -257,5 +280,6 @@ def summarize(examples: Examples | None, info: dict) -> dict:
                                      **({"preprocessing": examples.preprocessing} if examples.preprocessing else {})}}
 
 
-COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="3",
+# Version 4: a source holding only test files is that test split, whole.
+COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="4",
                       source_key=source_fingerprint)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from components.drift import compare
+from components.drift import compare, decide
 from components.libs import load_tfdv
 from pipeline.engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
 from pipeline.engine.component import Component
@@ -25,18 +25,24 @@ def anomalies_of(stats, proto_schema, split: str, environment: str = "TRAINING")
     return found, result
 
 
+def why(d: Distance) -> str:
+    """Why a test drifted (or not), in one line: the test, its statistic, p-value and level, the effect."""
+    return (f"{d.comparison}: {d.test} {d.statistic:.1f}" + (f" ({d.dof} dof)" if d.dof else "")
+            + f", p {d.p_value:.1e} {'<=' if d.p_value <= d.alpha else '>'} alpha {d.alpha:.1e}; {d.measure} "
+            f"{d.distance:.4f} {'>=' if d.distance >= d.threshold else '<'} minimum effect {d.threshold:.4f}")
+
+
 def breaches(distances: list[Distance], split: str) -> list[Anomaly]:
-    """Distances over their threshold, as anomalies naming the feature, the distance and the threshold."""
-    return [Anomaly(split, d.feature, d.comparison.split(":")[0].upper(),
-                    f"{d.comparison}: {d.measure} {d.distance:.4f} > threshold {d.threshold:.4f}"
-                    + (f" + sampling noise {d.noise:.4f}" if d.noise >= 0.00005 else ""))
-            for d in distances if d.drifted]
+    """Drifted tests, as anomalies naming the feature, the test, its p-value and the effect size."""
+    return [Anomaly(split, d.feature, d.comparison.split(":")[0].upper(), why(d)) for d in distances if d.drifted]
 
 
 def validate(statistics: Statistics, schema: Schema, previous: Statistics | None = None, *,
-             out_dir: Path) -> Anomalies:
+             out_dir: Path, false_positive_rate: float = 0.001) -> Anomalies:
     """Checks each split against the schema (TRAINING environment), test against train with the
     schema's skew comparators, and train against the previous span's train with its drift comparators.
+
+    Skew and drift are one check: on clean data, at most `false_positive_rate` of runs find either.
 
     The TFDV anomalies proto of each split is kept as `<out_dir>/<split>/anomalies.pbtxt`.
 
@@ -60,12 +66,12 @@ def validate(statistics: Statistics, schema: Schema, previous: Statistics | None
     train = per_split["train"].datasets[0]
     distances = compare(train, per_split["test"].datasets[0], proto_schema, "skew: train vs test",
                         "skew_comparator")
-    found += breaches(distances, "test")
     if previous is not None:
         before = tfdv.load_stats_binary(previous.path("train")).datasets[0]
-        drift = compare(before, train, proto_schema, "drift: previous span train vs train")
-        found += breaches(drift, "train")
-        distances += drift
+        distances += compare(before, train, proto_schema, "drift: previous span train vs train")
+    distances = decide(distances, false_positive_rate)
+    found += breaches([d for d in distances if d.comparison.startswith("skew")], "test")
+    found += breaches([d for d in distances if d.comparison.startswith("drift")], "train")
     return Anomalies(uri=str(out_dir), fingerprint="", anomalies=tuple(found), distances=tuple(distances))
 
 
@@ -76,4 +82,4 @@ def summarize(anomalies: Anomalies | None, info: dict) -> dict:
 
 
 COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema, (Statistics, type(None))),
-                      output=Anomalies, version="2")
+                      output=Anomalies, version="3")  # 3: a G-test at a chosen false-positive rate

@@ -68,9 +68,11 @@ def validate(dataset: str, *, schema: str | None = None, root: str | Path | None
 
 
 def drift(baseline: str, current: str, *, schema: str | None = None, root: str | Path | None = None,
-          report: str | Path | None = None, beam_args: Iterable[str] | None = None) -> dict[str, Any]:
+          report: str | Path | None = None, beam_args: Iterable[str] | None = None,
+          model: str | Path | None = None, false_positive_rate: float | None = None) -> dict[str, Any]:
     """Compares a dataset (or saved statistics) with a baseline, as `python -m pipeline drift`; `drifted`
-    is True when any feature drifted. With `report`, also writes the HTML report there.
+    is True when any feature drifted. With `report`, also writes the HTML report there; with `model` (a
+    pushed version's directory), also tests what that model makes of both.
 
     Example:
         >>> drift("fashion_mnist:train", "idx:/data/today")["drifted"]
@@ -78,8 +80,9 @@ def drift(baseline: str, current: str, *, schema: str | None = None, root: str |
     """
     from pipeline.checks import drift_check
 
-    return drift_check(baseline, current, _config(None, root, beam_args, schema=schema),
-                       str(report) if report else None)
+    return drift_check(baseline, current, _config(None, root, beam_args, schema=schema,
+                                                  false_positive_rate=false_positive_rate),
+                       str(report) if report else None, str(model) if model else None)
 
 
 def predict(images: Iterable[str | Path] = (), *, model: str | Path | None = None,

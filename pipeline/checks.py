@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from components import ingest, schema, statistics, validate
-from components.drift import compare, fixed_histogram
+from components import image_features, ingest, model_drift, schema, statistics, validate
+from components.drift import comparators, compare, decide, fixed_histogram, moved_bucket
 from components.libs import load_tfdv
 from pipeline.config import Config, DataConfig
 from pipeline.engine.errors import DataError
@@ -17,9 +17,11 @@ from pipeline.report import drift_html
 
 
 def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = ()):
-    """DatasetFeatureStatistics of a split: `SPEC[:SPLIT]` (default train) or a saved statistics file.
+    """DatasetFeatureStatistics of a split: `SPEC[:SPLIT]` (default train, or every example of a source that
+    has a single split; `:all` every example) or a saved statistics file.
 
-    Returns the statistics and the dataset name (for its curated schema; "" for a file).
+    Returns the statistics, the dataset name (for its curated schema; "" for a file) and the file pattern
+    of the split's examples (None for a file).
     """
     tfdv = load_tfdv()
     if Path(spec).is_file():
@@ -34,17 +36,26 @@ def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = ()):
             raise DataError(f"{spec}: not a TFDV statistics file")
         if not stats.datasets:
             raise DataError(f"{spec}: holds no dataset statistics")
-        return stats.datasets[0], ""
-    split, examples, stats = _ingest_and_describe(spec, runner, beam_args)
-    return tfdv.load_stats_binary(stats.path(split or "train")).datasets[0], examples.name
+        return stats.datasets[0], "", None
+    split, examples, stats = _ingest_and_describe(spec, runner, beam_args, batch=True)
+    return tfdv.load_stats_binary(stats.path(split)).datasets[0], examples.name, examples.file_pattern(split)
 
 
-def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...]):
-    """Ingests the dataset of `SPEC[:SPLIT]` and computes its statistics; returns (split or None, both)."""
+def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], batch: bool = False):
+    """Ingests the dataset of `SPEC[:SPLIT]` and computes its statistics; returns (split, both).
+
+    The split is the one named; `:all` is every example (ingested into test). Without a name it is None,
+    or with `batch` (a drift comparison) train, or test holding everything when the source has one split.
+    """
     parsed = ingest.DatasetSpec.parse(spec)
     whole = spec[: -len(parsed.split) - 1] if parsed.split else spec
-    examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole))
-    return parsed.split, examples, runner(statistics.COMPONENT, examples, beam_args=beam_args)
+    mode = "always" if parsed.split == ingest.ALL else "single" if batch and not parsed.split else None
+    # The run's own layout is the default: passed only when it differs, so a run's cached ingest is reused.
+    examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole), **({"whole": mode} if mode else {}))
+    split = "test" if parsed.split == ingest.ALL else parsed.split
+    if batch and split is None:
+        split = "test" if not examples.counts["train"] + examples.counts["eval"] else "train"
+    return split, examples, runner(statistics.COMPONENT, examples, beam_args=beam_args)
 
 
 def validate_check(spec: str, cfg: Config) -> dict[str, Any]:
@@ -60,7 +71,8 @@ def validate_check(spec: str, cfg: Config) -> dict[str, Any]:
     split, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args)
     path = schema.curated_schema_path(cfg.schema_dir, examples.name, cfg.schema.schema_file)
     data_schema = runner(schema.COMPONENT, stats, curated=path, classes=examples.classes)
-    result = runner(validate.COMPONENT, stats, data_schema, None)
+    result = runner(validate.COMPONENT, stats, data_schema, None,
+                    false_positive_rate=cfg.validate.false_positive_rate)
     anomalies = [a for a in result.anomalies if split is None or (a.split == split and a.type != "SKEW")]
     distances = list(result.distances) if split is None else []
     return {"dataset": spec, "schema": data_schema.source, "source": examples.source,
@@ -69,8 +81,15 @@ def validate_check(spec: str, cfg: Config) -> dict[str, Any]:
             "distances": [dataclasses.asdict(d) for d in distances]}
 
 
-def drift_check(baseline: str, current: str, cfg: Config, report: str | None = None) -> dict[str, Any]:
-    """Compares `current` with `baseline` using the drift thresholds of the current data's schema.
+MODEL_VIEW_IMAGES = 10_000  # images of each side the model looks at
+
+
+def drift_check(baseline: str, current: str, cfg: Config, report: str | None = None,
+                model: str | None = None) -> dict[str, Any]:
+    """Tests `current` against `baseline` on the features with drift comparators in the current data's
+    schema and, with `model` (a pushed version's directory), on what that model makes of both: its
+    predicted classes, its confidence and its embeddings (`components.model_drift`). One check: the
+    false-positive rate of `cfg.validate` is shared by all its tests.
 
     The current data's schema anomalies come along; with `report`, a self-contained HTML file too.
 
@@ -82,8 +101,9 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
         ['mean_intensity']
     """
     runner = Runner(cfg.root)
-    before, before_name = statistics_for(baseline, runner, cfg.statistics.beam_args)
-    after, after_name = statistics_for(current, runner, cfg.statistics.beam_args)
+    models = model_drift.load_model(model) if model else None  # a wrong directory fails before any work
+    before, before_name, base_pattern = statistics_for(baseline, runner, cfg.statistics.beam_args)
+    after, after_name, pattern = statistics_for(current, runner, cfg.statistics.beam_args)
     path = schema.curated_schema_path(cfg.schema_dir, after_name or before_name, cfg.schema.schema_file)
     if path is None:
         raise DataError(f"{cfg.schema_dir}: no schema with drift thresholds; pass --schema FILE")
@@ -91,6 +111,9 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
     distances = compare(before, after, proto, f"drift: {baseline} vs {current}")
     if not distances:
         raise DataError(f"{path}: no feature of the schema has a drift comparator that both datasets have")
+    if models is not None:
+        distances += _model_view(models, model, (baseline, base_pattern), (current, pattern), proto, cfg.seed)
+    distances = decide(distances, cfg.validate.false_positive_rate)
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     # Images without labels (serving traffic) are checked as the schema's SERVING environment: no label.
@@ -104,10 +127,46 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
               "counts": {"baseline": before.num_examples, "current": after.num_examples},
               "drifted": any(d.drifted for d in distances),
               "distances": [dataclasses.asdict(d) for d in distances],
+              # Where each drifted feature's mass went: the bucket that gained most.
+              "moved": [moved_bucket(d.feature, fixed_histogram(before, d.feature), fixed_histogram(after, d.feature))
+                        for d in distances if d.drifted and d.comparison.startswith("drift")],
               "anomalies": [dataclasses.asdict(a) for a in anomalies]}
     if report:
-        drift_html(result, before, after, report)
+        drift_html(result, before, after, report, _moved_images(result["moved"], pattern))
     return result
+
+
+def _model_view(models, model: str, baseline: tuple[str, str | None], current: tuple[str, str | None], proto,
+                seed: int) -> list:
+    """The model's tests on up to `MODEL_VIEW_IMAGES` images of each side (both must be datasets)."""
+    from components.inputs import split_arrays
+
+    sides = []
+    for spec, pattern in (baseline, current):
+        if pattern is None:
+            raise DataError(f"{spec}: --model compares images, not statistics; pass a dataset SPEC")
+        sides.append(split_arrays(pattern, MODEL_VIEW_IMAGES)[0].reshape(-1, 28, 28))
+    classes = int(models[0].output_shape[-1])
+    class_effect = comparators(proto).get(schema.LABEL, ("l_infinity", 0.3 / classes))[1]
+    return model_drift.compare(models, *sides, class_effect, f"model {model}: {baseline[0]} vs {current[0]}", seed)
+
+
+def _moved_images(moved: list[dict], pattern: str | None, per_bucket: int = 8,
+                  limit: int = 20_000) -> dict[str, np.ndarray]:
+    """feature: up to `per_bucket` current images in the bucket that gained most (summary features only;
+    the label's bucket is a class, shown by the tests' table). Empty for a saved statistics file."""
+    wanted = [m for m in moved if m["feature"] in image_features.NAMES]
+    if pattern is None or not wanted:
+        return {}
+    from components.inputs import split_arrays
+
+    images = split_arrays(pattern, limit)[0].reshape(-1, 28, 28)
+    features, found = image_features.summarize(images), {}
+    for m in wanted:
+        values = np.clip(features[m["feature"]], *image_features.RANGES[m["feature"]])
+        inside = (values >= m["low"]) & ((values < m["high"]) | (m["high"] >= image_features.RANGES[m["feature"]][1]))
+        found[m["feature"]] = images[inside][:per_bucket]
+    return found
 
 
 def infer_schema_text(spec: str, cfg: Config) -> str:

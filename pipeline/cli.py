@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--current", required=True, help="SPEC[:SPLIT] or a saved statistics file")
     drift.add_argument("--schema", help="schema with the drift thresholds (default: the current data's curated one)")
     drift.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report (default: none)")
+    view = drift.add_mutually_exclusive_group()
+    view.add_argument("--model", help="also test what this pushed model version makes of both: predicted classes, "
+                                      "confidence, embeddings (default: none)")
+    view.add_argument("--serving-dir", help="as --model, with the latest version in this serving directory")
     predict = commands.add_parser("predict", help="predictions of a pushed model for PNG files or a dataset split")
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a SavedModel directory (one pushed version); this or --serving-dir, "
@@ -92,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--dataset", help="SPEC[:SPLIT] instead of images (default split test; every image of a "
                          "folder: or csv: source); adds accuracy when the data has labels")
     predict.add_argument("--limit", type=int, help="the first N examples of the split (default: all)")
+    for command in (check, drift):
+        command.add_argument("--false-positive-rate", type=float, help=f"{FPR_HELP} (default: "
+                             f"{config.ValidateConfig().false_positive_rate})")
     for command in (run, step, kfp_compile, kfp_run, runs_list, runs_show, runs_lineage, check, infer, drift,
                     predict):
         command.add_argument("--root", help="pipeline root: artifacts, cached data and statistics, runs "
@@ -123,6 +130,7 @@ def _duration(text: str) -> float:
 # The flags that set a run's config (`run`, `step`, `kfp`, and the Python API's keyword arguments): flag, the
 # config key it sets, argparse options; a `switch` flag takes no value and sets the key to the switch's value.
 # A flag's help ends with its default, read from the config's own defaults.
+FPR_HELP = "the chance that a check of clean data alarms (skew, drift), shared by all its tests"
 CONFIG_FLAGS = (
     ("--dataset", "data.dataset", {"help": "NAME, tfds:NAME[/CONFIG], idx:DIR, folder:DIR or csv:FILE"}),
     ("--serving-dir", "push.serving_dir", {"help": "where blessed models are pushed (default: <root>/serving)"}),
@@ -157,6 +165,7 @@ CONFIG_FLAGS = (
     ("--max-regression", "evaluate.max_regression", {"type": float, "help": "largest accuracy drop allowed "
                                                                             "against the model serving now"}),
     ("--seed", "seed", {"type": int, "help": "seeds shuffling, initialisation and the search"}),
+    ("--false-positive-rate", "validate.false_positive_rate", {"type": float, "help": FPR_HELP}),
 )
 
 
@@ -186,7 +195,8 @@ def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
 
 def _check_config(args) -> config.Config:
     """The config of `validate`, `drift`, `schema` and `predict`: the defaults, the root, Beam options, a schema."""
-    return run_config(None, args.root, args.beam_arg, schema=getattr(args, "schema", None))
+    return run_config(None, args.root, args.beam_arg, schema=getattr(args, "schema", None),
+                      false_positive_rate=getattr(args, "false_positive_rate", None))
 
 
 def _validate(args, out) -> int:
@@ -220,14 +230,20 @@ def _schema(args, out) -> int:
 def _drift(args, out) -> int:
     from pipeline.checks import drift_check
 
-    report = drift_check(args.baseline, args.current, _check_config(args), args.report)
+    from pipeline.serving import latest_version
+
+    model = args.model or (str(latest_version(args.serving_dir)) if args.serving_dir else None)
+    report = drift_check(args.baseline, args.current, _check_config(args), args.report, model)
     if args.json:
         out.write(json.dumps(report, indent=2) + "\n")
     else:
-        out.write(f"{'feature':<16} {'measure':<26} {'distance':>9} {'threshold':>9} {'noise':>7}  result\n")
+        if "label" in report:
+            out.write(f"label: {report['label']}\n")
+        out.write(f"{'feature':<18} {'test':<7} {'p-value':>8} {'alpha':>8} {'effect size':<26} {'effect':>7} "
+                  f"{'minimum':>7}  result\n")
         for d in report["distances"]:
-            out.write(f"{d['feature']:<16} {d['measure']:<26} {d['distance']:>9.4f} {d['threshold']:>9.4f} "
-                      f"{d['noise']:>7.4f}  {'DRIFTED' if d['drifted'] else 'ok'}\n")
+            out.write(f"{d['feature']:<18} {d['test']:<7} {d['p_value']:>8.1e} {d['alpha']:>8.1e} {d['measure']:<26} "
+                      f"{d['distance']:>7.4f} {d['threshold']:>7.4f}  {'DRIFTED' if d['drifted'] else 'ok'}\n")
     return 3 if report["drifted"] else 0
 
 

@@ -103,6 +103,8 @@ class ValidateConfig:
     """Data validation gates; schema anomalies and train-versus-test skew always apply."""
 
     drift: bool = True  # compare each new span's train split with the previous span's
+    # The chance that a check of clean data alarms: shared by its features, comparisons and model views.
+    false_positive_rate: float = setting(0.001, above=0, below=1)
 
 
 TUNERS = ("hyperband", "bayesian", "random")

@@ -54,6 +54,7 @@ PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
          **schema.choose(cfg.schema_dir, out["ingest"].name, cfg.schema.schema_file, history.root_schema(store, cfg.root)),
          "classes": out["ingest"].classes}),
     Node(validate.COMPONENT, inputs=("statistics", "schema", PREVIOUS_SPAN), summary=validate.summarize,
+         params=lambda cfg, out, store: {"false_positive_rate": cfg.validate.false_positive_rate},
          report=report.validation_section,
          gate=lambda a, cfg: Stop("blocked", str(ValidationFailed(a.anomalies))) if a.anomalies else None),
     Node(tune.COMPONENT, inputs=("ingest", "schema"), params=_tune_params, reuse=_reusable_search,

@@ -80,8 +80,38 @@ def _feature_rows(stats) -> dict[str, list[str]]:
     return rows
 
 
-def drift_html(report: dict[str, Any], baseline, current, path: str | Path) -> None:
-    """Writes the drift report: summary, drift table, anomalies, per-feature statistics, histograms.
+TESTS_EXPLAINED = ("A feature drifted when its test rejects \"both samples come from one distribution\" at its "
+                   "level alpha (the check's false-positive rate, shared by its tests with Holm's method) and its "
+                   "effect size reaches the schema's minimum. Histograms share fixed buckets.")
+
+
+def _tests_table(distances: list[dict], with_comparison: bool) -> str:
+    """One row per test: what it compared, the statistic, p-value and level, the effect and its minimum."""
+    rows = [[*([html.escape(d["comparison"])] if with_comparison else []), html.escape(d["feature"]), d["test"],
+             f"{d['statistic']:.1f}" + (f" ({d['dof']} dof)" if d["dof"] else ""), f"{d['p_value']:.1e}",
+             f"{d['alpha']:.1e}", d["measure"], f"{d['distance']:.4f}", f"{d['threshold']:.4f}",
+             "<span class='bad'>DRIFTED</span>" if d["drifted"] else "<span class='ok'>ok</span>"] for d in distances]
+    return _table([*(["comparison"] if with_comparison else []), "feature", "test", "statistic", "p-value", "alpha",
+                   "effect size", "effect", "minimum", "result"], rows, "No comparisons.")
+
+
+def _moved(moved: list[dict], images: dict[str, np.ndarray]) -> str:
+    """Per drifted feature, the bucket that gained most and a few current images from it."""
+    rows = []
+    for m in moved:
+        cells = "".join(f"<img src='{png_data_uri(img)}' width='56' height='56' alt='{html.escape(m['feature'])}'>"
+                        for img in images.get(m["feature"], []))
+        rows.append(f"<tr><th>{html.escape(m['feature'])}</th><td>[{m['low']:g}, {m['high']:g})</td>"
+                    f"<td>{m['baseline_share']:.2%} → {m['current_share']:.2%}</td>"
+                    f"<td class='samples'>{cells}</td></tr>")
+    head = "<tr><th>feature</th><th>bucket</th><th>share: baseline → current</th><th>current images in it</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>" if rows else "<p>Nothing drifted.</p>"
+
+
+def drift_html(report: dict[str, Any], baseline, current, path: str | Path,
+               moved_images: dict[str, np.ndarray] | None = None) -> None:
+    """Writes the drift report: summary, drift table, where the drifted features moved (with current images
+    from there), anomalies, per-feature statistics, histograms.
 
     Example:
         >>> drift_html(drift_check(...), baseline_stats, current_stats, "drift.html")
@@ -90,9 +120,6 @@ def drift_html(report: dict[str, Any], baseline, current, path: str | Path) -> N
     verdict = (f"<p class='bad'>Drift in {len(drifted)} feature(s): "
                f"{html.escape(', '.join(d['feature'] for d in drifted))}</p>" if drifted
                else "<p class='ok'>No drift.</p>")
-    drift_rows = [[html.escape(d["feature"]), d["measure"], f"{d['distance']:.4f}", f"{d['threshold']:.4f}",
-                   f"{d['noise']:.4f}", "<span class='bad'>DRIFTED</span>" if d["drifted"] else "<span class='ok'>ok</span>"]
-                  for d in report["distances"]]
     anomaly_rows = [[html.escape(a["split"]), html.escape(a["feature"]), html.escape(a["type"]),
                      html.escape(a["description"])] for a in report.get("anomalies", [])]
     base_rows, current_rows = _feature_rows(baseline), _feature_rows(current)
@@ -107,10 +134,11 @@ def drift_html(report: dict[str, Any], baseline, current, path: str | Path) -> N
 <tr><th>current</th><td>{html.escape(report['current'])}</td><td>{report['counts']['current']:,} examples</td></tr>
 <tr><th>schema</th><td colspan="2">{html.escape(report['schema'])}</td></tr></table>{verdict}</section>
 <section id="drift"><h2>Drift</h2>
-<p>A feature drifted when its distance exceeds the schema's threshold plus the sampling noise that samples
-of these sizes reach by chance 999 times in 1000. Histograms share fixed buckets.</p>
-{_table(["feature", "measure", "distance", "threshold", "noise", "result"], drift_rows, "No comparable features.")}
+<p>{TESTS_EXPLAINED}</p>
+{_tests_table(report["distances"], with_comparison=False)}
 </section>
+<section id="moved"><h2>Where the drifted features moved</h2>
+{_moved(report.get("moved", []), moved_images or {})}</section>
 <section id="anomalies"><h2>Anomalies of the current data against the schema</h2>
 {_table(["split", "feature", "type", "description"], anomaly_rows, "No anomalies.")}</section>
 <section id="statistics"><h2>Feature statistics</h2>
@@ -228,14 +256,9 @@ def validation_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]
     """Anomalies per split and feature, and every drift and skew comparison."""
     anomaly_rows = [[html.escape(a["split"]), html.escape(a["feature"]), html.escape(a["type"]),
                      html.escape(a["description"])] for a in summary.get("anomalies", [])]
-    drift_rows = [[html.escape(d["comparison"]), html.escape(d["feature"]), d["measure"], f"{d['distance']:.4f}",
-                   f"{d['threshold']:.4f}", f"{d['noise']:.4f}",
-                   "<span class='bad'>DRIFTED</span>" if d["drifted"] else "<span class='ok'>ok</span>"]
-                  for d in summary.get("drift", [])]
     anomalies = (_table(["split", "feature", "type", "description"], anomaly_rows, "No anomalies.")
                  if "validate" in summary["components"] else "<p>Not validated.</p>")
-    drift = _table(["comparison", "feature", "measure", "distance", "threshold", "noise", "result"], drift_rows,
-                   "No comparisons.")
+    drift = f"<p>{TESTS_EXPLAINED}</p>" + _tests_table(summary.get("drift", []), with_comparison=True)
     skew = [d for d in summary.get("drift", []) if d["comparison"].startswith("skew")]
     figures = ""
     if skew and "statistics" in outputs:

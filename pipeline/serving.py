@@ -62,8 +62,10 @@ def _dataset_arrays(spec: str, cfg: Config, limit: int | None
         labels = np.concatenate([p.labels for p in parts])[:limit] if labelled else None
         return images, labels, None, [s for p in parts for s in p.sources][:limit]
     whole = spec[: -len(parsed.split) - 1] if parsed.split else spec
-    examples = Runner(cfg.root)(ingest.COMPONENT, data=DataConfig(dataset=whole))
-    split = parsed.split or "test"
+    every = parsed.split == ingest.ALL  # every example of every split, ingested into test
+    examples = Runner(cfg.root)(ingest.COMPONENT, data=DataConfig(dataset=whole),
+                                **({"whole": "always"} if every else {}))
+    split = "test" if every else parsed.split or "test"
     images, labels = split_arrays(examples.file_pattern(split), limit)
     if not len(images):
         raise DataError(f"{spec}: the {split} split is empty")

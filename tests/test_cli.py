@@ -227,7 +227,7 @@ def test_new_span_that_drifted_blocks_with_exit_3(first_run, data):
     assert breach and all(d["comparison"].startswith("drift") for d in breach)
     assert "mean_intensity" in {d["feature"] for d in breach}
     assert any(a["type"] == "DRIFT" and a["feature"] == "mean_intensity" for a in summary["anomalies"])
-    assert_one_line_error(err, "data validation failed", "DRIFT", "> threshold")
+    assert_one_line_error(err, "data validation failed", "DRIFT", "G-test", "<= alpha", ">= minimum effect")
 
 
 def test_out_of_range_label_blocks_with_exit_3(tmp_path):
@@ -285,6 +285,66 @@ def test_drift_command(data, tmp_path):
     code, out, err = cli("drift", "--baseline", "/no/such/stats.pb", "--current", saved, "--root", root)
     assert code == 1
     assert_one_line_error(err, "/no/such/stats.pb")
+
+
+def test_drift_reads_a_batch_whole_with_or_without_labels(data, tmp_path):
+    today = tmp_path / "today"  # a day's file: only test (t10k) files
+    today.mkdir()
+    for path in (data / "data").glob("t10k-*"):
+        shutil.copy(path, today / path.name)
+    root, baseline = tmp_path / "root", f"idx:{data / 'data'}:train"
+    code, out, err = cli("drift", "--baseline", baseline, "--current", f"idx:{today}", "--root", root, "--json")
+    report = json.loads(out)
+    assert code == 0 and not report["drifted"], err
+    assert report["counts"]["current"] == 80 and "label" not in report  # every image, labels compared
+
+    (today / "t10k-labels-idx1-ubyte.gz").unlink()  # serving traffic: images only
+    images = read_idx(today / "t10k-images-idx3-ubyte.gz").copy()
+    images[:20] = 0  # a quarter of the batch blanked
+    write_idx(today / "t10k-images-idx3-ubyte.gz", images)
+    page = tmp_path / "drift.html"
+    code, out, err = cli("drift", "--baseline", baseline, "--current", f"idx:{today}:test", "--root", root,
+                         "--report", page)
+    assert code == 3, err
+    moved = page.read_text().split('id="moved"')[1].split("</section>")[0]  # where the mass went, with images
+    row = next(r for r in moved.split("<tr>") if r.startswith("<th>mean_intensity"))
+    assert "[0, 9.107)" in row and row.count("<img") == 8
+    assert out.splitlines()[0] == "label: not compared: the current data have no labels"
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert rows["mean_intensity"][-1] == "DRIFTED" and "label" not in rows
+    assert float(rows["mean_intensity"][2]) <= float(rows["mean_intensity"][3])  # p-value within its alpha
+
+    code, out, err = cli("drift", "--baseline", f"idx:{data / 'data'}:all", "--current", f"idx:{data / 'data'}:all",
+                         "--root", root, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["counts"] == {"baseline": 400, "current": 400}, err
+    assert all(d["p_value"] == pytest.approx(1) for d in report["distances"])
+
+
+def test_drift_with_the_model_view(first_run, data, tmp_path):
+    today = write_dataset(tmp_path / "today", {"t10k": 80}, seed=3)  # new images from the same source
+    root, serving = data / "root", data / "root" / "serving"
+    baseline = f"idx:{data / 'data'}:test"  # images the model did not train on
+    code, out, err = cli("drift", "--baseline", baseline, "--current", f"idx:{today}", "--serving-dir", serving,
+                         "--root", root, "--json")
+    assert code == 0, err
+    views = {d["feature"]: d for d in json.loads(out)["distances"] if d["comparison"].startswith("model")}
+    assert set(views) == {"predicted_class", "confidence", "embedding"}
+    assert not any(d["drifted"] for d in views.values()), views
+    assert views["embedding"]["test"] == "MMD" and str(serving / "1") in views["embedding"]["comparison"]
+
+    images = read_idx(today / "t10k-images-idx3-ubyte.gz")  # bars in columns: another meaning, same pixels
+    write_idx(today / "t10k-images-idx3-ubyte.gz", np.ascontiguousarray(np.transpose(images, (0, 2, 1))))
+    code, out, err = cli("drift", "--baseline", baseline, "--current", f"idx:{today}", "--model", serving / "1",
+                         "--root", root, "--json")
+    assert code == 3, err
+    drifted = {d["feature"] for d in json.loads(out)["distances"] if d["drifted"]}
+    assert "embedding" in drifted, out
+
+    code, _, err = cli("drift", "--baseline", baseline, "--current", f"idx:{today}", "--model", tmp_path,
+                       "--root", root)
+    assert code == 1
+    assert_one_line_error(err, f"{tmp_path}: not a pushed model version (no model.keras)")
 
 
 def test_validate_command(data, tmp_path):

@@ -1,9 +1,10 @@
-"""Tests of drift measurement: summary features, shared-bucket histograms, distances and sampling noise."""
+"""Tests of drift detection: summary features, shared-bucket histograms, effect sizes and the G-test."""
 import numpy as np
 import pytest
 
 from components import drift, image_features
 from components.libs import load_tfdv
+from pipeline.engine.artifacts import Distance
 
 
 def test_summary_features_of_known_images():
@@ -40,14 +41,48 @@ def test_distances():
     assert drift.l_infinity(np.array([1.0, 1]), np.array([3.0, 1])) == pytest.approx(0.25)
 
 
-def test_sampling_noise_absorbs_chance_but_not_shift():
+def _beta_counts(rng, n, shift=0.0):
+    return np.histogram(np.clip(rng.beta(2, 5, n) + shift, 0, 1), bins=np.linspace(0, 1, 29))[0].astype(float)
+
+
+def test_g_test_false_alarms_stay_at_the_rate_and_shifts_are_found():
     rng = np.random.default_rng(0)
-    edges = np.linspace(0, 1, 29)
-    baseline = np.histogram(rng.beta(2, 5, 50_000), bins=edges)[0].astype(float)
-    small = np.histogram(rng.beta(2, 5, 100), bins=edges)[0].astype(float)
-    shifted = np.histogram(np.clip(rng.beta(2, 5, 100) + 0.3, 0, 1), bins=edges)[0].astype(float)
-    noise = drift.sampling_noise("jensen_shannon_divergence", baseline, small)
-    assert drift.jensen_shannon(baseline, small) < 0.01 + noise  # chance alone: not drift
-    assert drift.jensen_shannon(baseline, shifted) > 0.01 + noise
-    big = np.histogram(rng.beta(2, 5, 50_000), bins=edges)[0].astype(float)
-    assert drift.sampling_noise("jensen_shannon_divergence", baseline, big) < 0.001
+    baseline = _beta_counts(rng, 50_000)
+    clean = [drift.g_test(baseline, _beta_counts(rng, 100))[2] for _ in range(400)]
+    assert np.mean(np.array(clean) < 0.05) <= 0.07  # chance alone alarms about as often as the level says
+    assert np.mean(np.array(clean) < 0.5) == pytest.approx(0.5, abs=0.1)
+    assert drift.g_test(baseline, _beta_counts(rng, 100, shift=0.3))[2] < 1e-10
+
+
+def test_sparse_buckets_are_pooled_with_each_other_not_with_the_bulk():
+    a, b = drift.merged(np.array([0.0, 320, 0]), np.array([20.0, 60, 0]))  # a quarter of the batch blank
+    assert a.tolist() == [320, 0] and b.tolist() == [60, 20]
+    assert drift.g_test(np.array([0.0, 320, 0]), np.array([20.0, 60, 0]))[2] < 1e-10
+    # A rare cell expecting under one image joins the smallest other cell.
+    a, b = drift.merged(np.array([1.0, 2, 400, 300, 2, 1, 0]), np.array([0.0, 1, 50, 40, 1, 0, 0]))
+    assert a.tolist() == [400, 306] and b.tolist() == [50, 42]
+    assert drift.g_test(np.array([5.0, 0]), np.array([3.0, 0])) == (0.0, 0, 1.0)  # one cell: no test
+
+
+def _distance(p_value, effect, threshold=0.001):
+    return Distance("drift: a vs b", f"f{p_value}", "jensen_shannon_divergence", effect, threshold, "G-test", 1.0, 1,
+                    p_value, 0.0, False)
+
+
+def test_holm_shares_the_rate_among_the_tests_of_a_check():
+    decided = drift.decide([_distance(0.5, 1), _distance(1e-5, 1), _distance(0.0004, 1)], 0.001)
+    assert [d.alpha for d in decided] == pytest.approx([0.001, 0.001 / 3, 0.0005])
+    assert [d.drifted for d in decided] == [False, True, True]
+    # Holm stops at the first test that passes: a later, larger p-value is not drift even under its own level.
+    decided = drift.decide([_distance(0.0004, 1), _distance(0.0006, 1), _distance(0.00099, 1)], 0.001)
+    assert [d.drifted for d in decided] == [False, False, False]
+
+
+def test_a_huge_batch_does_not_alarm_on_a_trivial_difference():
+    rng = np.random.default_rng(1)
+    baseline, today = _beta_counts(rng, 2_000_000), _beta_counts(rng, 2_000_000, shift=0.001)
+    found = drift.bucket_test("drift: a vs b", "f", "jensen_shannon_divergence", baseline, today, 0.0005)
+    assert found.p_value < 1e-6 and found.distance < 0.0005  # significant, but far below the minimum effect
+    assert not drift.decide([found], 0.001)[0].drifted
+    found = drift.bucket_test("drift: a vs b", "f", "jensen_shannon_divergence", baseline, today, 0.00001)
+    assert drift.decide([found], 0.001)[0].drifted

@@ -95,10 +95,45 @@ def test_empty_directory(tmp_path):
         _ingest(tmp_path, tmp_path / "empty")
 
 
-def test_missing_labels_file(idx_dir, tmp_path):
+def test_labels_missing_from_one_split_only(idx_dir, tmp_path):
     (idx_dir / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: no matching labels file"):
+    with pytest.raises(DataError, match=r"some splits have labels and some do not \(labelled: train\)"):
         _ingest(tmp_path, idx_dir)
+
+
+def test_labels_without_images(idx_dir, tmp_path):
+    (idx_dir / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: no matching images file"):
+        _ingest(tmp_path, idx_dir)
+
+
+def test_a_directory_of_test_files_is_its_test_split_whole(tmp_path):
+    data = write_dataset(tmp_path / "today", {"t10k": 50})
+    examples = _ingest(tmp_path, data)
+    assert examples.counts == {"train": 0, "eval": 0, "test": 50} and examples.labelled
+
+
+def test_images_without_labels_are_an_unlabeled_batch(tmp_path):
+    data = write_dataset(tmp_path / "today", {"t10k": 40})
+    (data / "t10k-labels-idx1-ubyte.gz").unlink()
+    examples = _ingest(tmp_path, data)
+    assert examples.counts["test"] == 40 and not examples.labelled
+    record = next(iter(tf.data.TFRecordDataset(tf.io.gfile.glob(examples.file_pattern("test")), "GZIP")))
+    assert "label" not in tf.train.Example.FromString(record.numpy()).features.feature
+
+
+@pytest.mark.parametrize("whole, expected", [("never", None), ("single", None), ("always", 192)])
+def test_whole_puts_every_example_in_test(idx_dir, tmp_path, whole, expected):
+    (tmp_path / "out").mkdir()
+    examples = ingest(out_dir=tmp_path / "out", data=DataConfig(dataset=f"idx:{idx_dir}"), whole=whole)
+    assert examples.counts["test"] == (expected or 64) and sum(examples.counts.values()) == 192
+
+
+def test_whole_single_reads_a_sole_split_whole(tmp_path):
+    data = write_dataset(tmp_path / "one", {"all": 100}, gz=False)
+    (tmp_path / "out").mkdir()
+    examples = ingest(out_dir=tmp_path / "out", data=DataConfig(dataset=f"idx:{data}"), whole="single")
+    assert examples.counts == {"train": 0, "eval": 0, "test": 100}
 
 
 def test_counts_differ(idx_dir, tmp_path):

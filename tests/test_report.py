@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from components.drift import boundaries, compare
@@ -60,12 +61,16 @@ def test_report_renders_every_section_offline(stats, tmp_path):
     report = {"baseline": "train", "current": "test", "schema": str(SCHEMA),
               "counts": {"baseline": train.num_examples, "current": test.num_examples},
               "drifted": False, "distances": [dataclasses.asdict(d) for d in distances],
+              "moved": [{"feature": "mean_intensity", "low": 0.0, "high": 9.107, "baseline_share": 0.001,
+                         "current_share": 0.1}],
               "anomalies": [{"split": "current", "feature": "label", "type": "X", "description": "<b>escaped</b>"}]}
     page = tmp_path / "drift.html"
-    drift_html(report, train, test, page)
+    drift_html(report, train, test, page, {"mean_intensity": np.zeros((3, 28, 28), np.uint8)})
     assert "&lt;b&gt;escaped&lt;/b&gt;" in page.read_text()
-    seen = rendered(page, SECTIONS, {"svg_bars": "#histograms svg rect", "drift_rows": "#drift tr"}, tmp_path)
+    seen = rendered(page, (*SECTIONS, "moved"), {"svg_bars": "#histograms svg rect", "drift_rows": "#drift tr",
+                                                  "moved_images": "#moved img"}, tmp_path)
     assert all(seen[section] for section in SECTIONS), seen
+    assert seen["moved_images"] == 3 and seen["broken_images"] == 0, seen
     buckets = sum(len(boundaries()[d.feature]) - 1 for d in distances)
     assert seen["drift_rows"] == len(distances) + 1 and seen["svg_bars"] == 2 * buckets
 

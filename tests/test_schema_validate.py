@@ -162,7 +162,8 @@ def test_label_drift_fires_on_the_label_alone(tmp_path):
     drifted = {(d.comparison.split(":")[0], d.feature, d.measure) for d in result.distances if d.drifted}
     assert drifted == {("drift", "label", "l_infinity")}
     anomaly = next(a for a in result.anomalies if a.type == "DRIFT")
-    assert anomaly.feature == "label" and "l_infinity 0.3000 > threshold 0.0300" in anomaly.description
+    assert anomaly.feature == "label" and "l_infinity 0.3000 >= minimum effect 0.0300" in anomaly.description
+    assert "G-test" in anomaly.description and "<= alpha" in anomaly.description
 
 
 def test_skew_fires_on_pixels_and_on_labels(tmp_path):

@@ -104,14 +104,19 @@ class Anomaly:
 
 @dataclass(frozen=True)
 class Distance:
-    """One feature's distance between two datasets' shared-bucket histograms, against its threshold."""
+    """One feature's test between two datasets: drifted when the test rejects at its level `alpha` and the
+    effect size (`distance`) reaches the schema's minimum (`threshold`)."""
 
     comparison: str  # e.g. "skew: train vs test", "drift: previous span train vs train"
     feature: str
-    measure: str  # "jensen_shannon_divergence" or "l_infinity"
-    distance: float
-    threshold: float  # the schema's
-    noise: float  # what samples of these sizes reach by chance; drifted means distance > threshold + noise
+    measure: str  # the effect size: "jensen_shannon_divergence", "l_infinity", "mmd2"
+    distance: float  # the effect size
+    threshold: float  # the minimum effect size: the schema's
+    test: str  # "G-test" on shared buckets, or "MMD" on a model's embeddings
+    statistic: float
+    dof: int  # degrees of freedom (0: not a chi-squared statistic)
+    p_value: float  # the chance of a statistic this large between samples of one distribution
+    alpha: float  # the level this test was held to, its share of the check's false-positive rate
     drifted: bool
 
 
