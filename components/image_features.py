@@ -16,6 +16,10 @@ RANGES = {
     "bbox_width": (0.0, 28.0),
     "center_row": (0.0, 28.0),
     "center_col": (0.0, 28.0),
+    # The bounding box's centre: datasets centred by their box (Fashion-MNIST) hold it within a pixel, so
+    # a few images translated by one pixel show at once (benchmarks/drift_power.py).
+    "bbox_center_row": (0.0, 28.0),
+    "bbox_center_col": (0.0, 28.0),
 }
 NAMES = tuple(RANGES)
 BUCKETS = 28
@@ -24,7 +28,7 @@ BUCKETS = 28
 def summarize(images: np.ndarray) -> dict[str, np.ndarray]:
     """Computes every summary feature for a batch of uint8 images [N, H, W], vectorised.
 
-    A blank image has a zero bounding box and its centre of mass at the image centre.
+    A blank image has a zero bounding box, and its centre of mass and box centre at the image centre.
 
     Example:
         >>> summarize(np.zeros((1, 28, 28), np.uint8))["center_row"]
@@ -44,14 +48,27 @@ def summarize(images: np.ndarray) -> dict[str, np.ndarray]:
         "ink_fraction": (images >= INK).mean(axis=(1, 2), dtype=np.float32),
         "bbox_height": _extent(visible.any(axis=2)),
         "bbox_width": _extent(visible.any(axis=1)),
+        "bbox_center_row": _middle(visible.any(axis=2)),
+        "bbox_center_col": _middle(visible.any(axis=1)),
         "center_row": center_row.astype(np.float32),
         "center_col": center_col.astype(np.float32),
     }
 
 
+def _bounds(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first and last occupied line of each image: (size, -1) when none is."""
+    size, any_line = occupied.shape[1], occupied.any(axis=1)
+    first = np.where(any_line, occupied.argmax(axis=1), size)
+    return first, np.where(any_line, size - 1 - occupied[:, ::-1].argmax(axis=1), -1)
+
+
+def _middle(occupied: np.ndarray) -> np.ndarray:
+    """Midpoint of the first and last occupied line of each image; the image's centre when none is."""
+    first, last = _bounds(occupied)
+    return np.where(last >= 0, (first + last) / 2, (occupied.shape[1] - 1) / 2).astype(np.float32)
+
+
 def _extent(occupied: np.ndarray) -> np.ndarray:
     """Span from the first to the last occupied line of each image; 0 when none is occupied."""
-    size = occupied.shape[1]
-    first = np.where(occupied.any(axis=1), occupied.argmax(axis=1), size)
-    last = np.where(occupied.any(axis=1), size - 1 - occupied[:, ::-1].argmax(axis=1), -1)
+    first, last = _bounds(occupied)
     return np.maximum(last - first + 1, 0).astype(np.float32)

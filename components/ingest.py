@@ -248,14 +248,14 @@ def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples
     spec = DatasetSpec.parse(data.dataset)
     if spec.split:
         raise DataError(f"dataset spec '{data.dataset}': a run ingests a whole dataset; drop ':{spec.split}'")
+    if whole not in WHOLE:
+        raise DataError(f"ingest: whole '{whole}', expected one of {', '.join(WHOLE)}")
     loaded = spec.load(data.tfds_data_dir)
     source = f"tfds:{spec.location}" if spec.kind == "tfds" else f"{spec.kind}:{Path(spec.location).resolve()}"
     splits = dict(loaded.splits)
     if len({s.labels is None for s in splits.values()}) > 1:
         raise DataError(f"dataset spec '{data.dataset}': some splits have labels and some do not "
                         f"(labelled: {', '.join(n for n, s in splits.items() if s.labels is not None)})")
-    if whole not in WHOLE:
-        raise DataError(f"ingest: whole '{whole}', expected one of {', '.join(WHOLE)}")
     splits = _layout(splits, whole, data.test_fraction)
     splits["train"], splits["eval"] = _carve(splits["train"], data.eval_fraction, b"eval")
     digest = hashlib.sha256()

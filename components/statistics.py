@@ -65,4 +65,5 @@ def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] 
 
 
 # Version 3: 64 label buckets; features absent from the data (an unlabeled label) are left out.
-COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="3")
+# Version 4: the bounding box's centre (examples of the same pixels now carry two more features).
+COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="4")

@@ -54,7 +54,7 @@ def step(component: str, run_id: str, *, config: str | Path | None = None, root:
 
 
 def validate(dataset: str, *, schema: str | None = None, root: str | Path | None = None,
-             beam_args: Iterable[str] | None = None) -> dict[str, Any]:
+             beam_args: Iterable[str] | None = None, false_positive_rate: float | None = None) -> dict[str, Any]:
     """Statistics and anomalies of a dataset or one split (`SPEC[:SPLIT]`), as `python -m pipeline validate`;
     `clean` is False when there are anomalies.
 
@@ -64,7 +64,8 @@ def validate(dataset: str, *, schema: str | None = None, root: str | Path | None
     """
     from pipeline.checks import validate_check
 
-    return validate_check(dataset, _config(None, root, beam_args, schema=schema))
+    return validate_check(dataset, _config(None, root, beam_args, schema=schema,
+                                           false_positive_rate=false_positive_rate))
 
 
 def drift(baseline: str, current: str, *, schema: str | None = None, root: str | Path | None = None,

@@ -182,6 +182,9 @@ def infer_schema_text(spec: str, cfg: Config) -> str:
     """
     runner = Runner(cfg.root)
     _, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args)
+    if not examples.counts["train"]:
+        raise DataError(f"{spec}: no training examples to draft a schema from (a directory of test files only "
+                        "is a test split)")
     classes = examples.classes
     counts = fixed_histogram(load_tfdv().load_stats_binary(stats.path("train")).datasets[0], schema.LABEL)
     if not classes and counts is not None and counts.any():  # numbered labels: as many classes as observed

@@ -297,6 +297,9 @@ def test_drift_reads_a_batch_whole_with_or_without_labels(data, tmp_path):
     report = json.loads(out)
     assert code == 0 and not report["drifted"], err
     assert report["counts"]["current"] == 80 and "label" not in report  # every image, labels compared
+    code, _, err = cli("schema", "--dataset", f"idx:{today}", "--root", root)
+    assert code == 1
+    assert_one_line_error(err, f"idx:{today}: no training examples to draft a schema from")
 
     (today / "t10k-labels-idx1-ubyte.gz").unlink()  # serving traffic: images only
     images = read_idx(today / "t10k-images-idx3-ubyte.gz").copy()

@@ -15,6 +15,8 @@ def test_summary_features_of_known_images():
     assert features["bbox_height"][1] == 5 and features["bbox_width"][1] == 17
     assert features["center_row"][1] == pytest.approx(7) and features["center_col"][1] == pytest.approx(11)
     assert features["ink_fraction"][1] == pytest.approx(85 / 784)
+    assert features["bbox_center_row"][1] == 7 and features["bbox_center_col"][1] == 11
+    assert features["bbox_center_row"][0] == features["bbox_center_col"][0] == 13.5
     assert features["mean_intensity"][1] == pytest.approx(200 * 85 / 784, rel=1e-5)
 
 

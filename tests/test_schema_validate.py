@@ -164,6 +164,12 @@ def test_label_drift_fires_on_the_label_alone(tmp_path):
     anomaly = next(a for a in result.anomalies if a.type == "DRIFT")
     assert anomaly.feature == "label" and "l_infinity 0.3000 >= minimum effect 0.0300" in anomaly.description
     assert "G-test" in anomaly.description and "<= alpha" in anomaly.description
+    # The same data held to a false-positive rate no p-value here reaches: nothing drifts.
+    for name in ("strict", "strict-schema"):
+        (tmp_path / name).mkdir()
+    curated = schema(after, out_dir=tmp_path / "strict-schema", curated=SCHEMAS / "mnist_family.pbtxt")
+    strict = validate(after, curated, before, out_dir=tmp_path / "strict", false_positive_rate=1e-300)
+    assert not any(d.drifted for d in strict.distances) and all(d.alpha <= 1e-300 for d in strict.distances)
 
 
 def test_skew_fires_on_pixels_and_on_labels(tmp_path):
