@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     view = drift.add_mutually_exclusive_group()
     view.add_argument("--model", help="also test what this pushed model version makes of both: predicted classes, "
                                       "confidence, embeddings (default: none)")
-    view.add_argument("--serving-dir", help="as --model, with the latest version in this serving directory")
+    view.add_argument("--serving-dir", help="as --model, with the latest version in this serving directory "
+                                            "(default: none)")
     predict = commands.add_parser("predict", help="predictions of a pushed model for PNG files or a dataset split")
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a SavedModel directory (one pushed version); this or --serving-dir, "
