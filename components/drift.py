@@ -133,8 +133,8 @@ def decide(distances: list[Distance], false_positive_rate: float) -> list[Distan
     `threshold`): a huge batch must not alarm on a trivial difference.
 
     Example:
-        >>> [d.drifted for d in decide(compare(train, today, schema, "drift: train vs today"), 0.001)]
-        [False, True, False, False, False, False, False, False]
+        >>> [d.feature for d in decide(compare(train, today, schema, "drift: train vs today"), 0.001) if d.drifted]
+        ['mean_intensity']
     """
     order = sorted(range(len(distances)), key=lambda i: distances[i].p_value)
     decided: dict[int, Distance] = {}

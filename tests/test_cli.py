@@ -339,8 +339,9 @@ def test_drift_with_the_model_view(first_run, data, tmp_path):
     images = read_idx(today / "t10k-images-idx3-ubyte.gz")  # bars in columns: another meaning, same pixels
     write_idx(today / "t10k-images-idx3-ubyte.gz", np.ascontiguousarray(np.transpose(images, (0, 2, 1))))
     code, out, err = cli("drift", "--baseline", baseline, "--current", f"idx:{today}", "--model", serving / "1",
-                         "--root", root, "--json")
+                         "--root", root, "--json", "--report", tmp_path / "model.html")
     assert code == 3, err
+    assert "<td>embedding</td><td>MMD</td>" in (tmp_path / "model.html").read_text()
     drifted = {d["feature"] for d in json.loads(out)["distances"] if d["drifted"]}
     assert "embedding" in drifted, out
 
