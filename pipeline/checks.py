@@ -163,8 +163,9 @@ def _moved_images(moved: list[dict], pattern: str | None, per_bucket: int = 8,
     images = split_arrays(pattern, limit)[0].reshape(-1, 28, 28)
     features, found = image_features.summarize(images), {}
     for m in wanted:
-        values = np.clip(features[m["feature"]], *image_features.RANGES[m["feature"]])
-        inside = (values >= m["low"]) & ((values < m["high"]) | (m["high"] >= image_features.RANGES[m["feature"]][1]))
+        low, high = image_features.RANGES[m["feature"]]
+        values = np.clip(features[m["feature"]], low, high)
+        inside = (values >= m["low"]) & ((values < m["high"]) | (m["high"] >= high))  # the last bucket is closed
         found[m["feature"]] = images[inside][:per_bucket]
     return found
 
