@@ -87,11 +87,12 @@ class Detector:
         self.comparators = drift.comparators(proto)
         self.baseline = drift.histograms(baseline_features)
 
+    def tests(self, features: dict[str, np.ndarray]) -> list:
+        """The undecided tests of a batch's features against the baseline."""
+        return self.drift.tests_of(self.baseline, self.drift.histograms(features), self.comparators, "drift")
+
     def alarms(self, features: dict[str, np.ndarray]) -> bool:
-        batch = self.drift.histograms(features)
-        tests = [self.drift.bucket_test("drift", name, measure, self.baseline[name], batch[name], minimum)
-                 for name, (measure, minimum) in self.comparators.items() if name in batch]
-        return any(d.drifted for d in self.drift.decide(tests, self.rate))
+        return any(d.drifted for d in self.drift.decide(self.tests(features), self.rate))
 
 
 def _features(images: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -172,11 +173,8 @@ def model_view(args, train, pool_x, pool_y, clean, mnist, rate: float, rng) -> d
             features = {k: v.copy() for k, v in features.items()}
             for k, v in swap[1].items():
                 features[k][chosen] = v[picks]
-        batch = detector.drift.histograms(features)
-        tests = [detector.drift.bucket_test("drift", name, measure, detector.baseline[name], batch[name], minimum)
-                 for name, (measure, minimum) in detector.comparators.items() if name in batch]
-        tests += model_drift.compare_outputs(base, (probabilities, embeddings), effect, "model",
-                                             int(rng.integers(1 << 30)))
+        tests = detector.tests(features) + model_drift.compare_outputs(
+            base, (probabilities, embeddings), effect, "model", int(rng.integers(1 << 30)))
         decided = detector.drift.decide(tests, detector.rate)
         return any(d.drifted for d in decided), any(d.drifted for d in decided if d.comparison == "model")
 

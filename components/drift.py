@@ -171,9 +171,18 @@ def compare(baseline, current, schema, comparison: str, comparator: str = "drift
         >>> [d.feature for d in decide(tests, 0.001) if d.drifted]
         ['mean_intensity']
     """
+    names = comparators(schema, comparator)
+    return tests_of({n: fixed_histogram(baseline, n) for n in names}, {n: fixed_histogram(current, n) for n in names},
+                    names, comparison)
+
+
+def tests_of(baseline: dict[str, np.ndarray | None], current: dict[str, np.ndarray | None],
+             names: dict[str, tuple[str, float]], comparison: str) -> list[Distance]:
+    """Undecided tests of every feature of `names` (feature: (effect measure, minimum effect), see
+    `comparators`) that both sides' shared-bucket counts hold, from statistics or from `histograms`."""
     result = []
-    for name, (measure, threshold) in comparators(schema, comparator).items():
-        p, q = fixed_histogram(baseline, name), fixed_histogram(current, name)
+    for name, (measure, threshold) in names.items():
+        p, q = baseline.get(name), current.get(name)
         if p is None or q is None or not p.sum() or not q.sum():
             continue  # an empty or featureless dataset is validation's finding, not a distance
         if len(p) != len(q):  # statistics saved before the label had 64 buckets: classes beyond held none
