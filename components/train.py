@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from components.budget import training_end
 from pipeline.config import TrainConfig
 from pipeline.engine.artifacts import Examples, HyperParameters, Model, Schema
 from pipeline.engine.component import Component
@@ -59,38 +60,65 @@ def input_device(strategy) -> str | None:
     return gpus[0].name if gpus and strategy.num_replicas_in_sync == 1 else None
 
 
-def _resumable(work: Path, patience: int, epochs: int):
-    """A callback keeping the history and the best epoch's model in `work`, and stopping early.
+def _resumable(work: Path, patience: int, epochs: int, schedule: str = "constant", learning_rate: float = 1e-3,
+               end: float | None = None):
+    """A callback keeping the history and the best epoch's model in `work`, and deciding when to stop.
 
-    Both survive a kill: a restarted fit (BackupAndRestore restores the weights and the epoch)
-    continues the same history, best score and patience count.
+    It stops early after `patience` epochs without a better score, except under the cosine `schedule`,
+    which sets the learning rate of each epoch and ends at the epochs planned. With `end` (a time), the
+    epochs planned are those that finish by then, re-planned after each epoch from the epochs' pace
+    (`components.budget.epochs_that_fit`). All of it survives a kill: a restarted fit (BackupAndRestore
+    restores the weights and the epoch) continues the same history, best score, patience and plan.
     """
     import keras
+
+    from components.budget import cosine, epochs_that_fit
 
     class Resumable(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.history_path, self.best_path = work / "history.json", work / "best.keras"
             self.rows = json.loads(self.history_path.read_text()) if self.history_path.is_file() else []
+            self.ended = None
 
         @property
         def best_epoch(self) -> int | None:
             scores = [row[MONITOR] for row in self.rows]
             return self.rows[scores.index(max(scores))]["epoch"] if scores else None
 
-        def finished(self) -> bool:
+        @property
+        def planned(self) -> int:
+            """Epochs in all: `epochs`, or those that finish in the time left at the pace so far."""
+            if end is None or not self.rows:
+                return epochs
+            # The first epoch also traces the graphs: the pace comes from later ones once there are any.
+            # 5% over it covers the checkpoints written between epochs.
+            paced = [row["seconds"] for row in self.rows[1:]] or [self.rows[0]["seconds"]]
+            return epochs_that_fit(len(self.rows), 1.05 * sum(paced) / len(paced), time.time(), end, epochs)
+
+        def stopping(self) -> str | None:
+            """Why training ends after the epochs so far, or None to go on."""
             if not self.rows:
-                return False
+                return None
             last = self.rows[-1]["epoch"]
-            return last + 1 >= epochs or last - self.best_epoch >= patience
+            if last + 1 >= epochs:
+                return "epochs"
+            if last + 1 >= self.planned:
+                return "budget"
+            if schedule == "constant" and last - self.best_epoch >= patience:
+                return "early_stopping"
+            return None
 
         def on_epoch_begin(self, epoch, logs=None):
             failpoint("train.epoch_begin")  # the previous epoch is backed up
+            if schedule == "cosine":
+                self.model.optimizer.learning_rate = cosine(learning_rate, epoch / max(self.planned, epoch + 1))
             self.start = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
             row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
-                   "seconds": round(time.monotonic() - self.start, 2)}
+                   "seconds": round(time.monotonic() - self.start, 2),
+                   "learning_rate": float(self.model.optimizer.learning_rate)}
             # An epoch re-run after a kill replaces its earlier record.
             self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
             if self.best_epoch == epoch:
@@ -99,23 +127,28 @@ def _resumable(work: Path, patience: int, epochs: int):
                 os.replace(tmp, self.best_path)  # never a half-written best model
             write_text(self.history_path, json.dumps(self.rows))
             metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
-            log.info("  epoch %d/%d %s (%.1fs)", epoch + 1, epochs, metrics, row["seconds"])
+            log.info("  epoch %d/%d %s (%.1fs)", epoch + 1, self.planned, metrics, row["seconds"])
             failpoint("train.epoch_end")  # logged, not yet backed up: a kill here redoes this epoch
-            if epoch - self.best_epoch >= patience:
+            self.ended = self.stopping()
+            if self.ended:
                 self.model.stop_training = True
 
     return Resumable()
 
 
 def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, *, out_dir: Path, train: TrainConfig,
-          seed: int, work_dir: Path | None = None, run_dir: Path | None = None) -> Model:
+          seed: int, budget: float | None = None, work_dir: Path | None = None, run_dir: Path | None = None,
+          deadline: float | None = None) -> Model:
     """Trains on the train split, validating on eval; saves the best epoch's model as `model.keras`, with one
     output per class of the schema (whose names the Model artifact carries).
 
     Each finished epoch is backed up in `work_dir`: called again after a kill, training continues
     from the last finished epoch. Early stopping ends training after `train.patience` epochs without
-    a better validation accuracy; the model kept is the best epoch's. TensorBoard logs go under
-    `run_dir/tensorboard/train`.
+    a better validation accuracy; the model kept is the best epoch's. `train.schedule` "cosine" decays the
+    learning rate to 0 over the epochs planned instead, without early stopping. Under a whole-build `budget`
+    ending at `deadline`, training plans the epochs that finish before the budget's reserve
+    (`components.budget.training_end`) and starts no epoch it cannot finish; the first always runs.
+    TensorBoard logs go under `run_dir/tensorboard/train`.
 
     Example:
         >>> model = train(examples, schema, hp, out_dir=Path("/tmp/model"), train=TrainConfig(epochs=2), seed=42)
@@ -125,7 +158,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     import keras
     import tensorflow as tf
 
-    from components.cnn import build_model
+    from components.cnn import REFERENCE, build_model
     from components.inputs import make_dataset
     from components.schema import classes_of
     from pipeline.engine.progress import keras_callback
@@ -152,7 +185,10 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     with strategy.scope():
         model = build_model(hyperparameters.values, mixed_precision=mixed_precision_enabled(train.mixed_precision),
                             classes=len(classes))
-    progress = _resumable(work, train.patience, train.epochs)
+    end = training_end(deadline, budget) if budget is not None and deadline is not None else None
+    schedule = "constant" if train.schedule == "auto" else train.schedule
+    progress = _resumable(work, train.patience, train.epochs, schedule,
+                          hyperparameters.values.get("learning_rate", REFERENCE["learning_rate"]), end)
     if progress.rows:
         log.info("  resuming training after epoch %d", progress.rows[-1]["epoch"] + 1)
     # Order matters: the history and best model are written before the backup marks the epoch done.
@@ -162,10 +198,17 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
         callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / "train")))
     steps = examples.counts["train"] // train.batch_size if whole else -(-examples.counts["train"] // train.batch_size)
     callbacks.append(keras_callback("train", train.epochs, steps))
-    if not progress.finished():
+    ended = progress.stopping()
+    if not ended:
         model.fit(data, validation_data=validation, epochs=train.epochs, callbacks=callbacks, verbose=0)
-    history = {k: [row[k] for row in progress.rows] for k in progress.rows[0] if k not in ("epoch", "seconds")}
-    result = Model(uri=str(out_dir), fingerprint="", history=history, classes=classes)
+        ended = progress.ended or "epochs"
+    rows = progress.rows
+    history = {k: [row[k] for row in rows] for k in rows[0] if k not in ("epoch", "seconds", "learning_rate")}
+    plan = {"schedule": schedule, "epochs_most": train.epochs, "epochs_run": len(rows), "ended": ended,
+            "best_epoch": progress.best_epoch + 1, "epoch_seconds": [row["seconds"] for row in rows],
+            "learning_rates": [row.get("learning_rate") for row in rows],
+            "end": round(end, 2) if end is not None else None}
+    result = Model(uri=str(out_dir), fingerprint="", history=history, classes=classes, plan=plan)
     shutil.copyfile(progress.best_path, result.path)
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
@@ -175,8 +218,8 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
 def summarize(model: Model | None, info: dict) -> dict:
     """The run summary's `training` section; `tensorboard` when this run trained (a cached train logs nothing)."""
     logs = Path(info["run_dir"]) / "tensorboard"
-    return {"training": model and {"history": model.history, "model": model.path,
+    return {"training": model and {"history": model.history, "model": model.path, "plan": model.plan,
                                    "tensorboard": str(logs) if logs.is_dir() else None}}
 
 
-COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="3")
+COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="4")

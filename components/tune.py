@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+from components.budget import search_seconds
 from pipeline.config import TUNERS, TrainConfig, TuneConfig
 from pipeline.engine.artifacts import Examples, HyperParameters, Schema
 from pipeline.engine.component import Component
@@ -64,11 +65,22 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
             return self.started + budget if budget else None
 
         def populate_space(self, trial_id):
-            # The budget is spent: keep the best so far. The first trial (the reference) always runs, so
-            # there is a best however slowly the search started.
+            # The budget is spent, or the next trial would not finish in it: keep the best so far. The first
+            # trial (the reference) always runs, so there is a best however slowly the search started.
             if self.deadline is not None and time.time() >= self.deadline and self.trials:
                 return {"status": "STOPPED", "values": None}
-            return super().populate_space(trial_id)
+            proposal = super().populate_space(trial_id)
+            values = proposal.get("values") or {}
+            epochs = values.get("tuner/epochs", max_epochs) - values.get("tuner/initial_epoch", 0)
+            pace = self.epoch_seconds()
+            if self.deadline is not None and pace and time.time() + pace * epochs > self.deadline:
+                return {"status": "STOPPED", "values": None}
+            return proposal
+
+        def epoch_seconds(self) -> float | None:
+            """Seconds per epoch of the trials finished so far (process start included), or None."""
+            done = [r for r in self.info.values() if r.get("seconds") and r.get("epochs")]
+            return sum(r["seconds"] for r in done) / sum(r["epochs"] for r in done) if done else None
 
         def _random_values(self):
             if not self.trials:
@@ -86,6 +98,8 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
             record = self.info.setdefault(trial.trial_id, {})
             if "start" in record:
                 record["seconds"] = round(time.time() - record["start"], 2)
+            if trial.metrics.exists("epochs_run"):
+                record["epochs"] = int(trial.metrics.get_history("epochs_run")[-1].value[0])
             super().end_trial(trial)
 
         def get_state(self):
@@ -180,8 +194,8 @@ def search_key(schema: Schema, tune: TuneConfig, batch_size: int, seed: int) -> 
 
 
 def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig, batch_size: int, seed: int,
-         devices: TrainConfig = TrainConfig(), work_dir: Path | None = None,
-         run_dir: Path | None = None) -> HyperParameters:
+         devices: TrainConfig = TrainConfig(), budget: float | None = None, work_dir: Path | None = None,
+         run_dir: Path | None = None, deadline: float | None = None) -> HyperParameters:
     """Searches the CNN space on the train split, scoring trials by eval-split accuracy.
 
     With `tune.enabled` false, no search runs and the reference hyperparameters are returned. With
@@ -190,6 +204,8 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     state lives in `work_dir`: called again after a kill, it resumes. Trials run on the devices of
     `devices` (its distribute, mixed_precision and deterministic). Under KerasTuner's distributed mode this process
     is the chief (it serves the oracle; workers run the trials) or a worker; see `distributed_role`.
+    Under a whole-build `budget` (seconds) ending at `deadline`, the search gets its share of the time left
+    (`components.budget.search_seconds`); too little for a search gives the reference hyperparameters.
 
     Example:
         >>> hp = tune(examples, schema, out_dir=Path("/tmp/hp"), tune=TuneConfig(max_trials=2),
@@ -200,10 +216,14 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     from components.cnn import REFERENCE
     from components.schema import classes_of
 
-    if not tune.enabled:
-        return HyperParameters(uri=str(out_dir), fingerprint="", tuner="none", values=dict(REFERENCE), trials=())
+    allotted = tune.budget_seconds
+    if budget is not None and deadline is not None:
+        allotted = search_seconds(deadline, budget, time.time(), tune.budget_seconds)
+    if not tune.enabled or allotted == 0:
+        return HyperParameters(uri=str(out_dir), fingerprint="", tuner="none", values=dict(REFERENCE), trials=(),
+                               allotted=allotted if tune.enabled else None)
     role = distributed_role()
-    oracle = _oracle(tune.tuner, tune.max_trials, tune.max_epochs, seed, tune.budget_seconds)
+    oracle = _oracle(tune.tuner, tune.max_trials, tune.max_epochs, seed, allotted)
     work = Path(work_dir) if work_dir else out_dir / "work"
     trial_spec = {"train_pattern": examples.file_pattern("train"), "eval_pattern": examples.file_pattern("eval"),
                   "train_count": examples.counts["train"], "batch_size": batch_size, "seed": seed,
@@ -219,14 +239,14 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
         trials = tuple({"trial_id": t, "tuner": os.environ["KERASTUNER_TUNER_ID"], **r} for t, r in tuner.ran.items())
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values={}, trials=trials)
     best = {k: v for k, v in tuner.get_best_hyperparameters(1)[0].values.items() if not k.startswith("tuner/")}
-    return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best,
+    return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, allotted=allotted,
                            trials=_trials_table(tuner), search=search_key(schema, tune, batch_size, seed))
 
 
 def summarize(hp: HyperParameters | None, info: dict) -> dict:
     """The run summary's `tuning` section: the trials table, the best values, and whether they were reused."""
     return {"tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values,
-                              "reused": info["record"].get("reused", False),
+                              "reused": info["record"].get("reused", False), "allotted_seconds": hp.allotted,
                               "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if distributed_role() else None}}
 
 

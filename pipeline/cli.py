@@ -149,8 +149,15 @@ CONFIG_FLAGS = (
     ("--tune-budget", "tune.budget_seconds", {"metavar": "DURATION", "type": _duration,
                                               "help": "wall clock for the search, e.g. 90s, 10m, 1h (default: "
                                                       "none)"}),
+    ("--budget", "budget_seconds", {"metavar": "DURATION", "type": _duration,
+                                    "help": "wall clock for the whole build, ingest to push, e.g. 15m: shared "
+                                            "between search and final training (default: none)"}),
+    ("--schedule", "train.schedule", {"choices": config.allowed("train.schedule"),
+                                      "help": "learning rate over training: constant, or cosine decay over the "
+                                              "epochs planned; auto: cosine under --budget"}),
     ("--epochs", "train.epochs", {"type": int, "help": "training epochs at most; early stopping may end sooner "
-                                                       "(default: 10 after a search, 2 with --no-tune)"}),
+                                                       "(default: 10 after a search, 2 with --no-tune, 50 with "
+                                                       "--budget)"}),
     ("--deterministic", "train.deterministic", {"switch": True,
                                                 "help": "bit-for-bit repeatable training: op determinism and "
                                                         "ordered input (slower)"}),

@@ -19,6 +19,7 @@ from pipeline.engine.errors import ConfigError
 DEFAULT_MIN_ACCURACY = {"mnist": 0.97, "fashion_mnist": 0.88, "kmnist": 0.90}
 FALLBACK_MIN_ACCURACY = 0.88
 TUNED_EPOCHS, REFERENCE_EPOCHS = 10, 2  # training epochs when train.epochs is unset
+BUDGET_EPOCHS = 50  # training epochs at most under a whole-build budget when train.epochs is unset
 
 
 def parse_duration(text: str) -> float:
@@ -134,6 +135,9 @@ class TrainConfig:
     distribute: str = setting("auto", choices=("auto", "mirrored", "none"))
     mixed_precision: str = setting("auto", choices=("auto", "on", "off"))  # auto: mixed_float16 on a GPU
     tensorboard: bool = True  # logs under <root>/runs/<run_id>/tensorboard
+    # The learning rate over training: constant (the reference recipe) or a cosine decay to 0 over the
+    # epochs planned, without early stopping; auto: cosine under a whole-build budget, else constant.
+    schedule: str = setting("auto", choices=("auto", "constant", "cosine"))
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,7 @@ class Config:
 
     root: str = "pipeline_root"
     seed: int = setting(42, low=0)
+    budget_seconds: float | None = setting(None, above=0)  # wall clock for the whole build (components.budget)
     data: DataConfig = field(default_factory=DataConfig)
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     schema: SchemaConfig = field(default_factory=SchemaConfig)
@@ -207,10 +212,20 @@ class Config:
 
     @property
     def train_epochs(self) -> int:
-        """Training epochs: the configured number, else 10 after a search or 2 for the reference recipe."""
+        """Training epochs at most: the configured number, else as many as the budget allows (up to 50),
+        else 10 after a search or 2 for the reference recipe."""
         if self.train.epochs is not None:
             return self.train.epochs
+        if self.budget_seconds is not None:
+            return BUDGET_EPOCHS
         return TUNED_EPOCHS if self.tune.enabled else REFERENCE_EPOCHS
+
+    @property
+    def schedule(self) -> str:
+        """The learning-rate schedule `train.schedule` resolves to: `auto` is cosine under a budget."""
+        if self.train.schedule != "auto":
+            return self.train.schedule
+        return "cosine" if self.budget_seconds is not None else "constant"
 
     @property
     def schema_dir(self) -> Path:

@@ -36,7 +36,8 @@ def _tune_params(cfg: Config, out, store) -> dict:
     # Only the device settings of train reach tune, so other training flags don't invalidate a search.
     devices = TrainConfig(distribute=cfg.train.distribute, mixed_precision=cfg.train.mixed_precision,
                           tensorboard=cfg.train.tensorboard, deterministic=cfg.train.deterministic)
-    return {"tune": cfg.tune, "batch_size": cfg.train.batch_size, "seed": cfg.seed, "devices": devices}
+    return {"tune": cfg.tune, "batch_size": cfg.train.batch_size, "seed": cfg.seed, "devices": devices,
+            "budget": cfg.budget_seconds}
 
 
 # The newest earlier span on this pipeline that passed validation (other data): drift is measured against it.
@@ -62,7 +63,8 @@ PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
          # A distributed-tuning worker stops once it ran its share of the chief's trials.
          gate=lambda hp, cfg: Stop("tuned") if tune.distributed_role() == "worker" else None),
     Node(train.COMPONENT, inputs=("ingest", "schema", "tune"), summary=train.summarize, report=report.training_section,
-         params=lambda cfg, out, store: {"seed": cfg.seed, "train": dataclasses.replace(cfg.train, epochs=cfg.train_epochs)}),
+         params=lambda cfg, out, store: {"seed": cfg.seed, "budget": cfg.budget_seconds, "train": dataclasses.replace(
+             cfg.train, epochs=cfg.train_epochs, schedule=cfg.schedule)}),
     Node(evaluate.COMPONENT, inputs=("train", "ingest", BASELINE), summary=evaluate.summarize,
          report=report.evaluation_section,
          params=lambda cfg, out, store: {"min_accuracy": min_accuracy(cfg, out["ingest"]),

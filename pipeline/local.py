@@ -6,6 +6,7 @@ import errno
 import logging
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,8 +52,27 @@ def summarize(pipeline: Pipeline, run_id: str, cfg: Config, runner: Runner, stat
         if node.summary:
             info = {"record": runner.components.get(node.name, {}), "run_dir": run_dir, "cfg": cfg}
             summary |= node.summary(runner.outputs.get(node.name), info)
-    return summary | {"components": runner.components, "config": config_module.to_dict(cfg),
-                      "report": str(run_dir / "report.html")}
+    return summary | budget_section(cfg, runner, summary) | {
+        "components": runner.components, "config": config_module.to_dict(cfg), "report": str(run_dir / "report.html")}
+
+
+def budget_section(cfg: Config, runner: Runner, summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary's `budget` section under `--budget`: the seconds each component took, what the search
+    was given and each trial's seconds, the training epochs and why training ended, and the time left."""
+    if cfg.budget_seconds is None or runner.deadline is None:
+        return {}
+    tuning, training = summary.get("tuning") or {}, summary.get("training") or {}
+    plan = training.get("plan") or {}
+    return {"budget": {
+        "seconds": cfg.budget_seconds,
+        "deadline": datetime.datetime.fromtimestamp(runner.deadline, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "left_seconds": round(runner.deadline - time.time(), 1),
+        "components": {name: record["seconds"] for name, record in runner.components.items()},
+        "search": tuning and {"allotted_seconds": tuning.get("allotted_seconds"), "reused": tuning.get("reused"),
+                              "trials": [{k: t.get(k) for k in ("trial_id", "status", "epochs", "seconds")}
+                                         for t in tuning.get("trials", ())]},
+        "training": plan and {k: plan.get(k) for k in ("schedule", "epochs_run", "ended", "epoch_seconds")},
+    }}
 
 
 DISK_FULL = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too large",
@@ -124,13 +144,22 @@ def open_run(cfg: Config, run_id: str, pipeline: Pipeline, use_cache: bool = Tru
     still marked running were killed (see `Metadata.start_run`)."""
     run_dir = Path(cfg.root) / "runs" / run_id
     metadata = Metadata.open(cfg)
-    runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir, order=pipeline.order, start=start, stop=stop,
-                    metadata=metadata, shared=distributed,
-                    force=frozenset({"tune"}) if cfg.tune.retune or distributed else frozenset())
     config_text = config_module.to_yaml(cfg)
     write_text(run_dir / "config.yaml", config_text)
     metadata.start_run(run_id, cfg.root, config_text, cfg.data.dataset, alone=alone)
+    runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir, order=pipeline.order, start=start, stop=stop,
+                    metadata=metadata, shared=distributed, deadline=run_deadline(cfg, metadata, run_id),
+                    force=frozenset({"tune"}) if cfg.tune.retune or distributed else frozenset())
     return metadata, runner
+
+
+def run_deadline(cfg: Config, metadata: Metadata, run_id: str) -> float | None:
+    """When the run's `--budget` ends: its start as the store recorded it (the first step's, for a run
+    made of steps on several machines) plus the budget; None without a budget."""
+    if cfg.budget_seconds is None:
+        return None
+    started = metadata.run(run_id)["started"]
+    return datetime.datetime.fromisoformat(started).timestamp() + cfg.budget_seconds
 
 
 def guarded(work: Callable[[], Stop | None], done: str) -> tuple[str, str | None]:

@@ -285,8 +285,11 @@ def tuning_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
     rows = [[_figure(t.get(c)) for c in columns] + [_figure(t.get("hyperparameters", {}).get(n)) for n in names]
             for t in tuning["trials"]]
     best = ", ".join(f"{html.escape(k)} {_figure(v)}" for k, v in sorted(tuning["best_hyperparameters"].items()))
-    head = (f"<p>{html.escape(tuning['tuner'])}{', reused from an earlier search' if tuning['reused'] else ''}; "
-            f"best: {best}</p>")
+    allotted = tuning.get("allotted_seconds")
+    given = ("" if allotted is None else "; no search: the budget left too little time for one" if allotted == 0
+             else f"; given {allotted:.0f} s")
+    head = (f"<p>{html.escape(tuning['tuner'])}{', reused from an earlier search' if tuning['reused'] else ''}"
+            f"{given}; best: {best}</p>")
     return "tuning", "Tuning", head + _table(columns + names, rows, "No trials (the reference model).")
 
 
@@ -305,7 +308,15 @@ def training_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
     if not training:
         return "training", "Training", "<p>Not trained.</p>"
     curves = "".join(_svg_curves(training["history"], m) for m in ("accuracy", "loss"))
-    return "training", "Training", f"{_key('train', 'validation')}<div class='grid'>{curves}</div>"
+    plan = training.get("plan") or {}
+    said = (f"<p>{html.escape(plan['schedule'])} learning rate; {plan['epochs_run']} epochs of up to "
+            f"{plan['epochs_most']}, ended by {ENDED.get(plan['ended'], html.escape(plan['ended']))}; the model "
+            f"kept is epoch {plan['best_epoch']}'s.</p>" if plan else "")
+    return "training", "Training", f"{said}{_key('train', 'validation')}<div class='grid'>{curves}</div>"
+
+
+ENDED = {"epochs": "its epochs", "budget": "the budget (no epoch starts that cannot finish in it)",
+         "early_stopping": "early stopping"}
 
 
 def _not_evaluated(summary: dict[str, Any]) -> str:

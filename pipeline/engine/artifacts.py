@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,7 +42,8 @@ class Artifact:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Artifact":
         hints = typing.get_type_hints(cls)
-        return cls(**{f.name: _decode(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)})
+        # A field added since the record was written takes its default.
+        return cls(**{f.name: _decode(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
 
     def intact(self) -> bool:
         """Whether the files this artifact describes are still there."""
@@ -137,6 +138,7 @@ class HyperParameters(Artifact):
     values: dict[str, Any]
     trials: tuple[dict[str, Any], ...]
     search: str = ""  # fingerprint of the schema, search space and search settings: equal means reusable
+    allotted: float | None = None  # seconds the search was given (0: none, under a budget); None: no limit
     kind: ClassVar[str] = "HyperParameters"
 
 
@@ -146,6 +148,7 @@ class Model(Artifact):
 
     history: dict[str, list[float]]
     classes: tuple[str, ...] = tuple(str(i) for i in range(10))  # output i is the class classes[i]
+    plan: dict[str, Any] = field(default_factory=dict)  # schedule, epochs planned and why training ended
     kind: ClassVar[str] = "Model"
 
     @property

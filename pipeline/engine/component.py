@@ -17,8 +17,9 @@ class Component:
     `source_key(**params)` fingerprints inputs from outside the pipeline (ingest's data files).
     A function that takes `work_dir` gets a directory that survives a crash, so a killed execution can
     resume from it (training's epoch backups, a search's finished trials); it is deleted once the output
-    is committed. One that takes `run_dir` gets this run's directory, for logs (TensorBoard); neither is
-    part of the cache key.
+    is committed. One that takes `run_dir` gets this run's directory, for logs (TensorBoard); one that takes
+    `deadline` gets the time (`time.time()` seconds) at which the run's budget ends, or None. None of the
+    three is part of the cache key.
     Bump `version` when a change to the code changes what the component produces.
     """
 

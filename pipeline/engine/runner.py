@@ -106,7 +106,8 @@ class Runner:
     `start` must come from the cache, `start` and everything after it run again, and `StopRun` is raised
     once `stop` has finished. `metadata`, when given, records each execution (see `pipeline.engine.metadata`).
     `shared`: other processes run on this root at once (a distributed search), so each output is looked
-    up and computed under a lock of its own.
+    up and computed under a lock of its own. `deadline`: when the run's whole-build budget ends (`time.time()`
+    seconds), passed to components that take a `deadline`.
 
     Example:
         >>> run = Runner(root="/tmp/root")
@@ -117,7 +118,7 @@ class Runner:
 
     def __init__(self, root: str | Path, use_cache: bool = True, force: frozenset[str] = frozenset(),
                  run_dir: str | Path | None = None, order: tuple[str, ...] = (), start: str | None = None,
-                 stop: str | None = None, metadata=None, shared: bool = False):
+                 stop: str | None = None, metadata=None, shared: bool = False, deadline: float | None = None):
         self.store = Path(root) / "artifacts"
         self.run_dir = Path(run_dir) if run_dir else None
         self.use_cache = use_cache
@@ -128,6 +129,7 @@ class Runner:
         self.start, self.stop = start, stop
         self.metadata = metadata
         self.shared = shared
+        self.deadline = deadline
         self.components: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, Artifact] = {}
 
@@ -245,6 +247,8 @@ class Runner:
             extra["work_dir"] = work
         if "run_dir" in accepted:
             extra["run_dir"] = self.run_dir
+        if "deadline" in accepted:
+            extra["deadline"] = self.deadline
         try:
             failpoint(f"{component.name}.start")
             output = component.fn(*inputs, out_dir=tmp, **params, **extra)

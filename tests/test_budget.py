@@ -1,0 +1,64 @@
+"""Tests of the whole-build budget: its policy, the search's share, and training that plans its epochs."""
+import time
+
+import pytest
+
+from components import budget
+from components.cnn import REFERENCE
+from components.train import train
+from components.tune import tune
+from pipeline.config import BUDGET_EPOCHS, Config, TrainConfig, TuneConfig, override
+from pipeline.engine.artifacts import HyperParameters
+
+REFERENCE_HP = HyperParameters(uri="", fingerprint="x", tuner="none", values=dict(REFERENCE), trials=())
+
+
+def test_the_search_gets_its_share_of_the_time_left_or_none():
+    # 900 s budget, 100 s gone: 855 s before the 45 s reserve, 30% of it for the search.
+    assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0) == pytest.approx(0.3 * 855)
+    assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0, tune_budget=60.0) == 0.0  # < minimum
+    assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0, tune_budget=200.0) == 200.0
+    assert budget.search_seconds(deadline=300.0, budget=300.0, now=90.0) == 0.0  # 5 minutes: train it longer
+    assert budget.reserve(3600.0) == pytest.approx(144.0) and budget.reserve(300.0) == 45.0
+
+
+def test_epochs_that_fit_never_undo_work_nor_pass_the_cap():
+    assert budget.epochs_that_fit(done=1, epoch_seconds=30.0, now=0.0, end=100.0, most=50) == 4
+    assert budget.epochs_that_fit(done=3, epoch_seconds=30.0, now=200.0, end=100.0, most=50) == 3  # late
+    assert budget.epochs_that_fit(done=1, epoch_seconds=1.0, now=0.0, end=1e6, most=7) == 7
+
+
+def test_cosine_decays_from_the_initial_rate_to_zero():
+    rates = [budget.cosine(1e-3, p / 10) for p in range(11)]
+    assert rates[0] == pytest.approx(1e-3) and rates[5] == pytest.approx(5e-4) and rates[-1] == pytest.approx(0)
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_config_budget_gives_cosine_and_more_epochs_unless_set():
+    cfg = override(Config(), budget_seconds=900.0)
+    assert (cfg.schedule, cfg.train_epochs) == ("cosine", BUDGET_EPOCHS)
+    assert (Config().schedule, Config().train_epochs) == ("constant", 10)
+    assert override(cfg, **{"train.schedule": "constant", "train.epochs": 4}).train_epochs == 4
+
+
+def test_a_budget_too_short_for_a_search_gives_the_reference(examples, generic_schema, tmp_path, seed):
+    hp = tune(examples, generic_schema, out_dir=tmp_path, tune=TuneConfig(max_trials=3), batch_size=64, seed=seed,
+              budget=300.0, deadline=time.time() + 200)
+    assert (hp.tuner, hp.values, hp.trials, hp.allotted, hp.search) == ("none", REFERENCE, (), 0.0, "")
+
+
+def test_training_past_its_deadline_runs_one_epoch(examples, generic_schema, tmp_path, seed):
+    model = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path, seed=seed, budget=300.0,
+                  deadline=time.time(), train=TrainConfig(epochs=5, batch_size=64, schedule="cosine"))
+    assert len(model.history["val_accuracy"]) == 1
+    assert (model.plan["ended"], model.plan["epochs_run"], model.plan["schedule"]) == ("budget", 1, "cosine")
+
+
+def test_cosine_training_decays_the_rate_and_does_not_stop_early(examples, generic_schema, tmp_path, seed):
+    # patience 0 would stop a constant-rate run at its first epoch without a better score
+    model = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path, seed=seed,
+                  train=TrainConfig(epochs=4, patience=0, batch_size=64, schedule="cosine"))
+    rates = model.plan["learning_rates"]
+    assert model.plan["ended"] == "epochs" and len(rates) == 4
+    assert rates == pytest.approx([budget.cosine(1e-3, e / 4) for e in range(4)], rel=1e-5)
+    assert "learning_rate" not in model.history
