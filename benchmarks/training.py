@@ -15,12 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 BATCH = 128
+# Settings fixed when TensorFlow starts, each measured in a process of its own: environment, (intra, inter) threads.
+CHILD_VARIANTS = {"onednn_off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, None),
+                  "threads_intra_2_inter_1": ({}, (2, 1)),
+                  "threads_intra_1_inter_2": ({}, (1, 2))}
 
 
 def _users_model():
@@ -45,7 +50,15 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--root", default="pipeline_root")
     parser.add_argument("--steps", type=int, default=200, help="timed training steps per variant")
+    parser.add_argument("--child", choices=sorted(CHILD_VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        _, threads = CHILD_VARIANTS[args.child]
+        if threads:  # only possible before TensorFlow runs anything, hence a process of its own
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+            tf.config.threading.set_inter_op_parallelism_threads(threads[1])
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -75,6 +88,10 @@ def main() -> None:
         keras.mixed_precision.set_global_policy("float32")
         return timer.examples_per_second()
 
+    if args.child:
+        print(json.dumps(project()))
+        return
+
     # The user's arrays: every train image, parsed once into numpy, scaled and reshaped in numpy.
     images, labels = split_arrays(examples.file_pattern("train"))
     x = (images.astype("float32") / 255.0).reshape(-1, 28, 28, 1)
@@ -89,6 +106,11 @@ def main() -> None:
                 "jit_compile": project(jit_compile=True),
                 "mixed_bfloat16": project("mixed_bfloat16"),
                 "mixed_bfloat16_steps_per_execution_16": project("mixed_bfloat16", steps_per_execution=16)}
+    for name, (env, _) in CHILD_VARIANTS.items():
+        done = subprocess.run([sys.executable, __file__, "--dataset", args.dataset, "--root", args.root, "--steps",
+                               str(args.steps), "--child", name], env={**os.environ, **env}, capture_output=True,
+                              text=True, check=True)
+        variants[name] = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps({
         "benchmark": "training",
         "dataset": args.dataset,
@@ -99,7 +121,7 @@ def main() -> None:
         "users_numpy_fit_examples_per_second": round(users),
         "trainer_examples_per_second": round(plain),
         "ratio": round(plain / users, 3),
-        "target_ratio_at_least": 1.0,
+        "target_ratio_at_least": 1.5,
         "variants": {name: {"examples_per_second": round(rate), "ratio_to_trainer": round(rate / plain, 3)}
                      for name, rate in variants.items()},
     }))

@@ -22,7 +22,7 @@ def _parser(classes: int):
 
 def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
                  shuffle_buffer: int = 60_000, deterministic: bool = True, device: str | None = None,
-                 drop_remainder: bool = False, classes: int = CLASSES) -> tf.data.Dataset:
+                 drop_remainder: bool = False, classes: int = CLASSES, limit: int | None = None) -> tf.data.Dataset:
     """Batches of (uint8 images [B, 784], one-hot labels [B, classes]) from gzipped tf.Example TFRecords.
 
     Records are parsed vectorised in large batches once and cached as decoded uint8 tensors, so
@@ -30,7 +30,8 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     parses deliver out of order (faster; the seeded shuffle still applies). With `device` (e.g.
     "/gpu:0") batches are prefetched into that device's memory, overlapping the copy with compute.
     `drop_remainder` keeps only full batches: Keras 3 under a multi-replica strategy fails on a last
-    batch that splits unevenly over the replicas (keras-team/keras#19246).
+    batch that splits unevenly over the replicas (keras-team/keras#19246). `limit` keeps the first that
+    many examples in file order (a search trial on a subset).
 
     Example:
         >>> ds = make_dataset(examples.file_pattern("train"), 128, shuffle=True, seed=42)
@@ -39,7 +40,8 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {pattern}")
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
-    ds = ds.batch(PARSE_BATCH).map(_parser(classes), num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
+    ds = ds.batch(PARSE_BATCH).map(_parser(classes), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ds = (ds.take(limit) if limit is not None else ds).cache()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

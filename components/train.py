@@ -136,6 +136,15 @@ def _resumable(work: Path, patience: int, epochs: int, schedule: str = "constant
     return Resumable()
 
 
+def warm_start_weights(hyperparameters: HyperParameters, examples: Examples) -> str | None:
+    """The best trial's weights when its search trained on these examples' train split, else None (a
+    search reused from other data, the reference without a search, a trial run on another machine)."""
+    if not hyperparameters.weights or hyperparameters.weights_examples != examples.fingerprint:
+        return None
+    path = Path(hyperparameters.uri) / hyperparameters.weights
+    return str(path) if path.is_file() else None
+
+
 def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, *, out_dir: Path, train: TrainConfig,
           seed: int, budget: float | None = None, work_dir: Path | None = None, run_dir: Path | None = None,
           deadline: float | None = None) -> Model:
@@ -148,7 +157,8 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     learning rate to 0 over the epochs planned instead, without early stopping. Under a whole-build `budget`
     ending at `deadline`, training plans the epochs that finish before the budget's reserve
     (`components.budget.training_end`) and starts no epoch it cannot finish; the first always runs.
-    TensorBoard logs go under `run_dir/tensorboard/train`.
+    With `train.warm_start`, training starts from the best trial's weights when its search ran on these
+    examples (`warm_start_weights`). TensorBoard logs go under `run_dir/tensorboard/train`.
 
     Example:
         >>> model = train(examples, schema, hp, out_dir=Path("/tmp/model"), train=TrainConfig(epochs=2), seed=42)
@@ -189,8 +199,11 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     schedule = "constant" if train.schedule == "auto" else train.schedule
     progress = _resumable(work, train.patience, train.epochs, schedule,
                           hyperparameters.values.get("learning_rate", REFERENCE["learning_rate"]), end)
+    warm = warm_start_weights(hyperparameters, examples) if train.warm_start else None
     if progress.rows:
         log.info("  resuming training after epoch %d", progress.rows[-1]["epoch"] + 1)
+    elif warm:
+        model.load_weights(warm)
     # Order matters: the history and best model are written before the backup marks the epoch done.
     callbacks = [progress, keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True,
                                                             delete_checkpoint=False)]
@@ -207,7 +220,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     plan = {"schedule": schedule, "epochs_most": train.epochs, "epochs_run": len(rows), "ended": ended,
             "best_epoch": progress.best_epoch + 1, "epoch_seconds": [row["seconds"] for row in rows],
             "learning_rates": [row.get("learning_rate") for row in rows],
-            "end": round(end, 2) if end is not None else None}
+            "end": round(end, 2) if end is not None else None, "warm_start": warm is not None}
     result = Model(uri=str(out_dir), fingerprint="", history=history, classes=classes, plan=plan)
     shutil.copyfile(progress.best_path, result.path)
     if work_dir is None:

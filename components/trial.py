@@ -23,7 +23,7 @@ class TrialSpec:
     hyperparameters: dict[str, Any]  # KerasTuner HyperParameters.get_config()
     train_pattern: str
     eval_pattern: str
-    train_count: int
+    train_count: int  # the examples a trial trains on: the first train_count of the split
     batch_size: int
     seed: int
     epochs: int
@@ -123,7 +123,7 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     device, whole = input_device(strategy), strategy.num_replicas_in_sync > 1
     train = make_dataset(spec.train_pattern, spec.batch_size, shuffle=True, seed=spec.seed,
                          shuffle_buffer=max(1, spec.train_count), device=device, drop_remainder=whole,
-                         classes=spec.classes)
+                         classes=spec.classes, limit=spec.train_count)
     evaluation = make_dataset(spec.eval_pattern, spec.batch_size, device=device, drop_remainder=whole,
                               classes=spec.classes)
     hp = kt.HyperParameters.from_config(spec.hyperparameters)

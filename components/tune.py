@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from components.budget import search_seconds
+from components.budget import SEARCH_SUBSET, fastest_of_the_best, search_seconds
 from pipeline.config import TUNERS, TrainConfig, TuneConfig
 from pipeline.engine.artifacts import Examples, HyperParameters, Schema
 from pipeline.engine.component import Component
@@ -20,6 +20,7 @@ from pipeline.engine.failpoints import failpoint
 
 log = logging.getLogger("pipeline")
 OBJECTIVE = "val_accuracy"
+WEIGHTS = "best.weights.h5"  # the best trial's weights, in the output
 
 
 def distributed_role() -> str | None:
@@ -42,7 +43,7 @@ def _memory_mb() -> float | None:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: float | None):
+def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: float | None, end: float | None = None):
     import keras_tuner as kt
 
     bases = {"hyperband": kt.oracles.HyperbandOracle, "bayesian": kt.oracles.BayesianOptimizationOracle,
@@ -62,7 +63,10 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
 
         @property
         def deadline(self) -> float | None:
-            return self.started + budget if budget else None
+            """The search's end: `budget` seconds after it first started (a resumed search keeps its start), or
+            `end`, the whole-build budget's share for it, whichever comes first."""
+            ends = [t for t in (self.started + budget if budget else None, end) if t is not None]
+            return min(ends) if ends else None
 
         def populate_space(self, trial_id):
             # The budget is spent, or the next trial would not finish in it: keep the best so far. The first
@@ -161,6 +165,7 @@ def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Pa
     # These tuners' constructors only build their stock oracle; ours is passed to the base Tuner instead.
     tuner = InProcessOfItsOwn.__new__(InProcessOfItsOwn)
     tuner.ran = {}  # trial id: seconds and memory of the trials this process ran
+    tuner.train_count = trial_spec["train_count"]
     # overwrite=False: a search killed midway resumes from its saved trials (the one in flight re-runs).
     kt.Tuner.__init__(tuner, oracle=oracle, hypermodel=CNNHyperModel(), directory=str(directory),
                       project_name="search", overwrite=False)
@@ -178,6 +183,7 @@ def _trials_table(tuner) -> tuple[dict, ...]:
                      "epochs": epochs[-1] if epochs else None,
                      "seconds": info.get("seconds", ran.get("seconds")), "memory_mb": ran.get("memory_mb"),
                      "peak_mb": ran.get("peak_mb"), "deterministic": ran.get("deterministic"),
+                     "train_examples": tuner.train_count,
                      "tuner": info.get("tuner"),
                      "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
                                          if not k.startswith("tuner/")}})
@@ -205,7 +211,10 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     `devices` (its distribute, mixed_precision and deterministic). Under KerasTuner's distributed mode this process
     is the chief (it serves the oracle; workers run the trials) or a worker; see `distributed_role`.
     Under a whole-build `budget` (seconds) ending at `deadline`, the search gets its share of the time left
-    (`components.budget.search_seconds`); too little for a search gives the reference hyperparameters.
+    (`components.budget.search_seconds`) and its trials train on a quarter of the train split unless
+    `tune.train_fraction` says otherwise; too little for a search gives the reference hyperparameters, and
+    of trials with equal scores the one with the fewest seconds per epoch is chosen. The chosen trial's
+    weights are kept in the output (`weights`), for final training to start from.
 
     Example:
         >>> hp = tune(examples, schema, out_dir=Path("/tmp/hp"), tune=TuneConfig(max_trials=2),
@@ -216,31 +225,48 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     from components.cnn import REFERENCE
     from components.schema import classes_of
 
-    allotted = tune.budget_seconds
+    allotted, share_ends = tune.budget_seconds, None
     if budget is not None and deadline is not None:
         allotted = search_seconds(deadline, budget, time.time(), tune.budget_seconds)
+        share_ends = time.time() + allotted
     if not tune.enabled or allotted == 0:
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner="none", values=dict(REFERENCE), trials=(),
                                allotted=allotted if tune.enabled else None)
     role = distributed_role()
-    oracle = _oracle(tune.tuner, tune.max_trials, tune.max_epochs, seed, allotted)
+    oracle = _oracle(tune.tuner, tune.max_trials, tune.max_epochs, seed, tune.budget_seconds, share_ends)
     work = Path(work_dir) if work_dir else out_dir / "work"
+    fraction = tune.train_fraction or (SEARCH_SUBSET if share_ends is not None else 1.0)
     trial_spec = {"train_pattern": examples.file_pattern("train"), "eval_pattern": examples.file_pattern("eval"),
-                  "train_count": examples.counts["train"], "batch_size": batch_size, "seed": seed,
+                  "train_count": max(1, round(fraction * examples.counts["train"])), "batch_size": batch_size,
+                  "seed": seed,
                   "distribute": devices.distribute, "mixed_precision": devices.mixed_precision,
                   "deterministic": devices.deterministic,
                   "classes": len(classes_of(schema))}
     logs = Path(run_dir) / "tensorboard" / "tune" if devices.tensorboard and run_dir is not None else None
     tuner = _tuner(tune.tuner, oracle, work, trial_spec, logs)
     tuner.search(epochs=tune.max_epochs, verbose=0)
-    if work_dir is None:
-        shutil.rmtree(work)  # called outside the runner: nothing to resume later
     if role == "worker":
+        if work_dir is None:
+            shutil.rmtree(work)
         trials = tuple({"trial_id": t, "tuner": os.environ["KERASTUNER_TUNER_ID"], **r} for t, r in tuner.ran.items())
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values={}, trials=trials)
-    best = {k: v for k, v in tuner.get_best_hyperparameters(1)[0].values.items() if not k.startswith("tuner/")}
+    trials = _trials_table(tuner)
+    chosen = tuner.oracle.get_best_trials(1)[0].trial_id
+    if budget is not None:  # the time left trains the chosen model: of equal scores, the cheaper one
+        chosen = (fastest_of_the_best(trials) or {}).get("trial_id", chosen)
+    best = {k: v for k, v in tuner.oracle.get_trial(chosen).hyperparameters.values.items()
+            if not k.startswith("tuner/")}
+    # The chosen trial's weights give final training a head start (train.warm_start); a trial run on
+    # another machine's disk left none here.
+    checkpoint = Path(tuner._get_checkpoint_fname(chosen))
+    weights = WEIGHTS if checkpoint.is_file() else ""
+    if weights:
+        shutil.copyfile(checkpoint, out_dir / WEIGHTS)
+    if work_dir is None:
+        shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, allotted=allotted,
-                           trials=_trials_table(tuner), search=search_key(schema, tune, batch_size, seed))
+                           trials=trials, search=search_key(schema, tune, batch_size, seed), weights=weights,
+                           weights_examples=examples.fingerprint if weights else "")
 
 
 def summarize(hp: HyperParameters | None, info: dict) -> dict:

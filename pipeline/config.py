@@ -120,6 +120,9 @@ class TuneConfig:
     max_trials: int = setting(10, low=1)
     max_epochs: int = setting(2, low=1)
     budget_seconds: float | None = setting(None, above=0)  # wall clock for the whole search
+    # The share of the train split each trial trains on (multi-fidelity); None: all of it, or a quarter
+    # under a whole-build budget (components.budget.SEARCH_SUBSET).
+    train_fraction: float | None = setting(None, above=0, high=1)
     retune: bool = False  # search again even when a result for this schema and space exists
 
 
@@ -138,6 +141,7 @@ class TrainConfig:
     # The learning rate over training: constant (the reference recipe) or a cosine decay to 0 over the
     # epochs planned, without early stopping; auto: cosine under a whole-build budget, else constant.
     schedule: str = setting("auto", choices=("auto", "constant", "cosine"))
+    warm_start: bool = True  # start from the best trial's weights when the search ran on the same examples
 
 
 @dataclass(frozen=True)

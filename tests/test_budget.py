@@ -14,12 +14,12 @@ REFERENCE_HP = HyperParameters(uri="", fingerprint="x", tuner="none", values=dic
 
 
 def test_the_search_gets_its_share_of_the_time_left_or_none():
-    # 900 s budget, 100 s gone: 855 s before the 45 s reserve, 30% of it for the search.
-    assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0) == pytest.approx(0.3 * 855)
+    # 900 s budget, 100 s gone: 870 s before the 30 s reserve, 30% of it for the search.
+    assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0) == pytest.approx(0.3 * 870)
     assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0, tune_budget=60.0) == 0.0  # < minimum
     assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0, tune_budget=200.0) == 200.0
     assert budget.search_seconds(deadline=300.0, budget=300.0, now=90.0) == 0.0  # 5 minutes: train it longer
-    assert budget.reserve(3600.0) == pytest.approx(144.0) and budget.reserve(300.0) == 45.0
+    assert budget.reserve(3600.0) == pytest.approx(108.0) and budget.reserve(300.0) == 30.0
 
 
 def test_epochs_that_fit_never_undo_work_nor_pass_the_cap():
@@ -62,3 +62,29 @@ def test_cosine_training_decays_the_rate_and_does_not_stop_early(examples, gener
     assert model.plan["ended"] == "epochs" and len(rates) == 4
     assert rates == pytest.approx([budget.cosine(1e-3, e / 4) for e in range(4)], rel=1e-5)
     assert "learning_rate" not in model.history
+
+
+def test_run_under_a_budget_pushes_and_accounts_for_its_time(idx_dir, tmp_path):
+    from pipeline import api
+
+    # 100 s leaves the search less than its minimum on any machine: the reference trains, cosine, 3 epochs.
+    summary = api.run(f"idx:{idx_dir}", root=tmp_path / "root", budget="100s", epochs=3, min_accuracy=0.2)
+    spent = summary["budget"]
+    assert summary["status"] == "pushed" and spent["seconds"] == 100.0
+    assert set(spent["components"]) == {"ingest", "statistics", "schema", "validate", "tune", "train", "evaluate",
+                                        "push"}
+    assert spent["search"]["allotted_seconds"] == 0.0 and spent["search"]["trials"] == []
+    assert spent["training"]["schedule"] == "cosine" and spent["training"]["ended"] in ("epochs", "budget")
+    assert len(spent["training"]["epoch_seconds"]) == spent["training"]["epochs_run"] <= 3
+    assert "cosine learning rate" in (tmp_path / "root" / "runs" / summary["run_id"] / "report.html").read_text()
+    again = api.run(f"idx:{idx_dir}", root=tmp_path / "root", budget="100s", epochs=3, min_accuracy=0.2)
+    assert {c["state"] for c in again["components"].values()} == {"cached"}  # the deadline is not in the key
+
+
+def test_of_equal_scores_the_cheaper_trial_is_trained():
+    wide = {"trial_id": "01", "score": 0.8667, "seconds": 128.0, "epochs": 2}
+    reference = {"trial_id": "00", "score": 0.8628, "seconds": 85.0, "epochs": 2}
+    better = {"trial_id": "02", "score": 0.8800, "seconds": 300.0, "epochs": 2}
+    assert budget.fastest_of_the_best((reference, wide))["trial_id"] == "00"
+    assert budget.fastest_of_the_best((reference, wide, better))["trial_id"] == "02"  # clearly better: worth it
+    assert budget.fastest_of_the_best(({"trial_id": "00", "score": None},)) is None

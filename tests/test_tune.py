@@ -149,3 +149,39 @@ def test_killed_search_resumes_with_its_finished_trials(examples, generic_schema
     reports = [json.loads(p.read_text()) for p in work.rglob("process/progress.json")]  # for the trial bars
     assert reports and all(r["steps"] > 0 and 1 <= r["step"] <= r["steps"] for r in reports)
     assert result.trials[0]["hyperparameters"] == REFERENCE
+
+
+def test_final_training_starts_from_the_best_trials_weights(examples, generic_schema, tmp_path, seed):
+    import dataclasses
+
+    from components.inputs import make_dataset
+    from components.train import train, warm_start_weights
+    from pipeline.config import TrainConfig
+
+    hp = tune(examples, generic_schema, out_dir=tmp_path / "hp", batch_size=32, seed=seed,
+              tune=TuneConfig(tuner="random", max_trials=2, max_epochs=2))
+    assert (hp.weights, hp.weights_examples) == ("best.weights.h5", examples.fingerprint)
+    model = build_model(hp.values)
+    model.load_weights(tmp_path / "hp" / hp.weights)
+    scored = model.evaluate(make_dataset(examples.file_pattern("eval"), 32), verbose=0, return_dict=True)
+    assert scored["accuracy"] == pytest.approx(max(t["score"] for t in hp.trials), abs=1e-6)
+    other = dataclasses.replace(examples, fingerprint="other data")  # a search reused from another span
+    assert warm_start_weights(hp, examples) and warm_start_weights(hp, other) is None
+    trained = train(examples, generic_schema, hp, out_dir=tmp_path / "model", seed=seed,
+                    train=TrainConfig(epochs=1, batch_size=32))
+    cold = train(examples, generic_schema, hp, out_dir=tmp_path / "cold", seed=seed,
+                 train=TrainConfig(epochs=1, batch_size=32, warm_start=False))
+    assert trained.plan["warm_start"] and not cold.plan["warm_start"]
+
+
+def test_trials_can_train_on_a_subset_of_the_train_split(examples, generic_schema, tmp_path, seed):
+    from components.inputs import make_dataset
+
+    assert sum(len(x) for x, _ in make_dataset(examples.file_pattern("train"), 16, limit=40)) == 40
+    result = tune(examples, generic_schema, out_dir=tmp_path, batch_size=32, seed=seed,
+                  tune=TuneConfig(tuner="random", max_trials=1, max_epochs=1, train_fraction=0.5))
+    assert [t["train_examples"] for t in result.trials] == [round(examples.counts["train"] / 2)]
+    with pytest.raises(ConfigError, match=r"config 'tune.train_fraction': expected a number more than 0 and at most 1, got 1.5"):
+        from pipeline.config import Config, override
+
+        override(Config(), **{"tune.train_fraction": 1.5})

@@ -43,7 +43,8 @@ class Artifact:
     def from_dict(cls, data: dict[str, Any]) -> "Artifact":
         hints = typing.get_type_hints(cls)
         # A field added since the record was written takes its default.
-        return cls(**{f.name: _decode(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
+        return cls(**{f.name: _decode(hints[f.name], data[f.name])
+                      for f in dataclasses.fields(cls) if f.name in data})
 
     def intact(self) -> bool:
         """Whether the files this artifact describes are still there."""
@@ -139,6 +140,8 @@ class HyperParameters(Artifact):
     trials: tuple[dict[str, Any], ...]
     search: str = ""  # fingerprint of the schema, search space and search settings: equal means reusable
     allotted: float | None = None  # seconds the search was given (0: none, under a budget); None: no limit
+    weights: str = ""  # the best trial's weights, a file in uri, trained on the train split of...
+    weights_examples: str = ""  # ...the Examples with this fingerprint
     kind: ClassVar[str] = "HyperParameters"
 
 
