@@ -252,7 +252,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values={}, trials=trials)
     trials = _trials_table(tuner)
     chosen = tuner.oracle.get_best_trials(1)[0].trial_id
-    if budget is not None:  # the time left trains the chosen model: of equal scores, the cheaper one
+    if share_ends is not None:  # the time left trains the chosen model: of equal scores, the cheaper one
         chosen = (fastest_of_the_best(trials) or {}).get("trial_id", chosen)
     best = {k: v for k, v in tuner.oracle.get_trial(chosen).hyperparameters.values.items()
             if not k.startswith("tuner/")}
