@@ -1,4 +1,5 @@
 """Tests of the whole-build budget: its policy, the search's share, and training that plans its epochs."""
+import dataclasses
 import time
 
 import pytest
@@ -88,3 +89,15 @@ def test_of_equal_scores_the_cheaper_trial_is_trained():
     assert budget.fastest_of_the_best((reference, wide))["trial_id"] == "00"
     assert budget.fastest_of_the_best((reference, wide, better))["trial_id"] == "02"  # clearly better: worth it
     assert budget.fastest_of_the_best(({"trial_id": "00", "score": None},)) is None
+
+
+def test_every_step_of_a_run_shares_its_deadline(tmp_path):
+    from pipeline.definition import PRODUCTION
+    from pipeline.local import open_run
+
+    cfg = override(Config(), root=str(tmp_path), budget_seconds=600.0)
+    first = open_run(cfg, "kfp-1", PRODUCTION)[1].deadline
+    time.sleep(1.1)  # a deadline counted from each step's own start would move by a second
+    later_step = open_run(cfg, "kfp-1", PRODUCTION, alone=False)[1].deadline
+    assert first == later_step and first <= time.time() + 600
+    assert open_run(dataclasses.replace(cfg, budget_seconds=None), "kfp-2", PRODUCTION)[1].deadline is None

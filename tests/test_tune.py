@@ -185,3 +185,16 @@ def test_trials_can_train_on_a_subset_of_the_train_split(examples, generic_schem
         from pipeline.config import Config, override
 
         override(Config(), **{"tune.train_fraction": 1.5})
+
+
+def test_no_trial_starts_that_its_pace_says_would_not_finish(seed):
+    from components.tune import _oracle
+
+    oracle = _oracle("random", max_trials=5, max_epochs=2, seed=seed, budget=100.0)
+    oracle.info = {"00": {"seconds": 80.0, "epochs": 1}}  # a finished trial: 80 s an epoch
+    assert oracle.populate_space("01")["status"] == "STOPPED"  # 2 epochs need 160 s, 100 are left
+    oracle.info = {"00": {"seconds": 10.0, "epochs": 1}}
+    assert oracle.populate_space("01")["status"] == "RUNNING"
+    ends_sooner = _oracle("random", max_trials=5, max_epochs=2, seed=seed, budget=100.0, end=time.time() + 15)
+    ends_sooner.info = {"00": {"seconds": 10.0, "epochs": 1}}
+    assert ends_sooner.populate_space("01")["status"] == "STOPPED"  # the run's budget leaves it 15 s
