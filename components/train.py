@@ -118,7 +118,8 @@ def _resumable(work: Path, patience: int, epochs: int, schedule: str = "constant
         def on_epoch_end(self, epoch, logs=None):
             row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
                    "seconds": round(time.monotonic() - self.start, 2),
-                   "learning_rate": float(self.model.optimizer.learning_rate)}
+                   # a MirroredVariable under a multi-device strategy: float() alone refuses it
+                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
             # An epoch re-run after a kill replaces its earlier record.
             self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
             if self.best_epoch == epoch:
