@@ -7,6 +7,7 @@ import numpy as np
 
 from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.engine.component import Component
+from pipeline.engine.errors import PipelineError
 
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -51,12 +52,17 @@ def serving_accuracy(saved_model: str, images: np.ndarray, labels: np.ndarray) -
 
 
 def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, out_dir: Path, min_accuracy: float,
-             max_regression: float = 0.005, min_class_recall: float | None = None) -> Evaluation:
+             max_regression: float = 0.005, min_class_recall: float | None = None,
+             baseline_broken: str = "fail") -> Evaluation:
     """Scores the model on the test split and decides its blessing.
 
     Blessed when accuracy >= `min_accuracy`, every class's recall >= `min_class_recall` (when set) and,
     with a `baseline` (the latest blessed model, evaluated here on the same test split), accuracy is at
-    most `max_regression` below the baseline's. Each check adds a reason.
+    most `max_regression` below the baseline's. Each check adds a reason. A baseline that cannot be read
+    stops the evaluation naming it, or with `baseline_broken="ignore"` leaves only the absolute thresholds.
+
+    Raises:
+        PipelineError: the baseline cannot be read and `baseline_broken` is "fail".
 
     Example:
         >>> ev = evaluate(model, examples, None, out_dir=Path("/tmp/eval"), min_accuracy=0.88)
@@ -84,7 +90,18 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
     if baseline is None:
         checks.append((True, "no baseline: only absolute thresholds apply"))
     else:
-        baseline_accuracy = serving_accuracy(baseline.uri, images, labels)
+        try:
+            baseline_accuracy = serving_accuracy(baseline.uri, images, labels)
+        except Exception as exc:  # any way a SavedModel can be broken: parse, missing variables, signature
+            why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+            if baseline_broken != "ignore":
+                raise PipelineError(f"{baseline.uri}: the model serving now (version {baseline.version}) cannot "
+                                    f"be read as the regression baseline ({why}); repair or remove that version, "
+                                    "or pass --baseline-broken ignore to evaluate without it") from None
+            checks.append((True, f"baseline version {baseline.version} ({baseline.uri}) cannot be read ({why}): "
+                                 "ignored (baseline_broken ignore); only absolute thresholds apply"))
+            baseline = None
+    if baseline is not None:
         change = accuracy - baseline_accuracy
         ok = change >= -max_regression
         checks.append((ok, f"accuracy {accuracy:.4f} vs baseline version {baseline.version} {baseline_accuracy:.4f}: "
@@ -108,4 +125,4 @@ def summarize(ev: Evaluation | None, info: dict) -> dict:
 
 
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),
-                      output=Evaluation, version="4")
+                      output=Evaluation, version="5")  # 5: a baseline that cannot be read is named

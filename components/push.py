@@ -113,6 +113,39 @@ def _versions(serving_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in serving_dir.iterdir() if p.name.isdigit()) if serving_dir.is_dir() else []
 
 
+def serving_baseline(serving_dir: str | Path, model_fingerprint: str) -> PushedModel | None:
+    """The model serving now, read from the serving directory itself: its newest version, whoever pushed it.
+
+    The directory is the truth a server sees, so the regression gate holds when the metadata store does
+    not know its versions (roots sharing a serving directory, a store moved aside). A version emptied of
+    its `saved_model.pb` was removed from serving; a pushed copy of the model being evaluated
+    (`model_fingerprint`) is skipped, as a model is not its own baseline. A version that cannot be read
+    is still returned: evaluate says so (`evaluate.baseline_broken`). Its fingerprint covers the
+    version's `saved_model.pb` and `model_info.json`, so a replaced version is a new baseline.
+
+    Example:
+        >>> serving_baseline("pipeline_root/serving", model.fingerprint).version
+        3
+    """
+    import hashlib
+
+    serving = Path(serving_dir)
+    for number in reversed(_versions(serving)):
+        version = serving / str(number)
+        if not (version / "saved_model.pb").is_file():
+            continue
+        info = _info(version)
+        if info.get("model_fingerprint") == model_fingerprint:
+            continue
+        digest = hashlib.sha256(str(version.resolve()).encode())
+        for name in ("saved_model.pb", INFO):
+            if (version / name).is_file():
+                digest.update((version / name).read_bytes())
+        return PushedModel(uri=str(version), fingerprint=digest.hexdigest(), version=number,
+                           model_fingerprint=str(info.get("model_fingerprint", "")))
+    return None
+
+
 def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: Path,
          serving_dir: Path) -> PushedModel:
     """Exports the blessed model into `<serving_dir>/<version>/`, atomically and never over a version.
@@ -138,18 +171,17 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
         return PushedModel(uri=str(serving_dir / str(latest)), fingerprint="", version=latest,
                            model_fingerprint=model.fingerprint, infra_check=info["infra_check"])
     staging = serving_dir / f".staging-{os.getpid()}"
-    try:
-        serving_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        export_serving(model.path, staging, model.classes)
-        (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
-                                                "accuracy": evaluation.accuracy,
-                                                "classes": list(model.classes)}, indent=2))
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
-    failpoint("push.staged")
-    try:
+    try:  # any failure or interrupt removes the staging; a kill leaves it to the next push
+        try:
+            serving_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            export_serving(model.path, staging, model.classes)
+            (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
+                                                    "accuracy": evaluation.accuracy,
+                                                    "classes": list(model.classes)}, indent=2))
+        except OSError as exc:
+            raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
+        failpoint("push.staged")
         checked = infra_check(staging, model.path, test_arrays(examples, CHECK_IMAGES)[0], out_dir, model.classes)
         (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
                                                 "accuracy": evaluation.accuracy, "classes": list(model.classes),

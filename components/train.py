@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from components import checkpoint
 from components.budget import training_end
 from pipeline.config import TrainConfig
 from pipeline.engine.artifacts import Examples, HyperParameters, Model, Schema
@@ -124,8 +125,11 @@ def _resumable(work: Path, patience: int, epochs: int, schedule: str = "constant
             self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
             if self.best_epoch == epoch:
                 tmp = work / "best-partial.keras"
-                self.model.save(tmp)
-                os.replace(tmp, self.best_path)  # never a half-written best model
+                try:
+                    self.model.save(tmp)
+                    os.replace(tmp, self.best_path)  # never a half-written best model
+                finally:
+                    tmp.unlink(missing_ok=True)  # a disk that filled up mid-write leaves nothing behind
             write_text(self.history_path, json.dumps(self.rows))
             metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
             log.info("  epoch %d/%d %s (%.1fs)", epoch + 1, self.planned, metrics, row["seconds"])
@@ -135,6 +139,17 @@ def _resumable(work: Path, patience: int, epochs: int, schedule: str = "constant
                 self.model.stop_training = True
 
     return Resumable()
+
+
+def _BackUp(work: Path):
+    """A callback backing up weights and optimizer state after each epoch (`components.checkpoint`)."""
+    import keras
+
+    class BackUp(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            checkpoint.save(self.model, work, epoch)
+
+    return BackUp()
 
 
 def warm_start_weights(hyperparameters: HyperParameters, examples: Examples) -> str | None:
@@ -201,20 +216,27 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     progress = _resumable(work, train.patience, train.epochs, schedule,
                           hyperparameters.values.get("learning_rate", REFERENCE["learning_rate"]), end)
     warm = warm_start_weights(hyperparameters, examples) if train.warm_start else None
-    if progress.rows:
-        log.info("  resuming training after epoch %d", progress.rows[-1]["epoch"] + 1)
+    backed_up = (work / checkpoint.NAME).is_file()
+    with strategy.scope():
+        initial = checkpoint.restore(model, work)
+    if backed_up and not initial:  # an unreadable backup: what it recorded goes with it
+        progress.rows = []
+        for stale in (progress.history_path, progress.best_path):
+            stale.unlink(missing_ok=True)
+    if initial:
+        log.info("  resuming training after epoch %d", initial)
     elif warm:
         model.load_weights(warm)
     # Order matters: the history and best model are written before the backup marks the epoch done.
-    callbacks = [progress, keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True,
-                                                            delete_checkpoint=False)]
+    callbacks = [progress, _BackUp(work)]
     if train.tensorboard and run_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / "train")))
     steps = examples.counts["train"] // train.batch_size if whole else -(-examples.counts["train"] // train.batch_size)
     callbacks.append(keras_callback("train", train.epochs, steps))
     ended = progress.stopping()
     if not ended:
-        model.fit(data, validation_data=validation, epochs=train.epochs, callbacks=callbacks, verbose=0)
+        model.fit(data, validation_data=validation, epochs=train.epochs, initial_epoch=initial, callbacks=callbacks,
+                  verbose=0)
         ended = progress.ended or "epochs"
     rows = progress.rows
     history = {k: [row[k] for row in rows] for k in rows[0] if k not in ("epoch", "seconds", "learning_rate")}
@@ -236,4 +258,5 @@ def summarize(model: Model | None, info: dict) -> dict:
                                    "tensorboard": str(logs) if logs.is_dir() else None}}
 
 
-COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="4")
+# 5: the epoch backup is components.checkpoint's
+COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="5")

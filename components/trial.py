@@ -62,12 +62,17 @@ def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict
         child = subprocess.Popen([sys.executable, "-m", "components.trial", str(spec_path), str(result_path),
                                   str(progress_path)], stdout=subprocess.DEVNULL, stderr=errors, env=env,
                                  preexec_fn=_die_with_parent)
-        while True:
-            try:
-                code = child.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                follow(progress_path, bar)
+        try:
+            while True:
+                try:
+                    code = child.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    follow(progress_path, bar)
+        except BaseException:  # interrupted: the trial stops with the search, not when this process exits
+            child.kill()
+            child.wait()
+            raise
     if code != 0 or not result_path.is_file():
         lines = [line for line in errors_path.read_text(errors="replace").splitlines() if line.strip()]
         raise RuntimeError(f"trial process exited with {code}: {lines[-1] if lines else 'no output'}")

@@ -30,8 +30,16 @@ def _prog() -> str:
     return "python -m pipeline" if invoked in ("__main__.py", "-m", "-c", "") else invoked
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix matching: `--epoch 3` is an unknown flag, never `--epochs`, so a typo cannot
+    silently change what runs. Sub-commands inherit it (argparse makes them of the parent's class)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=_prog(), description=__doc__)
+    parser = _Parser(prog=_prog(), description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the production pipeline on this machine: ingest to push")
@@ -172,6 +180,9 @@ CONFIG_FLAGS = (
                                                  f", others {config.FALLBACK_MIN_ACCURACY})"}),
     ("--max-regression", "evaluate.max_regression", {"type": float, "help": "largest accuracy drop allowed "
                                                                             "against the model serving now"}),
+    ("--baseline-broken", "evaluate.baseline_broken", {"choices": config.allowed("evaluate.baseline_broken"),
+                                                       "help": "when the model serving now cannot be read: fail "
+                                                               "naming it, or ignore it (absolute thresholds only)"}),
     ("--seed", "seed", {"type": int, "help": "seeds shuffling, initialisation and the search"}),
     ("--false-positive-rate", "validate.false_positive_rate", {"type": float, "help": FPR_HELP}),
 )
@@ -432,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # outside a run (a run records it and returns its summary)
+        print(f"error: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as exc:  # no traceback for users; -v shows it
         log.debug("unexpected error", exc_info=True)

@@ -5,6 +5,7 @@ import dataclasses
 import operator
 import os
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,11 @@ DEFAULT_MIN_ACCURACY = {"mnist": 0.97, "fashion_mnist": 0.88, "kmnist": 0.90}
 FALLBACK_MIN_ACCURACY = 0.88
 TUNED_EPOCHS, REFERENCE_EPOCHS = 10, 2  # training epochs when train.epochs is unset
 BUDGET_EPOCHS = 50  # training epochs at most under a whole-build budget when train.epochs is unset
+MAX_FILE_BYTES = 1 << 20  # a config file is a few hundred bytes: anything over a MiB is not one
+MAX_NODES = 10_000  # YAML values, counted with aliases expanded: a bomb of nested aliases stops here
+WEEK = 7 * 24 * 3600.0
+_shown = reprlib.Repr()
+_shown.maxstring, _shown.maxother, _shown.maxlist, _shown.maxtuple, _shown.maxdict = 60, 60, 6, 6, 6
 
 
 def parse_duration(text: str) -> float:
@@ -117,9 +123,9 @@ class TuneConfig:
 
     enabled: bool = True
     tuner: str = setting("hyperband", choices=TUNERS)
-    max_trials: int = setting(10, low=1)
-    max_epochs: int = setting(2, low=1)
-    budget_seconds: float | None = setting(None, above=0)  # wall clock for the whole search
+    max_trials: int = setting(10, low=1, high=10_000)
+    max_epochs: int = setting(2, low=1, high=1000)
+    budget_seconds: float | None = setting(None, above=0, high=WEEK)  # wall clock for the whole search
     # The share of the train split each trial trains on (multi-fidelity); None: all of it, or a quarter
     # under a whole-build budget (components.budget.SEARCH_SUBSET).
     train_fraction: float | None = setting(None, above=0, high=1)
@@ -130,9 +136,10 @@ class TuneConfig:
 class TrainConfig:
     """Final training with the best hyperparameters, and the devices it (and tuning) runs on."""
 
-    epochs: int | None = setting(None, low=1)  # None: 10 after a search, the reference recipe's 2 without one
-    patience: int = setting(2, low=0)
-    batch_size: int = setting(128, low=1)
+    # None: 10 after a search, the reference recipe's 2 without one
+    epochs: int | None = setting(None, low=1, high=10_000)
+    patience: int = setting(2, low=0, high=10_000)
+    batch_size: int = setting(128, low=1, high=65_536)
     deterministic: bool = False  # op determinism and ordered tf.data: repeatable to the bit, slower
     # auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs, else all CPUs; none
     distribute: str = setting("auto", choices=("auto", "mirrored", "none"))
@@ -151,6 +158,8 @@ class EvaluateConfig:
     min_accuracy: float | None = setting(None, low=0, high=1)  # None: the dataset's default (DEFAULT_MIN_ACCURACY)
     min_class_recall: float | None = setting(None, low=0, high=1)  # every class's recall at least this, when set
     max_regression: float = setting(0.005, low=0, high=1)  # how far below the serving model's accuracy it may fall
+    # A serving model that cannot be read: fail (the run stops, naming it) or ignore (absolute thresholds only).
+    baseline_broken: str = setting("fail", choices=("fail", "ignore"))
 
 
 @dataclass(frozen=True)
@@ -198,8 +207,9 @@ class Config:
     """
 
     root: str = "pipeline_root"
-    seed: int = setting(42, low=0)
-    budget_seconds: float | None = setting(None, above=0)  # wall clock for the whole build (components.budget)
+    seed: int = setting(42, low=0, below=2**32)  # NumPy and TensorFlow take 32 bits
+    # wall clock for the whole build (components.budget)
+    budget_seconds: float | None = setting(None, above=0, high=WEEK)
     data: DataConfig = field(default_factory=DataConfig)
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     schema: SchemaConfig = field(default_factory=SchemaConfig)
@@ -244,7 +254,7 @@ def check(cfg, where: str = ""):
     Example:
         >>> check(override(Config(), **{"tune.max_trials": -5}))
         Traceback (most recent call last):
-        pipeline.engine.errors.ConfigError: config 'tune.max_trials': expected an integer at least 1, got -5
+        pipeline.engine.errors.ConfigError: config 'tune.max_trials': expected an integer at least 1 and at most 10000, ...
     """
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
@@ -253,7 +263,8 @@ def check(cfg, where: str = ""):
             check(value, key)
         elif not _allowed(value, f.metadata.get("limits", {})):
             hint = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
-            raise ConfigError(f"config '{key}': expected {_expected(f.metadata['limits'], hint)}, got {value!r}")
+            raise ConfigError(f"config '{key}': expected {_expected(f.metadata['limits'], hint)}, "
+                              f"got {_shown.repr(value)}")
     return cfg
 
 
@@ -267,16 +278,17 @@ def _coerce(value, hint, where: str):
         return _coerce(value, hint, where)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
-            raise ConfigError(f"config '{where}': expected a section (mapping), got {value!r}")
+            raise ConfigError(f"config '{where}': expected a section (mapping), got {_shown.repr(value)}")
         return _build(hint, value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config '{where}': expected a list, got {value!r}")
+            raise ConfigError(f"config '{where}': expected a list, got {_shown.repr(value)}")
         return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     ok = (isinstance(value, hint) and not (hint is int and isinstance(value, bool))
           or hint is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
-        raise ConfigError(f"config '{where}': expected {hint.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"config '{where}': expected {hint.__name__}, got {type(value).__name__} "
+                          f"{_shown.repr(value)}")
     return float(value) if hint is float else value
 
 
@@ -300,17 +312,64 @@ def load(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        with open(path, "rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: over {MAX_FILE_BYTES} bytes; expected a config file of a few sections")
+    try:
+        data = _parse_yaml(raw.decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     try:
         return check(_build(Config, data))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (YAML says keys are unique; PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(f"key '{key}' appears twice (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text: str):
+    """Parses a config file's text; raises ConfigError for a duplicate key or a document that expands,
+    through aliases, to more than MAX_NODES values (a "billion laughs" bomb)."""
+    loader = _StrictLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def size(node) -> int:  # memoized by node: an alias is the same node object, so this stays linear
+            if id(node) not in sizes:
+                sizes[id(node)] = 1  # a recursive alias counts once instead of looping
+                children = node.value if isinstance(node.value, list) else []
+                items = [n for pair in children for n in pair] if isinstance(node, yaml.MappingNode) else children
+                sizes[id(node)] = min(1 + sum(size(n) for n in items), MAX_NODES + 1)
+            return sizes[id(node)]
+
+        if size(root) > MAX_NODES:
+            raise ConfigError(f"expands to over {MAX_NODES} values through its aliases; expected a config file")
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 def override(cfg: Config, **flags) -> Config:

@@ -43,9 +43,9 @@ def _tune_params(cfg: Config, out, store) -> dict:
 # The newest earlier span on this pipeline that passed validation (other data): drift is measured against it.
 PREVIOUS_SPAN = Resolver("previous_span", after=("ingest",), resolve=lambda cfg, out, store: history.previous_span_statistics(
     store, cfg.root, out["ingest"].fingerprint) if cfg.validate.drift else None)
-# The model serving now in the serving directory (not a copy of the model being evaluated).
-BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, store: history.latest_blessed(
-    store, cfg.serving_dir, out["train"].fingerprint))
+# The model serving now, read from the serving directory (not a copy of the model being evaluated).
+BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, store: push.serving_baseline(
+    cfg.serving_dir, out["train"].fingerprint))
 
 PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
     Node(ingest.COMPONENT, params=lambda cfg, out, store: {"data": cfg.data}, summary=ingest.summarize,
@@ -69,7 +69,8 @@ PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
          report=report.evaluation_section,
          params=lambda cfg, out, store: {"min_accuracy": min_accuracy(cfg, out["ingest"]),
                                   "max_regression": cfg.evaluate.max_regression,
-                                  "min_class_recall": cfg.evaluate.min_class_recall},
+                                  "min_class_recall": cfg.evaluate.min_class_recall,
+                                  "baseline_broken": cfg.evaluate.baseline_broken},
          gate=lambda ev, cfg: None if ev.blessed else Stop("not_blessed", "model not blessed: " + "; ".join(ev.failed))),
     Node(push.COMPONENT, inputs=("train", "evaluate", "ingest"), params=lambda cfg, out, store: {"serving_dir": cfg.serving_dir},
          summary=push.summarize, report=report.blessing_section),

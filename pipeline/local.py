@@ -14,16 +14,17 @@ from components.tune import distributed_role
 from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
-from pipeline.engine.errors import ConfigError, PipelineError, ValidationFailed
+from pipeline.engine.errors import ConfigError, Interrupted, PipelineError, ValidationFailed
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.files import write_json, write_text
 from pipeline.engine.lock import root_lock
 from pipeline.engine.dag import Pipeline, Stop, run_node
 from pipeline.engine.metadata import Metadata
 from pipeline.engine.runner import Runner, StopRun
+from pipeline.engine.signals import deferred, interruptible
 
 log = logging.getLogger("pipeline")
-EXIT_CODES = {"pushed": 0, "tuned": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4}
+EXIT_CODES = {"pushed": 0, "tuned": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4, "interrupted": 130}
 
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -100,7 +101,8 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
     `report.html`; every execution and artifact is recorded in the ML Metadata store. `start` and `stop`
     (`--from`, `--to`) run part of the pipeline: before `start` everything comes from the cache, after
     `stop` nothing runs and the status is `partial`. Any error ends the run with status `failed` (or
-    `blocked` for data validation) and its message in `error`; the records are written either way.
+    `blocked` for data validation) and its message in `error`; the records are written either way. SIGINT
+    or SIGTERM ends it `interrupted` the same way (`pipeline.engine.signals`).
 
     One run at a time holds the root's lock (`pipeline.engine.lock`); another waits for it, or with
     `wait=False` fails at once.
@@ -116,15 +118,16 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
         ('pushed', '/tmp/root/serving/1')
     """
     config_module.check(cfg)  # a bad value stops the run before anything runs
-    run_id = check_run_id(run_id) if run_id else new_run_id()
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id()
     distributed = distributed_role() is not None  # a distributed search never comes from the cache
-    with root_lock(cfg.root, run_id, wait=wait, shared=distributed):
+    with root_lock(cfg.root, run_id, wait=wait, shared=distributed), interruptible():
         return _execute(cfg, run_id, use_cache, start, stop, distributed, pipeline)
 
 
 def _execute(cfg: Config, run_id: str, use_cache: bool, start: str | None, stop: str | None,
              distributed: bool, pipeline: Pipeline = PRODUCTION) -> dict[str, Any]:
-    metadata, runner = open_run(cfg, run_id, pipeline, use_cache, start, stop, distributed, alone=not distributed)
+    metadata, runner = open_run(cfg, run_id, pipeline, use_cache, start, stop, distributed, alone=not distributed,
+                                fresh=True)
 
     def every_node() -> Stop | None:
         for node in pipeline.nodes:
@@ -138,12 +141,21 @@ def _execute(cfg: Config, run_id: str, use_cache: bool, start: str | None, stop:
 
 
 def open_run(cfg: Config, run_id: str, pipeline: Pipeline, use_cache: bool = True, start: str | None = None,
-             stop: str | None = None, distributed: bool = False, alone: bool = True) -> tuple[Metadata, Runner]:
+             stop: str | None = None, distributed: bool = False, alone: bool = True,
+             fresh: bool = False) -> tuple[Metadata, Runner]:
     """Opens the store and joins (or starts) the run's context, writing its effective config; returns the
     store and a runner recording into it. `alone`: this process holds the root exclusively, so runs
-    still marked running were killed (see `Metadata.start_run`)."""
+    still marked running were killed (see `Metadata.start_run`). `fresh`: a whole run, whose id must be
+    new (a step joins the run its first step started).
+
+    Raises:
+        ConfigError: `fresh` and the store or the root already has a run of this id.
+    """
     run_dir = Path(cfg.root) / "runs" / run_id
     metadata = Metadata.open(cfg)
+    if fresh and (metadata.has_run(run_id) or run_dir.exists()):
+        raise ConfigError(f"--run-id '{run_id}': a run of this id already exists in {metadata.name} or "
+                          f"{run_dir}; expected a new id (leave --run-id out for one)")
     config_text = config_module.to_yaml(cfg)
     write_text(run_dir / "config.yaml", config_text)
     metadata.start_run(run_id, cfg.root, config_text, cfg.data.dataset, alone=alone)
@@ -170,6 +182,8 @@ def guarded(work: Callable[[], Stop | None], done: str) -> tuple[str, str | None
         return (stopped.status, stopped.error) if stopped else (done, None)
     except StopRun:
         return "partial", None
+    except Interrupted as exc:  # SIGINT or SIGTERM: recorded at once, with the summary of what finished
+        return "interrupted", str(exc)
     except ValidationFailed as exc:
         return "blocked", str(exc)
     except PipelineError as exc:
@@ -186,10 +200,11 @@ def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata,
     writes its report."""
     run_dir = Path(cfg.root) / "runs" / run_id
     failpoint("run.summary")
-    summary = summarize(pipeline, run_id, cfg, runner, status, error)
-    write_json(run_dir / "summary.json", summary)
-    failpoint("run.summarized")  # the summary says how it ended; the store still says running
-    metadata.finish_run(status, error, summary["report"])
+    with deferred():  # a signal now waits until the summary and the store agree on how the run ended
+        summary = summarize(pipeline, run_id, cfg, runner, status, error)
+        write_json(run_dir / "summary.json", summary)
+        failpoint("run.summarized")  # the summary says how it ended; the store still says running
+        metadata.finish_run(status, error, summary["report"])
     lineage = metadata.lineage(summary["push"]["uri"]) if summary.get("push") else None
     from pipeline.report import run_html
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from components.drift import boundaries, fixed_histogram
+from components.drift import LABEL, boundaries, fixed_histogram
 from pipeline.engine.files import write_text
 
 CSS = """
@@ -35,6 +35,11 @@ def _svg_histogram(feature: str, base: np.ndarray, current: np.ndarray) -> str:
     """Baseline and current shares per shared bucket, drawn as overlaid bars over the bucket range."""
     width, height, pad = 320, 140, 4
     edges = boundaries()[feature]
+    low, high = f"{edges[0]:g}", f"{edges[-1]:g}"
+    if feature == LABEL:  # its buckets hold up to 64 classes: draw those up to the last class present
+        used = np.flatnonzero(base + current)
+        classes = int(used[-1]) + 1 if used.size else 1
+        base, current, low, high = base[:classes], current[:classes], "class 0", f"class {classes - 1}"
     p, q = base / max(base.sum(), 1), current / max(current.sum(), 1)
     top = max(p.max(), q.max(), 1e-9)
     step = (width - 2 * pad) / len(p)
@@ -45,8 +50,8 @@ def _svg_histogram(feature: str, base: np.ndarray, current: np.ndarray) -> str:
             h = (height - 2 * pad) * share / top
             bars.append(f"<rect x='{x + inset:.1f}' y='{height - pad - h:.1f}' width='{step * 0.7:.1f}' "
                         f"height='{h:.1f}' fill='{colour}' fill-opacity='0.75'/>")
-    axis = (f"<text x='{pad}' y='{height + 12}' font-size='10'>{edges[0]:g}</text>"
-            f"<text x='{width - pad}' y='{height + 12}' font-size='10' text-anchor='end'>{edges[-1]:g}</text>")
+    axis = (f"<text x='{pad}' y='{height + 12}' font-size='10'>{low}</text>"
+            f"<text x='{width - pad}' y='{height + 12}' font-size='10' text-anchor='end'>{high}</text>")
     return (f"<figure><figcaption>{html.escape(feature)}</figcaption><svg width='{width}' height='{height + 14}' "
             f"role='img' aria-label='{html.escape(feature)} histogram'>{''.join(bars)}{axis}</svg></figure>")
 

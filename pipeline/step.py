@@ -11,6 +11,7 @@ from pipeline.engine.dag import Pipeline, run_node
 from pipeline.engine.errors import ConfigError, PipelineError
 from pipeline.engine.history import run_outputs
 from pipeline.engine.lock import root_lock
+from pipeline.engine.signals import interruptible
 from pipeline.local import EXIT_CODES, check_run_id, finish_run, guarded, open_run
 
 log = logging.getLogger("pipeline")
@@ -41,7 +42,7 @@ def execute_step(cfg: Config, name: str, run_id: str, pipeline: Pipeline = PRODU
     if name not in pipeline.node:
         raise ConfigError(f"step {name}: unknown component; expected one of {', '.join(pipeline.order)}")
     node = pipeline.node[name]
-    with root_lock(cfg.root, check_run_id(run_id)):
+    with root_lock(cfg.root, check_run_id(run_id)), interruptible():
         metadata, runner = open_run(cfg, run_id, pipeline, use_cache, alone=False)
         earlier = run_outputs(metadata, run_id)
         for prior in pipeline.order[:pipeline.order.index(name)]:

@@ -9,24 +9,35 @@ from pipeline.engine.errors import ConfigError, RunFailed
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_the_readmes_notebook_example_runs_as_written_on_a_small_dataset(tmp_path, monkeypatch, capsys):
-    """The example's cells run unchanged but for `DATA`, here a small IDX set (Fashion-MNIST takes minutes)."""
-    data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 64})
+def _notebook(data: Path, where: Path, monkeypatch) -> None:
     code = README.read_text().split("<!-- notebook -->\n```python\n")[1].split("```")[0]
     assert code.count('DATA = "fashion_mnist"') == 1
-    monkeypatch.chdir(tmp_path)
+    where.mkdir()
+    monkeypatch.chdir(where)
     exec(code.replace('DATA = "fashion_mnist"', f'DATA = "idx:{data}"'), {})
+
+
+def test_the_readmes_notebook_example_runs_as_written_on_a_small_dataset(tmp_path, monkeypatch, capsys):
+    """The example's cells run unchanged but for `DATA`, here a small IDX set (Fashion-MNIST takes minutes)."""
+    _notebook(write_dataset(tmp_path / "data", {"train": 320, "t10k": 64}), tmp_path / "pushed", monkeypatch)
     status, clean, drifted, scored = capsys.readouterr().out.splitlines()
     assert status.split()[0] == "pushed" and float(status.split()[1]) >= 0.8
     assert status.split()[2].endswith("notebook_root/serving/1")
     assert clean == "clean" and drifted == "[]" and float(scored) >= 0.8
+
+    # A third of the labels wrong caps accuracy at 0.67: the model is not blessed, and the example says so.
+    noisy = write_dataset(tmp_path / "noisy", {"train": 320, "t10k": 64}, label_noise=0.34)
+    _notebook(noisy, tmp_path / "refused", monkeypatch)
+    status, *_ = capsys.readouterr().out.splitlines()
+    assert status.startswith("not_blessed ") and "accuracy" in status
 
 
 def test_bad_arguments_and_failed_runs_raise_the_errors_modules_exceptions(tmp_path):
     from pipeline import predict, run
 
     data = write_dataset(tmp_path / "data", {"train": 64, "t10k": 32})
-    with pytest.raises(ConfigError, match=r"config 'tune.max_trials': expected an integer at least 1, got -5"):
+    with pytest.raises(ConfigError, match=r"config 'tune.max_trials': expected an integer at least 1 and at most "
+                                          r"10000, got -5"):
         run(f"idx:{data}", root=tmp_path / "root", max_trials=-5)
     with pytest.raises(ConfigError, match=r"unknown argument 'max_trails'; expected one of "):
         run(f"idx:{data}", root=tmp_path / "root", max_trails=3)

@@ -181,6 +181,24 @@ def test_second_run_is_fully_cached(first_run, data):
     assert sorted(p.name for p in (data / "root" / "serving").iterdir()) == ["1"]
 
 
+def test_a_run_id_in_use_an_empty_one_or_an_abbreviated_flag_is_refused_before_anything_runs(first_run, data):
+    first = json.loads(first_run[1])
+    summary = data / "root" / "runs" / first["run_id"] / "summary.json"
+    before = summary.read_bytes()
+    base = ("run", "--dataset", f"idx:{data / 'data'}", "--root", data / "root", *FAST, "--min-accuracy", "0")
+    code, _, err = cli(*base, "--run-id", first["run_id"])
+    assert code == 2
+    assert_one_line_error(err, f"--run-id '{first['run_id']}': a run of this id already exists")
+    assert summary.read_bytes() == before  # the first run's records are its own
+    code, out, err = cli("runs", "show", first["run_id"], "--root", data / "root", "--json")
+    assert json.loads(out)["status"] == "pushed" and len(json.loads(out)["executions"]) == 8
+    code, _, err = cli(*base, "--run-id", "")
+    assert code == 2
+    assert_one_line_error(err, "--run-id '': expected up to 128 letters")
+    code, _, err = cli(*base, "--epoch", "3")  # not taken as --epochs
+    assert code == 2 and "unrecognized arguments: --epoch 3" in err
+
+
 def test_not_blessed_exits_4_and_pushes_nothing(first_run, data):
     code, out, err = cli("run", "--dataset", f"idx:{data / 'data'}", "--root", data / "root", *FAST,
                          "--min-accuracy", "0.999", "--json")
@@ -260,6 +278,17 @@ def test_bad_config_and_usage(tmp_path):
     assert_one_line_error(err, "bad.yaml", "unknown key 'train.epoch'")
     code, _, err = cli("run", "--max-trials", "many")
     assert code == 2 and "invalid int value" in err
+    from test_config import BOMB
+
+    config.write_text(BOMB)  # a "billion laughs": refused before it is expanded, in one line
+    code, _, err = cli("run", "--config", config, "--root", tmp_path / "root")
+    assert code == 2
+    assert_one_line_error(err, "bad.yaml: expands to over 10000 values through its aliases")
+    config.write_bytes(b"root: caf\xe9\n")
+    code, _, err = cli("run", "--config", config, "--root", tmp_path / "root")
+    assert code == 2
+    assert_one_line_error(err, "bad.yaml: not UTF-8 text")
+    assert not (tmp_path / "root").exists()
     tiny = write_dataset(tmp_path / "tiny", {"train": 64, "t10k": 32})
     code, _, err = cli("run", "--schema", tmp_path / "none.pbtxt", "--dataset", f"idx:{tiny}", "--root", tmp_path)
     assert code == 1
@@ -386,7 +415,7 @@ def test_schema_command_writes_a_draft_for_review(data, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--max-trials", "-5"), "config 'tune.max_trials': expected an integer at least 1, got -5"),
+    (("--max-trials", "-5"), "config 'tune.max_trials': expected an integer at least 1 and at most 10000, got -5"),
     (("--config", "{bad}"), "bad.yaml: config 'data.eval_fraction': expected a number more than 0 and less than 1, "
                             "got 1.5"),
 ])

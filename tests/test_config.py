@@ -121,7 +121,7 @@ def test_every_key_refuses_a_value_it_does_not_allow_naming_key_and_value(key, f
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("tune.max_trials", -5, "config 'tune.max_trials': expected an integer at least 1, got -5"),
+    ("tune.max_trials", -5, "config 'tune.max_trials': expected an integer at least 1 and at most 10000, got -5"),
     ("data.eval_fraction", 1.5, "config 'data.eval_fraction': expected a number more than 0 and less than 1, got 1.5"),
     ("data.test_fraction", -1, "config 'data.test_fraction': expected a number more than 0 and less than 1, got -1.0"),
     ("tune.tuner", "grid", "config 'tune.tuner': expected one of hyperband, bayesian, random, got 'grid'"),
@@ -130,3 +130,30 @@ def test_every_key_refuses_a_value_it_does_not_allow_naming_key_and_value(key, f
 def test_flags_are_checked_as_the_file_is(key, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         config.override(config.Config(), **{key: value})
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+
+
+@pytest.mark.parametrize("content, message", [
+    (BOMB.encode(), r"bad.yaml: expands to over 10000 values through its aliases"),
+    (b"seed: 7\ntrain:\n  epochs: 2\n  epochs: 3\n", r"bad.yaml: key 'epochs' appears twice \(line 4\)"),
+    (b"root: caf\xe9\n", r"bad.yaml: not UTF-8 text \(byte 0xe9 at offset 9\)"),
+    (b"seed: 4294967296\n", r"bad.yaml: config 'seed': expected an integer at least 0 and less than 4294967296"),
+    (b"train:\n  batch_size: 1000000000\n", r"config 'train.batch_size': expected an integer at least 1 and at most"),
+    (b"tune:\n  max_trials: 99999999\n", r"config 'tune.max_trials': expected an integer at least 1 and at most"),
+    (b"budget_seconds: 1.0e+30\n", r"config 'budget_seconds': expected a number more than 0 and at most 604800"),
+    (b"# " + b"x" * (2 << 20) + b"\n", r"bad.yaml: over 1048576 bytes"),
+])
+def test_a_hostile_or_absurd_config_file_is_refused_in_one_line(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as refused:
+        config.load(path)
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 300
+
+
+def test_a_long_wrong_value_is_shown_shortened():
+    with pytest.raises(ConfigError, match=r"got 'x{20,60}\.\.\.x+'$"):
+        config.override(config.Config(), **{"train.distribute": "x" * 100_000})

@@ -8,7 +8,8 @@ import pytest
 from pipeline.config import Config, MetadataConfig, MySQLConfig
 from pipeline.engine.artifacts import Examples, HyperParameters, PushedModel, Statistics
 from pipeline.engine.component import Component
-from pipeline.engine.history import latest_blessed, previous_span_statistics, reusable_hyperparameters
+from components.push import serving_baseline
+from pipeline.engine.history import previous_span_statistics, reusable_hyperparameters
 from pipeline.engine.metadata import Metadata
 from pipeline.engine.runner import Runner
 
@@ -73,14 +74,16 @@ def test_the_baseline_is_the_newest_version_of_another_model_in_that_serving_dir
     a, b = shared
     serving = tmp_path / "serving"
     _run(a, "20260101T000000-aaaa", "pushed", push={"serving_dir": serving, "model": "m1"})
-    _run(a, "20260102T000000-aaaa", "pushed", push={"serving_dir": serving, "model": "m2"})
-    store = Metadata.open(b)  # the other root sees what the first recorded
-    found = latest_blessed(store, serving, "m3")
+    _run(b, "20260102T000000-bbbb", "pushed", push={"serving_dir": serving, "model": "m2"})
+    # Read from the directory: no store needed, so a store moved aside or another root's pushes still count.
+    found = serving_baseline(serving, "m3")
     assert (found.version, found.model_fingerprint, found.uri) == (2, "m2", str(serving / "2"))
-    assert latest_blessed(store, serving, "m2").version == 1  # a model is not its own baseline
-    assert latest_blessed(store, tmp_path / "elsewhere", "m3") is None  # another serving directory
+    assert serving_baseline(serving, "m2").version == 1  # a model is not its own baseline
+    assert serving_baseline(tmp_path / "elsewhere", "m3") is None  # another serving directory
+    (serving / "2" / "saved_model.pb").write_bytes(b"replaced")
+    assert serving_baseline(serving, "m3").fingerprint != found.fingerprint  # a replaced version: a new baseline
     (serving / "1" / "saved_model.pb").unlink()  # removed from serving: no longer a baseline
-    assert latest_blessed(store, serving, "m2") is None
+    assert serving_baseline(serving, "m2") is None
 
 
 def test_a_search_result_is_reused_across_roots_by_its_key_unless_altered(shared):

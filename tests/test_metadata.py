@@ -145,3 +145,39 @@ def test_a_mysql_password_can_come_from_the_environment(monkeypatch, written):
     assert connection_config(cfg)[0].mysql.password == "from-env"
     given = Config(metadata=MetadataConfig(mysql=MySQLConfig(host="db", password="in-yaml")))
     assert connection_config(given)[0].mysql.password == "in-yaml"
+
+
+def test_a_store_on_a_full_disk_names_the_cause_on_every_write_and_is_whole_afterwards(tmp_path):
+    """MLMD's SQLite leaves a failed COMMIT's transaction open: without a fresh connection every later
+    write said only "Transaction already open". Run in a process whose files may not grow."""
+    import subprocess
+    import sys
+
+    from test_cli import REPO
+
+    script = f"""
+import os, resource, signal, sys
+sys.path.insert(0, {str(REPO)!r})
+from pipeline.config import Config, override
+from pipeline.engine.errors import MetadataError
+from pipeline.engine.metadata import Metadata
+cfg = override(Config(), root={str(tmp_path / "root")!r})
+store = Metadata.open(cfg)
+store.start_run("first", cfg.root, "x: 1", "idx:/d")
+size = os.path.getsize(os.path.join(cfg.root, "metadata.sqlite"))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+for run_id in ("second", "third"):
+    try:
+        store.start_run(run_id, cfg.root, "y" * 100000, "idx:/d")
+    except MetadataError as exc:
+        print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 2, done.stderr[-2000:]
+    for line in lines:
+        assert line.startswith(f"{tmp_path / 'root' / 'metadata.sqlite'}: the metadata store failed (")
+        assert "disk I/O error" in line and "the disk may be full" in line and "Transaction already open" not in line
+    store = Metadata.open(override(Config(), root=str(tmp_path / "root")), create=False)
+    assert store.run("first")["status"] in ("running", "interrupted") and not store.has_run("second")

@@ -160,3 +160,28 @@ def test_a_push_repeated_after_a_kill_returns_the_version_already_there(model, b
     (serving / ".staging-999999999").mkdir()  # what a push killed before its rename leaves
     again = push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving)
     assert again == first and sorted(p.name for p in serving.iterdir()) == ["1"]
+
+
+def test_an_unreadable_serving_model_is_named_or_ignored_as_asked(model, blessed, examples, tmp_path):
+    import shutil
+
+    from components.push import serving_baseline
+
+    serving = tmp_path / "serving"
+    (tmp_path / "out").mkdir()
+    first = push(model, blessed, examples, out_dir=tmp_path / "out", serving_dir=serving)
+    (Path(first.uri) / "saved_model.pb").write_bytes(b"\x08garbage")  # a disk error, a bad copy
+    baseline = serving_baseline(serving, "another model")
+    assert baseline.uri == first.uri  # the directory is read as it is: broken or not
+    candidate = dataclasses.replace(model, fingerprint="another model")
+    with pytest.raises(PipelineError, match=rf"^{first.uri}: the model serving now \(version 1\) cannot be read as "
+                                            r"the regression baseline \(.+\); .*--baseline-broken ignore"):
+        evaluate(candidate, examples, baseline, out_dir=tmp_path, min_accuracy=0.0)
+    ignored = evaluate(candidate, examples, baseline, out_dir=tmp_path, min_accuracy=0.0, baseline_broken="ignore")
+    assert ignored.blessed and ignored.baseline_version is None
+    assert "baseline version 1" in ignored.reasons[1] and "ignored" in ignored.reasons[1]
+    # The broken version does not block the next push: it goes beside it.
+    second = push(candidate, ignored, examples, out_dir=tmp_path / "out", serving_dir=serving)
+    assert second.version == 2 and serving_baseline(serving, "a third").version == 2
+    shutil.rmtree(serving / "2")
+    assert serving_baseline(serving, "a third").version == 1

@@ -59,3 +59,52 @@ def test_every_test_the_reliability_doc_names_exists():
         if not (REPO / path).is_file():
             missing.append(path)
     assert named > 30 and missing == []
+
+
+@pytest.mark.slow
+def test_sigterm_or_sigint_records_the_run_interrupted_at_once_and_the_rerun_resumes(tmp_path):
+    import os
+
+    from conftest import start_held
+
+    data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 64}, seed=1)
+    root = tmp_path / "root"
+    command = [sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root), "--no-tune",
+               "--epochs", "3", "--min-accuracy", "0", "--json"]
+    for signum, point in ((signal.SIGTERM, "train.epoch_begin#2"), (signal.SIGINT, "push.staged")):
+        proc = start_held(command, point, tmp_path / "reached", cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+        os.kill(proc.pid, signum)
+        out, err = proc.communicate(timeout=300)
+        name = signal.Signals(signum).name
+        assert proc.returncode == 130, err
+        assert_one_line_error(err, f"interrupted by {name}", "finished components are reused")
+        summary = json.loads(out)
+        assert summary["status"] == "interrupted" and name in summary["error"]
+        assert json.loads((root / "runs" / summary["run_id"] / "summary.json").read_text()) == summary
+        listed = subprocess.run([sys.executable, "-m", "pipeline", "runs", "list", "--root", str(root), "--json"],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        newest = json.loads(listed.stdout)[-1]  # recorded at once, not by the next run
+        assert (newest["run_id"], newest["status"]) == (summary["run_id"], "interrupted")
+        assert not list((root / "serving").glob(".staging-*"))  # a push stopped midway leaves no staging
+    assert summary["components"]["train"]["state"] == "executed"  # the first run trained 1 epoch, this one 2
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    final = json.loads(done.stdout)
+    assert done.returncode == 0 and final["status"] == "pushed", done.stderr
+    assert final["components"]["train"]["state"] == "cached" and final["push"]["version"] == 1
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_during_training_fails_the_run_in_one_line_and_leaves_no_temporary_files(tmp_path):
+    # The data's files fit in 1.5 MiB; the model and its backup (weights and Adam's state, about 2.7 MB) do not.
+    data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 64}, seed=1)
+    root = tmp_path / "root"
+    code, out, err = _run(root, data, 3 << 19)
+    assert code == 1 and json.loads(out)["status"] == "failed"
+    assert_one_line_error(err, "disk full (File too large)", "finished components are reused")
+    assert json.loads(out)["components"]["statistics"]["state"] == "executed"
+    left = [p for p in root.rglob("*") if ".tmp-" in p.name or "partial" in p.name]
+    assert left == []
+    code, out, err = _run(root, data)
+    assert code == 0 and json.loads(out)["status"] == "pushed", err
+    assert json.loads(out)["components"]["ingest"]["state"] == "cached"

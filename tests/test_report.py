@@ -71,7 +71,9 @@ def test_report_renders_every_section_offline(stats, tmp_path):
                                                   "moved_images": "#moved img"}, tmp_path)
     assert all(seen[section] for section in SECTIONS), seen
     assert seen["moved_images"] == 3 and seen["broken_images"] == 0, seen
-    buckets = sum(len(boundaries()[d.feature]) - 1 for d in distances)
+    # The label's histogram spans its 10 classes, not the 64 buckets kept for any class count.
+    buckets = sum(10 if d.feature == "label" else len(boundaries()[d.feature]) - 1 for d in distances)
+    assert "label" in {d.feature for d in distances} and ">class 9</text>" in page.read_text()
     assert seen["drift_rows"] == len(distances) + 1 and seen["svg_bars"] == 2 * buckets
 
 

@@ -1,5 +1,6 @@
 """End-to-end tests of run records: ML Metadata, caching and partial runs, `runs` commands, the run report."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,9 @@ def test_lineage_names_the_data_and_hyperparameters_of_a_pushed_version(first, r
     assert lineage["statistics"]["uri"] == first["components"]["statistics"]["uri"]
     code, out, err = cli("runs", "lineage", "1", "--root", root / "root", "--serving-dir", root / "root" / "serving")
     assert code == 0 and f"pushed by run {first['run_id']}" in out and "data fingerprint" in out
+    relative = os.path.relpath(root / "root", REPO)  # the CLI runs in REPO: a relative spelling of the same root
+    code, out, err = cli("runs", "lineage", "1", "--root", relative, "--json")
+    assert code == 0 and json.loads(out)["run_id"] == first["run_id"], err
 
 
 def test_report_shows_every_section_in_headless_chromium(first, root, tmp_path):

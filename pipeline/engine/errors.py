@@ -45,3 +45,17 @@ class MetadataError(PipelineError):
 
 class LockedError(PipelineError):
     """Another run holds the lock on the pipeline root."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by SIGINT (Ctrl-C) or SIGTERM: it is recorded `interrupted` with its summary.
+
+    A KeyboardInterrupt, not a PipelineError: code that turns an Exception into a failure (KerasTuner
+    marks a trial failed and goes on) lets it through.
+    """
+
+    exit_code = 130
+
+    def __init__(self, signal_name: str):
+        self.signal_name = signal_name
+        super().__init__(f"interrupted by {signal_name}; run the same command again: finished components are reused")

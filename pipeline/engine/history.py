@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine.artifacts import ARTIFACT_TYPES, RECORD, Artifact, HyperParameters, PushedModel, Statistics
+from pipeline.engine.artifacts import ARTIFACT_TYPES, RECORD, Artifact, HyperParameters, Statistics
 from pipeline.engine.metadata import Metadata, live_of_type
 from pipeline.engine.runner import Runner
 
@@ -73,34 +71,6 @@ def reusable_hyperparameters(store: Metadata, search: str) -> HyperParameters | 
         found, _ = Runner.cached(Path(artifact["uri"]))
         if isinstance(found, HyperParameters) and found.search == search:
             return found
-    return None
-
-
-def latest_blessed(store: Metadata, serving_dir: str | Path, model_fingerprint: str) -> PushedModel | None:
-    """The model serving now: the newest version pushed into `serving_dir` that is still there.
-
-    A pushed copy of the model being evaluated (`model_fingerprint`) is skipped: a model is not its own
-    baseline, and a re-run of an identical build stays cached.
-
-    Example:
-        >>> latest_blessed(Metadata.open(cfg), "pipeline_root/serving", model.fingerprint).version
-        3
-    """
-    serving = Path(serving_dir).resolve()
-    pushed = [a for a in live_of_type(store, "PushedModel") if Path(a["uri"]).name.isdigit()]
-    for artifact in sorted(pushed, key=lambda a: (int(Path(a["uri"]).name), a["id"]), reverse=True):
-        version = Path(artifact["uri"])
-        if version.resolve().parent != serving or not (version / "saved_model.pb").is_file():
-            continue  # another serving directory, or removed from serving
-        try:
-            info = json.loads((version / "model_info.json").read_text())
-        except (OSError, ValueError):
-            continue  # not a version this pipeline wrote
-        if info.get("model_fingerprint") == model_fingerprint:
-            continue
-        key = hashlib.sha256(f"{version.resolve()}|{info.get('model_fingerprint')}".encode()).hexdigest()
-        return PushedModel(uri=str(version), fingerprint=key, version=int(version.name),
-                           model_fingerprint=info.get("model_fingerprint", ""))
     return None
 
 

@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,39 @@ def connection_config(cfg) -> tuple[Any, str]:
     conn.sqlite.filename_uri = str(path)
     conn.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
     return conn, str(path)
+
+
+class _Store:
+    """An MLMD store whose failed call names its own cause, on a fresh connection for the calls after it.
+
+    MLMD's SQLite source leaves a transaction open when its COMMIT fails (a full disk): every later
+    call on that connection then says only "Transaction already open", hiding why.
+    """
+
+    def __init__(self, connect, name: str):
+        self._connect, self._name = connect, name
+        self._store = connect()
+
+    def __getattr__(self, attr: str):
+        method = getattr(self._store, attr)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                try:
+                    self._store = self._connect()  # the failed transaction goes with the old connection
+                except Exception:
+                    pass  # the next call says why it cannot connect
+                full = "disk" in reason.lower() or "full" in reason.lower()
+                raise MetadataError(f"{self._name}: the metadata store failed ({reason})" + (
+                    "; the disk may be full: free space and run again: finished components are reused"
+                    if full else "")) from None
+
+        return call
 
 
 def _now() -> str:
@@ -95,7 +129,7 @@ class Metadata:
             # Members of a distributed search open a new root's store at once; MLMD fails on a half-made one.
             sqlite = Path(conn.sqlite.filename_uri).parent if conn.HasField("sqlite") else None
             with exclusive(sqlite, create=False) if sqlite else contextlib.nullcontext():
-                self.store = metadata_store.MetadataStore(conn, enable_upgrade_migration=True)
+                self.store = _Store(lambda: metadata_store.MetadataStore(conn, enable_upgrade_migration=True), name)
                 self.store.get_context_types()
         except Exception as exc:  # MLMD raises its own errors types, or sqlite's, for an unreadable file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -310,6 +344,10 @@ class Metadata:
         return {"id": artifact.id, "type": kind, "uri": artifact.uri,
                 "state": pb.Artifact.State.Name(artifact.state), "properties": props}
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether the store has a run of this id."""
+        return self.store.get_context_by_type_and_name(RUN, run_id) is not None
+
     def run(self, run_id: str) -> dict[str, Any]:
         """One run: its properties, effective config (YAML) and every execution with its output artifact.
 
@@ -337,7 +375,10 @@ class Metadata:
         """
         pb = _pb()
         uri = str(Path(version_uri))
-        pushed = [a for a in self.store.get_artifacts_by_uri(uri) if a.state == pb.Artifact.LIVE
+        # A run records its paths as given: relative to where it ran, or absolute. Either names the version.
+        spellings = dict.fromkeys([uri, str(Path(uri).resolve()), os.path.relpath(Path(uri).resolve())])
+        pushed = [a for spelling in spellings for a in self.store.get_artifacts_by_uri(spelling)
+                  if a.state == pb.Artifact.LIVE
                   and self.store.get_artifact_types_by_id([a.type_id])[0].name == "PushedModel"]
         if not pushed:
             raise MetadataError(f"{uri}: no pushed model recorded at this directory in {self.name}")
