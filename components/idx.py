@@ -124,6 +124,9 @@ def read_pair(images_path: Path, labels_path: Path | None) -> tuple[np.ndarray, 
     images = read_idx(images_path)
     if images.ndim != 3:
         raise DataError(f"{images_path}: expected images of rank 3 [count, rows, cols], got shape {images.shape}")
+    if 0 in images.shape[1:]:
+        raise DataError(f"{images_path}: images of {images.shape[1]}x{images.shape[2]} pixels; expected at least "
+                        "one row and one column")
     if labels_path is None:
         return images, None
     labels = read_idx(labels_path)

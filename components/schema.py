@@ -13,7 +13,7 @@ from pipeline.engine.errors import DataError
 IMAGE, LABEL = "image", "label"
 PIXELS, CLASSES = 28 * 28, 10  # CLASSES: when neither the schema nor the data says otherwise
 NAMES_TAG = "class_names"  # the label's annotation with this tag lists the class names, in label order
-# Minimum effect sizes (a G-test decides drift; the effect must reach these too): 2% of the test images
+# Minimum effect sizes (drift is an effect shown to exceed them, components.drift): 2% of the test images
 # of Fashion-MNIST shifted by 3 pixels measures 0.0009 (JSD), a class at half its share 0.05 (L-infinity).
 FEATURE_THRESHOLD, LABEL_THRESHOLD = 0.0005, 0.03
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
-from components.drift import compare, decide
+from components.drift import LABEL, compare, decide, fixed_histogram
 from components.libs import load_tfdv
 from pipeline.engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
 from pipeline.engine.component import Component
@@ -37,10 +38,47 @@ def breaches(distances: list[Distance], split: str) -> list[Anomaly]:
     return [Anomaly(split, d.feature, d.comparison.split(":")[0].upper(), why(d)) for d in distances if d.drifted]
 
 
+def test_examples_needed(min_accuracy: float) -> int:
+    """The fewest test examples that can tell a model at `min_accuracy` from a perfect one: the threshold's
+    distance to 1 is at least two standard errors of an accuracy there, 1 - t >= 2 sqrt(t (1 - t) / n),
+    so n >= 4 t / (1 - t): 30 for 0.88, 130 for 0.97, 1 for 0. A threshold of 1 needs none more.
+
+    Example:
+        >>> test_examples_needed(0.97)
+        130
+    """
+    return 1 if min_accuracy >= 1 else max(1, math.ceil(4 * min_accuracy / (1 - min_accuracy) - 1e-9))
+
+
+def coverage(per_split: dict, classes: tuple[str, ...], min_accuracy: float | None) -> list[Anomaly]:
+    """What keeps labelled data from making a model worth trusting: a class without examples in train (a
+    model cannot learn it) or in test (its recall cannot be measured), and a test split too small to
+    measure accuracy against `min_accuracy` (`test_examples_needed`)."""
+    found = []
+    for split in ("train", "test"):
+        stats = per_split[split].datasets[0]
+        counts = fixed_histogram(stats, LABEL)
+        if stats.num_examples == 0 or counts is None or not counts.sum():
+            continue  # empty (flagged already) or without labels (flagged as a missing label)
+        missing = [f"{i} ({name})" for i, name in enumerate(classes) if i >= len(counts) or counts[i] == 0]
+        if missing:
+            found.append(Anomaly(split, LABEL, "MISSING_CLASSES", f"{len(missing)} of the schema's {len(classes)} "
+                                 f"classes have no examples in split '{split}': {', '.join(missing[:10])}"
+                                 + (" ..." if len(missing) > 10 else "")))
+    tested = per_split["test"].datasets[0].num_examples
+    if min_accuracy is not None and 0 < tested < test_examples_needed(min_accuracy):
+        found.append(Anomaly("test", "*", "TEST_SPLIT_TOO_SMALL", f"{tested} examples; at least "
+                             f"{test_examples_needed(min_accuracy)} are needed to measure accuracy against "
+                             f"min_accuracy {min_accuracy:g} (two standard errors from a perfect score)"))
+    return found
+
+
 def validate(statistics: Statistics, schema: Schema, previous: Statistics | None = None, *,
-             out_dir: Path, false_positive_rate: float = 0.001) -> Anomalies:
+             out_dir: Path, false_positive_rate: float = 0.001, min_accuracy: float | None = None) -> Anomalies:
     """Checks each split against the schema (TRAINING environment), test against train with the
     schema's skew comparators, and train against the previous span's train with its drift comparators.
+    Every class of the schema must have train and test examples, and the test split enough examples
+    to measure accuracy against `min_accuracy` (`coverage`).
 
     Skew and drift are one check: on clean data, at most `false_positive_rate` of runs find either.
 
@@ -63,6 +101,9 @@ def validate(statistics: Statistics, schema: Schema, previous: Statistics | None
         if proto is not None:
             (out_dir / split).mkdir()
             (out_dir / split / "anomalies.pbtxt").write_text(text_format.MessageToString(proto))
+    from components.schema import class_names
+
+    found += coverage(per_split, class_names(proto_schema), min_accuracy)
     train = per_split["train"].datasets[0]
     distances = compare(train, per_split["test"].datasets[0], proto_schema, "skew: train vs test",
                         "skew_comparator")
@@ -82,4 +123,4 @@ def summarize(anomalies: Anomalies | None, info: dict) -> dict:
 
 
 COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema, (Statistics, type(None))),
-                      output=Anomalies, version="3")  # 3: a G-test at a chosen false-positive rate
+                      output=Anomalies, version="4")  # 4: classes covered, a test split big enough

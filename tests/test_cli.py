@@ -158,8 +158,11 @@ def test_baseline_comparison_blocks_a_weaker_model(first_run, data):
         first["evaluation"]["accuracy"], abs=1e-6)}
     assert second["push"]["version"] == 2 and "fresh process" in second["push"]["infra_check"]
 
-    # One epoch of the reference on the same data is worse than what serves: not blessed, nothing pushed.
-    code, out, err = cli(*base, "--no-tune", "--epochs", "1", "--max-regression", "0")
+    # One gradient step of the reference (a batch larger than the split) is worse than what serves on any
+    # machine's arithmetic: not blessed, nothing pushed.
+    one_step = root.parent / "one-step.yaml"
+    one_step.write_text("train:\n  batch_size: 4096\n")
+    code, out, err = cli(*base, "--config", one_step, "--no-tune", "--epochs", "1", "--max-regression", "0")
     weak = json.loads(out)
     assert code == 4 and weak["status"] == "not_blessed", err
     assert weak["evaluation"]["baseline"]["version"] == 2
@@ -293,6 +296,26 @@ def test_bad_config_and_usage(tmp_path):
     code, _, err = cli("run", "--schema", tmp_path / "none.pbtxt", "--dataset", f"idx:{tiny}", "--root", tmp_path)
     assert code == 1
     assert_one_line_error(err, "none.pbtxt: schema file not found")
+
+
+def test_a_root_that_is_a_file_or_cannot_be_written_is_refused_in_one_line(data, tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    dataset = ("--dataset", f"idx:{data / 'data'}")
+    code, _, err = cli("run", *dataset, "--root", tmp_path / "a-file")
+    assert code == 2
+    assert_one_line_error(err, f"--root {tmp_path / 'a-file'}: a file, not a directory")
+    code, _, err = cli("validate", *dataset, "--root", tmp_path / "a-file")
+    assert code == 2 and "a file, not a directory" in err
+    try:  # sysfs refuses new entries to anyone, root included: a read-only root on any Linux machine
+        (Path("/sys") / "pipeline-probe").mkdir()
+        (Path("/sys") / "pipeline-probe").rmdir()
+        pytest.skip("/sys accepts new directories here")
+    except OSError:
+        pass
+    for root in ("/sys", "/sys/pipeline_root"):
+        code, _, err = cli("run", *dataset, "--root", root)
+        assert code == 1
+        assert_one_line_error(err, f"{root}: cannot write the pipeline root (")
 
 
 def test_drift_command(data, tmp_path):

@@ -83,8 +83,45 @@ def test_holm_shares_the_rate_among_the_tests_of_a_check():
 def test_a_huge_batch_does_not_alarm_on_a_trivial_difference():
     rng = np.random.default_rng(1)
     baseline, today = _beta_counts(rng, 2_000_000), _beta_counts(rng, 2_000_000, shift=0.001)
+    assert drift.g_test(baseline, today)[2] < 1e-6  # a real difference, the G-test of equality says
     found = drift.bucket_test("drift: a vs b", "f", "jensen_shannon_divergence", baseline, today, 0.0005)
-    assert found.p_value < 1e-6 and found.distance < 0.0005  # significant, but far below the minimum effect
+    assert found.distance < 0.0005 and found.p_value > 0.5  # but far below the minimum effect
     assert not drift.decide([found], 0.001)[0].drifted
-    found = drift.bucket_test("drift: a vs b", "f", "jensen_shannon_divergence", baseline, today, 0.00001)
+    found = drift.bucket_test("drift: a vs b", "f", "jensen_shannon_divergence", baseline, today, 0.000002)
     assert drift.decide([found], 0.001)[0].drifted
+
+
+def _mixture_at(base: np.ndarray, other: np.ndarray, jsd: float) -> np.ndarray:
+    """Shares between `base` and `other` whose JSD from `base` is `jsd`."""
+    from scipy.optimize import brentq
+
+    share = brentq(lambda t: drift.jensen_shannon(base, (1 - t) * base + t * other) - jsd, 1e-9, 1)
+    return (1 - share) * base + share * other
+
+
+def test_the_interval_null_holds_its_level_at_the_minimum_effect_and_ignores_noise_below_it():
+    """A batch whose true effect is the schema's minimum alarms at most at the level; one with a real but
+    smaller difference, whose estimate sampling noise lifts above the minimum (2,000 images against
+    60,000), does not alarm; one well above it does."""
+    rng = np.random.default_rng(2)
+    base = _beta_counts(rng, 2_000_000) / 2_000_000
+    other = _beta_counts(rng, 2_000_000, shift=0.1) / 2_000_000
+    minimum = 0.0005
+
+    def p_values(shares, n, tries):
+        return np.array([drift.interval_test("jensen_shannon_divergence", rng.multinomial(60_000, base) * 1.0,
+                                             rng.multinomial(n, shares) * 1.0, minimum)[3] for _ in range(tries)])
+
+    assert np.mean(p_values(_mixture_at(base, other, minimum), 2000, 400) < 0.05) <= 0.08
+    below = _mixture_at(base, other, minimum / 2)
+    estimates = [drift.jensen_shannon(rng.multinomial(60_000, base) * 1.0, rng.multinomial(2000, below) * 1.0)
+                 for _ in range(20)]
+    assert min(estimates) > minimum  # the point estimate alone would call every batch drift
+    assert (p_values(below, 2000, 200) > 0.001).all()
+    assert (p_values(_mixture_at(base, other, 20 * minimum), 2000, 20) < 1e-5).all()  # below any Holm level
+    # L-infinity: a class's share moved by twice the minimum is found in 10,000 labels; half of it is not.
+    classes = np.full(10, 0.1)
+    moved = lambda by: classes + np.r_[by, [-by / 9] * 9]  # noqa: E731
+    test = lambda by: drift.interval_test("l_infinity", rng.multinomial(60_000, classes) * 1.0,  # noqa: E731
+                                          rng.multinomial(10_000, moved(by)) * 1.0, 0.03)
+    assert test(0.06)[:1] == ("z-test",) and test(0.06)[3] < 1e-6 and test(0.015)[3] == 1.0

@@ -157,6 +157,12 @@ def test_wrong_magic(idx_dir, tmp_path):
         _ingest(tmp_path, idx_dir)
 
 
+def test_zero_size_images_name_the_file(idx_dir, tmp_path):
+    write_idx(idx_dir / "t10k-images-idx3-ubyte.gz", np.zeros((16, 0, 0), np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: images of 0x0 pixels; expected at least one row"):
+        _ingest(tmp_path, idx_dir)
+
+
 def test_other_image_size_is_kept_for_validation_to_flag(tmp_path):
     examples = _ingest(tmp_path, write_dataset(tmp_path / "big", {"train": 40, "t10k": 20}, side=32))
     assert _read_len(examples) == 1024

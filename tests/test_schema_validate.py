@@ -163,7 +163,7 @@ def test_label_drift_fires_on_the_label_alone(tmp_path):
     assert drifted == {("drift", "label", "l_infinity")}
     anomaly = next(a for a in result.anomalies if a.type == "DRIFT")
     assert anomaly.feature == "label" and "l_infinity 0.3000 >= minimum effect 0.0300" in anomaly.description
-    assert "G-test" in anomaly.description and "<= alpha" in anomaly.description
+    assert "z-test" in anomaly.description and "<= alpha" in anomaly.description  # of the interval null
     # The same data held to a false-positive rate no p-value here reaches: nothing drifts.
     for name in ("strict", "strict-schema"):
         (tmp_path / name).mkdir()
@@ -182,3 +182,24 @@ def test_skew_fires_on_pixels_and_on_labels(tmp_path):
     assert {("mean_intensity", "jensen_shannon_divergence"), ("label", "l_infinity")} <= skewed
     assert {(a.split, a.feature) for a in result.anomalies if a.type == "SKEW"} >= {("test", "label"),
                                                                                   ("test", "mean_intensity")}
+
+
+def test_data_that_cannot_make_a_trustworthy_model_is_flagged(tmp_path):
+    from components.validate import test_examples_needed
+
+    # Every label one class: a model of it answers that class whatever it sees.
+    found = _anomalies(tmp_path / "one", _images(40), np.full(40, 3), curated=SCHEMAS / "mnist.pbtxt")
+    missing = [a for a in found if a.type == "MISSING_CLASSES"]
+    assert [(a.split, a.feature) for a in missing] == [("train", "label"), ("test", "label")]
+    assert missing[0].description.startswith("9 of the schema's 10 classes have no examples in split 'train': 0 (0)")
+    # A test split of one image measures accuracy as 0 or 1: no threshold can be judged from it.
+    stats = _stats_of(tmp_path / "small", _images(1), np.array([5]))
+    for sub in ("schema", "a", "b"):
+        (tmp_path / "small" / sub).mkdir()
+    curated = schema(stats, out_dir=tmp_path / "small" / "schema", curated=SCHEMAS / "mnist.pbtxt")
+    result = validate(stats, curated, out_dir=tmp_path / "small" / "a", min_accuracy=0.88)
+    small = [a for a in result.anomalies if a.type == "TEST_SPLIT_TOO_SMALL"]
+    assert small and small[0].description.startswith("1 examples; at least 30 are needed")
+    assert [test_examples_needed(t) for t in (0.0, 0.5, 0.88, 0.97, 1.0)] == [1, 4, 30, 130, 1]
+    assert validate(stats, curated, out_dir=tmp_path / "small" / "b", min_accuracy=0.0).anomalies == tuple(
+        a for a in result.anomalies if a.type != "TEST_SPLIT_TOO_SMALL")

@@ -25,3 +25,32 @@ def write_json(path: Path, data: dict) -> None:
         >>> write_json(Path("/tmp/root/runs/x/summary.json"), {"status": "pushed"})
     """
     write_text(path, json.dumps(data, indent=2, default=str))
+
+
+def writable_root(root: str | Path) -> Path:
+    """Creates the pipeline root when missing and returns it; refuses, in one line, a root that is a file
+    or cannot be written (a read-only mount, no permission), before anything runs.
+
+    Raises:
+        ConfigError: `root` is an existing file.
+        PipelineError: the root cannot be created or written.
+
+    Example:
+        >>> writable_root("pipeline_root")
+        PosixPath('pipeline_root')
+    """
+    from pipeline.engine.errors import ConfigError, PipelineError
+
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--root {root}: a file, not a directory; expected the pipeline root's directory")
+    probe = root / f".write-check-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        where = exc.filename if isinstance(exc.filename, str) else root
+        raise PipelineError(f"{root}: cannot write the pipeline root ({exc.strerror} at {where}); "
+                            "expected a writable directory (or choose another --root)") from None
+    return root

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.engine.errors import LockedError
+from pipeline.engine.files import writable_root
 
 log = logging.getLogger("pipeline")
 LOCK = ".lock"
@@ -52,13 +53,13 @@ def root_lock(root: str | Path, run_id: str, wait: bool = True, shared: bool = F
 
     Raises:
         LockedError: `wait` is False and another run holds the lock.
+        ConfigError, PipelineError: the root is a file or cannot be written (`files.writable_root`).
 
     Example:
         >>> with root_lock("pipeline_root", run_id):
         ...     production(cfg, runner)
     """
-    path = Path(root) / LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = writable_root(root) / LOCK
     with open(path, "a+") as handle:
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:

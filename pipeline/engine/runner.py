@@ -20,6 +20,7 @@ from pipeline.engine.component import Component
 from pipeline.engine.dag import between
 from pipeline.engine.errors import PipelineError
 from pipeline.engine.failpoints import failpoint
+from pipeline.engine.files import writable_root
 from pipeline.engine.lock import exclusive
 
 log = logging.getLogger("pipeline")
@@ -119,7 +120,7 @@ class Runner:
     def __init__(self, root: str | Path, use_cache: bool = True, force: frozenset[str] = frozenset(),
                  run_dir: str | Path | None = None, order: tuple[str, ...] = (), start: str | None = None,
                  stop: str | None = None, metadata=None, shared: bool = False, deadline: float | None = None):
-        self.store = Path(root) / "artifacts"
+        self.store = writable_root(root) / "artifacts"
         self.run_dir = Path(run_dir) if run_dir else None
         self.use_cache = use_cache
         between(order, start, stop)  # checks the names and their order
