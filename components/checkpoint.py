@@ -35,8 +35,10 @@ def save(model, work: Path, epoch: int) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write to a file object names no file
+            raise OSError(exc.errno, exc.strerror, str(final)) from exc
         raise
 
 
@@ -74,3 +76,38 @@ def restore(model, work: Path) -> int:
     for variable, value in zip(optimizer.variables, state):
         variable.assign(value)
     return epoch + 1
+
+
+def save_weights(model, path: Path) -> None:
+    """Writes `model`'s weights alone to `path` (NumPy, atomically: see `save`).
+
+    Example:
+        >>> save_weights(model, Path("/tmp/trial/checkpoint.npz"))
+    """
+    import keras
+
+    path, tmp = Path(path), Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as file:
+            np.savez(file, *[keras.ops.convert_to_numpy(w) for w in model.weights])
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write to a file object names no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def load_weights(model, path: Path) -> None:
+    """Loads weights that `save_weights` wrote (or Keras's `.weights.h5` of an earlier version) into `model`.
+
+    Example:
+        >>> load_weights(model, Path("/tmp/trial/checkpoint.npz"))
+    """
+    if str(path).endswith(".h5"):
+        model.load_weights(str(path))
+        return
+    with np.load(path, allow_pickle=False) as saved:
+        model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])

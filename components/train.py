@@ -226,7 +226,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     if initial:
         log.info("  resuming training after epoch %d", initial)
     elif warm:
-        model.load_weights(warm)
+        checkpoint.load_weights(model, Path(warm))
     # Order matters: the history and best model are written before the backup marks the epoch done.
     callbacks = [progress, _BackUp(work)]
     if train.tensorboard and run_dir is not None:

@@ -38,6 +38,9 @@ class TrialSpec:
     deterministic: bool = False  # op determinism (trials always read their input in order)
 
 
+DISK_ERROR = "trial OSError: "  # how a trial process reports a failed write: [errno, strerror, filename] follow
+
+
 def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict[str, Any]:
     """Runs the trial in a new Python process and returns its metrics: the best epoch's, plus `epochs_run`
     and `peak_mb` (the trial process's peak resident memory). On a terminal, a bar labelled `label`
@@ -75,6 +78,9 @@ def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict
             raise
     if code != 0 or not result_path.is_file():
         lines = [line for line in errors_path.read_text(errors="replace").splitlines() if line.strip()]
+        failed = [json.loads(line[len(DISK_ERROR):]) for line in lines if line.startswith(DISK_ERROR)]
+        if failed:
+            raise OSError(*failed[-1])
         raise RuntimeError(f"trial process exited with {code}: {lines[-1] if lines else 'no output'}")
     return json.loads(result_path.read_text())
 
@@ -114,6 +120,7 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     import keras
     import keras_tuner as kt
 
+    from components import checkpoint
     from components.cnn import CNNHyperModel
     from components.inputs import make_dataset
     from components.train import distribution_strategy, input_device, mixed_precision_enabled
@@ -137,7 +144,7 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
                               classes=spec.classes).build(hp)
     initial_epoch = spec.initial_epoch
     if spec.resume_from and Path(spec.resume_from).is_file():
-        model.load_weights(spec.resume_from)
+        checkpoint.load_weights(model, Path(spec.resume_from))
     else:  # e.g. the earlier round ran on another machine's disk: train this round from scratch
         initial_epoch = 0
     callbacks = [keras.callbacks.EarlyStopping(monitor=OBJECTIVE, mode="max", patience=1, restore_best_weights=True)]
@@ -151,7 +158,7 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     failpoint("trial.start")
     history = model.fit(train, validation_data=evaluation, epochs=spec.epochs, initial_epoch=initial_epoch,
                         callbacks=callbacks, verbose=0).history
-    model.save_weights(spec.checkpoint)
+    checkpoint.save_weights(model, Path(spec.checkpoint))  # NumPy: h5py crashed on a full disk
     failpoint("trial.end")  # trained, not yet reported: the search runs this trial again
     scores = history[OBJECTIVE]
     best = scores.index(max(scores))
@@ -165,10 +172,14 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     spec_path, result_path, *progress = argv
     spec = TrialSpec(**json.loads(Path(spec_path).read_text()))
-    result = run_trial(spec, Path(progress[0]) if progress else None)
-    tmp = Path(result_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, result_path)
+    try:
+        result = run_trial(spec, Path(progress[0]) if progress else None)
+        tmp = Path(result_path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, result_path)
+    except OSError as exc:  # the tuner re-raises it as this OSError (a full disk ends the search)
+        print(f"{DISK_ERROR}{json.dumps([exc.errno, exc.strerror, exc.filename])}", file=sys.stderr, flush=True)
+        raise
     return 0
 
 

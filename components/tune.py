@@ -20,7 +20,7 @@ from pipeline.engine.failpoints import failpoint
 
 log = logging.getLogger("pipeline")
 OBJECTIVE = "val_accuracy"
-WEIGHTS = "best.weights.h5"  # the best trial's weights, in the output
+WEIGHTS = "best.weights.npz"  # the best trial's weights, in the output (components.checkpoint)
 
 
 def distributed_role() -> str | None:
@@ -141,13 +141,16 @@ def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Pa
             spec = TrialSpec(**trial_spec, hyperparameters=hp.get_config(),
                              epochs=hp.values.get("tuner/epochs", fit_kwargs["epochs"]),
                              initial_epoch=hp.values.get("tuner/initial_epoch", 0),
-                             checkpoint=self._get_checkpoint_fname(trial.trial_id),
-                             resume_from=self._get_checkpoint_fname(earlier) if earlier else None,
+                             checkpoint=_weights_of(self, trial.trial_id),
+                             resume_from=_weights_of(self, earlier) if earlier else None,
                              deadline=self.oracle.deadline if hasattr(self.oracle, "deadline") else None,
                              tensorboard=str(tensorboard / trial.trial_id) if tensorboard else None)
             start = time.monotonic()
-            metrics = run_in_subprocess(spec, Path(self.get_trial_dir(trial.trial_id)) / "process",
-                                        label=f"trial {trial.trial_id}")
+            try:
+                metrics = run_in_subprocess(spec, Path(self.get_trial_dir(trial.trial_id)) / "process",
+                                            label=f"trial {trial.trial_id}")
+            except OSError as exc:  # a full disk fails every trial after it: the search stops, saying why
+                raise kt.errors.FatalError(str(exc)) from exc
             self.ran[trial.trial_id] = {"seconds": round(time.monotonic() - start, 2), "memory_mb": _memory_mb(),
                                         "peak_mb": metrics.pop("peak_mb"),
                                         "deterministic": metrics.pop("deterministic")}
@@ -170,6 +173,11 @@ def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Pa
     kt.Tuner.__init__(tuner, oracle=oracle, hypermodel=CNNHyperModel(), directory=str(directory),
                       project_name="search", overwrite=False)
     return tuner
+
+
+def _weights_of(tuner, trial_id: str) -> str:
+    """Where a trial's weights go: beside KerasTuner's checkpoint name, in NumPy (components.checkpoint)."""
+    return str(Path(tuner._get_checkpoint_fname(trial_id)).with_name("checkpoint.npz"))
 
 
 def _trials_table(tuner) -> tuple[dict, ...]:
@@ -258,7 +266,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
             if not k.startswith("tuner/")}
     # The chosen trial's weights give final training a head start (train.warm_start); a trial run on
     # another machine's disk left none here.
-    checkpoint = Path(tuner._get_checkpoint_fname(chosen))
+    checkpoint = Path(_weights_of(tuner, chosen))
     weights = WEIGHTS if checkpoint.is_file() else ""
     if weights:
         shutil.copyfile(checkpoint, out_dir / WEIGHTS)
@@ -278,5 +286,6 @@ def summarize(hp: HyperParameters | None, info: dict) -> dict:
 
 # The distributed member is part of the cache key: a worker's output (its own trials, no result) is never
 # taken for a search result, and members on one root keep their search state apart.
-COMPONENT = Component(name="tune", fn=tune, inputs=(Examples, Schema), output=HyperParameters, version="5",
+# 6: trial and best weights in NumPy (components.checkpoint).
+COMPONENT = Component(name="tune", fn=tune, inputs=(Examples, Schema), output=HyperParameters, version="6",
                       source_key=lambda **_: os.environ["KERASTUNER_TUNER_ID"] if distributed_role() else "")

@@ -24,6 +24,7 @@ def run(dataset: str | None = None, *, config: str | Path | None = None, root: s
         ConfigError: a bad argument or config value (nothing ran).
         LockedError: another run holds the root and `wait` is False.
         RunFailed: the run failed; its message is the run's error and `.summary` the run's summary.
+        KeyboardInterrupt: Ctrl-C (or SIGTERM) stopped the run, which is recorded `interrupted`.
 
     Example:
         >>> summary = run("idx:/data/mnist", root="/tmp/root", max_trials=2, max_epochs=1)
@@ -37,6 +38,8 @@ def run(dataset: str | None = None, *, config: str | Path | None = None, root: s
                       start=start, stop=stop, wait=wait, run_id=run_id)
     if summary["status"] == "failed":
         raise RunFailed(summary)
+    if summary["status"] == "interrupted":  # recorded; the notebook's cell stops as Ctrl-C asks
+        raise KeyboardInterrupt(summary["error"])
     return summary
 
 

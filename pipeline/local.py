@@ -82,6 +82,8 @@ DISK_FULL = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too lar
 
 def disk_full(exc: BaseException) -> str | None:
     """A one-line message when `exc` is a write that ran out of space (Python's or TensorFlow's), else None."""
+    while not (isinstance(exc, OSError) and exc.errno in DISK_FULL) and exc.__cause__ is not None:
+        exc = exc.__cause__  # e.g. the search stopped (FatalError) because a trial's write failed
     text = str(exc)
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         where, reason = exc.filename or "the pipeline root", DISK_FULL[exc.errno]

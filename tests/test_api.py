@@ -48,3 +48,13 @@ def test_bad_arguments_and_failed_runs_raise_the_errors_modules_exceptions(tmp_p
     with pytest.raises(RunFailed, match="t10k-images-idx3-ubyte.gz") as failed:
         run(f"idx:{data}", root=tmp_path / "root", no_tune=True, epochs=1)
     assert failed.value.summary["status"] == "failed"
+
+
+def test_an_interrupted_run_stops_the_notebook_cell_after_it_is_recorded(monkeypatch, tmp_path):
+    import pipeline.local
+    from pipeline import run
+
+    recorded = {"status": "interrupted", "error": "interrupted by SIGINT; run the same command again"}
+    monkeypatch.setattr(pipeline.local, "execute", lambda *args, **kwargs: recorded)
+    with pytest.raises(KeyboardInterrupt, match="interrupted by SIGINT"):
+        run("idx:/nowhere", root=tmp_path / "root")

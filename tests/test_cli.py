@@ -264,6 +264,19 @@ def test_out_of_range_label_blocks_with_exit_3(tmp_path):
     assert_one_line_error(err, "data validation failed", "feature 'label'")
 
 
+def test_labels_all_of_one_class_block_with_exit_3(tmp_path):
+    data = write_dataset(tmp_path / "data", {"train": 60, "t10k": 40})
+    write_idx(data / "train-labels-idx1-ubyte.gz", np.full(60, 3, np.uint8))
+    code, out, err = cli("run", "--dataset", f"idx:{data}", "--root", tmp_path / "root", "--min-accuracy", "0.95",
+                         "--json")
+    summary = json.loads(out)
+    assert code == 3 and summary["status"] == "blocked" and "tune" not in summary["components"]
+    found = {(a["split"], a["type"]) for a in summary["anomalies"]}
+    assert ("train", "MISSING_CLASSES") in found  # and 40 test images cannot judge 0.95: 76 are needed
+    assert ("test", "TEST_SPLIT_TOO_SMALL") in found and ("test", "MISSING_CLASSES") not in found
+    assert_one_line_error(err, "data validation failed")
+
+
 def test_truncated_gz_exits_1_naming_the_file(tmp_path):
     data = write_dataset(tmp_path / "data", {"train": 60, "t10k": 20})
     path = data / "t10k-images-idx3-ubyte.gz"

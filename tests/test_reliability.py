@@ -108,3 +108,22 @@ def test_a_disk_that_fills_up_during_training_fails_the_run_in_one_line_and_leav
     code, out, err = _run(root, data)
     assert code == 0 and json.loads(out)["status"] == "pushed", err
     assert json.loads(out)["components"]["ingest"]["state"] == "cached"
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_during_the_search_stops_it_naming_the_file(tmp_path):
+    """A trial process whose weights do not fit reports the write that failed; the search stops at once
+    (every later trial would fail the same way) and the run fails with the one-line disk-full error."""
+    data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 64}, seed=1)
+    root = tmp_path / "root"
+
+    def cap():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))  # the data fits; a model's weights do not
+
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root),
+                           "--max-trials", "2", "--max-epochs", "1", "--epochs", "1", "--min-accuracy", "0", "--json"],
+                          cwd=REPO, capture_output=True, text=True, preexec_fn=cap, timeout=600)
+    assert done.returncode == 1 and json.loads(done.stdout)["status"] == "failed"
+    assert_one_line_error(done.stderr, "checkpoint.npz: disk full (File too large)")
+    assert not [p for p in root.rglob("*") if ".tmp-" in p.name or "partial" in p.name]

@@ -160,9 +160,11 @@ def test_final_training_starts_from_the_best_trials_weights(examples, generic_sc
 
     hp = tune(examples, generic_schema, out_dir=tmp_path / "hp", batch_size=32, seed=seed,
               tune=TuneConfig(tuner="random", max_trials=2, max_epochs=2))
-    assert (hp.weights, hp.weights_examples) == ("best.weights.h5", examples.fingerprint)
+    from components import checkpoint
+
+    assert (hp.weights, hp.weights_examples) == ("best.weights.npz", examples.fingerprint)
     model = build_model(hp.values)
-    model.load_weights(tmp_path / "hp" / hp.weights)
+    checkpoint.load_weights(model, tmp_path / "hp" / hp.weights)
     scored = model.evaluate(make_dataset(examples.file_pattern("eval"), 32), verbose=0, return_dict=True)
     assert scored["accuracy"] == pytest.approx(max(t["score"] for t in hp.trials), abs=1e-6)
     other = dataclasses.replace(examples, fingerprint="other data")  # a search reused from another span
