@@ -28,17 +28,22 @@ def save(model, work: Path, epoch: int) -> None:
     arrays |= {f"w{i}": w for i, w in enumerate(model.get_weights())}
     # A MirroredVariable under a multi-device strategy: np.asarray alone refuses it.
     arrays |= {f"o{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)}
-    final, tmp = work / NAME, work / f".{NAME}.tmp-{os.getpid()}"
+    _write(work / NAME, arrays)
+
+
+def _write(path: Path, arrays: dict) -> None:
+    """`arrays` as one .npz file: written beside `path`, flushed to disk, renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as file:
             np.savez(file, **arrays)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(tmp, final)
+        os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:  # a write to a file object names no file
-            raise OSError(exc.errno, exc.strerror, str(final)) from exc
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -86,18 +91,7 @@ def save_weights(model, path: Path) -> None:
     """
     import keras
 
-    path, tmp = Path(path), Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as file:
-            np.savez(file, *[keras.ops.convert_to_numpy(w) for w in model.weights])
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:  # a write to a file object names no file
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
+    _write(Path(path), {f"arr_{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(model.weights)})
 
 
 def load_weights(model, path: Path) -> None:
