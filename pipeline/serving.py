@@ -31,7 +31,11 @@ def _signatures(model_dir: Path):
 
     if not (model_dir / "saved_model.pb").is_file():
         raise DataError(f"{model_dir}: not a SavedModel directory (no saved_model.pb)")
-    return tf.saved_model.load(str(model_dir)).signatures
+    try:
+        return tf.saved_model.load(str(model_dir)).signatures
+    except Exception as exc:  # a corrupt or partial SavedModel fails in many ways: parse, variables, ops
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(f"{model_dir}: the SavedModel cannot be loaded ({type(exc).__name__}: {why})") from None
 
 
 def _png_batch(paths: list[str]) -> list[bytes]:

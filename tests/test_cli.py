@@ -131,8 +131,12 @@ def test_predict_png_files_and_a_dataset_split(first_run, data, tmp_path):
     (("--serving-dir", "{serving}", "{tmp}/text.png"), "text.png: not a PNG file"),
     (("--serving-dir", "{serving}", "{tmp}/small.png"), "small.png: expected 28x28 images"),
     (("--model", "{tmp}", "{tmp}/a.png"), "not a SavedModel directory"),
+    (("--model", "{tmp}/corrupt", "{tmp}/a.png"), "corrupt: the SavedModel cannot be loaded (OSError"),
 ])
 def test_predict_bad_inputs(first_run, data, tmp_path, args, message):
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "saved_model.pb").write_bytes(b"\x08 not a protocol buffer")
+    (tmp_path / "a.png").write_bytes(tf.io.encode_png(np.zeros((28, 28, 1), np.uint8)).numpy())
     (tmp_path / "text.png").write_text("hello")
     (tmp_path / "small.png").write_bytes(tf.io.encode_png(np.zeros((14, 14, 1), np.uint8)).numpy())
     filled = [a.format(tmp=tmp_path, serving=data / "root" / "serving") for a in args]
@@ -203,13 +207,14 @@ def test_a_run_id_in_use_an_empty_one_or_an_abbreviated_flag_is_refused_before_a
 
 
 def test_not_blessed_exits_4_and_pushes_nothing(first_run, data):
+    # A quarter of the test labels are wrong: 0.9 is out of reach, and 80 test images can judge it (36 needed).
     code, out, err = cli("run", "--dataset", f"idx:{data / 'data'}", "--root", data / "root", *FAST,
-                         "--min-accuracy", "0.999", "--json")
+                         "--min-accuracy", "0.9", "--json")
     summary = json.loads(out)
     assert code == 4 and summary["status"] == "not_blessed" and summary["pushed_model"] is None
     assert summary["components"]["train"]["state"] == "cached"
     assert summary["components"]["evaluate"]["state"] == "executed" and "push" not in summary["components"]
-    assert_one_line_error(err, "model not blessed", "< min_accuracy 0.9990")
+    assert_one_line_error(err, "model not blessed", "< min_accuracy 0.9000")
     assert sorted(p.name for p in (data / "root" / "serving").iterdir()) == ["1"]
 
 
