@@ -76,8 +76,9 @@ def mmd_test(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
 def compare(models, baseline: np.ndarray, current: np.ndarray, class_effect: float, comparison: str,
             seed: int = 0) -> list[Distance]:
     """Three undecided tests (`drift.decide` sets their level) of what the model makes of two image sets:
-    its predicted classes (G-test, L-infinity at least `class_effect`), its confidence (G-test on the top
-    probability, JSD) and its embeddings (MMD on up to 1,000 images of each).
+    its predicted classes (L-infinity shown above `class_effect`), its confidence (JSD on the top
+    probability shown above MIN_CONFIDENCE_EFFECT; both `drift.interval_test`) and its embeddings (MMD
+    on up to 1,000 images of each).
 
     Example:
         >>> tests = compare(load_model("serving/3"), train_images, today_images, 0.03, "model: train vs today")

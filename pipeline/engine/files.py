@@ -1,8 +1,9 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes (a reader sees the old file or the new one, never half of one), and a writable root."""
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -44,11 +45,10 @@ def writable_root(root: str | Path) -> Path:
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"--root {root}: a file, not a directory; expected the pipeline root's directory")
-    probe = root / f".write-check-{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        probe.touch()
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):  # unique: threads may probe at once
+            pass
     except OSError as exc:
         where = exc.filename if isinstance(exc.filename, str) else root
         raise PipelineError(f"{root}: cannot write the pipeline root ({exc.strerror} at {where}); "
