@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.engine.errors import first_line
+
 log = logging.getLogger("pipeline")
 NAME = "backup.npz"
 
@@ -74,7 +76,7 @@ def restore(model, work: Path) -> int:
             raise ValueError("its arrays do not fit this model")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         log.warning("  training backup %s cannot be read (%s: %s): discarded; training starts over", path,
-                    type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
+                    type(exc).__name__, first_line(exc, 200))
         path.unlink(missing_ok=True)
         return 0
     model.set_weights(weights)

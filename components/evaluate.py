@@ -7,7 +7,7 @@ import numpy as np
 
 from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.engine.component import Component
-from pipeline.engine.errors import PipelineError
+from pipeline.engine.errors import PipelineError, first_line
 
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +93,7 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
         try:
             baseline_accuracy = serving_accuracy(baseline.uri, images, labels)
         except Exception as exc:  # any way a SavedModel can be broken: parse, missing variables, signature
-            why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+            why = f"{type(exc).__name__}: {first_line(exc, 200)}"
             if baseline_broken != "ignore":
                 raise PipelineError(f"{baseline.uri}: the model serving now (version {baseline.version}) cannot "
                                     f"be read as the regression baseline ({why}); repair or remove that version, "

@@ -13,7 +13,7 @@ from components import formats, idx, image_features
 from pipeline.config import DataConfig
 from pipeline.engine.artifacts import SPLITS, Examples
 from pipeline.engine.component import Component
-from pipeline.engine.errors import DataError
+from pipeline.engine.errors import DataError, first_line
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.progress import Bar
 
@@ -118,7 +118,7 @@ def load_tfds(name: str, data_dir: str | None) -> formats.Loaded:
         try:
             builder.download_and_prepare()
         except Exception as exc:  # TFDS raises many kinds; all mean the same to the user
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, 200)
             raise DataError(f"tfds:{name}: not prepared in {builder.data_dir} and the download failed "
                             f"(offline? use idx:DIR with local IDX files): {first}") from None
     out = {}

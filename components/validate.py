@@ -66,9 +66,10 @@ def coverage(per_split: dict, classes: tuple[str, ...], min_accuracy: float | No
                                  f"classes have no examples in split '{split}': {', '.join(missing[:10])}"
                                  + (" ..." if len(missing) > 10 else "")))
     tested = per_split["test"].datasets[0].num_examples
-    if min_accuracy is not None and 0 < tested < test_examples_needed(min_accuracy):
+    needed = test_examples_needed(min_accuracy) if min_accuracy is not None else 0
+    if 0 < tested < needed:
         found.append(Anomaly("test", "*", "TEST_SPLIT_TOO_SMALL", f"{tested} examples; at least "
-                             f"{test_examples_needed(min_accuracy)} are needed to measure accuracy against "
+                             f"{needed} are needed to measure accuracy against "
                              f"min_accuracy {min_accuracy:g} (two standard errors from a perfect score)"))
     return found
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config, DataConfig
-from pipeline.engine.errors import ConfigError, DataError
+from pipeline.engine.errors import ConfigError, DataError, first_line
 
 SIDE = 28
 
@@ -34,8 +34,8 @@ def _signatures(model_dir: Path):
     try:
         return tf.saved_model.load(str(model_dir)).signatures
     except Exception as exc:  # a corrupt or partial SavedModel fails in many ways: parse, variables, ops
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise DataError(f"{model_dir}: the SavedModel cannot be loaded ({type(exc).__name__}: {why})") from None
+        raise DataError(f"{model_dir}: the SavedModel cannot be loaded ({type(exc).__name__}: "
+                        f"{first_line(exc, 200)})") from None
 
 
 def _png_batch(paths: list[str]) -> list[bytes]:

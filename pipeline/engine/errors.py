@@ -2,6 +2,18 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (at most `limit` characters), else its type's name: how
+    a library's multi-line error becomes part of a one-line message.
+
+    Example:
+        >>> first_line(ValueError("bad value\\nat line 3"))
+        'bad value'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class PipelineError(Exception):
     """A failure the user can act on; its message is one line naming what was wrong."""
 

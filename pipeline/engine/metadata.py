@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.engine import artifacts
-from pipeline.engine.errors import MetadataError
+from pipeline.engine.errors import MetadataError, first_line
 from pipeline.engine.lock import exclusive
 
 PIPELINE, RUN = "pipeline", "pipeline_run"
@@ -61,7 +61,7 @@ class _Store:
             try:
                 return method(*args, **kwargs)
             except Exception as exc:
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                reason = first_line(exc)
                 try:
                     self._store = self._connect()  # the failed transaction goes with the old connection
                 except Exception:
@@ -132,7 +132,7 @@ class Metadata:
                 self.store = _Store(lambda: metadata_store.MetadataStore(conn, enable_upgrade_migration=True), name)
                 self.store.get_context_types()
         except Exception as exc:  # MLMD raises its own errors types, or sqlite's, for an unreadable file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise MetadataError(f"{name}: cannot open the metadata store ({first}); move it aside to start a "
                                 f"new one (cached artifacts are re-registered on the next run)") from None
         self.types: dict[str, int] = {}

@@ -18,7 +18,7 @@ from pipeline.engine import artifacts
 from pipeline.engine.artifacts import RECORD, Artifact
 from pipeline.engine.component import Component
 from pipeline.engine.dag import between
-from pipeline.engine.errors import PipelineError
+from pipeline.engine.errors import PipelineError, first_line
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.files import writable_root
 from pipeline.engine.lock import exclusive
@@ -192,7 +192,7 @@ class Runner:
         except BaseException as exc:
             if self.metadata is not None:
                 self.metadata.record(component, inputs, None, "failed", time.monotonic() - start, key, params,
-                                     error=str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                                     error=first_line(exc))
             raise
         return output, rebuilt, "executed"
 
