@@ -87,6 +87,9 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
                                  + ", ".join(f"{c['name']} ({c['recall']:.4f})" for c in weak) if weak else
                        f"every class's recall >= min_class_recall {min_class_recall:.4f}"))
     baseline_accuracy = None
+    # What served when this was decided, a broken version ignored included: push decides again only when
+    # another version serves by then.
+    considered = baseline.fingerprint if baseline else ""
     if baseline is None:
         checks.append((True, "no baseline: only absolute thresholds apply"))
     else:
@@ -111,7 +114,7 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
                       failed=tuple(r for ok, r in checks if not ok),
                       per_class=tuple(classes), confusion_matrix=tuple(tuple(r) for r in matrix),
                       baseline_version=baseline.version if baseline else None, baseline_accuracy=baseline_accuracy,
-                      max_regression=max_regression)
+                      max_regression=max_regression, baseline_fingerprint=considered)
 
 
 def summarize(ev: Evaluation | None, info: dict) -> dict:
@@ -125,4 +128,4 @@ def summarize(ev: Evaluation | None, info: dict) -> dict:
 
 
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),
-                      output=Evaluation, version="5")  # 5: a baseline that cannot be read is named
+                      output=Evaluation, version="6")  # 6: the baseline's fingerprint, for push

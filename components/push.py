@@ -12,8 +12,9 @@ import numpy as np
 
 from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.engine.component import Component
-from pipeline.engine.errors import PipelineError
+from pipeline.engine.errors import NotBlessed, PipelineError, first_line
 from pipeline.engine.failpoints import failpoint
+from pipeline.engine.lock import exclusive
 from pipeline.engine.runner import remove_leftovers
 
 SIDE = 28
@@ -146,6 +147,42 @@ def serving_baseline(serving_dir: str | Path, model_fingerprint: str) -> PushedM
     return None
 
 
+def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples, serving_dir: Path) -> str:
+    """The regression gate decided again when the version serving now is not the one the evaluation
+    compared with (another build pushed to this serving directory meanwhile); "" when it is the same.
+
+    Raises:
+        NotBlessed: the model is worse than the version serving now by more than the evaluation's
+            `max_regression`.
+        PipelineError: the version serving now cannot be read.
+
+    Example:
+        >>> regression_recheck(evaluation, model, examples, Path("/srv/models/fm"))
+        'decided again against version 4, pushed after evaluation: accuracy 0.9012 vs 0.8990 (change +0.0022)'
+    """
+    from components.evaluate import serving_accuracy, test_arrays
+
+    current = serving_baseline(serving_dir, model.fingerprint)
+    if evaluation.max_regression is None or (current.fingerprint if current else "") == evaluation.baseline_fingerprint:
+        return ""
+    if current is None:  # the version it was compared with is gone; the absolute thresholds were met
+        return f"baseline version {evaluation.baseline_version} no longer serves: absolute thresholds only"
+    images, labels = test_arrays(examples)
+    try:
+        theirs = serving_accuracy(current.uri, images, labels)
+    except Exception as exc:  # any way a SavedModel can be broken
+        raise PipelineError(f"push: {current.uri}: version {current.version}, pushed after this model was "
+                            f"evaluated, cannot be read as the regression baseline ({first_line(exc, 200)}); "
+                            "nothing pushed") from None
+    change = evaluation.accuracy - theirs
+    compared = (f"accuracy {evaluation.accuracy:.4f} vs version {current.version} {theirs:.4f}: change {change:+.4f}")
+    if change < -evaluation.max_regression:
+        raise NotBlessed(f"model not blessed: version {current.version} of {serving_dir} was pushed after this "
+                         f"model was evaluated; {compared} beyond max_regression {evaluation.max_regression:.4f}; "
+                         "nothing pushed")
+    return f"decided again against version {current.version}, pushed after evaluation: {compared}"
+
+
 def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: Path,
          serving_dir: Path) -> PushedModel:
     """Exports the blessed model into `<serving_dir>/<version>/`, atomically and never over a version.
@@ -155,42 +192,60 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
     `serving_dir` never sees a partial or broken version. When the latest version already holds this model (a push
     killed after its rename, then run again), it is not pushed twice: that version is returned.
 
+    Builds on other roots may share `serving_dir`: the whole push holds a lock on it, and the regression
+    gate is decided again there against the version serving at that moment (`regression_recheck`), so a
+    model is never pushed over a better one that appeared after its evaluation.
+
+    Raises:
+        NotBlessed: the evaluation did not bless the model, or a version pushed since is better by more
+            than `max_regression`.
+
     Example:
         >>> push(model, evaluation, examples, out_dir=Path("/tmp/push"), serving_dir=Path("/srv/models/fm")).version
         3
     """
+    if not evaluation.blessed:
+        raise NotBlessed(f"push: model {model.uri} is not blessed ({'; '.join(evaluation.reasons)})")
+    try:
+        serving_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
+    # Locking the directory itself leaves no lock file among the versions a server watches.
+    with exclusive(serving_dir, create=False):
+        failpoint("push.locked")
+        return _push_locked(model, evaluation, examples, out_dir, serving_dir)
+
+
+def _push_locked(model: Model, evaluation: Evaluation, examples: Examples, out_dir: Path,
+                 serving_dir: Path) -> PushedModel:
     from components.evaluate import test_arrays
 
-    if not evaluation.blessed:
-        raise PipelineError(f"push: model {model.uri} is not blessed ({'; '.join(evaluation.reasons)})")
-    if serving_dir.is_dir():
-        remove_leftovers(serving_dir, ".staging-*")  # of pushes killed midway
+    remove_leftovers(serving_dir, ".staging-*")  # of pushes killed midway
     latest = (_versions(serving_dir) or [None])[-1]
     info = _info(serving_dir / str(latest)) if latest else {}
     if info.get("model_fingerprint") == model.fingerprint and "infra_check" in info:
         return PushedModel(uri=str(serving_dir / str(latest)), fingerprint="", version=latest,
-                           model_fingerprint=model.fingerprint, infra_check=info["infra_check"])
+                           model_fingerprint=model.fingerprint, infra_check=info["infra_check"],
+                           recheck=info.get("recheck", ""))
+    recheck = regression_recheck(evaluation, model, examples, serving_dir)
     staging = serving_dir / f".staging-{os.getpid()}"
+    described = {"model": model.uri, "model_fingerprint": model.fingerprint, "accuracy": evaluation.accuracy,
+                 "classes": list(model.classes), **({"recheck": recheck} if recheck else {})}
     try:  # any failure or interrupt removes the staging; a kill leaves it to the next push
         try:
-            serving_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(staging, ignore_errors=True)
             export_serving(model.path, staging, model.classes)
-            (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
-                                                    "accuracy": evaluation.accuracy,
-                                                    "classes": list(model.classes)}, indent=2))
+            (staging / INFO).write_text(json.dumps(described, indent=2))
         except OSError as exc:
             raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
         failpoint("push.staged")
         checked = infra_check(staging, model.path, test_arrays(examples, CHECK_IMAGES)[0], out_dir, model.classes)
-        (staging / INFO).write_text(json.dumps({"model": model.uri, "model_fingerprint": model.fingerprint,
-                                                "accuracy": evaluation.accuracy, "classes": list(model.classes),
-                                                "infra_check": checked}, indent=2))
+        (staging / INFO).write_text(json.dumps({**described, "infra_check": checked}, indent=2))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     failpoint("push.checked")
-    while True:  # another push may take a version number between our look and our rename
+    while True:  # a writer outside the lock (an older release, a person) may take a number meanwhile
         version = (_versions(serving_dir) or [0])[-1] + 1
         try:
             os.rename(staging, serving_dir / str(version))
@@ -200,7 +255,7 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
             if not (serving_dir / str(version)).exists():
                 raise
     return PushedModel(uri=str(serving_dir / str(version)), fingerprint="", version=version,
-                       model_fingerprint=model.fingerprint, infra_check=checked)
+                       model_fingerprint=model.fingerprint, infra_check=checked, recheck=recheck)
 
 
 def _serve_in_this_process(saved_model: str, inputs: str) -> None:
@@ -216,10 +271,12 @@ def _serve_in_this_process(saved_model: str, inputs: str) -> None:
 def summarize(pushed: PushedModel | None, info: dict) -> dict:
     """The run summary's `push` section and `pushed_model` (the version's directory)."""
     return {"pushed_model": pushed.uri if pushed else None,
-            "push": pushed and {"version": pushed.version, "uri": pushed.uri, "infra_check": pushed.infra_check}}
+            "push": pushed and {"version": pushed.version, "uri": pushed.uri, "infra_check": pushed.infra_check,
+                                **({"recheck": pushed.recheck} if pushed.recheck else {})}}
 
 
-COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="3")
+# 4: the push holds the serving directory's lock and decides the regression gate again there
+COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="4")
 
 if __name__ == "__main__":
     _serve_in_this_process(*sys.argv[1:3])

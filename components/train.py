@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -13,7 +14,7 @@ from components.budget import training_end
 from pipeline.config import TrainConfig
 from pipeline.engine.artifacts import Examples, HyperParameters, Model, Schema
 from pipeline.engine.component import Component
-from pipeline.engine.errors import ConfigError, DataError
+from pipeline.engine.errors import ConfigError, DataError, TrainingDiverged
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.files import write_text
 
@@ -117,6 +118,13 @@ def _resumable(work: Path, patience: int, epochs: int, schedule: str = "constant
             self.start = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
+            # Before anything of the epoch is kept: weights that went non-finite would otherwise be
+            # trained on for the remaining epochs while the best earlier epoch is pushed without a word.
+            diverged = [f"{k} is {float(v)}" for k, v in (logs or {}).items()
+                        if k.endswith("loss") and not math.isfinite(float(v))]
+            if diverged:
+                raise TrainingDiverged(f"train: epoch {epoch + 1}: {', '.join(diverged)}; training diverged: lower "
+                                       "the learning rate (or check the data), then run again")
             row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
                    "seconds": round(time.monotonic() - self.start, 2),
                    # a MirroredVariable under a multi-device strategy: float() alone refuses it

@@ -50,11 +50,27 @@ def test_examples_needed(min_accuracy: float) -> int:
     return 1 if min_accuracy >= 1 else max(1, math.ceil(4 * min_accuracy / (1 - min_accuracy) - 1e-9))
 
 
+# Fewer training examples of a class than this and a model cannot learn it: a few shots are memorised, and
+# one of them may be carved into the eval split.
+MIN_CLASS_EXAMPLES = 5
+
+
 def coverage(per_split: dict, classes: tuple[str, ...], min_accuracy: float | None) -> list[Anomaly]:
-    """What keeps labelled data from making a model worth trusting: a class without examples in train (a
-    model cannot learn it) or in test (its recall cannot be measured), and a test split too small to
-    measure accuracy against `min_accuracy` (`test_examples_needed`)."""
+    """What keeps labelled data from making a model worth trusting: fewer than two classes (a classifier of
+    one class is right by construction), a class without examples in train (a model cannot learn it) or
+    with fewer than `MIN_CLASS_EXAMPLES` there, a class without examples in test (its recall cannot be
+    measured), and a test split too small to measure accuracy against `min_accuracy`
+    (`test_examples_needed`).
+
+    Example:
+        >>> [a.type for a in coverage(per_split, ("shoe",), 0.9)]
+        ['TOO_FEW_CLASSES']
+    """
     found = []
+    if len(classes) < 2:
+        found.append(Anomaly("train", LABEL, "TOO_FEW_CLASSES", f"the data has {len(classes)} class"
+                             f"{'' if len(classes) == 1 else 'es'} ({', '.join(classes) or 'none'}); a classifier "
+                             "needs at least 2 (for a folder: dataset, one sub-folder per class)"))
     for split in ("train", "test"):
         stats = per_split[split].datasets[0]
         counts = fixed_histogram(stats, LABEL)
@@ -65,6 +81,12 @@ def coverage(per_split: dict, classes: tuple[str, ...], min_accuracy: float | No
             found.append(Anomaly(split, LABEL, "MISSING_CLASSES", f"{len(missing)} of the schema's {len(classes)} "
                                  f"classes have no examples in split '{split}': {', '.join(missing[:10])}"
                                  + (" ..." if len(missing) > 10 else "")))
+        scarce = [f"{name} ({int(counts[i])})" for i, name in enumerate(classes)
+                  if i < len(counts) and 0 < counts[i] < MIN_CLASS_EXAMPLES]
+        if split == "train" and scarce:
+            found.append(Anomaly(split, LABEL, "CLASS_TOO_SMALL", f"{len(scarce)} classes have fewer than "
+                                 f"{MIN_CLASS_EXAMPLES} training examples to learn from: {', '.join(scarce[:10])}"
+                                 + (" ..." if len(scarce) > 10 else "") + "; add examples or drop the class"))
     tested = per_split["test"].datasets[0].num_examples
     needed = test_examples_needed(min_accuracy) if min_accuracy is not None else 0
     if 0 < tested < needed:
@@ -124,4 +146,4 @@ def summarize(anomalies: Anomalies | None, info: dict) -> dict:
 
 
 COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema, (Statistics, type(None))),
-                      output=Anomalies, version="4")  # 4: classes covered, a test split big enough
+                      output=Anomalies, version="5")  # 5: two classes at least, none too small to learn

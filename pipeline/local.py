@@ -14,7 +14,7 @@ from components.tune import distributed_role
 from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
-from pipeline.engine.errors import ConfigError, Interrupted, PipelineError, ValidationFailed
+from pipeline.engine.errors import ConfigError, Interrupted, NotBlessed, PipelineError, ValidationFailed
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.files import write_json, write_text
 from pipeline.engine.lock import root_lock
@@ -188,6 +188,8 @@ def guarded(work: Callable[[], Stop | None], done: str) -> tuple[str, str | None
         return "interrupted", str(exc)
     except ValidationFailed as exc:
         return "blocked", str(exc)
+    except NotBlessed as exc:  # decided again at push time, against a version that appeared meanwhile
+        return "not_blessed", str(exc)
     except PipelineError as exc:
         return "failed", str(exc)
     except Exception as exc:  # recorded as a failed run; the CLI turns it into one line

@@ -50,6 +50,19 @@ def test_bad_arguments_and_failed_runs_raise_the_errors_modules_exceptions(tmp_p
     assert failed.value.summary["status"] == "failed"
 
 
+def test_a_partial_run_returns_the_verdict_of_its_gates(tmp_path):
+    import numpy as np
+
+    from components.idx import write_idx
+    from pipeline import run
+
+    data = write_dataset(tmp_path / "data", {"train": 60, "t10k": 40})
+    write_idx(data / "train-labels-idx1-ubyte.gz", np.full(60, 3, np.uint8))
+    summary = run(f"idx:{data}", root=tmp_path / "root", stop="validate")
+    assert summary["status"] == "blocked" and "MISSING_CLASSES" in summary["error"]
+    assert list(summary["components"]) == ["ingest", "statistics", "schema", "validate"]
+
+
 def test_an_interrupted_run_stops_the_notebook_cell_after_it_is_recorded(monkeypatch, tmp_path):
     import pipeline.local
     from pipeline import run

@@ -216,6 +216,10 @@ def test_not_blessed_exits_4_and_pushes_nothing(first_run, data):
     assert summary["components"]["evaluate"]["state"] == "executed" and "push" not in summary["components"]
     assert_one_line_error(err, "model not blessed", "< min_accuracy 0.9000")
     assert sorted(p.name for p in (data / "root" / "serving").iterdir()) == ["1"]
+    code, out, err = cli("run", "--dataset", f"idx:{data / 'data'}", "--root", data / "root", *FAST,
+                         "--min-accuracy", "0.9", "--to", "evaluate", "--json")
+    assert code == 4 and json.loads(out)["status"] == "not_blessed", err  # not `partial` with exit 0
+    assert_one_line_error(err, "model not blessed", "< min_accuracy 0.9000")
 
 
 @pytest.mark.slow
@@ -266,6 +270,10 @@ def test_out_of_range_label_blocks_with_exit_3(tmp_path):
     assert code == 3 and summary["status"] == "blocked" and summary["pushed_model"] is None
     assert any(a["feature"] == "label" and a["type"] == "INT_TYPE_BIG_INT" for a in summary["anomalies"])
     assert "tune" not in summary["components"]
+    assert_one_line_error(err, "data validation failed", "feature 'label'")
+    # A partial run carries the verdict of the gates it ran: `--to validate` is blocked too, not partial.
+    code, out, err = cli("run", "--dataset", f"idx:{data}", "--root", tmp_path / "root", "--to", "validate", "--json")
+    assert code == 3 and json.loads(out)["status"] == "blocked", err
     assert_one_line_error(err, "data validation failed", "feature 'label'")
 
 

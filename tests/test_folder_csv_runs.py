@@ -104,3 +104,20 @@ def test_a_run_on_images_without_labels_is_blocked_by_validation(tmp_path):
     summary = json.loads(out)
     assert summary["status"] == "blocked" and summary["dataset"]["labelled"] is False
     assert {(a["split"], a["feature"]) for a in summary["anomalies"]} >= {("train", "label")}
+
+
+@pytest.mark.parametrize("kind", ["folder", "csv"])
+def test_data_of_one_class_is_blocked_in_any_format(tmp_path, kind):
+    """One sub-folder, or a CSV whose labels are all one class: a model of it is right by construction."""
+    if kind == "folder":
+        spec, expected = f"folder:{write_png_folder(tmp_path / 'data', ['shoe'], 40)}", "TOO_FEW_CLASSES"
+    else:
+        labels = np.full(60, 7)
+        spec = f"csv:{write_csv(tmp_path / 'train.csv', labels, make_images(labels, np.random.default_rng(1)))}"
+        expected = "MISSING_CLASSES"
+    code, out, err = cli("run", "--dataset", spec, "--root", tmp_path / "root", *QUICK)
+    summary = json.loads(out)
+    assert code == 3 and summary["status"] == "blocked" and summary["pushed_model"] is None, err
+    assert ("train", "label", expected) in {(a["split"], a["feature"], a["type"]) for a in summary["anomalies"]}
+    assert "train" not in summary["components"]
+    assert_one_line_error(err, "data validation failed")

@@ -74,7 +74,11 @@ def test_versions_increase_and_never_overwrite(model, blessed, examples, tmp_pat
     serving = tmp_path / "serving"
     (serving / "7").mkdir(parents=True)
     (serving / "7" / "saved_model.pb").write_bytes(b"older")
-    assert push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving).version == 8
+    from components.push import serving_baseline
+
+    # Evaluated against version 7 (as the run's evaluate would have been): push decides nothing again.
+    judged = dataclasses.replace(blessed, baseline_fingerprint=serving_baseline(serving, model.fingerprint).fingerprint)
+    assert push(model, judged, examples, out_dir=tmp_path, serving_dir=serving).version == 8
     assert (serving / "7" / "saved_model.pb").read_bytes() == b"older"
     assert sorted(p.name for p in serving.iterdir()) == ["7", "8"]  # no staging left behind
 
@@ -114,6 +118,32 @@ def test_regression_against_the_serving_model_is_not_blessed(model, blessed, pus
     assert "beyond max_regression 0.0050" in worse.reasons[1]
     # The baseline is the served model's score, not the candidate's: the weak model is measured against it.
     assert worse.baseline_accuracy == pytest.approx(blessed.accuracy) and worse.accuracy < blessed.accuracy - 0.005
+
+
+def test_a_version_pushed_after_evaluation_is_the_baseline_push_decides_against(model, blessed, examples, tmp_path):
+    """Two builds evaluated before either pushed (both saw no baseline): the second to push is judged again,
+    under the serving directory's lock, against the version the first pushed."""
+    from components.cnn import REFERENCE, build_model
+    from pipeline.engine.artifacts import Model
+    from pipeline.engine.errors import NotBlessed
+
+    serving = tmp_path / "serving"
+    (tmp_path / "weak").mkdir()
+    build_model(REFERENCE).save(tmp_path / "weak" / "model.keras")  # untrained: about chance
+    weak = Model(uri=str(tmp_path / "weak"), fingerprint="weak", history={})
+    weak_alone = evaluate(weak, examples, None, out_dir=tmp_path, min_accuracy=0.0)
+    assert weak_alone.blessed and weak_alone.baseline_fingerprint == ""  # nothing served when it was judged
+    first = push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving)
+    assert first.version == 1 and first.recheck == ""
+    with pytest.raises(NotBlessed, match=r"^model not blessed: version 1 of .*serving was pushed after this model "
+                                         r"was evaluated; accuracy .* vs version 1 .* beyond max_regression 0.0050"):
+        push(weak, weak_alone, examples, out_dir=tmp_path, serving_dir=serving)
+    assert sorted(p.name for p in serving.iterdir()) == ["1"]
+    # A model as good as the one pushed meanwhile goes on, and says what it was decided against.
+    equal = push(dataclasses.replace(model, fingerprint="retrained"), blessed, examples, out_dir=tmp_path,
+                 serving_dir=serving)
+    assert equal.version == 2 and equal.recheck.startswith("decided again against version 1, pushed after evaluation")
+    assert json.loads((serving / "2" / "model_info.json").read_text())["recheck"] == equal.recheck
 
 
 def test_a_reader_never_sees_a_partial_version(model, blessed, examples, tmp_path):

@@ -203,3 +203,29 @@ def test_data_that_cannot_make_a_trustworthy_model_is_flagged(tmp_path):
     assert [test_examples_needed(t) for t in (0.0, 0.5, 0.88, 0.97, 1.0)] == [1, 4, 30, 130, 1]
     assert validate(stats, curated, out_dir=tmp_path / "small" / "b", min_accuracy=0.0).anomalies == tuple(
         a for a in result.anomalies if a.type != "TEST_SPLIT_TOO_SMALL")
+
+
+def test_one_class_or_a_class_too_small_to_learn_is_flagged_whatever_the_format(tmp_path):
+    from components.validate import MIN_CLASS_EXAMPLES
+
+    # A folder: dataset of one sub-folder names one class: the generic schema then has one, and its model
+    # would be right by construction.
+    one = _stats_of(tmp_path / "one", _images(40), np.zeros(40, np.int64))
+    for sub in ("schema", "out"):
+        (tmp_path / "one" / sub).mkdir()
+    named = schema(one, out_dir=tmp_path / "one" / "schema", curated=SCHEMAS / "mnist_family.pbtxt",
+                   classes=("shoe",))
+    found = validate(one, named, out_dir=tmp_path / "one" / "out").anomalies
+    assert [(a.split, a.feature, a.type) for a in found] == [("train", "label", "TOO_FEW_CLASSES")]
+    assert "1 class (shoe); a classifier needs at least 2" in found[0].description
+    # Two classes, one of them with fewer training examples than a model can learn from.
+    labels = np.array([0] * 30 + [1] * (MIN_CLASS_EXAMPLES - 1))
+    scarce = _stats_of(tmp_path / "scarce", _images(len(labels)), labels)
+    for sub in ("schema", "out"):
+        (tmp_path / "scarce" / sub).mkdir()
+    named = schema(scarce, out_dir=tmp_path / "scarce" / "schema", curated=SCHEMAS / "mnist_family.pbtxt",
+                   classes=("shirt", "shoe"))
+    found = validate(scarce, named, out_dir=tmp_path / "scarce" / "out").anomalies
+    small = [a for a in found if a.type == "CLASS_TOO_SMALL"]
+    assert [(a.split, a.feature) for a in small] == [("train", "label")]
+    assert f"fewer than {MIN_CLASS_EXAMPLES} training examples to learn from: shoe (4)" in small[0].description

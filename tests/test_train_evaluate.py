@@ -55,6 +55,24 @@ def test_early_stopping_ends_after_patience(examples, generic_schema, tmp_path, 
     assert len(history) == 2 and history[0] == history[1]  # the best epoch, then one epoch of patience
 
 
+def test_a_loss_that_becomes_nan_fails_training_naming_the_epoch(examples, generic_schema, tmp_path, seed):
+    from components.cnn import REFERENCE
+    from components.train import train
+    from pipeline.engine.artifacts import HyperParameters
+    from pipeline.engine.errors import TrainingDiverged
+    from pipeline.config import TrainConfig
+
+    # An infinite learning rate makes the first update's weights non-finite on any machine: the loss is NaN
+    # from the first epoch, whose evaluation scores chance and would otherwise be kept as the best model.
+    hp = HyperParameters(uri="", fingerprint="x", tuner="none", values={**REFERENCE, "learning_rate": float("inf")},
+                         trials=())
+    with pytest.raises(TrainingDiverged, match=r"^train: epoch 1: loss is nan.*training diverged: lower the "
+                                               r"learning rate"):
+        train(examples, generic_schema, hp, out_dir=tmp_path / "out", train=TrainConfig(epochs=3, batch_size=64),
+              seed=seed, work_dir=tmp_path / "work")
+    assert not (tmp_path / "work" / "history.json").exists()  # nothing of the diverged epoch was kept
+
+
 def test_evaluate_blesses_by_threshold(model, examples, tmp_path):
     good = evaluate(model, examples, None, out_dir=tmp_path, min_accuracy=0.3)
     assert good.blessed and 0.3 <= good.accuracy <= 1 and good.loss > 0

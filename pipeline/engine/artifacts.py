@@ -174,6 +174,9 @@ class Evaluation(Artifact):
     baseline_version: int | None = None  # the serving version compared with, if any
     baseline_accuracy: float | None = None
     max_regression: float | None = None
+    # The serving version's fingerprint the regression gate was decided against ("" with no baseline): push
+    # re-decides it when another version serves by then.
+    baseline_fingerprint: str | None = None
     kind: ClassVar[str] = "Evaluation"
 
 
@@ -184,6 +187,7 @@ class PushedModel(Artifact):
     version: int
     model_fingerprint: str = ""  # the Model artifact it was exported from
     infra_check: str = ""  # what the pre-push check in a fresh process found
+    recheck: str = ""  # the regression gate decided again at push against a version pushed meanwhile
     kind: ClassVar[str] = "PushedModel"
 
     def intact(self) -> bool:

@@ -11,6 +11,10 @@ from pipeline.engine.errors import ConfigError
 Outputs = Mapping[str, Artifact]  # the outputs of the nodes run so far in this run, by node name
 
 
+class StopRun(Exception):
+    """Raised after the component named by `--to` finished: the rest of the pipeline is not run."""
+
+
 @dataclass(frozen=True)
 class Stop:
     """What a gate returns to end the run after its node: the run's status and why."""
@@ -148,6 +152,7 @@ def run_node(node: Node, cfg, runner, history) -> Stop | None:
 
     Raises:
         KeyError: an upstream node has not run in this run.
+        StopRun: the node is the run's last (`--to`) and its gate let it through.
 
     Example:
         >>> run_node(PRODUCTION.node["validate"], cfg, runner, store)
@@ -157,7 +162,15 @@ def run_node(node: Node, cfg, runner, history) -> Stop | None:
     inputs = tuple(ref.resolve(cfg, outputs, history) if isinstance(ref, Resolver) else outputs[ref]
                    for ref in node.inputs)
     earlier = node.reuse(cfg, outputs, history) if node.reuse and not runner.forced(node.name) else None
-    output = runner.reuse(node.component, earlier) if earlier else runner(
-        node.component, *inputs, **node.params(cfg, outputs, history))
+    try:
+        output = runner.reuse(node.component, earlier) if earlier else runner(
+            node.component, *inputs, **node.params(cfg, outputs, history))
+    except StopRun:
+        # `--to` ends the run here, but the node's verdict still stands: a partial run whose data failed
+        # validation is `blocked`, never `partial` with exit 0.
+        stopped = node.gate(runner.outputs[node.name], cfg) if node.gate else None
+        if stopped:
+            return stopped
+        raise
     return node.gate(output, cfg) if node.gate else None
 

@@ -43,6 +43,16 @@ class ValidationFailed(PipelineError):
                          f"{first.type}: {first.description}{more}")
 
 
+class NotBlessed(PipelineError):
+    """The model failed a blessing check: the run ends `not_blessed` and nothing is pushed."""
+
+    exit_code = 4
+
+
+class TrainingDiverged(PipelineError):
+    """Training's loss became NaN or infinite: every later epoch would learn nothing, so the run fails."""
+
+
 class RunFailed(PipelineError):
     """A run ended `failed` (Python API): the message is the run's error, `summary` its summary."""
 

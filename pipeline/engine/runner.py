@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.engine import artifacts
 from pipeline.engine.artifacts import RECORD, Artifact
 from pipeline.engine.component import Component
-from pipeline.engine.dag import between
+from pipeline.engine.dag import StopRun, between
 from pipeline.engine.errors import PipelineError, first_line
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.files import writable_root
@@ -84,10 +84,6 @@ def _lock_file(final: Path) -> Path:
     locks = final.parent / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     return locks / final.name
-
-
-class StopRun(Exception):
-    """Raised after the component named by `--to` finished: the rest of the pipeline is not run."""
 
 
 def _jsonable(value: Any) -> Any:
