@@ -14,7 +14,8 @@ from components.tune import distributed_role
 from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
-from pipeline.engine.errors import ConfigError, Interrupted, NotBlessed, PipelineError, ValidationFailed
+from pipeline.engine.errors import (ConfigError, Interrupted, MetadataError, NotBlessed, PipelineError,
+                                    ValidationFailed)
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.files import write_json, write_text
 from pipeline.engine.lock import root_lock
@@ -208,8 +209,19 @@ def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata,
         summary = summarize(pipeline, run_id, cfg, runner, status, error)
         write_json(run_dir / "summary.json", summary)
         failpoint("run.summarized")  # the summary says how it ended; the store still says running
-        metadata.finish_run(status, error, summary["report"])
-    lineage = metadata.lineage(summary["push"]["uri"]) if summary.get("push") else None
+        try:
+            metadata.finish_run(status, error, summary["report"])
+        except MetadataError as exc:
+            # The summary and the report are still the run's record: a store that cannot take the run's end
+            # fails the run, and the next run reads how it ended from its summary (`Metadata.start_run`).
+            status, error = "failed", f"{exc}" + (f"; before that: {error}" if error else "") + (
+                f"; {summary['push']['uri']} serves: the next run records it" if summary.get("push") else "")
+            summary = summarize(pipeline, run_id, cfg, runner, status, error)
+            write_json(run_dir / "summary.json", summary)
+    try:
+        lineage = metadata.lineage(summary["push"]["uri"]) if summary.get("push") else None
+    except MetadataError:
+        lineage = None  # the report goes without it
     from pipeline.report import run_html
 
     run_html(pipeline, summary, runner.outputs, lineage, run_dir / "report.html")

@@ -181,3 +181,46 @@ for run_id in ("second", "third"):
         assert "disk I/O error" in line and "the disk may be full" in line and "Transaction already open" not in line
     store = Metadata.open(override(Config(), root=str(tmp_path / "root")), create=False)
     assert store.run("first")["status"] in ("running", "interrupted") and not store.has_run("second")
+
+
+def test_a_store_that_fails_while_a_push_is_recorded_still_gives_the_summary_and_the_next_run_records_it(
+        tmp_path, monkeypatch):
+    """The model is live in serving/1 when the store fails: the run is `failed` naming the live version, its
+    summary and report are written, and the next run records the version and how the failed run ended."""
+    import json
+
+    from conftest import write_dataset
+    from pipeline import run
+    from pipeline.engine.errors import MetadataError, RunFailed
+
+    data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 64})
+    record = Metadata.record
+
+    def full(self, *args, **kwargs):
+        raise MetadataError(f"{self.name}: the metadata store failed (database or disk is full)")
+
+    def record_until_push(self, component, *args, **kwargs):
+        if component.name == "push":  # from here on every write fails, as on a disk that filled up
+            monkeypatch.setattr(Metadata, "finish_run", full)
+            full(self)
+        return record(self, component, *args, **kwargs)
+
+    monkeypatch.setattr(Metadata, "record", record_until_push)
+    root = tmp_path / "root"
+    with pytest.raises(RunFailed, match=r"database or disk is full.*push's output .*serving/1 was committed but not "
+                                        r"recorded: the next run records it") as failed:
+        run(f"idx:{data}", root=root, no_tune=True, epochs=1, min_accuracy=0)
+    summary = failed.value.summary
+    assert summary["status"] == "failed" and summary["push"]["version"] == 1
+    run_dir = root / "runs" / summary["run_id"]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    assert (run_dir / "report.html").is_file() and (root / "serving" / "1" / "saved_model.pb").is_file()
+
+    monkeypatch.undo()
+    again = run(f"idx:{data}", root=root, no_tune=True, epochs=1, min_accuracy=0)
+    assert again["status"] == "pushed" and again["push"]["version"] == 1  # recorded, not pushed twice
+    assert sorted(p.name for p in (root / "serving").iterdir()) == ["1"]
+    store = Metadata.open(override(Config(), root=str(root)), create=False)
+    assert store.lineage(root / "serving" / "1")["run_id"] == again["run_id"]
+    earlier = store.run(summary["run_id"])
+    assert earlier["status"] == "failed" and "committed but not recorded" in earlier["error"]

@@ -38,6 +38,41 @@ def test_a_full_disk_stops_the_run_cleanly_and_the_rerun_completes(tmp_path):
     assert code == 0 and json.loads(out)["status"] == "pushed", err
 
 
+@pytest.mark.slow
+def test_two_builds_sharing_a_serving_directory_never_push_past_the_regression_gate(tmp_path):
+    """Two roots, one serving directory: the weaker build is evaluated while nothing serves, then held before
+    its push (a failpoint, not timing) while the stronger build pushes version 1; released, it is judged
+    again against version 1 and refused."""
+    from conftest import start_held
+    from pipeline.engine.failpoints import RELEASE
+
+    data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 80}, seed=1)
+    serving, release = tmp_path / "serving", tmp_path / "release"
+    (tmp_path / "one-step.yaml").write_text("train:\n  batch_size: 4096\n")  # a batch over the split: one step
+    (tmp_path / "small-batches.yaml").write_text("train:\n  batch_size: 16\n")
+    base = [sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--serving-dir", str(serving),
+            "--no-tune", "--min-accuracy", "0", "--max-regression", "0", "--json"]
+    weak = start_held([*base, "--root", str(tmp_path / "weak"), "--config", str(tmp_path / "one-step.yaml"),
+                       "--epochs", "1"], "push.start", tmp_path / "reached", {RELEASE: str(release)}, cwd=REPO,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        strong = subprocess.run([*base, "--root", str(tmp_path / "strong"), "--config",
+                                 str(tmp_path / "small-batches.yaml"), "--epochs", "3"], cwd=REPO,
+                                capture_output=True, text=True, timeout=600)
+    finally:
+        release.touch()
+    out, err = weak.communicate(timeout=600)
+    first = json.loads(strong.stdout)
+    assert strong.returncode == 0 and first["push"]["version"] == 1, strong.stderr
+    summary = json.loads(out)
+    assert weak.returncode == 4 and summary["status"] == "not_blessed" and summary["pushed_model"] is None, err
+    assert summary["evaluation"]["baseline"] is None and summary["evaluation"]["blessed"]  # judged alone first
+    assert_one_line_error(err, "model not blessed: version 1 of", "was pushed after this model was evaluated",
+                          "beyond max_regression 0.0000")
+    assert sorted(p.name for p in serving.iterdir()) == ["1"]
+    assert json.loads((serving / "1" / "model_info.json").read_text())["accuracy"] == first["evaluation"]["accuracy"]
+
+
 def test_every_test_the_reliability_doc_names_exists():
     """`docs/reliability.md` maps promises to tests: each `tests/FILE.py::NAME` (or `::NAME` after one) it
     names must be a test function of that file."""

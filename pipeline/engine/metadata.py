@@ -196,8 +196,7 @@ class Metadata:
         if alone:
             for context in self._runs(root):
                 if _get(context.properties, "status") == "running":
-                    _set(context.properties, "status", "interrupted")
-                    self.store.put_contexts([context])
+                    self._reconcile_run(context, Path(root) / "runs" / context.name / "summary.json")
         self.pipeline_context = self._context(PIPELINE, str(Path(root).resolve()), {"root": str(Path(root).resolve())})
         joined = self.store.get_context_by_type_and_name(RUN, run_id) is not None  # a later step of the run
         self.run_context = self._context(RUN, run_id, {} if joined else {
@@ -206,6 +205,20 @@ class Metadata:
         if not joined:
             self.store.put_parent_contexts([pb.ParentContext(child_id=self.run_context.id,
                                                              parent_id=self.pipeline_context.id)])
+
+    def _reconcile_run(self, context, summary_path: Path) -> None:
+        """A run the store still says is running, while none is: it ended as its summary says (the store
+        failed to take its end), or it was killed before writing one."""
+        try:
+            summary = json.loads(summary_path.read_text())
+            status, error = str(summary["status"]), summary.get("error")
+        except (OSError, ValueError, KeyError, TypeError):
+            status, error = "interrupted", None
+        if status == "running":
+            status = "interrupted"
+        _set(context.properties, "status", status)
+        _set(context.properties, "error", error)
+        self.store.put_contexts([context])
 
     def finish_run(self, status: str, error: str | None, report: str | None = None) -> None:
         """Sets the run's status: its final one, or `running` again after a step of it was retried."""

@@ -18,7 +18,7 @@ from pipeline.engine import artifacts
 from pipeline.engine.artifacts import RECORD, Artifact
 from pipeline.engine.component import Component
 from pipeline.engine.dag import StopRun, between
-from pipeline.engine.errors import PipelineError, first_line
+from pipeline.engine.errors import MetadataError, PipelineError, first_line
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.files import writable_root
 from pipeline.engine.lock import exclusive
@@ -163,8 +163,12 @@ class Runner:
         self.outputs[component.name] = output
         log.info("%-10s %-8s %7.1fs", component.name, state, seconds)
         if self.metadata is not None:
-            self.metadata.record(component, inputs, output, state, seconds, key, params, replaced=rebuilt,
-                                 digest=_digest(final / RECORD))
+            try:
+                self.metadata.record(component, inputs, output, state, seconds, key, params, replaced=rebuilt,
+                                     digest=_digest(final / RECORD))
+            except MetadataError as exc:  # the output stands (a pushed version serves): say so
+                raise MetadataError(f"{exc}; {component.name}'s output {output.uri} was committed but not "
+                                    "recorded: the next run records it") from None
         if component.name == self.stop:
             raise StopRun(component.name)
         return output
