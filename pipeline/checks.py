@@ -11,17 +11,20 @@ from components import image_features, ingest, model_drift, schema, statistics, 
 from components.drift import comparators, compare, decide, fixed_histogram, moved_bucket
 from components.libs import load_tfdv
 from pipeline.config import Config, DataConfig
-from pipeline.engine.errors import DataError
+from pipeline.engine.artifacts import Anomaly
+from pipeline.engine.errors import DataError, ValidationFailed
 from pipeline.engine.runner import Runner
 from pipeline.report import drift_html
 
 
-def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = ()):
+def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), schema_dir: Path | None = None):
     """DatasetFeatureStatistics of a split: `SPEC[:SPLIT]` (default train, or every example of a source that
     has a single split; `:all` every example) or a saved statistics file.
 
-    Returns the statistics, the dataset name (for its curated schema; "" for a file) and the file pattern
-    of the split's examples (None for a file).
+    Returns the statistics, the dataset name (for its curated schema; "" for a file), the file pattern
+    of the split's examples (None for a file) and the class names its labels stand for: the data's own
+    (folder names), else its curated schema's in `schema_dir` (Fashion-MNIST's, "0".."9"); none for
+    a file or unlabeled data.
     """
     tfdv = load_tfdv()
     if Path(spec).is_file():
@@ -36,9 +39,29 @@ def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = ()):
             raise DataError(f"{spec}: not a TFDV statistics file")
         if not stats.datasets:
             raise DataError(f"{spec}: holds no dataset statistics")
-        return stats.datasets[0], "", None
+        return stats.datasets[0], "", None, ()
     split, examples, stats = _ingest_and_describe(spec, runner, beam_args, batch=True)
-    return tfdv.load_stats_binary(stats.path(split)).datasets[0], examples.name, examples.file_pattern(split)
+    classes = examples.classes
+    curated = schema.curated_schema_path(schema_dir, examples.name) if schema_dir is not None else None
+    if examples.labelled and not classes and curated is not None:
+        classes = schema.class_names(schema.load_schema(curated))
+    return (tfdv.load_stats_binary(stats.path(split)).datasets[0], examples.name, examples.file_pattern(split),
+            tuple(classes) if examples.labelled else ())
+
+
+def same_classes(baseline: tuple[str, tuple[str, ...]], current: tuple[str, tuple[str, ...]]) -> None:
+    """Refuses to compare labelled datasets whose labels stand for other classes (or the same ones in
+    another order): label i of one is not label i of the other, so no label statistic means anything.
+
+    Raises:
+        ValidationFailed: both name their classes and the names differ (`CLASS_NAMES`, exit 3), listing both.
+    """
+    (base_spec, base), (spec, names) = baseline, current
+    if base and names and tuple(base) != tuple(names):
+        how = "the same classes in another order" if sorted(base) == sorted(names) else "other classes"
+        raise ValidationFailed([Anomaly("current", schema.LABEL, "CLASS_NAMES", (
+            f"{spec}'s labels stand for {how} than {base_spec}'s: {', '.join(names)} vs {', '.join(base)}; "
+            "name the class folders as the baseline's classes to compare them"))])
 
 
 def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], batch: bool = False):
@@ -102,8 +125,11 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
     """
     runner = Runner(cfg.root)
     models = model_drift.load_model(model) if model else None  # a wrong directory fails before any work
-    before, before_name, base_pattern = statistics_for(baseline, runner, cfg.statistics.beam_args)
-    after, after_name, pattern = statistics_for(current, runner, cfg.statistics.beam_args)
+    before, before_name, base_pattern, before_classes = statistics_for(baseline, runner, cfg.statistics.beam_args,
+                                                                       cfg.schema_dir)
+    after, after_name, pattern, after_classes = statistics_for(current, runner, cfg.statistics.beam_args,
+                                                               cfg.schema_dir)
+    same_classes((baseline, before_classes), (current, after_classes))
     path = schema.curated_schema_path(cfg.schema_dir, after_name or before_name, cfg.schema.schema_file)
     if path is None:
         raise DataError(f"{cfg.schema_dir}: no schema with drift thresholds; pass --schema FILE")

@@ -121,3 +121,21 @@ def test_data_of_one_class_is_blocked_in_any_format(tmp_path, kind):
     assert ("train", "label", expected) in {(a["split"], a["feature"], a["type"]) for a in summary["anomalies"]}
     assert "train" not in summary["components"]
     assert_one_line_error(err, "data validation failed")
+
+
+def test_drift_between_datasets_whose_classes_differ_is_refused_naming_both(tmp_path):
+    """Label i of a folder of digits named zero..nine is not digit i of an IDX set: no label comparison
+    means anything, so the check stops (exit 3) and lists both vocabularies."""
+    from conftest import write_dataset
+
+    numbered = write_dataset(tmp_path / "idx", {"train": 60, "t10k": 20})
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    named = write_png_folder(tmp_path / "words", words, 3)
+    code, out, err = cli("drift", "--baseline", f"idx:{numbered}:train", "--current", f"folder:{named}",
+                         "--root", tmp_path / "root")
+    assert code == 3, err
+    assert_one_line_error(err, "CLASS_NAMES", f"folder:{named}'s labels stand for other classes than",
+                          "eight, five, four, nine, one, seven, six, three, two, zero vs 0, 1, 2")
+    code, out, err = cli("drift", "--baseline", f"folder:{named}", "--current", f"folder:{named}",
+                         "--root", tmp_path / "root")
+    assert code == 0, err  # the same vocabulary compares as before
