@@ -24,7 +24,7 @@ def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), s
     Returns the statistics, the dataset name (for its curated schema; "" for a file), the file pattern
     of the split's examples (None for a file) and the class names its labels stand for: the data's own
     (folder names), else its curated schema's in `schema_dir` (Fashion-MNIST's, "0".."9"); none for
-    a file or unlabeled data.
+    a file, unlabeled data or labels known only by number ("0".."9": an IDX or CSV file).
     """
     tfdv = load_tfdv()
     if Path(spec).is_file():
@@ -42,16 +42,18 @@ def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), s
         return stats.datasets[0], "", None, ()
     split, examples, stats = _ingest_and_describe(spec, runner, beam_args, batch=True)
     classes = examples.classes
-    curated = schema.curated_schema_path(schema_dir, examples.name) if schema_dir is not None else None
+    # A named dataset's classes are its curated schema's; labels known only by number name no class.
+    curated = schema.curated_schema_path(schema_dir, examples.name) if schema_dir and examples.name else None
     if examples.labelled and not classes and curated is not None:
         classes = schema.class_names(schema.load_schema(curated))
+    named = examples.labelled and tuple(classes) != schema.numbered(len(classes))
     return (tfdv.load_stats_binary(stats.path(split)).datasets[0], examples.name, examples.file_pattern(split),
-            tuple(classes) if examples.labelled else ())
+            tuple(classes) if named else ())
 
 
 def same_classes(baseline: tuple[str, tuple[str, ...]], current: tuple[str, tuple[str, ...]]) -> None:
-    """Refuses to compare labelled datasets whose labels stand for other classes (or the same ones in
-    another order): label i of one is not label i of the other, so no label statistic means anything.
+    """Refuses to compare labelled datasets whose labels stand for other named classes (or the same ones
+    in another order): label i of one is not label i of the other, so no label statistic means anything.
 
     Raises:
         ValidationFailed: both name their classes and the names differ (`CLASS_NAMES`, exit 3), listing both.
