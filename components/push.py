@@ -183,6 +183,26 @@ def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples,
     return f"decided again against version {current.version}, pushed after evaluation: {compared}"
 
 
+def unrecorded_versions(serving_dir: str | Path, root: str | Path, recorded: list[str]) -> list[str]:
+    """The versions in `serving_dir` pushed from `root` (their model came from its artifacts) that are not
+    among `recorded`, the metadata store's pushed models: a store that failed while a push was recorded.
+
+    Example:
+        >>> unrecorded_versions("pipeline_root/serving", "pipeline_root", [])
+        ['pipeline_root/serving/1']
+    """
+    serving, home = Path(serving_dir), Path(root).resolve()
+    known = {Path(uri).resolve() for uri in recorded}
+    found = []
+    for number in _versions(serving):
+        version = serving / str(number)
+        model = _info(version).get("model")
+        if (version / "saved_model.pb").is_file() and model and home in Path(model).resolve().parents \
+                and version.resolve() not in known:
+            found.append(str(version))
+    return found
+
+
 def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: Path,
          serving_dir: Path) -> PushedModel:
     """Exports the blessed model into `<serving_dir>/<version>/`, atomically and never over a version.

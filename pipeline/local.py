@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from components.push import unrecorded_versions
 from components.tune import distributed_role
 from pipeline import config as config_module
 from pipeline.config import Config
@@ -20,7 +21,7 @@ from pipeline.engine.failpoints import failpoint
 from pipeline.engine.files import write_json, write_text
 from pipeline.engine.lock import root_lock
 from pipeline.engine.dag import Pipeline, Stop, run_node
-from pipeline.engine.metadata import Metadata
+from pipeline.engine.metadata import Metadata, live_of_type
 from pipeline.engine.runner import Runner, StopRun
 from pipeline.engine.signals import deferred, interruptible
 
@@ -199,14 +200,29 @@ def guarded(work: Callable[[], Stop | None], done: str) -> tuple[str, str | None
         return "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first}"
 
 
+def _unrecorded(cfg: Config, metadata: Metadata) -> dict[str, Any]:
+    """The summary's `unrecorded_versions`: versions this root pushed that its store lacks (it failed while
+    recording them), named on every run until a run records them (a rerun whose push is cached)."""
+    try:
+        versions = unrecorded_versions(cfg.serving_dir, cfg.root,
+                                       [a["uri"] for a in live_of_type(metadata, "PushedModel")])
+    except MetadataError:
+        return {}
+    for version in versions:
+        log.warning("%s was pushed from this root but the metadata store has no record of it; rerun the build "
+                    "that pushed it to record it", version)
+    return {"unrecorded_versions": versions} if versions else {}
+
+
 def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata, runner: Runner, status: str,
                error: str | None) -> dict[str, Any]:
     """Writes the run's summary, sets its status in the store (`running` while steps of it remain) and
     writes its report."""
     run_dir = Path(cfg.root) / "runs" / run_id
     failpoint("run.summary")
+    unrecorded = _unrecorded(cfg, metadata)
     with deferred():  # a signal now waits until the summary and the store agree on how the run ended
-        summary = summarize(pipeline, run_id, cfg, runner, status, error)
+        summary = summarize(pipeline, run_id, cfg, runner, status, error) | unrecorded
         write_json(run_dir / "summary.json", summary)
         failpoint("run.summarized")  # the summary says how it ended; the store still says running
         try:
@@ -216,7 +232,7 @@ def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata,
             # fails the run, and the next run reads how it ended from its summary (`Metadata.start_run`).
             status, error = "failed", f"{exc}" + (f"; before that: {error}" if error else "") + (
                 f"; {summary['push']['uri']} serves: the next run records it" if summary.get("push") else "")
-            summary = summarize(pipeline, run_id, cfg, runner, status, error)
+            summary = summarize(pipeline, run_id, cfg, runner, status, error) | unrecorded
             write_json(run_dir / "summary.json", summary)
     try:
         lineage = metadata.lineage(summary["push"]["uri"]) if summary.get("push") else None

@@ -215,11 +215,20 @@ def test_a_store_that_fails_while_a_push_is_recorded_still_gives_the_summary_and
     run_dir = root / "runs" / summary["run_id"]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     assert (run_dir / "report.html").is_file() and (root / "serving" / "1" / "saved_model.pb").is_file()
+    from components.push import unrecorded_versions
+    from pipeline.engine.metadata import live_of_type
+
+    def unrecorded():
+        store = Metadata.open(override(Config(), root=str(root)), create=False)
+        return unrecorded_versions(root / "serving", root, [a["uri"] for a in live_of_type(store, "PushedModel")])
+
+    assert unrecorded() == [str(root / "serving" / "1")]  # named until a run records it
 
     monkeypatch.undo()
     again = run(f"idx:{data}", root=root, no_tune=True, epochs=1, min_accuracy=0)
     assert again["status"] == "pushed" and again["push"]["version"] == 1  # recorded, not pushed twice
     assert sorted(p.name for p in (root / "serving").iterdir()) == ["1"]
+    assert unrecorded() == [] and "unrecorded_versions" not in again
     store = Metadata.open(override(Config(), root=str(root)), create=False)
     assert store.lineage(root / "serving" / "1")["run_id"] == again["run_id"]
     earlier = store.run(summary["run_id"])
