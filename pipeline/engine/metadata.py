@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine import artifacts
+from pipeline.engine import artifacts, paths
 from pipeline.engine.errors import MetadataError, first_line
 from pipeline.engine.lock import exclusive
 
@@ -117,7 +117,7 @@ class Metadata:
         >>> store.finish_run("pushed", None)
     """
 
-    def __init__(self, conn, name: str, create: bool = True):
+    def __init__(self, conn, name: str, create: bool = True, root: str | Path | None = None):
         from ml_metadata.metadata_store import metadata_store
 
         self.name = name
@@ -139,11 +139,14 @@ class Metadata:
         self.ids: dict[tuple[str, str], int] = {}  # (type, uri) → id of the artifacts of this run
         self.kinds: dict[int, str] = {}  # artifact type id → name
         self.run_context = self.pipeline_context = None
+        # Uris under the root are recorded relative to it, by its id: the root can move (see `paths`).
+        self.root, self.root_id = root, paths.root_id(root) if root else None
+        self.locations: dict[str, str | None] = {}  # another root's id: where it last ran
 
     @classmethod
     def open(cls, cfg, create: bool = True) -> "Metadata":
         """Opens (or creates) the store the config names. Raises MetadataError if it cannot be read."""
-        return cls(*connection_config(cfg), create=create)
+        return cls(*connection_config(cfg), create=create, root=cfg.root)
 
     # -- recording ---------------------------------------------------------------------------------------------
     def _artifact_type(self, kind: str) -> int:
@@ -198,7 +201,12 @@ class Metadata:
                 if _get(context.properties, "status") == "running":
                     _set(context.properties, "status", "interrupted")
                     self.store.put_contexts([context])
-        self.pipeline_context = self._context(PIPELINE, str(Path(root).resolve()), {"root": str(Path(root).resolve())})
+        self.root, self.root_id = root, paths.root_id(root, create=True)
+        legacy = self.store.get_context_by_type_and_name(PIPELINE, str(Path(root).resolve()))
+        if legacy is not None and self.store.get_context_by_type_and_name(PIPELINE, self.root_id) is None:
+            legacy.name = self.root_id  # named after its path by an older version: now after its id
+            self.store.put_contexts([legacy])
+        self.pipeline_context = self._context(PIPELINE, self.root_id, {"root": str(Path(root).resolve())})
         joined = self.store.get_context_by_type_and_name(RUN, run_id) is not None  # a later step of the run
         self.run_context = self._context(RUN, run_id, {} if joined else {
             "run_id": run_id, "status": "running", "started": _now(), "config": config_text, "dataset": dataset,
@@ -210,7 +218,7 @@ class Metadata:
     def finish_run(self, status: str, error: str | None, report: str | None = None) -> None:
         """Sets the run's status: its final one, or `running` again after a step of it was retried."""
         self.run_context = self._context(RUN, self.run_context.name, {
-            "status": status, "error": error or "", "report": report,
+            "status": status, "error": error or "", "report": report and self.stored(report),
             **({"finished": _now()} if status != "running" else {})})
 
     def _artifact(self, artifact: artifacts.Artifact, digest: str | None, producing: bool):
@@ -221,10 +229,10 @@ class Metadata:
         LIVE ones at that uri, whose files it replaced, become DELETED.
         """
         pb = _pb()
-        type_id = self._artifact_type(artifact.kind)
-        if (artifact.kind, artifact.uri) in self.ids and not producing:
-            return self.store.get_artifacts_by_id([self.ids[(artifact.kind, artifact.uri)]])[0]
-        same_uri = [a for a in self.store.get_artifacts_by_uri(artifact.uri) if a.type_id == type_id]
+        type_id, uri = self._artifact_type(artifact.kind), self.stored(artifact.uri)
+        if (artifact.kind, uri) in self.ids and not producing:
+            return self.store.get_artifacts_by_id([self.ids[(artifact.kind, uri)]])[0]
+        same_uri = [a for a in self.store.get_artifacts_by_uri(uri) if a.type_id == type_id]
         live = [a for a in same_uri if a.state == pb.Artifact.LIVE]
         if live and not producing:
             return live[-1]
@@ -234,8 +242,8 @@ class Metadata:
                     and (digest is None or _get(candidate.properties, "digest") in (digest, None))):
                 return candidate
         if producing:
-            self.forget(artifact.uri)
-        new = pb.Artifact(type_id=type_id, uri=artifact.uri, state=pb.Artifact.LIVE)
+            self.forget(uri)
+        new = pb.Artifact(type_id=type_id, uri=uri, state=pb.Artifact.LIVE)
         for f in dataclasses.fields(artifact):
             if f.name != "uri":
                 _set(new.properties, f.name, getattr(artifact, f.name))
@@ -247,7 +255,7 @@ class Metadata:
     def forget(self, uri: str) -> None:
         """Marks the LIVE artifacts at `uri` DELETED: their files are about to be replaced, or are gone."""
         pb = _pb()
-        live = [a for a in self.store.get_artifacts_by_uri(uri) if a.state == pb.Artifact.LIVE]
+        live = [a for a in self.store.get_artifacts_by_uri(self.stored(uri)) if a.state == pb.Artifact.LIVE]
         for artifact in live:
             artifact.state = pb.Artifact.DELETED
         if live:
@@ -284,9 +292,25 @@ class Metadata:
         for (artifact, _), artifact_id in zip(events, ids):
             self.ids[(kinds[artifact.type_id], artifact.uri)] = artifact_id
 
+    def stored(self, uri: str | Path) -> str:
+        """How the store records `uri`: by the root's id and the path under it, else absolute (`paths.to_stored`)."""
+        return paths.to_stored(uri, self.root, self.root_id) if self.root else str(uri)
+
+    def resolve(self, stored: str) -> str:
+        """The path a recorded uri names now: under this root wherever it is, or where another root last ran."""
+        return paths.resolve(stored, self.root, self.root_id, self._location)
+
+    def _location(self, root_id: str) -> str | None:
+        if root_id not in self.locations:
+            context = self.store.get_context_by_type_and_name(PIPELINE, root_id)
+            self.locations[root_id] = context and _get(context.properties, "root")
+        return self.locations[root_id]
+
     # -- queries -----------------------------------------------------------------------------------------------
     def _runs(self, root: str):
-        pipeline = self.store.get_context_by_type_and_name(PIPELINE, str(Path(root).resolve()))
+        rid = paths.root_id(root)  # a root's context is named after its id; an older store's after its path
+        pipeline = (rid and self.store.get_context_by_type_and_name(PIPELINE, rid)
+                    or self.store.get_context_by_type_and_name(PIPELINE, str(Path(root).resolve())))
         if pipeline is None:
             return []
         return sorted(self.store.get_children_contexts_by_context(pipeline.id), key=lambda c: c.id)  # as started
@@ -303,6 +327,7 @@ class Metadata:
         for context in self._runs(root):
             row = {prop: _get(context.properties, prop) for prop in ("status", "error", "started", "finished",
                                                                     "dataset", "report")}
+            row["report"] = row["report"] and self.resolve(row["report"])
             executions = self._executions(context)
             row["components"] = {e["component"]: e["state"] for e in executions}
             if outputs:
@@ -341,7 +366,7 @@ class Metadata:
                 except ValueError:
                     pass
             props[name] = value
-        return {"id": artifact.id, "type": kind, "uri": artifact.uri,
+        return {"id": artifact.id, "type": kind, "uri": self.resolve(artifact.uri),
                 "state": pb.Artifact.State.Name(artifact.state), "properties": props}
 
     def has_run(self, run_id: str) -> bool:
@@ -357,7 +382,8 @@ class Metadata:
         context = self.store.get_context_by_type_and_name(RUN, run_id)
         if context is None:
             raise MetadataError(f"{self.name}: no run '{run_id}' (see `python -m pipeline runs list`)")
-        return {"run_id": run_id, **{p: _get(context.properties, p) for p in RUN_PROPERTIES},
+        found = {p: _get(context.properties, p) for p in RUN_PROPERTIES}
+        return {"run_id": run_id, **found, "report": found["report"] and self.resolve(found["report"]),
                 "executions": self._executions(context)}
 
     def lineage(self, version_uri: str | Path) -> dict[str, Any]:
@@ -375,8 +401,8 @@ class Metadata:
         """
         pb = _pb()
         uri = str(Path(version_uri))
-        # A run records its paths as given: relative to where it ran, or absolute. Either names the version.
-        spellings = dict.fromkeys([uri, str(Path(uri).resolve()), os.path.relpath(Path(uri).resolve())])
+        # Recorded under the root by its id; older versions recorded paths as given (relative or absolute).
+        spellings = dict.fromkeys([self.stored(uri), uri, str(Path(uri).resolve()), os.path.relpath(Path(uri).resolve())])
         pushed = [a for spelling in spellings for a in self.store.get_artifacts_by_uri(spelling)
                   if a.state == pb.Artifact.LIVE
                   and self.store.get_artifact_types_by_id([a.type_id])[0].name == "PushedModel"]
