@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from conftest import write_dataset
-from pipeline.config import Config, override
+from pipeline.config import Config, MetadataConfig, override
 from pipeline.engine import artifacts, paths
-from pipeline.engine.artifacts import Model, PushedModel, Statistics
+from pipeline.engine.artifacts import HyperParameters, Model, PushedModel, Statistics
+from pipeline.engine.history import reusable_hyperparameters
 from pipeline.engine.metadata import Metadata
 from pipeline.engine.runner import Component, Runner
 from test_cli import cli
@@ -145,6 +146,36 @@ def test_a_store_of_an_older_version_named_after_the_path_is_adopted(tmp_path):
     assert [r["run_id"] for r in _store(root).runs(str(root))] == ["run-1"]  # read as it is
     _run(root, "run-2")  # renamed to the id by the next run, its runs kept
     assert [r["run_id"] for r in _store(root).runs(str(root))] == ["run-1", "run-2"]
+
+
+def _tune(*, out_dir: Path, search: str) -> HyperParameters:
+    (out_dir / "values.json").write_text("{}")
+    return HyperParameters(uri=str(out_dir), fingerprint="", tuner="random", values={}, trials=(), search=search)
+
+
+def test_roots_sharing_a_store_find_each_others_search_where_that_root_is_now(tmp_path):
+    tune = Component(name="tune", fn=_tune, inputs=(), output=HyperParameters)
+    shared = MetadataConfig(sqlite=str(tmp_path / "shared.sqlite"))
+    a, b = (override(Config(metadata=shared), root=str(tmp_path / name)) for name in "ab")
+
+    def run(cfg, run_id):
+        store = Metadata.open(cfg)
+        store.start_run(run_id, cfg.root, "", "idx:/data")
+        runner = Runner(cfg.root, metadata=store)
+        found = reusable_hyperparameters(store, "k1")
+        runner.reuse(tune, found) if found else runner(tune, search="k1")
+        store.finish_run("pushed", None)
+        return runner.outputs["tune"]
+
+    made = run(a, "run-a")
+    shutil.move(tmp_path / "a", tmp_path / "a2")  # and rerun there: the store learns where it is now
+    a = override(a, root=str(tmp_path / "a2"))
+    assert run(a, "run-a2").uri == str(tmp_path / "a2" / Path(made.uri).relative_to(tmp_path / "a"))
+    reused = run(b, "run-b")
+    assert reused.uri == str(tmp_path / "a2" / Path(made.uri).relative_to(tmp_path / "a"))
+    store = Metadata.open(b)
+    assert len(store.store.get_artifacts()) == 1  # b's run recorded the same artifact, not a second one
+    assert store.run("run-b")["executions"][0]["output"]["uri"] == reused.uri
 
 
 @pytest.fixture(scope="module")

@@ -292,7 +292,13 @@ class Metadata:
 
     def stored(self, uri: str | Path) -> str:
         """How the store records `uri`: by the root's id and the path under it, else absolute (`paths.to_stored`)."""
-        return paths.to_stored(uri, self.root, self.root_id) if self.root else str(uri)
+        if not self.root:
+            return str(uri)
+        stored = paths.to_stored(uri, self.root, self.root_id)
+        for other, where in self.locations.items():  # another root's output (a reused search), found through it
+            if where and not stored.startswith(paths.SCHEME) and paths.under(uri, where) is not None:
+                return paths.to_stored(uri, where, other)
+        return stored
 
     def resolve(self, stored: str) -> str:
         """The path a recorded uri names now: under this root wherever it is, or where another root last ran."""
