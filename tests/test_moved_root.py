@@ -1,4 +1,4 @@
-"""A root moved with `mv` or copied with `cp -a` keeps its history, its lineage and its cache, and reads only its own files."""
+"""A root moved (`mv`) or copied (`cp -a`) keeps its history, lineage and cache, and reads only its own files."""
 import json
 import shutil
 import subprocess
@@ -204,7 +204,8 @@ def test_the_pipeline_on_a_moved_then_copied_root_keeps_runs_lineage_and_a_fully
     code, out, err = cli("runs", "lineage", "1", "--root", moved, "--json")
     lineage = json.loads(out)
     assert code == 0 and lineage["run_id"] == first["run_id"], err
-    assert lineage["model"]["uri"] == str(moved / "artifacts" / "train" / Path(first["components"]["train"]["uri"]).name)
+    key = Path(first["components"]["train"]["uri"]).name
+    assert lineage["model"]["uri"] == str(moved / "artifacts" / "train" / key)
     again = _rerun(base, moved)
     assert set(states(again).values()) == {"cached"} and again["push"]["version"] == 1
     assert sorted(p.name for p in (moved / "serving").iterdir()) == ["1"]  # no duplicate version pushed

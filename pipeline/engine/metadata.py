@@ -187,8 +187,8 @@ class Metadata:
         return context
 
     def start_run(self, run_id: str, root: str, config_text: str, dataset: str, alone: bool = True) -> None:
-        """Creates the run's context, a child of the pipeline's (named after the root), or joins it when a
-        step of the same run created it before (on this machine or another sharing the store).
+        """Creates the run's context, a child of the pipeline's (named after the root's id, `paths.root_id`),
+        or joins it when a step of the same run created it before (on this machine or another sharing the store).
 
         `alone` (this run holds the root's lock exclusively): earlier runs still marked `running` were
         killed, and are marked `interrupted`.

@@ -1,4 +1,4 @@
-"""Paths kept relative to the pipeline root, so a root moved, copied or mounted elsewhere keeps its history and cache."""
+"""Paths kept relative to the pipeline root, so a root moved, copied or mounted elsewhere keeps its history."""
 from __future__ import annotations
 
 import os
