@@ -133,7 +133,7 @@ def test_a_copied_root_reads_only_its_own_files(tmp_path):
     Path(again.outputs["train"].path).write_text("altered in the copy")
     rebuilt = _run(copy, "run-4")
     assert rebuilt.components["train"]["state"] == "executed" and rebuilt.components["statistics"]["state"] == "cached"
-    assert not (tmp_path / "root").exists()
+    assert not (tmp_path / "root").exists()  # nothing was written where the original was
 
 
 def test_a_store_of_an_older_version_named_after_the_path_is_adopted(tmp_path):
@@ -163,7 +163,10 @@ def test_roots_sharing_a_store_find_each_others_search_where_that_root_is_now(tm
         store.start_run(run_id, cfg.root, "", "idx:/data")
         runner = Runner(cfg.root, metadata=store)
         found = reusable_hyperparameters(store, "k1")
-        runner.reuse(tune, found) if found else runner(tune, search="k1")
+        if found:
+            runner.reuse(tune, found)
+        else:
+            runner(tune, search="k1")
         store.finish_run("pushed", None)
         return runner.outputs["tune"]
 
