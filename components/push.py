@@ -121,8 +121,9 @@ def serving_baseline(serving_dir: str | Path, model_fingerprint: str) -> PushedM
     not know its versions (roots sharing a serving directory, a store moved aside). A version emptied of
     its `saved_model.pb` was removed from serving; a pushed copy of the model being evaluated
     (`model_fingerprint`) is skipped, as a model is not its own baseline. A version that cannot be read
-    is still returned: evaluate says so (`evaluate.baseline_broken`). Its fingerprint covers the
-    version's `saved_model.pb` and `model_info.json`, so a replaced version is a new baseline.
+    is still returned: evaluate says so (`evaluate.baseline_broken`). Its fingerprint covers the version's
+    number, `saved_model.pb` and `model_info.json` (not where the directory is), so a replaced version is
+    a new baseline and a moved one is not.
 
     Example:
         >>> serving_baseline("pipeline_root/serving", model.fingerprint).version
@@ -138,7 +139,7 @@ def serving_baseline(serving_dir: str | Path, model_fingerprint: str) -> PushedM
         info = _info(version)
         if info.get("model_fingerprint") == model_fingerprint:
             continue
-        digest = hashlib.sha256(str(version.resolve()).encode())
+        digest = hashlib.sha256(str(number).encode())  # not its path: a moved root keeps its baseline
         for name in ("saved_model.pb", INFO):
             if (version / name).is_file():
                 digest.update((version / name).read_bytes())

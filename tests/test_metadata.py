@@ -99,7 +99,7 @@ def test_rebuilt_artifact_replaces_the_old_record(tmp_path):
     Path(runner.outputs["train"].path).write_text("tampered")
     _run(cfg, "20260101T000001-bbbb")
     store = Metadata.open(cfg, create=False)
-    models = [a for a in store.store.get_artifacts_by_uri(runner.outputs["train"].uri)]
+    models = [a for a in store.store.get_artifacts_by_uri(store.stored(runner.outputs["train"].uri))]
     assert len(models) == 2 and sorted(a.state for a in models) == [2, 4]  # one LIVE, one DELETED
     assert store.run("20260101T000001-bbbb")["executions"][1]["rebuilt"].startswith("was altered: model.keras")
     for artifact in store.live_artifacts():  # nothing LIVE describes files that are gone

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 
 SPLITS = ("train", "eval", "test")
 RECORD = "artifact.json"  # written last into an artifact's directory: its presence means complete
+RELATIVE = "uri_relative"  # in a record: its `uri` is relative to the record's directory (it moves with the root)
 ARTIFACT_TYPES: dict[str, type] = {}  # kind: class, filled as artifact types are declared
 
 
@@ -194,9 +196,22 @@ class PushedModel(Artifact):
         return (Path(self.uri) / "saved_model.pb").is_file()
 
 
+def record_uri(record: dict[str, Any], directory: str | Path) -> str:
+    """The uri an artifact's record (found in `directory`) names, wherever the root now is.
+
+    A record written under the root names its uri relative to its own directory. An older record's absolute
+    uri that ends in this directory's `<component>/<key>` named this very directory before it moved.
+    """
+    uri = record["uri"]
+    if record.get(RELATIVE):
+        return os.path.normpath(Path(directory) / uri)
+    if Path(uri).is_absolute() and Path(uri).parts[-2:] == Path(directory).absolute().parts[-2:]:
+        return str(Path(directory))
+    return uri
 
 
 def load(uri: str | Path) -> Artifact:
-    """Reads the artifact recorded in `uri` (its `artifact.json`)."""
+    """Reads the artifact recorded in `uri` (its `artifact.json`), its uri resolved where the record is."""
     data = json.loads((Path(uri) / RECORD).read_text())
+    data["uri"] = record_uri(data, uri)
     return ARTIFACT_TYPES[data.pop("type")].from_dict(data)

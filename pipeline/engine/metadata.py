@@ -5,19 +5,17 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import os
 import typing
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine import artifacts
+from pipeline.engine import artifacts, paths
 from pipeline.engine.errors import MetadataError, first_line
 from pipeline.engine.lock import exclusive
 
 PIPELINE, RUN = "pipeline", "pipeline_run"
 EXECUTION_STATES = {"executed": "COMPLETE", "cached": "CACHED", "failed": "FAILED"}
 RUN_PROPERTIES = ("status", "error", "started", "finished", "config", "dataset", "root", "report")
-LINEAGE_HOPS = 24  # pushed model back to ingest is 11 hops (artifact, execution, ...), evaluation's path included
 
 
 def _pb():
@@ -117,7 +115,7 @@ class Metadata:
         >>> store.finish_run("pushed", None)
     """
 
-    def __init__(self, conn, name: str, create: bool = True):
+    def __init__(self, conn, name: str, create: bool = True, root: str | Path | None = None):
         from ml_metadata.metadata_store import metadata_store
 
         self.name = name
@@ -139,11 +137,14 @@ class Metadata:
         self.ids: dict[tuple[str, str], int] = {}  # (type, uri) → id of the artifacts of this run
         self.kinds: dict[int, str] = {}  # artifact type id → name
         self.run_context = self.pipeline_context = None
+        # Uris under the root are recorded relative to it, by its id: the root can move (see `paths`).
+        self.root, self.root_id = root, paths.root_id(root) if root else None
+        self.locations: dict[str, str | None] = {}  # another root's id: where it last ran
 
     @classmethod
     def open(cls, cfg, create: bool = True) -> "Metadata":
         """Opens (or creates) the store the config names. Raises MetadataError if it cannot be read."""
-        return cls(*connection_config(cfg), create=create)
+        return cls(*connection_config(cfg), create=create, root=cfg.root)
 
     # -- recording ---------------------------------------------------------------------------------------------
     def _artifact_type(self, kind: str) -> int:
@@ -186,18 +187,23 @@ class Metadata:
         return context
 
     def start_run(self, run_id: str, root: str, config_text: str, dataset: str, alone: bool = True) -> None:
-        """Creates the run's context, a child of the pipeline's (named after the root), or joins it when a
-        step of the same run created it before (on this machine or another sharing the store).
+        """Creates the run's context, a child of the pipeline's (named after the root's id, `paths.root_id`),
+        or joins it when a step of the same run created it before (on this machine or another sharing the store).
 
-        `alone` (this run holds the root's lock exclusively): earlier runs still marked `running` were
-        killed, and are marked `interrupted`.
+        `alone` (this run holds the root's lock exclusively): earlier runs still marked `running` ended
+        as their summary says (the store failed to take their end), else were killed: `interrupted`.
         """
         pb = _pb()
         if alone:
             for context in self._runs(root):
                 if _get(context.properties, "status") == "running":
                     self._reconcile_run(context, Path(root) / "runs" / context.name / "summary.json")
-        self.pipeline_context = self._context(PIPELINE, str(Path(root).resolve()), {"root": str(Path(root).resolve())})
+        self.root, self.root_id = root, paths.root_id(root, create=True)
+        legacy = self.store.get_context_by_type_and_name(PIPELINE, str(Path(root).resolve()))
+        if legacy is not None and self.store.get_context_by_type_and_name(PIPELINE, self.root_id) is None:
+            legacy.name = self.root_id  # named after its path by an older version: now after its id
+            self.store.put_contexts([legacy])
+        self.pipeline_context = self._context(PIPELINE, self.root_id, {"root": str(Path(root).resolve())})
         joined = self.store.get_context_by_type_and_name(RUN, run_id) is not None  # a later step of the run
         self.run_context = self._context(RUN, run_id, {} if joined else {
             "run_id": run_id, "status": "running", "started": _now(), "config": config_text, "dataset": dataset,
@@ -223,7 +229,7 @@ class Metadata:
     def finish_run(self, status: str, error: str | None, report: str | None = None) -> None:
         """Sets the run's status: its final one, or `running` again after a step of it was retried."""
         self.run_context = self._context(RUN, self.run_context.name, {
-            "status": status, "error": error or "", "report": report,
+            "status": status, "error": error or "", "report": report and self.stored(report),
             **({"finished": _now()} if status != "running" else {})})
 
     def _artifact(self, artifact: artifacts.Artifact, digest: str | None, producing: bool):
@@ -234,10 +240,10 @@ class Metadata:
         LIVE ones at that uri, whose files it replaced, become DELETED.
         """
         pb = _pb()
-        type_id = self._artifact_type(artifact.kind)
-        if (artifact.kind, artifact.uri) in self.ids and not producing:
-            return self.store.get_artifacts_by_id([self.ids[(artifact.kind, artifact.uri)]])[0]
-        same_uri = [a for a in self.store.get_artifacts_by_uri(artifact.uri) if a.type_id == type_id]
+        type_id, uri = self._artifact_type(artifact.kind), self.stored(artifact.uri)
+        if (artifact.kind, uri) in self.ids and not producing:
+            return self.store.get_artifacts_by_id([self.ids[(artifact.kind, uri)]])[0]
+        same_uri = [a for a in self.store.get_artifacts_by_uri(uri) if a.type_id == type_id]
         live = [a for a in same_uri if a.state == pb.Artifact.LIVE]
         if live and not producing:
             return live[-1]
@@ -247,8 +253,8 @@ class Metadata:
                     and (digest is None or _get(candidate.properties, "digest") in (digest, None))):
                 return candidate
         if producing:
-            self.forget(artifact.uri)
-        new = pb.Artifact(type_id=type_id, uri=artifact.uri, state=pb.Artifact.LIVE)
+            self.forget(uri)
+        new = pb.Artifact(type_id=type_id, uri=uri, state=pb.Artifact.LIVE)
         for f in dataclasses.fields(artifact):
             if f.name != "uri":
                 _set(new.properties, f.name, getattr(artifact, f.name))
@@ -260,7 +266,7 @@ class Metadata:
     def forget(self, uri: str) -> None:
         """Marks the LIVE artifacts at `uri` DELETED: their files are about to be replaced, or are gone."""
         pb = _pb()
-        live = [a for a in self.store.get_artifacts_by_uri(uri) if a.state == pb.Artifact.LIVE]
+        live = [a for a in self.store.get_artifacts_by_uri(self.stored(uri)) if a.state == pb.Artifact.LIVE]
         for artifact in live:
             artifact.state = pb.Artifact.DELETED
         if live:
@@ -297,9 +303,31 @@ class Metadata:
         for (artifact, _), artifact_id in zip(events, ids):
             self.ids[(kinds[artifact.type_id], artifact.uri)] = artifact_id
 
+    def stored(self, uri: str | Path) -> str:
+        """How the store records `uri`: by the root's id and the path under it, else absolute (`paths.to_stored`)."""
+        if not self.root:
+            return str(uri)
+        stored = paths.to_stored(uri, self.root, self.root_id)
+        for other, where in self.locations.items():  # another root's output (a reused search), found through it
+            if where and not stored.startswith(paths.SCHEME) and paths.under(uri, where) is not None:
+                return paths.to_stored(uri, where, other)
+        return stored
+
+    def resolve(self, stored: str) -> str:
+        """The path a recorded uri names now: under this root wherever it is, or where another root last ran."""
+        return paths.resolve(stored, self.root, self.root_id, self._location)
+
+    def _location(self, root_id: str) -> str | None:
+        if root_id not in self.locations:
+            context = self.store.get_context_by_type_and_name(PIPELINE, root_id)
+            self.locations[root_id] = context and _get(context.properties, "root")
+        return self.locations[root_id]
+
     # -- queries -----------------------------------------------------------------------------------------------
     def _runs(self, root: str):
-        pipeline = self.store.get_context_by_type_and_name(PIPELINE, str(Path(root).resolve()))
+        rid = paths.root_id(root)  # a root's context is named after its id; an older store's after its path
+        pipeline = (rid and self.store.get_context_by_type_and_name(PIPELINE, rid)
+                    or self.store.get_context_by_type_and_name(PIPELINE, str(Path(root).resolve())))
         if pipeline is None:
             return []
         return sorted(self.store.get_children_contexts_by_context(pipeline.id), key=lambda c: c.id)  # as started
@@ -316,6 +344,7 @@ class Metadata:
         for context in self._runs(root):
             row = {prop: _get(context.properties, prop) for prop in ("status", "error", "started", "finished",
                                                                     "dataset", "report")}
+            row["report"] = row["report"] and self.resolve(row["report"])
             executions = self._executions(context)
             row["components"] = {e["component"]: e["state"] for e in executions}
             if outputs:
@@ -354,7 +383,7 @@ class Metadata:
                 except ValueError:
                     pass
             props[name] = value
-        return {"id": artifact.id, "type": kind, "uri": artifact.uri,
+        return {"id": artifact.id, "type": kind, "uri": self.resolve(artifact.uri),
                 "state": pb.Artifact.State.Name(artifact.state), "properties": props}
 
     def has_run(self, run_id: str) -> bool:
@@ -370,68 +399,15 @@ class Metadata:
         context = self.store.get_context_by_type_and_name(RUN, run_id)
         if context is None:
             raise MetadataError(f"{self.name}: no run '{run_id}' (see `python -m pipeline runs list`)")
-        return {"run_id": run_id, **{p: _get(context.properties, p) for p in RUN_PROPERTIES},
+        found = {p: _get(context.properties, p) for p in RUN_PROPERTIES}
+        return {"run_id": run_id, **found, "report": found["report"] and self.resolve(found["report"]),
                 "executions": self._executions(context)}
 
     def lineage(self, version_uri: str | Path) -> dict[str, Any]:
-        """What produced a pushed model version: the run, data, schema, statistics, hyperparameters and model.
+        """What produced a pushed model version (see `pipeline.engine.lineage.lineage`)."""
+        from pipeline.engine.lineage import lineage
 
-        One ML Metadata lineage query fetches the graph upstream of the PushedModel artifact at
-        `version_uri`; it is walked back nearest first, stopping at the baseline it was compared with.
-
-        Raises:
-            MetadataError: no pushed model was recorded at that directory.
-
-        Example:
-            >>> Metadata.open(cfg, create=False).lineage("pipeline_root/serving/3")["examples"]["fingerprint"]
-            '5d1c...'
-        """
-        pb = _pb()
-        uri = str(Path(version_uri))
-        # A run records its paths as given: relative to where it ran, or absolute. Either names the version.
-        spellings = dict.fromkeys([uri, str(Path(uri).resolve()), os.path.relpath(Path(uri).resolve())])
-        pushed = [a for spelling in spellings for a in self.store.get_artifacts_by_uri(spelling)
-                  if a.state == pb.Artifact.LIVE
-                  and self.store.get_artifact_types_by_id([a.type_id])[0].name == "PushedModel"]
-        if not pushed:
-            raise MetadataError(f"{uri}: no pushed model recorded at this directory in {self.name}")
-        found: dict[str, dict[str, Any]] = {"pushed_model": self._describe(pushed[-1])}
-        graph = self.store.get_lineage_subgraph(pb.LineageSubgraphQueryOptions(  # one query for the whole graph
-            starting_artifacts=pb.LineageSubgraphQueryOptions.StartingNodes(filter_query=f"id = {pushed[-1].id}"),
-            max_num_hops=LINEAGE_HOPS, direction=pb.LineageSubgraphQueryOptions.UPSTREAM))
-        artifacts = {a.id: a for a in graph.artifacts}
-        executions = {e.id: e for e in graph.executions}
-        components = {t.id: t.name for t in graph.execution_types}
-        writers: dict[int, list] = {}  # artifact id: the executions that output it, oldest first
-        readers: dict[int, list[int]] = {}  # execution id: its input artifacts
-        for event in sorted(graph.events, key=lambda e: e.execution_id):
-            if event.type == pb.Event.OUTPUT and event.execution_id in executions:
-                writers.setdefault(event.artifact_id, []).append(executions[event.execution_id])
-            elif event.type == pb.Event.INPUT and event.artifact_id in artifacts:
-                readers.setdefault(event.execution_id, []).append(event.artifact_id)
-        frontier, seen = [pushed[-1].id], set()
-        while frontier:
-            following = []
-            for artifact_id in frontier:
-                candidates = writers.get(artifact_id, [])
-                # The execution that wrote it (a cached execution only re-used it).
-                complete = [e for e in candidates if e.last_known_state == pb.Execution.COMPLETE]
-                execution = (complete or candidates or [None])[0]
-                if execution is None or execution.id in seen:
-                    continue
-                seen.add(execution.id)
-                found.setdefault(f"{components[execution.type_id]}_run", {
-                    "run_id": _get(execution.properties, "run_id"), "state": _get(execution.properties, "state")})
-                for input_id in readers.get(execution.id, []):
-                    described = self._describe(artifacts[input_id])
-                    key = {"PushedModel": "baseline"}.get(described["type"], described["type"].lower())
-                    if key not in found:
-                        found[key] = described
-                        if key != "baseline":  # the serving model compared with has a lineage of its own
-                            following.append(input_id)
-            frontier = following
-        return {"version": found["pushed_model"]["properties"].get("version"), "uri": uri,
-                "run_id": found.get("push_run", {}).get("run_id"), **found}
+        return lineage(self, version_uri)
 
     def live_artifacts(self) -> list[dict[str, Any]]:
         """Every artifact marked LIVE, described."""

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine import artifacts
-from pipeline.engine.artifacts import RECORD, Artifact
+from pipeline.engine import artifacts, paths
+from pipeline.engine.artifacts import RECORD, RELATIVE, Artifact
 from pipeline.engine.component import Component
 from pipeline.engine.dag import StopRun, between
 from pipeline.engine.errors import MetadataError, PipelineError, first_line
@@ -116,7 +116,8 @@ class Runner:
     def __init__(self, root: str | Path, use_cache: bool = True, force: frozenset[str] = frozenset(),
                  run_dir: str | Path | None = None, order: tuple[str, ...] = (), start: str | None = None,
                  stop: str | None = None, metadata=None, shared: bool = False, deadline: float | None = None):
-        self.store = writable_root(root) / "artifacts"
+        self.root = writable_root(root)
+        self.store = self.root / "artifacts"
         self.run_dir = Path(run_dir) if run_dir else None
         self.use_cache = use_cache
         between(order, start, stop)  # checks the names and their order
@@ -139,7 +140,7 @@ class Runner:
             "component": component.name,
             "version": component.version,
             "inputs": [a.fingerprint if a is not None else None for a in inputs],
-            "params": params,
+            "params": {name: paths.portable(value, self.root) for name, value in params.items()},
             "source": component.source_key(**params) if component.source_key else None,
         }
         blob = json.dumps(identity, sort_keys=True, default=_jsonable)
@@ -212,7 +213,7 @@ class Runner:
     def _recorded_uri(final: Path) -> str:
         """The uri a committed output's record names (a push's is its serving version), else `final`."""
         try:
-            return json.loads((final / RECORD).read_text())["uri"]
+            return artifacts.record_uri(json.loads((final / RECORD).read_text()), final)
         except (OSError, ValueError, KeyError):
             return str(final)
 
@@ -261,6 +262,8 @@ class Runner:
                 blob = json.dumps([key, files], sort_keys=True).encode()
                 output = dataclasses.replace(output, fingerprint=hashlib.sha256(blob).hexdigest())
             record = {**output.to_dict(), FILES: files}
+            if paths.under(output.uri, self.root) is not None:  # moves with the root: named from the record's place
+                record |= {"uri": os.path.relpath(Path(output.uri).resolve(), final.resolve()), RELATIVE: True}
             (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
             failpoint(f"{component.name}.commit")
             if final.exists():  # stale or altered: move aside so the rename below is atomic

@@ -1,0 +1,89 @@
+"""Paths kept relative to the pipeline root, so a root moved, copied or mounted elsewhere keeps its history."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Callable
+
+ROOT_ID = ".root-id"  # names the root in the metadata store; created once, it moves and copies with the root
+SCHEME = "pipeline-root://"  # a stored uri under a root: pipeline-root://<root id>/<path relative to the root>
+PLACEHOLDER = "<root>"  # a root's own path in a cache key: the key holds wherever the root is
+
+
+def root_id(root: str | Path, create: bool = False) -> str | None:
+    """The id of the root at `root` (its `.root-id` file); None when it has none and `create` is False.
+
+    Example:
+        >>> root_id("/tmp/root", create=True)
+        '3f9c0a1b5d2e7f48'
+    """
+    path = Path(root) / ROOT_ID
+    if not path.is_file():
+        if not create:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(secrets.token_hex(8) + "\n")
+        try:  # a link never replaces: when processes start on a new root at once, the first id wins
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip() or None
+
+
+def under(uri: str | Path, root: str | Path) -> str | None:
+    """`uri` relative to `root` (with `/`), or None when it is not under the root.
+
+    Example:
+        >>> under("/tmp/root/artifacts/train/ab12", "/tmp/root"), under("/srv/models/1", "/tmp/root")
+        ('artifacts/train/ab12', None)
+    """
+    if not str(uri):
+        return None
+    try:
+        return Path(uri).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def to_stored(uri: str | Path, root: str | Path, owner: str | None) -> str:
+    """How the store records `uri`: under the root, by the root's id (`owner`) and the relative path; outside
+    it (or for a root without an id), the absolute path.
+
+    Example:
+        >>> to_stored("/tmp/root/serving/1", "/tmp/root", "3f9c0a1b5d2e7f48")
+        'pipeline-root://3f9c0a1b5d2e7f48/serving/1'
+    """
+    if str(uri).startswith(SCHEME) or not str(uri):
+        return str(uri)
+    relative = under(uri, root) if owner else None
+    return f"{SCHEME}{owner}/{relative}" if relative is not None else os.path.abspath(uri)
+
+
+def resolve(stored: str, root: str | Path, owner: str | None,
+            locate: Callable[[str], str | None] | None = None) -> str:
+    """The path a stored uri names now: under `root` for this root's id (`owner`), under where `locate`
+    says another root was last run for its id; an absolute path (older stores) as it is.
+
+    Example:
+        >>> resolve("pipeline-root://3f9c0a1b5d2e7f48/serving/1", "/mnt/root", "3f9c0a1b5d2e7f48")
+        '/mnt/root/serving/1'
+    """
+    if not stored.startswith(SCHEME):
+        return stored
+    rid, _, relative = stored[len(SCHEME):].partition("/")
+    base = root if rid == owner else (locate(rid) if locate else None)
+    return str(Path(base) / relative) if base else stored
+
+
+def portable(value, root: str | Path):
+    """A parameter as a cache key sees it: a path under the root is spelled from `<root>`, so moving the
+    root keeps its keys; any other value is unchanged."""
+    if isinstance(value, Path):
+        relative = under(value, root)
+        if relative is not None:
+            return f"{PLACEHOLDER}/{relative}"
+    return value
