@@ -110,7 +110,8 @@ def test_wrong_image_size_is_flagged(tmp_path):
     found = _anomalies(tmp_path, _images(30, side=32), np.arange(30) % 10, curated=SCHEMAS / "mnist.pbtxt")
     shape = [a for a in found if a.feature == "image"]
     assert {a.type for a in shape} == {"INVALID_FEATURE_SHAPE"} and "1024" in shape[0].description
-    assert {a.feature for a in found} <= {"image", "bbox_height", "bbox_width"}  # 32-pixel boxes are out of range
+    # 32-pixel boxes are out of range; uniform noise has a mid-gray border, which some images push past light.
+    assert {a.feature for a in found} <= {"image", "bbox_height", "bbox_width", "background"}
 
 
 def test_empty_split_is_flagged(tmp_path):
@@ -203,3 +204,17 @@ def test_data_that_cannot_make_a_trustworthy_model_is_flagged(tmp_path):
     assert [test_examples_needed(t) for t in (0.0, 0.5, 0.88, 0.97, 1.0)] == [1, 4, 30, 130, 1]
     assert validate(stats, curated, out_dir=tmp_path / "small" / "b", min_accuracy=0.0).anomalies == tuple(
         a for a in result.anomalies if a.type != "TEST_SPLIT_TOO_SMALL")
+
+
+@pytest.mark.parametrize("curated", ["mnist_family", "fashion_mnist"])
+def test_inverted_images_are_an_anomaly_naming_the_cause_and_the_fix(tmp_path, curated):
+    from conftest import make_images
+
+    labels = np.arange(40) % 10
+    images = make_images(labels, np.random.default_rng(0))
+    assert _anomalies(tmp_path / "plain", images, labels, curated=SCHEMAS / f"{curated}.pbtxt") == ()
+    found = _anomalies(tmp_path / "inverted", 255 - images, labels, curated=SCHEMAS / f"{curated}.pbtxt")
+    polarity = [a for a in found if a.feature == "background"]
+    assert [a.split for a in polarity] == list(SPLITS) and "BIG_FLOAT" in polarity[0].type
+    assert "images look inverted (dark ink on a light background); set data.invert / --invert true" in \
+        polarity[0].description
