@@ -88,6 +88,9 @@ class DataConfig:
     eval_fraction: float = setting(0.1, above=0, below=1)  # carved from train by content hash
     test_fraction: float = setting(0.15, above=0, below=1)  # only for a directory that holds a single split
     tfds_data_dir: str | None = None
+    # Polarity: true inverts every image (255 - x); auto those of a dataset whose median background is light
+    # (dark ink on a light sheet, components.image_features.LIGHT). Recorded with the data and the model.
+    invert: str = setting("auto", choices=("auto", "true", "false"))
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,8 @@ def _coerce(value, hint, where: str):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config '{where}': expected a list, got {_shown.repr(value)}")
         return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is str and isinstance(value, bool):  # YAML reads `invert: true` as a boolean: the choice is its spelling
+        value = "true" if value else "false"
     ok = (isinstance(value, hint) and not (hint is int and isinstance(value, bool))
           or hint is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
