@@ -52,6 +52,9 @@ def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], 
     mode = "always" if parsed.split == ingest.ALL else "single" if batch and not parsed.split else None
     # The run's own layout is the default: passed only when it differs, so a run's cached ingest is reused.
     examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole), **({"whole": mode} if mode else {}))
+    if examples.inverted:  # a check sees the data as delivered: inverted images are what it must report
+        examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole, invert="false"),
+                          **({"whole": mode} if mode else {}))
     split = "test" if parsed.split == ingest.ALL else parsed.split
     if batch and split is None:
         split = "test" if not examples.counts["train"] + examples.counts["eval"] else "train"
