@@ -25,7 +25,8 @@ def anomalies_of(stats, proto_schema, split: str, environment: str = "TRAINING")
         kinds = ",".join(anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason)
         description = info.description
         if feature == "background" and "BIG" in kinds:  # TFDV says a value is high; the user needs why and what to do
-            description = f"{description.rstrip('.')}: {image_features.INVERTED_HINT}"
+            description = f"{description.replace('(upto six significant digits)', '').rstrip('.')}: " \
+                          f"{image_features.INVERTED_HINT}"
         found.append(Anomaly(split, feature, kinds, description))
     return found, result
 
