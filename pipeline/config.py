@@ -287,8 +287,6 @@ def _coerce(value, hint, where: str):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config '{where}': expected a list, got {_shown.repr(value)}")
         return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-    if hint is str and isinstance(value, bool):  # YAML reads `invert: true` as a boolean: the choice is its spelling
-        value = "true" if value else "false"
     ok = (isinstance(value, hint) and not (hint is int and isinstance(value, bool))
           or hint is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
@@ -305,6 +303,10 @@ def _build(cls, data: dict, where: str = ""):
         name = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"config: unknown key '{name}'; known keys{' in ' + where if where else ''}: "
                           f"{', '.join(sorted(known))}")
+    choices = {f.name: f.metadata.get("limits", {}).get("choices", ()) for f in dataclasses.fields(cls)}
+    # YAML reads `invert: true` as a boolean: where "true" and "false" are choices, the boolean is its spelling.
+    data = {k: ("true" if v else "false") if isinstance(v, bool) and "true" in choices[k] else v
+            for k, v in data.items()}
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()})
 
 

@@ -169,3 +169,6 @@ def test_invert_takes_yaml_booleans_and_refuses_other_values(tmp_path):
     path.write_text("data:\n  invert: sometimes\n")
     with pytest.raises(ConfigError, match=r"config 'data.invert': expected one of auto, true, false, got 'sometimes'"):
         config.check(config.load(path))
+    path.write_text("data:\n  dataset: true\n")  # only a key whose choices are spelled true/false takes a boolean
+    with pytest.raises(ConfigError, match=r"config 'data.dataset': expected str, got bool True"):
+        config.load(path)
