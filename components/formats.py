@@ -1,8 +1,8 @@
 """Readers for the image datasets people have besides IDX: folders of PNG/JPEG files and pixel CSV files."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +150,7 @@ def load_folder(directory: Path) -> Loaded:
         images, colour, resized = read_images(files)
         return Loaded({"all": Split(images, None, tuple(map(str, files)), tuple(resized.tolist()))}, (),
                       _policy(int(colour.sum()), int(resized.sum()), len(files)))
-    for split_dir in {directory, *by_split.values()}:
+    for split_dir in dict.fromkeys([directory, *by_split.values()]):  # the top level first, each once
         _refuse_loose(split_dir)
     classes = tuple(sorted({c.name for split_dir in by_split.values() for c in _subfolders(split_dir)}))
     if not classes:

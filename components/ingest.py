@@ -262,7 +262,7 @@ def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples
     inverted = data.invert == "true" or (data.invert == "auto" and bool(backgrounds) and float(
         np.median(np.concatenate(backgrounds))) > image_features.LIGHT)
     if inverted:
-        splits = {name: formats.Split(255 - s.images, s.labels, s.sources) for name, s in splits.items()}
+        splits = {name: formats.Split(255 - s.images, s.labels, s.sources, s.resized) for name, s in splits.items()}
     splits = _layout(splits, whole, data.test_fraction)
     splits["train"], splits["eval"] = _carve(splits["train"], data.eval_fraction, b"eval")
     digest = hashlib.sha256()

@@ -226,7 +226,8 @@ def summarize(pushed: PushedModel | None, info: dict) -> dict:
             "push": pushed and {"version": pushed.version, "uri": pushed.uri, "infra_check": pushed.infra_check}}
 
 
-COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="4")  # 4: polarity
+# Version 4: the recorded polarity (`inverted`), applied by the signatures.
+COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="4")
 
 if __name__ == "__main__":
     _serve_in_this_process(*sys.argv[1:3])

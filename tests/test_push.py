@@ -197,6 +197,10 @@ def test_a_model_of_inverted_data_is_pushed_inverting_its_inputs(model, blessed,
     expected = keras.models.load_model(model.path).predict(images.reshape(5, 784), verbose=0)
     served = tf.saved_model.load(pushed.uri).signatures["serving_default"](images=tf.constant(255 - images))
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    # As the regression baseline it is served the source's images too, and scores as the model does.
+    again = evaluate(dataclasses.replace(model, fingerprint="retrained"), dataclasses.replace(examples, inverted=True),
+                     pushed, out_dir=tmp_path, min_accuracy=0.0)
+    assert again.baseline_accuracy == pytest.approx(again.accuracy)
     plain = json.loads((Path(push(model, blessed, examples, out_dir=tmp_path, serving_dir=tmp_path / "other").uri)
                         / "model_info.json").read_text())
     assert plain["inverted"] is False
