@@ -142,7 +142,8 @@ def polarity_warnings(images: np.ndarray, resized: np.ndarray, inverted: bool) -
     return out
 
 
-def _model_info(model: Path) -> dict:
+def model_info(model: Path) -> dict:
+    """A pushed version's `model_info.json` (classes, polarity); empty when it has none."""
     try:
         return json.loads((model / "model_info.json").read_text())
     except (OSError, ValueError):  # a version pushed by hand, or before the file existed: nothing to compare
@@ -169,7 +170,7 @@ def predict(model_dir: str | None, serving_dir: str | None, images: list[str], d
         raise ConfigError(f"--limit {limit}: expected a positive number of examples")
     model = Path(model_dir) if model_dir else latest_version(serving_dir)
     signatures = _signatures(model)
-    info = _model_info(model)
+    info = model_info(model)
     inputs = _files(images) if images else _dataset_arrays(dataset, cfg, limit)
     labels = model_labels(inputs.labels, inputs.classes, tuple(info.get("classes", ())), dataset or "")
     out = {k: [] for k in ("class_ids", "probabilities", "classes")}

@@ -117,3 +117,17 @@ def test_predict_dataset_refuses_images_beside_class_folders(exports, tmp_path):
     (folder / "loose.png").write_bytes(b"not even an image")
     with pytest.raises(DataError, match=r"mixed: 1 images beside the class sub-folders \(loose.png\)"):
         predict(str(exports / "plain"), None, [], f"folder:{folder}", None, Config(root=str(tmp_path / "root")))
+
+
+def test_the_drift_model_view_inverts_as_the_signatures_do(model, exports, examples):
+    from components.inputs import split_arrays
+    from components.model_drift import load_model, outputs
+    from pipeline.checks import model_view_images
+    from pipeline.serving import model_info
+
+    images = split_arrays(examples.file_pattern("test"), 8)[0].reshape(-1, 28, 28)
+    expected = keras.models.load_model(model.path).predict(images.reshape(-1, 784), verbose=0)
+    version = exports / "inverted"
+    seen = model_view_images(255 - images, model_info(version)["inverted"])  # the source's images, as delivered
+    np.testing.assert_allclose(outputs(load_model(version), seen)[0], expected, atol=1e-5)
+    assert (model_view_images(images, model_info(exports / "plain")["inverted"]) == images).all()
