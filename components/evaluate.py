@@ -94,7 +94,8 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
         checks.append((True, "no baseline: only absolute thresholds apply"))
     else:
         try:
-            baseline_accuracy = serving_accuracy(baseline.uri, images, labels)
+            # Served the source's images, as clients send them: its signature applies its own recorded inversion.
+            baseline_accuracy = serving_accuracy(baseline.uri, 255 - images if examples.inverted else images, labels)
         except Exception as exc:  # any way a SavedModel can be broken: parse, missing variables, signature
             why = f"{type(exc).__name__}: {first_line(exc, 200)}"
             if baseline_broken != "ignore":

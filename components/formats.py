@@ -1,6 +1,7 @@
 """Readers for the image datasets people have besides IDX: folders of PNG/JPEG files and pixel CSV files."""
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from pipeline.engine.errors import DataError
 
 SIDE = 28
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_PIXELS = 4096 * 4096  # larger images are refused from their header, before decoding
 SPLIT_FOLDERS = {"train": "train", "training": "train", "test": "test", "testing": "test", "t10k": "test"}
 # Recorded with the data: what was done to images that were not 28x28 grayscale.
 RESIZE_POLICY = (f"decoded to grayscale (ITU-R 601 luma); other sizes resized to {SIDE}x{SIDE} "
@@ -24,6 +26,7 @@ class Split:
     images: np.ndarray
     labels: np.ndarray | None
     sources: tuple[str, ...] = ()
+    resized: tuple[bool, ...] = ()  # per image, when read from files: it was not 28x28
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class Loaded:
     preprocessing: str = ""
 
 
-def _image_files(directory: Path) -> list[Path]:
+def image_files(directory: Path) -> list[Path]:
+    """The PNG and JPEG files directly in `directory`, by name (hidden files left out)."""
     return sorted(p for p in directory.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -45,32 +49,79 @@ def _subfolders(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def decode_images(paths: list[Path]) -> tuple[np.ndarray, int, int]:
-    """Decodes PNG/JPEG files into uint8 [N, 28, 28]; returns the images and how many were colour and resized.
+def image_size(path: Path, data: bytes, limit: int = MAX_PIXELS) -> tuple[int, int]:
+    """Width and height of a PNG or JPEG as its header declares them, read without decoding the pixels.
 
     Raises:
-        DataError: naming the first file that is not a decodable PNG or JPEG image.
+        DataError: naming the file when it is neither a PNG nor a JPEG, or declares more than `limit` pixels
+            (decoding a 15000x15000 PNG of 219 KB takes gigabytes).
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if data[12:16] != b"IHDR" or len(data) < 24:
+            raise DataError(f"{path}: not a readable PNG or JPEG image (no PNG header)")
+        width, height = struct.unpack(">II", data[16:24])
+    elif data.startswith(b"\xff\xd8"):
+        import tensorflow as tf
+
+        try:
+            height, width = (int(n) for n in tf.io.extract_jpeg_shape(data).numpy()[:2])
+        except tf.errors.InvalidArgumentError:
+            raise DataError(f"{path}: not a readable PNG or JPEG image (corrupt JPEG header)") from None
+    else:
+        raise DataError(f"{path}: not a readable PNG or JPEG image (neither signature)")
+    if width * height > limit:
+        raise DataError(f"{path}: {width}x{height} pixels, over the limit of {limit} pixels "
+                        f"({int(limit ** 0.5)}x{int(limit ** 0.5)}); scale it down before reading it")
+    return width, height
+
+
+def read_images(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decodes PNG/JPEG files into uint8 [N, 28, 28], each checked by `image_size` first; returns the images,
+    which were colour and which resized (bool [N] each).
+
+    Raises:
+        DataError: naming the first file that is unreadable, not a PNG or JPEG image, or too large.
     """
     import tensorflow as tf
 
-    out, colour, resized = np.zeros((len(paths), SIDE, SIDE), np.uint8), 0, 0
+    out = np.zeros((len(paths), SIDE, SIDE), np.uint8)
+    colour, resized = np.zeros(len(paths), bool), np.zeros(len(paths), bool)
     for i, path in enumerate(paths):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+        image_size(path, data)
         try:
             image = tf.io.decode_image(data, expand_animations=False)
         except tf.errors.InvalidArgumentError as exc:
             reason = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else "cannot decode"
             raise DataError(f"{path}: not a readable PNG or JPEG image ({reason})") from None
         if image.shape[-1] not in (1, 2):  # RGB or RGBA: luma, as the schema's single channel holds
-            colour += 1
+            colour[i] = True
             image = tf.image.rgb_to_grayscale(image[..., :3])
         image = image[..., :1]
         if image.shape[0] != SIDE or image.shape[1] != SIDE:
-            resized += 1
+            resized[i] = True
             image = tf.image.resize(tf.cast(image, tf.float32), [SIDE, SIDE], method="area")
             image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
         out[i] = image.numpy()[..., 0]
     return out, colour, resized
+
+
+def decode_images(paths: list[Path]) -> tuple[np.ndarray, int, int]:
+    """Decodes PNG/JPEG files (see `read_images`); returns the images and how many were colour and resized."""
+    images, colour, resized = read_images(paths)
+    return images, int(colour.sum()), int(resized.sum())
+
+
+def _refuse_loose(directory: Path) -> None:
+    """Images beside class sub-folders have no class: refused, so that none is silently left out."""
+    loose = image_files(directory)
+    if loose:
+        names = ", ".join(p.name for p in loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
+        raise DataError(f"{directory}: {len(loose)} images beside the class sub-folders ({names}); move them into "
+                        "a class sub-folder, or give a folder of images only")
 
 
 def _policy(colour: int, resized: int, total: int) -> str:
@@ -93,11 +144,14 @@ def load_folder(directory: Path) -> Loaded:
     if not by_split:
         by_split = {"all": directory}
     if not folders:  # a flat folder: unlabeled images
-        files = _image_files(directory)
+        files = image_files(directory)
         if not files:
             raise DataError(f"{directory}: no PNG or JPEG files and no class sub-folders")
-        images, colour, resized = decode_images(files)
-        return Loaded({"all": Split(images, None, tuple(map(str, files)))}, (), _policy(colour, resized, len(files)))
+        images, colour, resized = read_images(files)
+        return Loaded({"all": Split(images, None, tuple(map(str, files)), tuple(resized.tolist()))}, (),
+                      _policy(int(colour.sum()), int(resized.sum()), len(files)))
+    for split_dir in dict.fromkeys([directory, *by_split.values()]):  # the top level first, each once
+        _refuse_loose(split_dir)
     classes = tuple(sorted({c.name for split_dir in by_split.values() for c in _subfolders(split_dir)}))
     if not classes:
         raise DataError(f"{directory}: no class sub-folders (expected DIR/<class>/<image>.png)")
@@ -105,14 +159,14 @@ def load_folder(directory: Path) -> Loaded:
     for split, split_dir in by_split.items():
         files, labels = [], []
         for folder in _subfolders(split_dir):
-            found = _image_files(folder)
+            found = image_files(folder)
             files += found
             labels += [classes.index(folder.name)] * len(found)
         if not files:
             raise DataError(f"{split_dir}: the class sub-folders hold no PNG or JPEG files")
-        images, c, r = decode_images(files)
-        splits[split] = Split(images, np.array(labels, np.int64), tuple(map(str, files)))
-        colour, resized, total = colour + c, resized + r, total + len(files)
+        images, c, r = read_images(files)
+        splits[split] = Split(images, np.array(labels, np.int64), tuple(map(str, files)), tuple(r.tolist()))
+        colour, resized, total = colour + int(c.sum()), resized + int(r.sum()), total + len(files)
     return Loaded(splits, classes, _policy(colour, resized, total))
 
 

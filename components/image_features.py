@@ -5,6 +5,11 @@ import numpy as np
 
 INK = 128  # a pixel at or above this is ink: halving the brightness of a dataset removes all of it
 VISIBLE = 32  # a pixel at or above this counts for the bounding box
+# A background (mean of the outermost pixels) above this is light: dark ink on a light sheet, the opposite of
+# the MNIST family. Fashion-MNIST's brightest is 107.5 (a garment touching the edges); inverted, its darkest 147.5.
+LIGHT = 127
+INVERTED_HINT = ("images look inverted (dark ink on a light background); set data.invert / --invert true "
+                 "(or auto) to normalise them")
 
 
 # name: (low, high) of the fixed histogram every split shares, so distances compare like with like.
@@ -20,6 +25,8 @@ RANGES = {
     # a few images translated by one pixel show at once (benchmarks/drift_power.py).
     "bbox_center_row": (0.0, 28.0),
     "bbox_center_col": (0.0, 28.0),
+    # The image's polarity: near 0 for light ink on a dark background, near 255 when inverted.
+    "background": (0.0, 255.0),
 }
 NAMES = tuple(RANGES)
 BUCKETS = 28
@@ -52,7 +59,27 @@ def summarize(images: np.ndarray) -> dict[str, np.ndarray]:
         "bbox_center_col": _middle(visible.any(axis=1)),
         "center_row": center_row.astype(np.float32),
         "center_col": center_col.astype(np.float32),
+        "background": background(images),
     }
+
+
+def background(images: np.ndarray) -> np.ndarray:
+    """The mean of each image's outermost pixels (its one-pixel frame): how light its background is.
+
+    Example:
+        >>> background(np.full((1, 28, 28), 255, np.uint8))
+        array([255.], dtype=float32)
+    """
+    pixels = images.astype(np.float32)
+    frame = pixels[:, 0, :].sum(axis=1) + pixels[:, -1, :].sum(axis=1)
+    frame += pixels[:, 1:-1, 0].sum(axis=1) + pixels[:, 1:-1, -1].sum(axis=1)
+    height, width = images.shape[1:]
+    return (frame / max(1, 2 * width + 2 * max(0, height - 2))).astype(np.float32)
+
+
+def looks_inverted(images: np.ndarray) -> bool:
+    """Whether a batch is dark ink on a light background: its median `background` is above `LIGHT`."""
+    return bool(len(images)) and float(np.median(background(images))) > LIGHT
 
 
 def _bounds(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

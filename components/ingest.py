@@ -256,6 +256,13 @@ def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples
     if len({s.labels is None for s in splits.values()}) > 1:
         raise DataError(f"dataset spec '{data.dataset}': some splits have labels and some do not "
                         f"(labelled: {', '.join(n for n, s in splits.items() if s.labels is not None)})")
+    # Polarity is decided on the whole source, so that every split (and the model) sees the same images.
+    backgrounds = [image_features.background(s.images) for s in splits.values()
+                   if s.images.ndim == 3 and len(s.images)]
+    inverted = data.invert == "true" or (data.invert == "auto" and bool(backgrounds) and float(
+        np.median(np.concatenate(backgrounds))) > image_features.LIGHT)
+    if inverted:
+        splits = {name: formats.Split(255 - s.images, s.labels, s.sources, s.resized) for name, s in splits.items()}
     splits = _layout(splits, whole, data.test_fraction)
     splits["train"], splits["eval"] = _carve(splits["train"], data.eval_fraction, b"eval")
     digest = hashlib.sha256()
@@ -269,7 +276,7 @@ def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples
     return Examples(uri=str(out_dir), fingerprint=digest.hexdigest(), spec=data.dataset, name=spec.name,
                     source=source, counts={split: int(len(splits[split].images)) for split in SPLITS},
                     classes=loaded.classes, labelled=splits["train"].labels is not None,
-                    preprocessing=loaded.preprocessing)
+                    preprocessing=loaded.preprocessing, inverted=inverted)
 
 
 def summarize(examples: Examples | None, info: dict) -> dict:
@@ -277,9 +284,10 @@ def summarize(examples: Examples | None, info: dict) -> dict:
     return {"dataset": examples and {"spec": examples.spec, "source": examples.source,
                                      "fingerprint": examples.fingerprint, "counts": examples.counts,
                                      "labelled": examples.labelled, "classes": list(examples.classes),
+                                     "inverted": examples.inverted,
                                      **({"preprocessing": examples.preprocessing} if examples.preprocessing else {})}}
 
 
-# Version 4: a source holding only test files is that test split, whole.
-COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="4",
+# Version 4: a source holding only test files is that test split, whole. 5: the `background` feature, polarity.
+COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="5",
                       source_key=source_fingerprint)

@@ -22,12 +22,14 @@ INFO = "model_info.json"  # beside saved_model.pb: which model and evaluation a 
 CHECK_IMAGES, CHECK_TOLERANCE = 100, 1e-5
 
 
-def export_serving(model_path: str, destination: Path, classes: tuple[str, ...] = tuple("0123456789")) -> None:
+def export_serving(model_path: str, destination: Path, classes: tuple[str, ...] = tuple("0123456789"),
+                   invert: bool = False) -> None:
     """Writes a SavedModel with two signatures, preprocessing in the graph, and the `.keras` file beside it.
 
     `serving_default` takes uint8 `images` [N, 28, 28] or [N, 28, 28, 1]; `serving_png` takes encoded
     grayscale 28×28 PNG bytes `png` [N]. Both return `class_ids` [N] (int64), `classes` [N] (the class
-    names, strings) and `probabilities` [N, number of classes].
+    names, strings) and `probabilities` [N, number of classes]. With `invert` (ingest inverted the training
+    data, `Examples.inverted`) both invert their inputs (255 - x) first, as ingest did.
 
     Example:
         >>> export_serving("model.keras", Path("/tmp/export"), ("cat", "dog"))
@@ -39,7 +41,10 @@ def export_serving(model_path: str, destination: Path, classes: tuple[str, ...] 
     model = keras.models.load_model(model_path)
 
     def classify(images):
-        probabilities = tf.cast(model(tf.reshape(images, [-1, SIDE * SIDE]), training=False), tf.float32)
+        pixels = tf.reshape(images, [-1, SIDE * SIDE])
+        if invert:  # inputs arrive with the polarity of the source the model was trained from, before ingest's
+            pixels = tf.constant(255, tf.uint8) - pixels
+        probabilities = tf.cast(model(pixels, training=False), tf.float32)
         class_ids = tf.argmax(probabilities, axis=-1)
         return {"class_ids": class_ids, "classes": tf.gather(tf.constant(list(classes)), class_ids),
                 "probabilities": probabilities}
@@ -67,8 +72,9 @@ def export_serving(model_path: str, destination: Path, classes: tuple[str, ...] 
 
 
 def infra_check(saved_model: Path, model_path: str, images: np.ndarray, scratch: Path,
-                classes: tuple[str, ...] = tuple("0123456789")) -> str:
+                classes: tuple[str, ...] = tuple("0123456789"), invert: bool = False) -> str:
     """Loads the export in a fresh Python process, serves `images` and compares with the Keras model in memory.
+    With `invert`, the export is served the images as the source had them (255 - x): it inverts them back.
 
     Raises:
         PipelineError: the export does not load or serve there, or its answers differ (another class
@@ -77,7 +83,7 @@ def infra_check(saved_model: Path, model_path: str, images: np.ndarray, scratch:
     import keras
 
     inputs = scratch / "infra-check.npz"
-    np.savez(inputs, images=images.reshape(-1, SIDE, SIDE))
+    np.savez(inputs, images=(255 - images if invert else images).reshape(-1, SIDE, SIDE))
     try:
         done = subprocess.run([sys.executable, "-m", "components.push", str(saved_model), str(inputs)],
                               capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -170,7 +176,8 @@ def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples,
         return f"baseline version {evaluation.baseline_version} no longer serves: absolute thresholds only"
     images, labels = test_arrays(examples)
     try:
-        theirs = serving_accuracy(current.uri, images, labels)
+        # A served model takes images as delivered: with the polarity the source had before ingest inverted it.
+        theirs = serving_accuracy(current.uri, 255 - images if examples.inverted else images, labels)
     except Exception as exc:  # any way a SavedModel can be broken
         raise PipelineError(f"push: {current.uri}: version {current.version}, pushed after this model was "
                             f"evaluated, cannot be read as the regression baseline ({first_line(exc, 200)}); "
@@ -251,16 +258,18 @@ def _push_locked(model: Model, evaluation: Evaluation, examples: Examples, out_d
     recheck = regression_recheck(evaluation, model, examples, serving_dir)
     staging = serving_dir / f".staging-{os.getpid()}"
     described = {"model": model.uri, "model_fingerprint": model.fingerprint, "accuracy": evaluation.accuracy,
-                 "classes": list(model.classes), **({"recheck": recheck} if recheck else {})}
+                 "classes": list(model.classes), "inverted": examples.inverted,
+                 **({"recheck": recheck} if recheck else {})}
     try:  # any failure or interrupt removes the staging; a kill leaves it to the next push
         try:
             shutil.rmtree(staging, ignore_errors=True)
-            export_serving(model.path, staging, model.classes)
+            export_serving(model.path, staging, model.classes, examples.inverted)
             (staging / INFO).write_text(json.dumps(described, indent=2))
         except OSError as exc:
             raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
         failpoint("push.staged")
-        checked = infra_check(staging, model.path, test_arrays(examples, CHECK_IMAGES)[0], out_dir, model.classes)
+        checked = infra_check(staging, model.path, test_arrays(examples, CHECK_IMAGES)[0], out_dir, model.classes,
+                              examples.inverted)
         (staging / INFO).write_text(json.dumps({**described, "infra_check": checked}, indent=2))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -296,7 +305,8 @@ def summarize(pushed: PushedModel | None, info: dict) -> dict:
                                 **({"recheck": pushed.recheck} if pushed.recheck else {})}}
 
 
-# 4: the push holds the serving directory's lock and decides the regression gate again there
+# 4: the recorded polarity (`inverted`), applied by the signatures; the push holds the serving directory's
+# lock and decides the regression gate again there
 COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="4")
 
 if __name__ == "__main__":

@@ -65,5 +65,5 @@ def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] 
 
 
 # Version 3: 64 label buckets; features absent from the data (an unlabeled label) are left out.
-# Version 4: the bounding box's centre (examples of the same pixels now carry two more features).
-COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="4")
+# Version 4: the bounding box's centre (examples of the same pixels now carry two more features). 5: `background`.
+COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="5")

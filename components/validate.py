@@ -5,6 +5,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+from components import image_features
 from components.drift import LABEL, compare, decide, fixed_histogram
 from components.libs import load_tfdv
 from pipeline.engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
@@ -22,7 +23,11 @@ def anomalies_of(stats, proto_schema, split: str, environment: str = "TRAINING")
     found = []
     for feature, info in sorted(result.anomaly_info.items()):
         kinds = ",".join(anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason)
-        found.append(Anomaly(split, feature, kinds, info.description))
+        description = info.description
+        if feature == "background" and "BIG" in kinds:  # TFDV says a value is high; the user needs why and what to do
+            description = f"{description.replace('(upto six significant digits)', '').rstrip('.')}: " \
+                          f"{image_features.INVERTED_HINT}"
+        found.append(Anomaly(split, feature, kinds, description))
     return found, result
 
 

@@ -92,7 +92,7 @@ def drift(baseline: str, current: str, *, schema: str | None = None, root: str |
 def predict(images: Iterable[str | Path] = (), *, model: str | Path | None = None,
             serving_dir: str | Path | None = None, dataset: str | None = None, limit: int | None = None,
             root: str | Path | None = None) -> dict[str, Any]:
-    """Predictions of a pushed model (`model`, or the latest version in `serving_dir`) for PNG files or a
+    """Predictions of a pushed model (`model`, or the latest version in `serving_dir`) for image files or a
     dataset split, as `python -m pipeline predict`; a dataset adds the accuracy.
 
     Example:

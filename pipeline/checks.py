@@ -77,6 +77,9 @@ def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], 
     mode = "always" if parsed.split == ingest.ALL else "single" if batch and not parsed.split else None
     # The run's own layout is the default: passed only when it differs, so a run's cached ingest is reused.
     examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole), **({"whole": mode} if mode else {}))
+    if examples.inverted:  # a check sees the data as delivered: inverted images are what it must report
+        examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole, invert="false"),
+                          **({"whole": mode} if mode else {}))
     split = "test" if parsed.split == ingest.ALL else parsed.split
     if batch and split is None:
         split = "test" if not examples.counts["train"] + examples.counts["eval"] else "train"
@@ -164,16 +167,25 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
     return result
 
 
+def model_view_images(images: np.ndarray, inverted: bool) -> np.ndarray:
+    """Images as delivered, [N, 784] or [N, 28, 28], as the Keras model of a version takes them: [N, 28, 28],
+    inverted (255 - x) when its training data was (`model_info.json` `inverted`), as its signatures do."""
+    images = images.reshape(-1, 28, 28)
+    return 255 - images if inverted else images
+
+
 def _model_view(models, model: str, baseline: tuple[str, str | None], current: tuple[str, str | None], proto,
                 seed: int) -> list:
     """The model's tests on up to `MODEL_VIEW_IMAGES` images of each side (both must be datasets)."""
     from components.inputs import split_arrays
+    from pipeline.serving import model_info
 
+    inverted = bool(model_info(Path(model)).get("inverted", False))
     sides = []
     for spec, pattern in (baseline, current):
         if pattern is None:
             raise DataError(f"{spec}: --model compares images, not statistics; pass a dataset SPEC")
-        sides.append(split_arrays(pattern, MODEL_VIEW_IMAGES)[0].reshape(-1, 28, 28))
+        sides.append(model_view_images(split_arrays(pattern, MODEL_VIEW_IMAGES)[0], inverted))
     classes = int(models[0].output_shape[-1])
     class_effect = comparators(proto).get(schema.LABEL, ("l_infinity", 0.3 / classes))[1]
     return model_drift.compare(models, *sides, class_effect, f"model {model}: {baseline[0]} vs {current[0]}", seed)

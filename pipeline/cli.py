@@ -95,13 +95,14 @@ def _parser() -> argparse.ArgumentParser:
                                       "confidence, embeddings (default: none)")
     view.add_argument("--serving-dir", help="as --model, with the latest version in this serving directory "
                                             "(default: none)")
-    predict = commands.add_parser("predict", help="predictions of a pushed model for PNG files or a dataset split")
+    predict = commands.add_parser("predict", help="predictions of a pushed model for image files or a dataset split")
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a SavedModel directory (one pushed version); this or --serving-dir, "
                                         "no default")
     source.add_argument("--serving-dir", help="a serving directory: its latest version is used; this or --model, "
                                               "no default")
-    predict.add_argument("images", nargs="*", metavar="IMAGE.png", help="grayscale 28x28 PNG files")
+    predict.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, or directories of them, read "
+                         "as folder: reads them (colour to grayscale, other sizes resized to 28x28)")
     predict.add_argument("--dataset", help="SPEC[:SPLIT] instead of images (default split test; every image of a "
                          "folder: or csv: source); adds accuracy when the data has labels")
     predict.add_argument("--limit", type=int, help="the first N examples of the split (default: all)")
@@ -142,6 +143,10 @@ def _duration(text: str) -> float:
 FPR_HELP = "the chance that a check of clean data alarms (skew, drift), shared by all its tests"
 CONFIG_FLAGS = (
     ("--dataset", "data.dataset", {"help": "NAME, tfds:NAME[/CONFIG], idx:DIR, folder:DIR or csv:FILE"}),
+    ("--invert", "data.invert", {"choices": config.allowed("data.invert"),
+                                 "help": "polarity: true inverts every image (255 - x); auto inverts a dataset of "
+                                         "dark ink on a light background; recorded in the model, whose serving "
+                                         "signature inverts its inputs the same way"}),
     ("--serving-dir", "push.serving_dir", {"help": "where blessed models are pushed (default: <root>/serving)"}),
     ("--schema", "schema.schema_file", {"help": "schema file to validate against (default: the one this root's "
                                                 "earlier runs used when curated or given, else the dataset's "
@@ -271,8 +276,10 @@ def _predict(args, out) -> int:
     from pipeline.serving import predict
 
     if bool(args.images) == bool(args.dataset):
-        raise ConfigError("predict: give IMAGE.png files or --dataset SPEC, not both and not neither")
+        raise ConfigError("predict: give IMAGE files or --dataset SPEC, not both and not neither")
     result = predict(args.model, args.serving_dir, args.images, args.dataset, args.limit, _check_config(args))
+    for warning in result.get("warnings", []):  # in --json too: a caller reading only stdout still sees them
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         out.write(json.dumps(result, indent=2) + "\n")
         return 0

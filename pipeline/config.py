@@ -88,6 +88,9 @@ class DataConfig:
     eval_fraction: float = setting(0.1, above=0, below=1)  # carved from train by content hash
     test_fraction: float = setting(0.15, above=0, below=1)  # only for a directory that holds a single split
     tfds_data_dir: str | None = None
+    # Polarity: true inverts every image (255 - x); auto those of a dataset whose median background is light
+    # (dark ink on a light sheet, components.image_features.LIGHT). Recorded with the data and the model.
+    invert: str = setting("auto", choices=("auto", "true", "false"))
 
 
 @dataclass(frozen=True)
@@ -300,6 +303,10 @@ def _build(cls, data: dict, where: str = ""):
         name = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"config: unknown key '{name}'; known keys{' in ' + where if where else ''}: "
                           f"{', '.join(sorted(known))}")
+    choices = {f.name: f.metadata.get("limits", {}).get("choices", ()) for f in dataclasses.fields(cls)}
+    # YAML reads `invert: true` as a boolean: where "true" and "false" are choices, the boolean is its spelling.
+    data = {k: ("true" if v else "false") if isinstance(v, bool) and "true" in choices[k] else v
+            for k, v in data.items()}
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()})
 
 

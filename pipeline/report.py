@@ -253,7 +253,10 @@ def dataset_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
     facts = {"spec": dataset["spec"] if dataset else "", "source": dataset["source"] if dataset else "",
              "fingerprint": dataset["fingerprint"] if dataset else "", "examples": counts,
              "schema": (summary.get("schema") or {}).get("source", ""), "classes": ", ".join(names),
-             **({"preprocessing": dataset["preprocessing"]} if dataset and dataset.get("preprocessing") else {})}
+             **({"preprocessing": dataset["preprocessing"]} if dataset and dataset.get("preprocessing") else {}),
+             **({"polarity": "inverted (255 - x): the source had dark ink on a light background; the serving "
+                             "signatures invert their inputs the same way"} if dataset and dataset.get("inverted")
+                else {})}
     return "dataset", "Dataset", f"<table>{_rows(facts)}</table><h3>Samples per class (test split)</h3>{samples}"
 
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from conftest import write_dataset
 from components.idx import read_idx, write_idx
+from test_formats import write_huge_png
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--max-trials", "2", "--max-epochs", "1", "--epochs", "2"]
@@ -128,8 +129,8 @@ def test_predict_png_files_and_a_dataset_split(first_run, data, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("--serving-dir", "{tmp}/nothing", "{tmp}/a.png"), "nothing: no pushed model version"),
     (("--serving-dir", "{serving}", "{tmp}/missing.png"), "missing.png: cannot read"),
-    (("--serving-dir", "{serving}", "{tmp}/text.png"), "text.png: not a PNG file"),
-    (("--serving-dir", "{serving}", "{tmp}/small.png"), "small.png: expected 28x28 images"),
+    (("--serving-dir", "{serving}", "{tmp}/a.png", "{tmp}/text.png"), "text.png: not a readable PNG or JPEG image"),
+    (("--serving-dir", "{serving}", "{tmp}/huge.png"), "huge.png: 20000x20000 pixels, over the limit"),
     (("--model", "{tmp}", "{tmp}/a.png"), "not a SavedModel directory"),
     (("--model", "{tmp}/corrupt", "{tmp}/a.png"), "corrupt: the SavedModel cannot be loaded (OSError"),
 ])
@@ -138,7 +139,7 @@ def test_predict_bad_inputs(first_run, data, tmp_path, args, message):
     (tmp_path / "corrupt" / "saved_model.pb").write_bytes(b"\x08 not a protocol buffer")
     (tmp_path / "a.png").write_bytes(tf.io.encode_png(np.zeros((28, 28, 1), np.uint8)).numpy())
     (tmp_path / "text.png").write_text("hello")
-    (tmp_path / "small.png").write_bytes(tf.io.encode_png(np.zeros((14, 14, 1), np.uint8)).numpy())
+    write_huge_png(tmp_path / "huge.png")
     filled = [a.format(tmp=tmp_path, serving=data / "root" / "serving") for a in args]
     code, out, err = cli("predict", *filled)
     assert code == 1 and out == ""
@@ -250,14 +251,19 @@ def test_new_data_with_the_same_schema_reuses_the_search(first_run, data):
 def test_new_span_that_drifted_blocks_with_exit_3(first_run, data):
     """A later delivery to the same root, with every image inverted, is compared with the last span."""
     drifted = inverted_copy(data / "data", data / "inverted")
-    code, out, err = cli("run", "--dataset", f"idx:{drifted}", "--root", data / "root", *FAST, "--json")
+    # --invert false: as delivered (auto would normalise the span back to the first one's polarity).
+    code, out, err = cli("run", "--dataset", f"idx:{drifted}", "--root", data / "root", *FAST, "--invert", "false",
+                         "--json")
     summary = json.loads(out)
-    assert code == 3 and summary["status"] == "blocked"
+    assert code == 3 and summary["status"] == "blocked" and summary["dataset"]["inverted"] is False
     breach = [d for d in summary["drift"] if d["drifted"]]
     assert breach and all(d["comparison"].startswith("drift") for d in breach)
     assert "mean_intensity" in {d["feature"] for d in breach}
-    assert any(a["type"] == "DRIFT" and a["feature"] == "mean_intensity" for a in summary["anomalies"])
-    assert_one_line_error(err, "data validation failed", "DRIFT", "G-test", "<= alpha", ">= minimum effect")
+    drift = next(a for a in summary["anomalies"] if a["type"] == "DRIFT" and a["feature"] == "mean_intensity")
+    assert all(fragment in drift["description"] for fragment in ("G-test", "<= alpha", ">= minimum effect"))
+    # The schema's polarity rule comes first: it names the cause and the fix.
+    assert_one_line_error(err, "data validation failed", "feature 'background'", "images look inverted",
+                          "--invert true")
 
 
 def test_out_of_range_label_blocks_with_exit_3(tmp_path):

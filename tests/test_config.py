@@ -157,3 +157,18 @@ def test_a_hostile_or_absurd_config_file_is_refused_in_one_line(tmp_path, conten
 def test_a_long_wrong_value_is_shown_shortened():
     with pytest.raises(ConfigError, match=r"got 'x{20,60}\.\.\.x+'$"):
         config.override(config.Config(), **{"train.distribute": "x" * 100_000})
+
+
+def test_invert_takes_yaml_booleans_and_refuses_other_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  invert: true\n")
+    assert config.load(path).data.invert == "true"
+    path.write_text("data:\n  invert: no\n")
+    assert config.load(path).data.invert == "false"
+    assert config.Config().data.invert == "auto"
+    path.write_text("data:\n  invert: sometimes\n")
+    with pytest.raises(ConfigError, match=r"config 'data.invert': expected one of auto, true, false, got 'sometimes'"):
+        config.check(config.load(path))
+    path.write_text("data:\n  dataset: true\n")  # only a key whose choices are spelled true/false takes a boolean
+    with pytest.raises(ConfigError, match=r"config 'data.dataset': expected str, got bool True"):
+        config.load(path)

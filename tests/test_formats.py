@@ -164,3 +164,45 @@ def test_generic_schema_follows_the_data_classes(stats, tmp_path):
     (tmp_path / "i").mkdir()
     inferred = schema.schema(stats, out_dir=tmp_path / "i", curated=None, classes=("a", "b", "c"))
     assert schema.classes_of(inferred) == ("a", "b", "c")
+
+
+def write_huge_png(path: Path, side: int = 20_000) -> Path:
+    """A PNG whose header declares side x side grayscale pixels, with one compressed all-black row as its data:
+    a few hundred bytes that a decoder would expand to side² bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(bytes(side + 1))) + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_image_over_the_size_limit_is_refused_from_its_header(tmp_path):
+    write_png_folder(tmp_path / "d", ["a", "b"], 2)
+    huge = write_huge_png(tmp_path / "d" / "b" / "huge.png")
+    assert huge.stat().st_size < 1000
+    with pytest.raises(DataError, match=r"^\S*d/b/huge.png: 20000x20000 pixels, over the limit of 16777216 pixels "
+                                        r"\(4096x4096\); scale it down"):
+        formats.load_folder(tmp_path / "d")
+    assert formats.image_size(huge, huge.read_bytes(), limit=20_000 ** 2) == (20_000, 20_000)
+    jpeg = tmp_path / "wide.jpg"
+    jpeg.write_bytes(tf.io.encode_jpeg(np.zeros((10, 5000, 1), np.uint8)).numpy())
+    with pytest.raises(DataError, match=r"wide.jpg: 5000x10 pixels, over the limit of 40000 pixels"):
+        formats.image_size(jpeg, jpeg.read_bytes(), limit=200 * 200)
+
+
+def test_images_beside_class_folders_are_refused_naming_them(tmp_path):
+    write_png_folder(tmp_path / "d", ["a", "b"], 2)
+    for name in ("loose.png", "corrupt.png"):
+        (tmp_path / "d" / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(DataError, match=r"d: 2 images beside the class sub-folders \(corrupt.png, loose.png\); "
+                                        r"move them into a class sub-folder"):
+        formats.load_folder(tmp_path / "d")
+    write_png_folder(tmp_path / "s" / "train", ["a", "b"], 2)
+    (tmp_path / "s" / "train" / "stray.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"train: 1 images beside the class sub-folders \(stray.png\)"):
+        formats.load_folder(tmp_path / "s")

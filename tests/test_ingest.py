@@ -1,5 +1,6 @@
 """Tests of ingest: dataset specs, IDX directories, hash splits, TFDS, bad inputs."""
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +228,46 @@ def test_encoded_examples_hold_pixels_label_and_summaries():
     first = {name: values[:1] for name, values in summaries.items()}
     unlabeled = tf.train.Example.FromString(encode_examples(images[:1], None, first)[0])
     assert "label" not in unlabeled.features.feature and "image" in unlabeled.features.feature
+
+
+@pytest.mark.parametrize("invert, inverted", [("auto", True), ("true", True), ("false", False)])
+def test_invert_normalises_dark_ink_on_light_and_records_it(tmp_path, invert, inverted):
+    from components.idx import read_idx
+
+    source = write_dataset(tmp_path / "data", {"train": 60, "t10k": 30})
+    for name in ("train", "t10k"):  # dark ink on a light background, as scanned digits are
+        path = source / f"{name}-images-idx3-ubyte.gz"
+        write_idx(path, 255 - read_idx(path))
+    (tmp_path / "out").mkdir()
+    examples = ingest(out_dir=tmp_path / "out", data=DataConfig(dataset=f"idx:{source}", invert=invert))
+    assert examples.inverted is inverted
+    assert ingest_module.summarize(examples, {})["dataset"]["inverted"] is inverted
+    images = _read(examples, "test")[0]
+    assert (np.median(images, axis=1) < 128).all() == inverted  # light ink on dark once inverted
+
+
+def test_invert_auto_leaves_light_ink_on_dark_as_it_is(idx_dir, tmp_path):
+    examples = _ingest(tmp_path, idx_dir)
+    assert examples.inverted is False and (np.median(_read(examples, "test")[0], axis=1) < 128).all()
+
+
+def test_invert_auto_on_inverted_data_validates_clean(tmp_path):
+    from components.idx import read_idx
+    from components.schema import schema
+    from components.statistics import statistics
+    from components.validate import validate
+
+    source = write_dataset(tmp_path / "data", {"train": 100, "t10k": 50})
+    for name in ("train", "t10k"):
+        path = source / f"{name}-images-idx3-ubyte.gz"
+        write_idx(path, 255 - read_idx(path))
+    found = {}
+    for invert in ("false", "auto"):
+        for sub in ("ex", "stats", "schema", "anomalies"):
+            (tmp_path / invert / sub).mkdir(parents=True)
+        examples = ingest(out_dir=tmp_path / invert / "ex", data=DataConfig(dataset=f"idx:{source}", invert=invert))
+        stats = statistics(examples, out_dir=tmp_path / invert / "stats")
+        curated = schema(stats, out_dir=tmp_path / invert / "schema",
+                         curated=Path(__file__).parent.parent / "schemas" / "mnist_family.pbtxt")
+        found[invert] = validate(stats, curated, out_dir=tmp_path / invert / "anomalies").anomalies
+    assert {a.feature for a in found["false"]} == {"background"} and found["auto"] == ()

@@ -215,3 +215,22 @@ def test_an_unreadable_serving_model_is_named_or_ignored_as_asked(model, blessed
     assert second.version == 2 and serving_baseline(serving, "a third").version == 2
     shutil.rmtree(serving / "2")
     assert serving_baseline(serving, "a third").version == 1
+
+
+def test_a_model_of_inverted_data_is_pushed_inverting_its_inputs(model, blessed, examples, tmp_path):
+    """Ingest inverted the source (`Examples.inverted`): the export serves the source's images, inverting them."""
+    pushed = push(model, blessed, dataclasses.replace(examples, inverted=True), out_dir=tmp_path,
+                  serving_dir=tmp_path / "serving")
+    info = json.loads((Path(pushed.uri) / "model_info.json").read_text())
+    assert info["inverted"] is True and "same classes" in info["infra_check"]
+    images = np.random.default_rng(2).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    expected = keras.models.load_model(model.path).predict(images.reshape(5, 784), verbose=0)
+    served = tf.saved_model.load(pushed.uri).signatures["serving_default"](images=tf.constant(255 - images))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    # As the regression baseline it is served the source's images too, and scores as the model does.
+    again = evaluate(dataclasses.replace(model, fingerprint="retrained"), dataclasses.replace(examples, inverted=True),
+                     pushed, out_dir=tmp_path, min_accuracy=0.0)
+    assert again.baseline_accuracy == pytest.approx(again.accuracy)
+    plain = json.loads((Path(push(model, blessed, examples, out_dir=tmp_path, serving_dir=tmp_path / "other").uri)
+                        / "model_info.json").read_text())
+    assert plain["inverted"] is False

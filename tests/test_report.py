@@ -114,3 +114,14 @@ def test_the_run_report_has_its_own_tuning_headers_axis_values_and_skew_histogra
                     page.as_uri()], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     shutil.copy(shot, Path(os.environ.get("REPORT_SCREENSHOT", tmp_path / "kept.png")))
+
+
+@pytest.mark.parametrize("inverted", [True, False])
+def test_the_dataset_section_says_when_ingest_inverted_the_images(inverted):
+    from pipeline.report import dataset_section
+
+    summary = {"dataset": {"spec": "folder:d", "source": "folder:/d", "fingerprint": "f", "counts": {"train": 3},
+                           "classes": ["0", "1"], "inverted": inverted}}
+    html_text = dataset_section(summary, {})[2]
+    assert ("<th>polarity</th><td>inverted (255 - x): the source had dark ink on a light background"
+            in html_text) is inverted

@@ -67,6 +67,7 @@ class Examples(Artifact):
     classes: tuple[str, ...] = ()  # the data's class names, label i is classes[i] (empty: numbered labels)
     labelled: bool = True  # False: images only (checked for drift, predicted; not trained on)
     preprocessing: str = ""  # what was done to images that were not 28x28 grayscale
+    inverted: bool = False  # the source's images were inverted (255 - x) into light ink on a dark background
     kind: ClassVar[str] = "Examples"
 
     def file_pattern(self, split: str) -> str:
