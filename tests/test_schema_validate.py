@@ -99,15 +99,15 @@ def test_clean_data_has_no_anomalies(stats, tmp_path):
 
 
 def test_label_out_of_range_is_flagged(tmp_path):
-    labels = np.arange(40) % 10
+    labels = np.arange(60) % 10  # six of each class: one taken leaves five, enough to learn from
     labels[7] = 12
-    found = _anomalies(tmp_path, _images(40), labels)
+    found = _anomalies(tmp_path, _images(60), labels)
     assert {(a.split, a.feature, a.type) for a in found} == {(s, "label", "INT_TYPE_BIG_INT") for s in SPLITS}
     assert "12" in found[0].description
 
 
 def test_wrong_image_size_is_flagged(tmp_path):
-    found = _anomalies(tmp_path, _images(30, side=32), np.arange(30) % 10, curated=SCHEMAS / "mnist.pbtxt")
+    found = _anomalies(tmp_path, _images(50, side=32), np.arange(50) % 10, curated=SCHEMAS / "mnist.pbtxt")
     shape = [a for a in found if a.feature == "image"]
     assert {a.type for a in shape} == {"INVALID_FEATURE_SHAPE"} and "1024" in shape[0].description
     # 32-pixel boxes are out of range; uniform noise has a mid-gray border, which some images push past light.
