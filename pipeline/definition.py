@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from components import evaluate, ingest, push, schema, statistics, train, tune, validate
+from components import evaluate, ingest, push, schema, statistics, train, tune, validate, versions
 from pipeline import report
 from pipeline.engine import history
 from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config, TrainConfig
@@ -44,7 +44,7 @@ def _tune_params(cfg: Config, out, store) -> dict:
 PREVIOUS_SPAN = Resolver("previous_span", after=("ingest",), resolve=lambda cfg, out, store: history.previous_span_statistics(
     store, cfg.root, out["ingest"].fingerprint) if cfg.validate.drift else None)
 # The model serving now, read from the serving directory (not a copy of the model being evaluated).
-BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, store: push.serving_baseline(
+BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, store: versions.serving_baseline(
     cfg.serving_dir, out["train"].fingerprint))
 
 PRODUCTION = Pipeline("production", final_status="pushed", nodes=(

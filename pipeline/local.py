@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from components.push import unrecorded_versions
+from components.versions import unrecorded_versions
 from components.tune import distributed_role
 from pipeline import config as config_module
 from pipeline.config import Config

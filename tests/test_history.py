@@ -8,7 +8,7 @@ import pytest
 from pipeline.config import Config, MetadataConfig, MySQLConfig
 from pipeline.engine.artifacts import Examples, HyperParameters, PushedModel, Statistics
 from pipeline.engine.component import Component
-from components.push import serving_baseline
+from components.versions import serving_baseline
 from pipeline.engine.history import previous_span_statistics, reusable_hyperparameters
 from pipeline.engine.metadata import Metadata
 from pipeline.engine.runner import Runner

@@ -215,7 +215,7 @@ def test_a_store_that_fails_while_a_push_is_recorded_still_gives_the_summary_and
     run_dir = root / "runs" / summary["run_id"]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     assert (run_dir / "report.html").is_file() and (root / "serving" / "1" / "saved_model.pb").is_file()
-    from components.push import unrecorded_versions
+    from components.versions import unrecorded_versions
     from pipeline.engine.metadata import live_of_type
 
     def unrecorded():

@@ -74,7 +74,7 @@ def test_versions_increase_and_never_overwrite(model, blessed, examples, tmp_pat
     serving = tmp_path / "serving"
     (serving / "7").mkdir(parents=True)
     (serving / "7" / "saved_model.pb").write_bytes(b"older")
-    from components.push import serving_baseline
+    from components.versions import serving_baseline
 
     # Evaluated against version 7 (as the run's evaluate would have been): push decides nothing again.
     judged = dataclasses.replace(blessed, baseline_fingerprint=serving_baseline(serving, model.fingerprint).fingerprint)
@@ -195,7 +195,7 @@ def test_a_push_repeated_after_a_kill_returns_the_version_already_there(model, b
 def test_an_unreadable_serving_model_is_named_or_ignored_as_asked(model, blessed, examples, tmp_path):
     import shutil
 
-    from components.push import serving_baseline
+    from components.versions import serving_baseline
 
     serving = tmp_path / "serving"
     (tmp_path / "out").mkdir()

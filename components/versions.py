@@ -1,0 +1,113 @@
+"""The versions of a serving directory: which serves now, the regression gate decided again against it at
+push time, and which this root pushed without its metadata store knowing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
+from pipeline.engine.errors import NotBlessed, PipelineError, first_line
+
+INFO = "model_info.json"  # beside saved_model.pb: which model and evaluation a version came from
+
+
+def _info(version: Path) -> dict:
+    try:
+        return json.loads((version / INFO).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _versions(serving_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in serving_dir.iterdir() if p.name.isdigit()) if serving_dir.is_dir() else []
+
+
+def serving_baseline(serving_dir: str | Path, model_fingerprint: str) -> PushedModel | None:
+    """The model serving now, read from the serving directory itself: its newest version, whoever pushed it.
+
+    The directory is the truth a server sees, so the regression gate holds when the metadata store does
+    not know its versions (roots sharing a serving directory, a store moved aside). A version emptied of
+    its `saved_model.pb` was removed from serving; a pushed copy of the model being evaluated
+    (`model_fingerprint`) is skipped, as a model is not its own baseline. A version that cannot be read
+    is still returned: evaluate says so (`evaluate.baseline_broken`). Its fingerprint covers the version's
+    number, `saved_model.pb` and `model_info.json` (not where the directory is), so a replaced version is
+    a new baseline and a moved one is not.
+
+    Example:
+        >>> serving_baseline("pipeline_root/serving", model.fingerprint).version
+        3
+    """
+    import hashlib
+
+    serving = Path(serving_dir)
+    for number in reversed(_versions(serving)):
+        version = serving / str(number)
+        if not (version / "saved_model.pb").is_file():
+            continue
+        info = _info(version)
+        if info.get("model_fingerprint") == model_fingerprint:
+            continue
+        digest = hashlib.sha256(str(number).encode())  # not its path: a moved root keeps its baseline
+        for name in ("saved_model.pb", INFO):
+            if (version / name).is_file():
+                digest.update((version / name).read_bytes())
+        return PushedModel(uri=str(version), fingerprint=digest.hexdigest(), version=number,
+                           model_fingerprint=str(info.get("model_fingerprint", "")))
+    return None
+
+
+def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples, serving_dir: Path) -> str:
+    """The regression gate decided again when the version serving now is not the one the evaluation
+    compared with (another build pushed to this serving directory meanwhile); "" when it is the same.
+
+    Raises:
+        NotBlessed: the model is worse than the version serving now by more than the evaluation's
+            `max_regression`.
+        PipelineError: the version serving now cannot be read.
+
+    Example:
+        >>> regression_recheck(evaluation, model, examples, Path("/srv/models/fm"))
+        'decided again against version 4, pushed after evaluation: accuracy 0.9012 vs 0.8990 (change +0.0022)'
+    """
+    from components.evaluate import serving_accuracy, test_arrays
+
+    current = serving_baseline(serving_dir, model.fingerprint)
+    if evaluation.max_regression is None or (current.fingerprint if current else "") == evaluation.baseline_fingerprint:
+        return ""
+    if current is None:  # the version it was compared with is gone; the absolute thresholds were met
+        return f"baseline version {evaluation.baseline_version} no longer serves: absolute thresholds only"
+    images, labels = test_arrays(examples)
+    try:
+        # A served model takes images as delivered: with the polarity the source had before ingest inverted it.
+        theirs = serving_accuracy(current.uri, 255 - images if examples.inverted else images, labels)
+    except Exception as exc:  # any way a SavedModel can be broken
+        raise PipelineError(f"push: {current.uri}: version {current.version}, pushed after this model was "
+                            f"evaluated, cannot be read as the regression baseline ({first_line(exc, 200)}); "
+                            "nothing pushed") from None
+    change = evaluation.accuracy - theirs
+    compared = (f"accuracy {evaluation.accuracy:.4f} vs version {current.version} {theirs:.4f}: change {change:+.4f}")
+    if change < -evaluation.max_regression:
+        raise NotBlessed(f"model not blessed: version {current.version} of {serving_dir} was pushed after this "
+                         f"model was evaluated; {compared} beyond max_regression {evaluation.max_regression:.4f}; "
+                         "nothing pushed")
+    return f"decided again against version {current.version}, pushed after evaluation: {compared}"
+
+
+def unrecorded_versions(serving_dir: str | Path, root: str | Path, recorded: list[str]) -> list[str]:
+    """The versions in `serving_dir` pushed from `root` (their model came from its artifacts) that are not
+    among `recorded`, the metadata store's pushed models: a store that failed while a push was recorded.
+
+    Example:
+        >>> unrecorded_versions("pipeline_root/serving", "pipeline_root", [])
+        ['pipeline_root/serving/1']
+    """
+    serving, home = Path(serving_dir), Path(root).resolve()
+    known = {Path(uri).resolve() for uri in recorded}
+    found = []
+    for number in _versions(serving):
+        version = serving / str(number)
+        model = _info(version).get("model")
+        if (version / "saved_model.pb").is_file() and model and home in Path(model).resolve().parents \
+                and version.resolve() not in known:
+            found.append(str(version))
+    return found
