@@ -115,7 +115,7 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
                       failed=tuple(r for ok, r in checks if not ok),
                       per_class=tuple(classes), confusion_matrix=tuple(tuple(r) for r in matrix),
                       baseline_version=baseline.version if baseline else None, baseline_accuracy=baseline_accuracy,
-                      max_regression=max_regression, baseline_fingerprint=considered)
+                      max_regression=max_regression, baseline_fingerprint=considered, baseline_broken=baseline_broken)
 
 
 def summarize(ev: Evaluation | None, info: dict) -> dict:

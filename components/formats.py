@@ -1,6 +1,7 @@
 """Readers for the image datasets people have besides IDX: folders of PNG/JPEG files and pixel CSV files."""
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,8 @@ def read_images(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             image = tf.io.decode_image(data, expand_animations=False)
         except tf.errors.InvalidArgumentError as exc:
             reason = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else "cannot decode"
+            # TensorFlow wraps the decoder's words in its op's name: `{{function_node ...}} Invalid PNG data [Op:..]`
+            reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", reason).strip() or "cannot decode"
             raise DataError(f"{path}: not a readable PNG or JPEG image ({reason})") from None
         if image.shape[-1] not in (1, 2):  # RGB or RGBA: luma, as the schema's single channel holds
             colour[i] = True

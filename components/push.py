@@ -16,7 +16,7 @@ from pipeline.engine.errors import NotBlessed, PipelineError
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.lock import exclusive
 from pipeline.engine.runner import remove_leftovers
-from components.versions import INFO, _info, _versions, regression_recheck
+from components.versions import INFO, _info, _versions, pushed_from, regression_recheck, same_polarity
 
 SIDE = 28
 CHECK_IMAGES, CHECK_TOLERANCE = 100, 1e-5
@@ -137,7 +137,7 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
     except OSError as exc:
         raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
     # Locking the directory itself leaves no lock file among the versions a server watches.
-    with exclusive(serving_dir, create=False):
+    with exclusive(serving_dir, create=False, waiting=f"waiting for another push to {serving_dir} to finish"):
         failpoint("push.locked")
         return _push_locked(model, evaluation, examples, out_dir, serving_dir)
 
@@ -153,10 +153,11 @@ def _push_locked(model: Model, evaluation: Evaluation, examples: Examples, out_d
         return PushedModel(uri=str(serving_dir / str(latest)), fingerprint="", version=latest,
                            model_fingerprint=model.fingerprint, infra_check=info["infra_check"],
                            recheck=info.get("recheck", ""))
+    same_polarity(serving_dir, model, examples)
     recheck = regression_recheck(evaluation, model, examples, serving_dir)
     staging = serving_dir / f".staging-{os.getpid()}"
     described = {"model": model.uri, "model_fingerprint": model.fingerprint, "accuracy": evaluation.accuracy,
-                 "classes": list(model.classes), "inverted": examples.inverted,
+                 "classes": list(model.classes), "inverted": examples.inverted, "root_id": pushed_from(model.uri),
                  **({"recheck": recheck} if recheck else {})}
     try:  # any failure or interrupt removes the staging; a kill leaves it to the next push
         try:

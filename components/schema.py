@@ -71,6 +71,20 @@ def class_names(proto) -> tuple[str, ...]:
     return numbered(count)
 
 
+def dataset_classes(examples, schema_dir: Path | None) -> tuple[str, ...]:
+    """The class names an Examples' labels stand for: the data's own (folder names), else a named dataset's
+    curated schema's in `schema_dir` (`fashion_mnist` read from IDX files); () for labels known only by number.
+
+    Example:
+        >>> dataset_classes(fashion_examples, Path("schemas"))[:2]
+        ('T-shirt/top', 'Trouser')
+    """
+    if examples.classes or not examples.labelled:
+        return tuple(examples.classes)
+    curated = curated_schema_path(schema_dir, examples.name) if schema_dir and examples.name else None
+    return class_names(load_schema(curated)) if curated is not None else ()
+
+
 def classes_of(schema: Schema) -> tuple[str, ...]:
     """The class names of a Schema artifact (what the model head, evaluation and serving signature follow)."""
     return class_names(load_schema(Path(schema.path)))
@@ -162,7 +176,7 @@ def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None, kept:
         source = f"curated:{curated}" + (" (kept from this root's earlier runs)" if kept else "")
         if curated.stem == GENERIC and classes and any(f.name == LABEL for f in proto.feature):
             set_classes(proto, classes)
-            source += f" ({len(classes)} classes from the data)"
+            source += f" ({len(classes)} class{'' if len(classes) == 1 else 'es'} from the data)"
     else:
         train = tfdv.load_stats_binary(statistics.path("train"))
         proto, source = tfdv.infer_schema(train, infer_feature_shape=True), "inferred"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.engine import paths
 from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.engine.errors import NotBlessed, PipelineError, first_line
 
@@ -81,9 +82,12 @@ def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples,
         # A served model takes images as delivered: with the polarity the source had before ingest inverted it.
         theirs = serving_accuracy(current.uri, 255 - images if examples.inverted else images, labels)
     except Exception as exc:  # any way a SavedModel can be broken
-        raise PipelineError(f"push: {current.uri}: version {current.version}, pushed after this model was "
-                            f"evaluated, cannot be read as the regression baseline ({first_line(exc, 200)}); "
-                            "nothing pushed") from None
+        why = f"{current.uri}: version {current.version}, pushed after this model was evaluated, cannot be read " \
+              f"as the regression baseline ({first_line(exc, 200)})"
+        if evaluation.baseline_broken == "ignore":
+            return f"{why}: ignored (baseline_broken ignore); only absolute thresholds apply"
+        raise PipelineError(f"push: {why}; nothing pushed: repair or remove that version, or pass "
+                            "--baseline-broken ignore") from None
     change = evaluation.accuracy - theirs
     compared = (f"accuracy {evaluation.accuracy:.4f} vs version {current.version} {theirs:.4f}: change {change:+.4f}")
     if change < -evaluation.max_regression:
@@ -93,21 +97,40 @@ def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples,
     return f"decided again against version {current.version}, pushed after evaluation: {compared}"
 
 
+def same_polarity(serving_dir: Path, model: Model, examples: Examples) -> None:
+    """Refuses a model whose data were delivered with the other polarity than the version serving now:
+    its clients send images as they always did, which the new version would read inverted.
+
+    Raises:
+        NotBlessed: the version serving now records the other polarity (`inverted` in `model_info.json`).
+    """
+    current = serving_baseline(serving_dir, model.fingerprint)
+    served = _info(Path(current.uri)).get("inverted") if current else None
+    if served is not None and bool(served) != examples.inverted:
+        light = "dark ink on a light background"
+        shown = {True: light, False: "light ink on a dark background"}
+        raise NotBlessed(f"model not blessed: version {current.version} of {serving_dir} takes images of "
+                         f"{shown[bool(served)]}, this model's data came as {shown[examples.inverted]} "
+                         "(data.invert auto inverted one of them); its clients would be answered as if their "
+                         "images were inverted: push to another serving directory, or deliver the data as before")
+
+
+def pushed_from(model_uri: str) -> str | None:
+    """The id of the root whose artifacts hold the model at `model_uri` (`<root>/artifacts/train/<key>`), for
+    `model_info.json`: which root pushed a version, wherever either is later moved."""
+    parents = Path(model_uri).parents
+    return paths.root_id(parents[2]) if len(parents) > 2 and parents[1].name == "artifacts" else None
+
+
 def unrecorded_versions(serving_dir: str | Path, root: str | Path, recorded: list[str]) -> list[str]:
-    """The versions in `serving_dir` pushed from `root` (their model came from its artifacts) that are not
+    """The versions in `serving_dir` pushed from `root` (their `model_info.json` names its id) that are not
     among `recorded`, the metadata store's pushed models: a store that failed while a push was recorded.
 
     Example:
         >>> unrecorded_versions("pipeline_root/serving", "pipeline_root", [])
         ['pipeline_root/serving/1']
     """
-    serving, home = Path(serving_dir), Path(root).resolve()
+    serving, rid = Path(serving_dir), paths.root_id(root)
     known = {Path(uri).resolve() for uri in recorded}
-    found = []
-    for number in _versions(serving):
-        version = serving / str(number)
-        model = _info(version).get("model")
-        if (version / "saved_model.pb").is_file() and model and home in Path(model).resolve().parents \
-                and version.resolve() not in known:
-            found.append(str(version))
-    return found
+    return [str(serving / str(n)) for n in _versions(serving) if rid and (serving / str(n) / "saved_model.pb").is_file()
+            and _info(serving / str(n)).get("root_id") == rid and (serving / str(n)).resolve() not in known]

@@ -12,7 +12,7 @@ from components.drift import comparators, compare, decide, fixed_histogram, move
 from components.libs import load_tfdv
 from pipeline.config import Config, DataConfig
 from pipeline.engine.artifacts import Anomaly
-from pipeline.engine.errors import DataError, ValidationFailed
+from pipeline.engine.errors import DataError
 from pipeline.engine.runner import Runner
 from pipeline.report import drift_html
 
@@ -41,29 +41,27 @@ def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), s
             raise DataError(f"{spec}: holds no dataset statistics")
         return stats.datasets[0], "", None, ()
     split, examples, stats = _ingest_and_describe(spec, runner, beam_args, batch=True)
-    classes = examples.classes
-    # A named dataset's classes are its curated schema's; labels known only by number name no class.
-    curated = schema.curated_schema_path(schema_dir, examples.name) if schema_dir and examples.name else None
-    if examples.labelled and not classes and curated is not None:
-        classes = schema.class_names(schema.load_schema(curated))
-    named = examples.labelled and tuple(classes) != schema.numbered(len(classes))
+    classes = schema.dataset_classes(examples, schema_dir)
+    named = tuple(classes) != schema.numbered(len(classes))  # labels known only by number name no class
     return (tfdv.load_stats_binary(stats.path(split)).datasets[0], examples.name, examples.file_pattern(split),
             tuple(classes) if named else ())
 
 
-def same_classes(baseline: tuple[str, tuple[str, ...]], current: tuple[str, tuple[str, ...]]) -> None:
-    """Refuses to compare labelled datasets whose labels stand for other named classes (or the same ones
-    in another order): label i of one is not label i of the other, so no label statistic means anything.
+def same_classes(baseline: tuple[str, tuple[str, ...]], current: tuple[str, tuple[str, ...]]) -> Anomaly | None:
+    """A `CLASS_NAMES` anomaly, listing both, when labelled datasets name other classes (or the same ones in
+    another order): label i of one is not label i of the other, so no label statistic compares them.
 
-    Raises:
-        ValidationFailed: both name their classes and the names differ (`CLASS_NAMES`, exit 3), listing both.
+    Example:
+        >>> same_classes(("fashion_mnist:test", ("T-shirt/top", ...)), ("folder:d", ("eight", ...))).type
+        'CLASS_NAMES'
     """
     (base_spec, base), (spec, names) = baseline, current
-    if base and names and tuple(base) != tuple(names):
-        how = "the same classes in another order" if sorted(base) == sorted(names) else "other classes"
-        raise ValidationFailed([Anomaly("current", schema.LABEL, "CLASS_NAMES", (
-            f"{spec}'s labels stand for {how} than {base_spec}'s: {', '.join(names)} vs {', '.join(base)}; "
-            "name the class folders as the baseline's classes to compare them"))])
+    if not (base and names) or tuple(base) == tuple(names):
+        return None
+    how = "the same classes in another order" if sorted(base) == sorted(names) else "other classes"
+    return Anomaly("current", schema.LABEL, "CLASS_NAMES", f"{spec}'s labels stand for {how} than {base_spec}'s: "
+                   f"{', '.join(names)} vs {', '.join(base)}; name the class folders as the baseline's classes to "
+                   "compare them")
 
 
 def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], batch: bool = False):
@@ -134,12 +132,14 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
                                                                        cfg.schema_dir)
     after, after_name, pattern, after_classes = statistics_for(current, runner, cfg.statistics.beam_args,
                                                                cfg.schema_dir)
-    same_classes((baseline, before_classes), (current, after_classes))
+    other_classes = same_classes((baseline, before_classes), (current, after_classes))
     path = schema.curated_schema_path(cfg.schema_dir, after_name or before_name, cfg.schema.schema_file)
     if path is None:
         raise DataError(f"{cfg.schema_dir}: no schema with drift thresholds; pass --schema FILE")
     proto = schema.load_schema(path)
     distances = compare(before, after, proto, f"drift: {baseline} vs {current}")
+    if other_classes:  # the pixels still compare; the labels do not
+        distances = [d for d in distances if d.feature != schema.LABEL]
     if not distances:
         raise DataError(f"{path}: no feature of the schema has a drift comparator that both datasets have")
     if models is not None:
@@ -152,11 +152,14 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
                 for name, stats in (("baseline", before), ("current", after))}
     anomalies, _ = validate.anomalies_of(statistics_pb2.DatasetFeatureStatisticsList(datasets=[after]), proto,
                                          "current", "TRAINING" if labelled["current"] else "SERVING")
+    if other_classes:
+        anomalies = [other_classes, *anomalies]
     result = {"baseline": baseline, "current": current, "schema": str(path),
               **({"label": "not compared: the " + " and the ".join(n for n, has in labelled.items() if not has)
                            + " data have no labels"} if not all(labelled.values()) else {}),
+              **({"label": "not compared: the labels stand for other classes (CLASS_NAMES)"} if other_classes else {}),
               "counts": {"baseline": before.num_examples, "current": after.num_examples},
-              "drifted": any(d.drifted for d in distances),
+              "drifted": bool(other_classes) or any(d.drifted for d in distances),
               "distances": [dataclasses.asdict(d) for d in distances],
               # Where each drifted feature's mass went: the bucket that gained most.
               "moved": [moved_bucket(d.feature, fixed_histogram(before, d.feature), fixed_histogram(after, d.feature))

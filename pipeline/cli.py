@@ -232,10 +232,14 @@ def _validate(args, out) -> int:
     else:
         counts = ", ".join(f"{s} {n}" for s, n in report["counts"].items())
         out.write(f"{report['dataset']} ({counts}) against {report['schema']}: "
-                  f"{'clean' if report['clean'] else str(len(report['anomalies'])) + ' anomalies'}\n")
+                  f"{'clean' if report['clean'] else _count(len(report['anomalies']), 'anomaly', 'anomalies')}\n")
         for a in report["anomalies"]:
             out.write(f"  {a['split']:<6} {a['feature']:<16} {a['type']}: {a['description']}\n")
     return 0 if report["clean"] else 3
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _schema(args, out) -> int:
@@ -268,6 +272,8 @@ def _drift(args, out) -> int:
         for d in report["distances"]:
             out.write(f"{d['feature']:<18} {d['test']:<7} {d['p_value']:>8.1e} {d['alpha']:>8.1e} {d['measure']:<26} "
                       f"{d['distance']:>7.4f} {d['threshold']:>7.4f}  {'DRIFTED' if d['drifted'] else 'ok'}\n")
+        for a in report["anomalies"]:
+            out.write(f"{a['split']:<7} {a['feature']:<16} {a['type']}: {a['description']}\n")
     return 3 if report["drifted"] else 0
 
 

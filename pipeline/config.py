@@ -388,6 +388,10 @@ def override(cfg: Config, **flags) -> Config:
         if value is None:
             continue
         section, _, key = dotted.rpartition(".")
+        if isinstance(value, bool) and section:  # `invert=True` from the API, spelled as the YAML file's `true`
+            field = next((f for f in dataclasses.fields(getattr(cfg, section)) if f.name == key), None)
+            if field is not None and "true" in field.metadata.get("limits", {}).get("choices", ()):
+                value = "true" if value else "false"
         if section:
             sub = getattr(cfg, section)
             hint = typing.get_type_hints(type(sub))[key]

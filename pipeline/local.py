@@ -206,7 +206,7 @@ def _unrecorded(cfg: Config, metadata: Metadata) -> dict[str, Any]:
     try:
         versions = unrecorded_versions(cfg.serving_dir, cfg.root,
                                        [a["uri"] for a in live_of_type(metadata, "PushedModel")])
-    except MetadataError:
+    except (MetadataError, OSError):  # advisory: a store or serving directory that cannot be read says so elsewhere
         return {}
     for version in versions:
         log.warning("%s was pushed from this root but the metadata store has no record of it; rerun the build "

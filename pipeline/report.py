@@ -351,9 +351,14 @@ def blessing_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
         return "blessing", "Blessing", _not_evaluated(summary)
     verdict = ("<p class='ok'>Blessed.</p>" if ev["blessed"] else
                f"<p class='bad'>Not blessed: {html.escape('; '.join(ev['failed']))}</p>")
+    if ev["blessed"] and summary["status"] == "not_blessed":  # refused at push, against a version pushed since
+        verdict = f"<p class='bad'>Blessed by evaluation, refused at push: {html.escape(summary['error'] or '')}</p>"
     checks = "".join(f"<li>{html.escape(r)}</li>" for r in ev["reasons"])
-    pushed = (f"<p>Pushed version {summary['push']['version']} to {html.escape(summary['push']['uri'])} "
-              f"({html.escape(summary['push']['infra_check'])}).</p>" if summary.get("push") else "")
+    push = summary.get("push")
+    pushed = (f"<p>Pushed version {push['version']} to {html.escape(push['uri'])} "
+              f"({html.escape(push['infra_check'])}).</p>" if push else "")
+    if push and push.get("recheck"):
+        pushed += f"<p>At push: {html.escape(push['recheck'])}.</p>"
     return "blessing", "Blessing", f"{verdict}<ul>{checks}</ul>{pushed}"
 
 

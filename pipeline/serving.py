@@ -56,6 +56,9 @@ def _files(arguments: list[str]) -> _Inputs:
     """The images of IMAGE arguments: files, and the PNG and JPEG files of directories, read as `folder:`."""
     paths = []
     for argument in map(Path, arguments):
+        if argument.is_dir() and any(p.is_dir() for p in argument.iterdir()):
+            raise DataError(f"{argument}: a directory with sub-folders; predict reads the images of a directory, "
+                            f"not of its sub-folders: pass --dataset folder:{argument} for class folders")
         found = formats.image_files(argument) if argument.is_dir() else [argument]
         if not found:
             raise DataError(f"{argument}: a directory without PNG or JPEG files")
@@ -90,8 +93,11 @@ def _dataset_arrays(spec: str, cfg: Config, limit: int | None) -> _Inputs:
     images = images.reshape(-1, SIDE, SIDE)
     if examples.inverted:  # back to the source's polarity: the model's signature applies its own inversion
         images = 255 - images
+    from components.schema import dataset_classes
+
     return _Inputs(images, labels if (labels >= 0).all() else None, split,
-                   [f"{split}[{i}]" for i in range(len(images))], examples.classes, np.zeros(len(images), bool))
+                   [f"{split}[{i}]" for i in range(len(images))], dataset_classes(examples, cfg.schema_dir),
+                   np.zeros(len(images), bool))
 
 
 def _shown(names) -> str:

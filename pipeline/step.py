@@ -8,7 +8,7 @@ from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
 from pipeline.engine.dag import Pipeline, run_node
-from pipeline.engine.errors import ConfigError, PipelineError
+from pipeline.engine.errors import ConfigError, MetadataError, PipelineError
 from pipeline.engine.history import run_outputs
 from pipeline.engine.lock import root_lock
 from pipeline.engine.signals import interruptible
@@ -64,13 +64,18 @@ def execute_step(cfg: Config, name: str, run_id: str, pipeline: Pipeline = PRODU
                                 f"run {'that step' if len(missing) == 1 else 'those steps'} first")
         last = name == pipeline.order[-1]
         status, error = guarded(lambda: run_node(node, cfg, runner, metadata), pipeline.final_status if last else "running")
-        recorded = metadata.run(run_id)
+        try:
+            recorded = metadata.run(run_id)
+        except MetadataError as exc:  # the summary and report are still written, and say why
+            recorded, status, error = {"status": "failed"}, "failed", str(exc)
         if status == "running" and recorded["status"] not in ("running", "failed", "interrupted"):
             status, error = recorded["status"], recorded["error"] or None  # a step of a run that ended, again
+        summary = finish_run(pipeline, cfg, run_id, metadata, runner, status, error)
+        # A store that could not take the run's end fails it: the step's exit code is the summary's.
+        status, error = summary["status"], summary["error"]
         result = {"run_id": run_id, "step": name, "state": runner.components.get(name, {}).get("state", "failed"),
                   "status": status, "error": error,
                   "output": runner.outputs[name].to_dict() if name in runner.outputs else None}
-        summary = finish_run(pipeline, cfg, run_id, metadata, runner, status, error)
         return result | ({"summary": summary} if status != "running" else {})
 
 

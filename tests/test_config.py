@@ -172,3 +172,8 @@ def test_invert_takes_yaml_booleans_and_refuses_other_values(tmp_path):
     path.write_text("data:\n  dataset: true\n")  # only a key whose choices are spelled true/false takes a boolean
     with pytest.raises(ConfigError, match=r"config 'data.dataset': expected str, got bool True"):
         config.load(path)
+    # The Python API's `invert=True` is the file's `true`; other keys still refuse a boolean.
+    assert config.override(config.Config(), **{"data.invert": True}).data.invert == "true"
+    assert config.override(config.Config(), **{"data.invert": False}).data.invert == "false"
+    with pytest.raises(ConfigError, match=r"config 'data.dataset': expected str, got bool True"):
+        config.override(config.Config(), **{"data.dataset": True})

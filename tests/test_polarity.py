@@ -117,6 +117,25 @@ def test_predict_dataset_refuses_images_beside_class_folders(exports, tmp_path):
     (folder / "loose.png").write_bytes(b"not even an image")
     with pytest.raises(DataError, match=r"mixed: 1 images beside the class sub-folders \(loose.png\)"):
         predict(str(exports / "plain"), None, [], f"folder:{folder}", None, Config(root=str(tmp_path / "root")))
+    # A directory argument is its images; class folders are a dataset, never silently skipped.
+    with pytest.raises(DataError, match=r"mixed: a directory with sub-folders; .* pass --dataset folder:"):
+        predict(str(exports / "plain"), None, [str(folder)], None, None, Config(root=str(tmp_path / "root")))
+
+
+def test_a_named_dataset_read_from_idx_files_has_its_curated_class_names():
+    """`fashion_mnist` is read from IDX files, whose labels are numbers: its classes are its curated schema's,
+    so predict and drift compare them with a model's or another dataset's names."""
+    from pathlib import Path
+
+    from components.schema import dataset_classes
+    from pipeline.engine.artifacts import Examples
+
+    schemas = Path(__file__).resolve().parent.parent / "schemas"
+    fashion = Examples(uri="", fingerprint="", spec="fashion_mnist", name="fashion_mnist", source="idx",
+                       counts={}, classes=(), labelled=True)
+    assert dataset_classes(fashion, schemas)[:2] == ("T-shirt/top", "Trouser")
+    assert dataset_classes(Examples(uri="", fingerprint="", spec="idx:/d", name="", source="idx", counts={},
+                                    classes=(), labelled=True), schemas) == ()  # numbered: names no class
 
 
 def test_the_drift_model_view_inverts_as_the_signatures_do(model, exports, examples):

@@ -146,6 +146,22 @@ def test_a_version_pushed_after_evaluation_is_the_baseline_push_decides_against(
     assert json.loads((serving / "2" / "model_info.json").read_text())["recheck"] == equal.recheck
 
 
+def test_a_model_of_data_delivered_with_the_other_polarity_does_not_replace_the_serving_one(model, blessed, examples,
+                                                                                           tmp_path):
+    """One span arrived dark on light and `data.invert auto` turned it around: the model it trained inverts
+    its inputs, so the clients of the version serving now, which send light ink on dark, would be misread."""
+    from pipeline.engine.errors import NotBlessed
+
+    serving = tmp_path / "serving"
+    push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving)
+    flipped = dataclasses.replace(examples, inverted=True)
+    with pytest.raises(NotBlessed, match=r"^model not blessed: version 1 of .* takes images of light ink on a dark "
+                                         r"background, this model's data came as dark ink on a light background"):
+        push(dataclasses.replace(model, fingerprint="retrained"), blessed, flipped, out_dir=tmp_path,
+             serving_dir=serving)
+    assert sorted(p.name for p in serving.iterdir()) == ["1"]
+
+
 def test_a_reader_never_sees_a_partial_version(model, blessed, examples, tmp_path):
     import threading
 

@@ -40,9 +40,12 @@ def test_a_full_disk_stops_the_run_cleanly_and_the_rerun_completes(tmp_path):
 
 @pytest.mark.slow
 def test_two_builds_sharing_a_serving_directory_never_push_past_the_regression_gate(tmp_path):
-    """Two roots, one serving directory: the weaker build is evaluated while nothing serves, then held before
-    its push (a failpoint, not timing) while the stronger build pushes version 1; released, it is judged
-    again against version 1 and refused."""
+    """Two roots, one serving directory. The stronger build is held at a failpoint inside its push (holding
+    the serving directory's lock, nothing renamed yet) while the weaker build evaluates with nothing
+    serving and reaches its own push, which waits for the lock (its log says so: an event, not timing).
+    Released, the stronger pushes version 1; the weaker is then judged again against it and refused."""
+    import time
+
     from conftest import start_held
     from pipeline.engine.failpoints import RELEASE
 
@@ -52,21 +55,29 @@ def test_two_builds_sharing_a_serving_directory_never_push_past_the_regression_g
     (tmp_path / "small-batches.yaml").write_text("train:\n  batch_size: 16\n")
     base = [sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--serving-dir", str(serving),
             "--no-tune", "--min-accuracy", "0", "--max-regression", "0", "--json"]
-    weak = start_held([*base, "--root", str(tmp_path / "weak"), "--config", str(tmp_path / "one-step.yaml"),
-                       "--epochs", "1"], "push.start", tmp_path / "reached", {RELEASE: str(release)}, cwd=REPO,
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        strong = subprocess.run([*base, "--root", str(tmp_path / "strong"), "--config",
-                                 str(tmp_path / "small-batches.yaml"), "--epochs", "3"], cwd=REPO,
-                                capture_output=True, text=True, timeout=600)
-    finally:
-        release.touch()
-    out, err = weak.communicate(timeout=600)
-    first = json.loads(strong.stdout)
-    assert strong.returncode == 0 and first["push"]["version"] == 1, strong.stderr
+    strong = start_held([*base, "--root", str(tmp_path / "strong"), "--config", str(tmp_path / "small-batches.yaml"),
+                         "--epochs", "3"], "push.checked", tmp_path / "reached", {RELEASE: str(release)}, cwd=REPO,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "weak.log"
+    with open(log, "w") as err_file:
+        weak = subprocess.Popen([*base, "--root", str(tmp_path / "weak"), "--config", str(tmp_path / "one-step.yaml"),
+                                 "--epochs", "1"], cwd=REPO, stdout=subprocess.PIPE, stderr=err_file, text=True)
+        try:
+            give_up = time.monotonic() + 600  # a bound against a hang, far above any machine's time to get there
+            while "waiting for another push to" not in log.read_text():
+                assert weak.poll() is None and time.monotonic() < give_up, log.read_text()
+                time.sleep(0.05)
+        finally:
+            release.touch()
+        out, _ = weak.communicate(timeout=600)
+    strong_out, strong_err = strong.communicate(timeout=600)
+    first = json.loads(strong_out)
+    assert strong.returncode == 0 and first["push"]["version"] == 1, strong_err
     summary = json.loads(out)
+    err = log.read_text()
     assert weak.returncode == 4 and summary["status"] == "not_blessed" and summary["pushed_model"] is None, err
     assert summary["evaluation"]["baseline"] is None and summary["evaluation"]["blessed"]  # judged alone first
+    assert "Blessed by evaluation, refused at push: model not blessed: version 1" in open(summary["report"]).read()
     assert_one_line_error(err, "model not blessed: version 1 of", "was pushed after this model was evaluated",
                           "beyond max_regression 0.0000")
     assert sorted(p.name for p in serving.iterdir()) == ["1"]

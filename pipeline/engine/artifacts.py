@@ -180,6 +180,7 @@ class Evaluation(Artifact):
     # The serving version's fingerprint the regression gate was decided against ("" with no baseline): push
     # re-decides it when another version serves by then.
     baseline_fingerprint: str | None = None
+    baseline_broken: str = "fail"  # what a baseline that cannot be read does: "fail" the run, or is "ignore"d
     kind: ClassVar[str] = "Evaluation"
 
 

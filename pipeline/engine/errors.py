@@ -38,7 +38,8 @@ class ValidationFailed(PipelineError):
     def __init__(self, anomalies):
         self.anomalies = tuple(anomalies)
         first = self.anomalies[0]
-        more = f" (and {len(self.anomalies) - 1} more)" if len(self.anomalies) > 1 else ""
+        others = len(self.anomalies) - 1
+        more = f" (and {others} more anomal{'y' if others == 1 else 'ies'})" if others else ""
         super().__init__(f"data validation failed: split '{first.split}', feature '{first.feature}': "
                          f"{first.type}: {first.description}{more}")
 

@@ -17,9 +17,10 @@ LOCK = ".lock"
 
 
 @contextlib.contextmanager
-def exclusive(path: str | Path, create: bool = True) -> Iterator[None]:
+def exclusive(path: str | Path, create: bool = True, waiting: str | None = None) -> Iterator[None]:
     """Holds an exclusive flock on `path` (a lock file, created if needed, or a directory: then no file
-    is left behind) for the block; the kernel releases it if the process dies.
+    is left behind) for the block; the kernel releases it if the process dies. With `waiting`, that line
+    is logged when another process holds the lock, before waiting for it.
 
     Example:
         >>> with exclusive(store_directory, create=False):
@@ -27,7 +28,20 @@ def exclusive(path: str | Path, create: bool = True) -> Iterator[None]:
     """
     handle = os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o644)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                log.info("%s", waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            # NFS emulates flock with a write lock, which a directory opened read-only cannot take: a lock
+            # file in the directory does it there.
+            if not os.path.isdir(path):
+                raise
+            os.close(handle)
+            handle = os.open(Path(path) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         yield
     finally:
         os.close(handle)  # closing releases the lock

@@ -6,6 +6,8 @@ import secrets
 from pathlib import Path
 from typing import Callable
 
+from pipeline.engine.errors import ConfigError
+
 ROOT_ID = ".root-id"  # names the root in the metadata store; created once, it moves and copies with the root
 SCHEME = "pipeline-root://"  # a stored uri under a root: pipeline-root://<root id>/<path relative to the root>
 PLACEHOLDER = "<root>"  # a root's own path in a cache key: the key holds wherever the root is
@@ -29,9 +31,18 @@ def root_id(root: str | Path, create: bool = False) -> str | None:
             os.link(tmp, path)
         except FileExistsError:
             pass
+        except OSError:  # a file system without hard links (FUSE, SMB): exclusive creation decides there
+            try:
+                with open(path, "x") as f:
+                    f.write(tmp.read_text())
+            except FileExistsError:
+                pass
         finally:
             tmp.unlink()
-    return path.read_text().strip() or None
+    rid = path.read_text().strip()
+    if not rid:
+        raise ConfigError(f"{path}: the root's id is empty; delete the file and run again (a new id is made)")
+    return rid
 
 
 def under(uri: str | Path, root: str | Path) -> str | None:

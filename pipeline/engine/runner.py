@@ -262,8 +262,10 @@ class Runner:
                 blob = json.dumps([key, files], sort_keys=True).encode()
                 output = dataclasses.replace(output, fingerprint=hashlib.sha256(blob).hexdigest())
             record = {**output.to_dict(), FILES: files}
-            if paths.under(output.uri, self.root) is not None:  # moves with the root: named from the record's place
-                record |= {"uri": os.path.relpath(Path(output.uri).resolve(), final.resolve()), RELATIVE: True}
+            # Moves with the root: named from the record's place, textually on both sides as `artifacts.load`
+            # joins it back, so a symlink inside the root (artifacts/ on another disk) is never resolved.
+            if paths.under(output.uri, self.root) is not None:
+                record |= {"uri": os.path.relpath(os.path.abspath(output.uri), os.path.abspath(final)), RELATIVE: True}
             (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
             failpoint(f"{component.name}.commit")
             if final.exists():  # stale or altered: move aside so the rename below is atomic
