@@ -136,6 +136,29 @@ def test_a_copied_root_reads_only_its_own_files(tmp_path):
     assert not (tmp_path / "root").exists()  # nothing was written where the original was
 
 
+def test_a_copy_sharing_its_originals_store_starts_a_history_of_its_own(tmp_path):
+    """A store outside the root (shared, as MySQL is): the copy takes a new id, so neither root lists the
+    other's runs nor marks them interrupted, and each names only its own files."""
+    shared = MetadataConfig(sqlite=str(tmp_path / "shared.sqlite"))
+    original, copy = tmp_path / "root", tmp_path / "copy"
+
+    def start(root, run_id):
+        store = Metadata.open(override(Config(metadata=shared), root=str(root)))
+        store.start_run(run_id, str(root), "", "idx:/data")
+        return store
+
+    start(original, "run-1")  # left running: a copy must not mark it interrupted
+    subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
+    store = start(copy, "run-2")
+    assert paths.root_id(copy) != paths.root_id(original)
+    assert [r["run_id"] for r in store.runs(str(copy))] == ["run-2"]
+    assert [(r["run_id"], r["status"]) for r in store.runs(str(original))] == [("run-1", "running")]
+    # The original moved away is the same root again, not a copy: its id and runs are kept.
+    shutil.move(original, tmp_path / "moved")
+    start(tmp_path / "moved", "run-3")
+    assert [r["run_id"] for r in store.runs(str(tmp_path / "moved"))] == ["run-1", "run-3"]
+
+
 def test_a_store_of_an_older_version_named_after_the_path_is_adopted(tmp_path):
     root = tmp_path / "root"
     _run(root, "run-1")

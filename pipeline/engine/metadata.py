@@ -119,6 +119,7 @@ class Metadata:
         from ml_metadata.metadata_store import metadata_store
 
         self.name = name
+        self.sqlite = Path(conn.sqlite.filename_uri) if conn.HasField("sqlite") else None
         if not create and conn.HasField("sqlite") and not Path(conn.sqlite.filename_uri).is_file():
             raise MetadataError(f"{name}: no metadata store: no run was recorded under this root")
         try:
@@ -194,11 +195,17 @@ class Metadata:
         as their summary says (the store failed to take their end), else were killed: `interrupted`.
         """
         pb = _pb()
+        self.root, self.root_id = root, paths.root_id(root, create=True)
+        known = self.store.get_context_by_type_and_name(PIPELINE, self.root_id)
+        own = self.sqlite is not None and paths.under(self.sqlite, root) is not None  # copied with the root
+        if known is not None and not own and paths.copied_from(root, _get(known.properties, "root")):
+            # A copy sharing this store with its original: were it to keep the id, the two roots would read
+            # each other's runs and name each other's files.
+            self.root_id = paths.renew_id(root)
         if alone:
             for context in self._runs(root):
                 if _get(context.properties, "status") == "running":
                     self._reconcile_run(context, Path(root) / "runs" / context.name / "summary.json")
-        self.root, self.root_id = root, paths.root_id(root, create=True)
         legacy = self.store.get_context_by_type_and_name(PIPELINE, str(Path(root).resolve()))
         if legacy is not None and self.store.get_context_by_type_and_name(PIPELINE, self.root_id) is None:
             legacy.name = self.root_id  # named after its path by an older version: now after its id

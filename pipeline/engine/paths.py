@@ -45,6 +45,31 @@ def root_id(root: str | Path, create: bool = False) -> str | None:
     return rid
 
 
+def copied_from(root: str | Path, last: str | None) -> bool:
+    """Whether `root` is a copy of the root that last ran under its id at `last`: that directory still
+    exists, is another directory (not the same one mounted or linked elsewhere) and holds the same id.
+
+    Example:
+        >>> copied_from("/tmp/copy", "/tmp/root")  # after `cp -a /tmp/root /tmp/copy`
+        True
+    """
+    if not last or not Path(last).is_dir():
+        return False  # moved, or never ran elsewhere: the same root
+    try:
+        return not os.path.samefile(last, root) and root_id(last) == root_id(root)
+    except (OSError, ConfigError):
+        return False
+
+
+def renew_id(root: str | Path) -> str:
+    """Gives `root` a new id (a copy starting a history of its own in a store it shares) and returns it."""
+    path = Path(root) / ROOT_ID
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(secrets.token_hex(8) + "\n")
+    os.replace(tmp, path)
+    return path.read_text().strip()
+
+
 def under(uri: str | Path, root: str | Path) -> str | None:
     """`uri` relative to `root` (with `/`), or None when it is not under the root.
 
