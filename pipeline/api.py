@@ -57,9 +57,11 @@ def step(component: str, run_id: str, *, config: str | Path | None = None, root:
 
 
 def validate(dataset: str, *, schema: str | None = None, root: str | Path | None = None,
-             beam_args: Iterable[str] | None = None, false_positive_rate: float | None = None) -> dict[str, Any]:
+             beam_args: Iterable[str] | None = None, false_positive_rate: float | None = None,
+             invert: str = "false") -> dict[str, Any]:
     """Statistics and anomalies of a dataset or one split (`SPEC[:SPLIT]`), as `python -m pipeline validate`;
-    `clean` is False when there are anomalies.
+    `clean` is False when there are anomalies. `invert` as its `--invert`: "false" checks the images as
+    delivered.
 
     Example:
         >>> validate("idx:/data/mnist:test")["clean"]
@@ -68,12 +70,13 @@ def validate(dataset: str, *, schema: str | None = None, root: str | Path | None
     from pipeline.checks import validate_check
 
     return validate_check(dataset, _config(None, root, beam_args, schema=schema,
-                                           false_positive_rate=false_positive_rate))
+                                           false_positive_rate=false_positive_rate), invert)
 
 
 def drift(baseline: str, current: str, *, schema: str | None = None, root: str | Path | None = None,
           report: str | Path | None = None, beam_args: Iterable[str] | None = None,
-          model: str | Path | None = None, false_positive_rate: float | None = None) -> dict[str, Any]:
+          model: str | Path | None = None, false_positive_rate: float | None = None,
+          invert: str = "false") -> dict[str, Any]:
     """Compares a dataset (or saved statistics) with a baseline, as `python -m pipeline drift`; `drifted`
     is True when any feature drifted. With `report`, also writes the HTML report there; with `model` (a
     pushed version's directory), also tests what that model makes of both.
@@ -86,7 +89,7 @@ def drift(baseline: str, current: str, *, schema: str | None = None, root: str |
 
     return drift_check(baseline, current, _config(None, root, beam_args, schema=schema,
                                                   false_positive_rate=false_positive_rate),
-                       str(report) if report else None, str(model) if model else None)
+                       str(report) if report else None, str(model) if model else None, invert)
 
 
 def predict(images: Iterable[str | Path] = (), *, model: str | Path | None = None,

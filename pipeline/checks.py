@@ -12,19 +12,21 @@ from components.drift import comparators, compare, decide, fixed_histogram, move
 from components.libs import load_tfdv
 from pipeline.config import Config, DataConfig
 from pipeline.engine.artifacts import Anomaly
-from pipeline.engine.errors import DataError
+from pipeline.engine.errors import ConfigError, DataError
 from pipeline.engine.runner import Runner
 from pipeline.report import drift_html
 
 
-def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), schema_dir: Path | None = None):
+def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), schema_dir: Path | None = None,
+                   invert: str = "false"):
     """DatasetFeatureStatistics of a split: `SPEC[:SPLIT]` (default train, or every example of a source that
     has a single split; `:all` every example) or a saved statistics file.
 
     Returns the statistics, the dataset name (for its curated schema; "" for a file), the file pattern
-    of the split's examples (None for a file) and the class names its labels stand for: the data's own
+    of the split's examples (None for a file), the class names its labels stand for the data's own
     (folder names), else its curated schema's in `schema_dir` (Fashion-MNIST's, "0".."9"); none for
-    a file, unlabeled data or labels known only by number ("0".."9": an IDX or CSV file).
+    a file, unlabeled data or labels known only by number ("0".."9": an IDX or CSV file); and whether
+    its examples were inverted (with `invert` "auto" or "true").
     """
     tfdv = load_tfdv()
     if Path(spec).is_file():
@@ -39,12 +41,12 @@ def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), s
             raise DataError(f"{spec}: not a TFDV statistics file")
         if not stats.datasets:
             raise DataError(f"{spec}: holds no dataset statistics")
-        return stats.datasets[0], "", None, ()
-    split, examples, stats = _ingest_and_describe(spec, runner, beam_args, batch=True)
+        return stats.datasets[0], "", None, (), False
+    split, examples, stats = _ingest_and_describe(spec, runner, beam_args, batch=True, invert=invert)
     classes = schema.dataset_classes(examples, schema_dir)
     named = tuple(classes) != schema.numbered(len(classes))  # labels known only by number name no class
     return (tfdv.load_stats_binary(stats.path(split)).datasets[0], examples.name, examples.file_pattern(split),
-            tuple(classes) if named else ())
+            tuple(classes) if named else (), examples.inverted)
 
 
 def same_classes(baseline: tuple[str, tuple[str, ...]], current: tuple[str, tuple[str, ...]]) -> Anomaly | None:
@@ -64,18 +66,23 @@ def same_classes(baseline: tuple[str, tuple[str, ...]], current: tuple[str, tupl
                    "compare them")
 
 
-def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], batch: bool = False):
+def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], batch: bool = False,
+                         invert: str = "false"):
     """Ingests the dataset of `SPEC[:SPLIT]` and computes its statistics; returns (split, both).
 
     The split is the one named; `:all` is every example (ingested into test). Without a name it is None,
     or with `batch` (a drift comparison) train, or test holding everything when the source has one split.
+    `invert` as `data.invert`, except that "false" (the checks' default) sees the data as delivered.
     """
+    if invert not in ("auto", "true", "false"):
+        raise ConfigError(f"invert {invert!r}: expected one of auto, true, false")
     parsed = ingest.DatasetSpec.parse(spec)
     whole = spec[: -len(parsed.split) - 1] if parsed.split else spec
     mode = "always" if parsed.split == ingest.ALL else "single" if batch and not parsed.split else None
     # The run's own layout is the default: passed only when it differs, so a run's cached ingest is reused.
-    examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole), **({"whole": mode} if mode else {}))
-    if examples.inverted:  # a check sees the data as delivered: inverted images are what it must report
+    examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole, **({"invert": invert} if invert == "true" else {})),
+                      **({"whole": mode} if mode else {}))
+    if examples.inverted and invert == "false":  # as delivered: inverted images are what a check must report
         examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole, invert="false"),
                           **({"whole": mode} if mode else {}))
     split = "test" if parsed.split == ingest.ALL else parsed.split
@@ -84,7 +91,7 @@ def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], 
     return split, examples, runner(statistics.COMPONENT, examples, beam_args=beam_args)
 
 
-def validate_check(spec: str, cfg: Config) -> dict[str, Any]:
+def validate_check(spec: str, cfg: Config, invert: str = "false") -> dict[str, Any]:
     """Statistics and anomalies of a dataset (or one split of it) against its schema.
 
     Without a split suffix every split is checked and test is compared with train (skew).
@@ -94,7 +101,7 @@ def validate_check(spec: str, cfg: Config) -> dict[str, Any]:
         True
     """
     runner = Runner(cfg.root)
-    split, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args)
+    split, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args, invert=invert)
     path = schema.curated_schema_path(cfg.schema_dir, examples.name, cfg.schema.schema_file)
     data_schema = runner(schema.COMPONENT, stats, curated=path, classes=examples.classes)
     result = runner(validate.COMPONENT, stats, data_schema, None,
@@ -111,7 +118,7 @@ MODEL_VIEW_IMAGES = 10_000  # images of each side the model looks at
 
 
 def drift_check(baseline: str, current: str, cfg: Config, report: str | None = None,
-                model: str | None = None) -> dict[str, Any]:
+                model: str | None = None, invert: str = "false") -> dict[str, Any]:
     """Tests `current` against `baseline` on the features with drift comparators in the current data's
     schema and, with `model` (a pushed version's directory), on what that model makes of both: its
     predicted classes, its confidence and its embeddings (`components.model_drift`). One check: the
@@ -128,10 +135,10 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
     """
     runner = Runner(cfg.root)
     models = model_drift.load_model(model) if model else None  # a wrong directory fails before any work
-    before, before_name, base_pattern, before_classes = statistics_for(baseline, runner, cfg.statistics.beam_args,
-                                                                       cfg.schema_dir)
-    after, after_name, pattern, after_classes = statistics_for(current, runner, cfg.statistics.beam_args,
-                                                               cfg.schema_dir)
+    before, before_name, base_pattern, before_classes, base_flipped = statistics_for(
+        baseline, runner, cfg.statistics.beam_args, cfg.schema_dir, invert)
+    after, after_name, pattern, after_classes, flipped = statistics_for(
+        current, runner, cfg.statistics.beam_args, cfg.schema_dir, invert)
     other_classes = same_classes((baseline, before_classes), (current, after_classes))
     path = schema.curated_schema_path(cfg.schema_dir, after_name or before_name, cfg.schema.schema_file)
     if path is None:
@@ -143,7 +150,8 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
     if not distances:
         raise DataError(f"{path}: no feature of the schema has a drift comparator that both datasets have")
     if models is not None:
-        distances += _model_view(models, model, (baseline, base_pattern), (current, pattern), proto, cfg.seed)
+        distances += _model_view(models, model, (baseline, base_pattern, base_flipped), (current, pattern, flipped),
+                                 proto, cfg.seed)
     distances = decide(distances, cfg.validate.false_positive_rate)
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
@@ -177,18 +185,20 @@ def model_view_images(images: np.ndarray, inverted: bool) -> np.ndarray:
     return 255 - images if inverted else images
 
 
-def _model_view(models, model: str, baseline: tuple[str, str | None], current: tuple[str, str | None], proto,
-                seed: int) -> list:
-    """The model's tests on up to `MODEL_VIEW_IMAGES` images of each side (both must be datasets)."""
+def _model_view(models, model: str, baseline: tuple[str, str | None, bool], current: tuple[str, str | None, bool],
+                proto, seed: int) -> list:
+    """The model's tests on up to `MODEL_VIEW_IMAGES` images of each side (both must be datasets); a side whose
+    examples were inverted (`--invert`) is turned back to its images as delivered first."""
     from components.inputs import split_arrays
     from pipeline.serving import model_info
 
     inverted = bool(model_info(Path(model)).get("inverted", False))
     sides = []
-    for spec, pattern in (baseline, current):
+    for spec, pattern, flipped in (baseline, current):
         if pattern is None:
             raise DataError(f"{spec}: --model compares images, not statistics; pass a dataset SPEC")
-        sides.append(model_view_images(split_arrays(pattern, MODEL_VIEW_IMAGES)[0], inverted))
+        stored = split_arrays(pattern, MODEL_VIEW_IMAGES)[0]
+        sides.append(model_view_images(255 - stored if flipped else stored, inverted))
     classes = int(models[0].output_shape[-1])
     class_effect = comparators(proto).get(schema.LABEL, ("l_infinity", 0.3 / classes))[1]
     return model_drift.compare(models, *sides, class_effect, f"model {model}: {baseline[0]} vs {current[0]}", seed)

@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     for command in (check, drift):
         command.add_argument("--false-positive-rate", type=float, help=f"{FPR_HELP} (default: "
                              f"{config.ValidateConfig().false_positive_rate})")
+        command.add_argument("--invert", choices=config.allowed("data.invert"), default="false",
+                             help="polarity as a run's data.invert: false checks the images as delivered; auto "
+                                  "or true as a run with that setting ingests them (default: false)")
     for command in (run, step, kfp_compile, kfp_run, runs_list, runs_show, runs_lineage, check, infer, drift,
                     predict):
         command.add_argument("--root", help="pipeline root: artifacts, cached data and statistics, runs "
@@ -226,7 +229,7 @@ def _check_config(args) -> config.Config:
 def _validate(args, out) -> int:
     from pipeline.checks import validate_check
 
-    report = validate_check(args.dataset, _check_config(args))
+    report = validate_check(args.dataset, _check_config(args), args.invert)
     if args.json:
         out.write(json.dumps(report, indent=2) + "\n")
     else:
@@ -261,7 +264,7 @@ def _drift(args, out) -> int:
     from pipeline.serving import latest_version
 
     model = args.model or (str(latest_version(args.serving_dir)) if args.serving_dir else None)
-    report = drift_check(args.baseline, args.current, _check_config(args), args.report, model)
+    report = drift_check(args.baseline, args.current, _check_config(args), args.report, model, args.invert)
     if args.json:
         out.write(json.dumps(report, indent=2) + "\n")
     else:

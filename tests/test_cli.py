@@ -365,6 +365,11 @@ def test_drift_command(data, tmp_path):
     assert code == 3, err
     rows = {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:]}
     assert rows["mean_intensity"] == "DRIFTED" and rows["label"] == "ok"
+    # A run's statistics are of its data after `data.invert`: a cron job checking a dark-on-light source
+    # against them turns today's batch around the same way, and finds it unchanged.
+    code, out, err = cli("drift", "--baseline", saved, "--current", f"idx:{inverted}:test", "--root", root,
+                         "--invert", "auto", "--json")
+    assert code == 0 and not json.loads(out)["drifted"], err
 
     code, out, err = cli("drift", "--baseline", "/no/such/stats.pb", "--current", saved, "--root", root)
     assert code == 1
