@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import json
 import logging
 import re
 import secrets
@@ -200,18 +201,44 @@ def guarded(work: Callable[[], Stop | None], done: str) -> tuple[str, str | None
         return "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first}"
 
 
-def _unrecorded(cfg: Config, metadata: Metadata) -> dict[str, Any]:
+def _unrecorded(pipeline: Pipeline, cfg: Config, metadata: Metadata) -> dict[str, Any]:
     """The summary's `unrecorded_versions`: versions this root pushed that its store lacks (it failed while
-    recording them), named on every run until a run records them (a rerun whose push is cached)."""
+    recording them). Each is recorded in the run that pushed it when that run's summary and the committed
+    push say what it was pushed from (`_record_late`); any other is named on every run."""
     try:
         versions = unrecorded_versions(cfg.serving_dir, cfg.root,
                                        [a["uri"] for a in live_of_type(metadata, "PushedModel")])
+        versions = [v for v in versions if not _record_late(pipeline, cfg, metadata, v)]
     except (MetadataError, OSError):  # advisory: a store or serving directory that cannot be read says so elsewhere
         return {}
     for version in versions:
-        log.warning("%s was pushed from this root but the metadata store has no record of it; rerun the build "
-                    "that pushed it to record it", version)
+        log.warning("%s was pushed from this root but the metadata store has no record of it", version)
     return {"unrecorded_versions": versions} if versions else {}
+
+
+def _record_late(pipeline: Pipeline, cfg: Config, metadata: Metadata, version: str) -> bool:
+    """Records the push of `version` in the run whose summary says it pushed it, with the inputs that run
+    recorded, as that run would have; False when the runs' files do not say enough."""
+    from pipeline.engine import artifacts
+
+    node = next((n for n in pipeline.nodes if n.component.output.kind == "PushedModel"), None)
+    same = Path(version).resolve()
+    try:
+        for path in sorted((Path(cfg.root) / "runs").glob("*/summary.json")):
+            summary = json.loads(path.read_text())
+            if node is None or not summary.get("push") or Path(summary["push"]["uri"]).resolve() != same:
+                continue
+            records = (Path(cfg.root) / "artifacts" / node.name).glob(f"*/{artifacts.RECORD}")
+            output = next(o for o in (artifacts.load(r.parent) for r in records) if Path(o.uri).resolve() == same)
+            inputs = tuple(artifacts.load(summary["components"][name]["uri"]) for name in node.inputs)
+            with metadata.in_run(summary["run_id"]):
+                metadata.record(node.component, inputs, output, "executed", summary["components"][node.name]["seconds"],
+                                "", {}, digest=None)
+            log.info("%s: recorded in run %s, which pushed it", version, summary["run_id"])
+            return True
+    except (OSError, ValueError, KeyError, TypeError, StopIteration, MetadataError):
+        pass
+    return False
 
 
 def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata, runner: Runner, status: str,
@@ -220,7 +247,7 @@ def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata,
     writes its report."""
     run_dir = Path(cfg.root) / "runs" / run_id
     failpoint("run.summary")
-    unrecorded = _unrecorded(cfg, metadata)
+    unrecorded = _unrecorded(pipeline, cfg, metadata)
     with deferred():  # a signal now waits until the summary and the store agree on how the run ended
         summary = summarize(pipeline, run_id, cfg, runner, status, error) | unrecorded
         write_json(run_dir / "summary.json", summary)

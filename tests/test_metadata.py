@@ -186,7 +186,8 @@ for run_id in ("second", "third"):
 def test_a_store_that_fails_while_a_push_is_recorded_still_gives_the_summary_and_the_next_run_records_it(
         tmp_path, monkeypatch):
     """The model is live in serving/1 when the store fails: the run is `failed` naming the live version, its
-    summary and report are written, and the next run records the version and how the failed run ended."""
+    summary and report are written, and the next run records the version in the run that pushed it and how
+    that run ended."""
     import json
 
     from conftest import write_dataset
@@ -222,14 +223,20 @@ def test_a_store_that_fails_while_a_push_is_recorded_still_gives_the_summary_and
         store = Metadata.open(override(Config(), root=str(root)), create=False)
         return unrecorded_versions(root / "serving", root, [a["uri"] for a in live_of_type(store, "PushedModel")])
 
-    assert unrecorded() == [str(root / "serving" / "1")]  # named until a run records it
+    assert unrecorded() == [str(root / "serving" / "1")]  # until a run records it
 
     monkeypatch.undo()
-    again = run(f"idx:{data}", root=root, no_tune=True, epochs=1, min_accuracy=0)
-    assert again["status"] == "pushed" and again["push"]["version"] == 1  # recorded, not pushed twice
-    assert sorted(p.name for p in (root / "serving").iterdir()) == ["1"]
-    assert unrecorded() == [] and "unrecorded_versions" not in again
+    # Any next run records it in the run that pushed it, with what it was pushed from: here one that stops
+    # before push, so nothing of its own could record the version.
+    partial = run(f"idx:{data}", root=root, no_tune=True, epochs=1, min_accuracy=0, stop="validate")
+    assert partial["status"] == "partial" and "unrecorded_versions" not in partial and unrecorded() == []
     store = Metadata.open(override(Config(), root=str(root)), create=False)
-    assert store.lineage(root / "serving" / "1")["run_id"] == again["run_id"]
+    lineage = store.lineage(root / "serving" / "1")
+    assert lineage["run_id"] == summary["run_id"] and lineage["model"]["uri"] == summary["components"]["train"]["uri"]
     earlier = store.run(summary["run_id"])
     assert earlier["status"] == "failed" and "committed but not recorded" in earlier["error"]
+    again = run(f"idx:{data}", root=root, no_tune=True, epochs=1, min_accuracy=0)
+    assert again["status"] == "pushed" and again["push"]["version"] == 1  # not pushed twice
+    assert sorted(p.name for p in (root / "serving").iterdir()) == ["1"]
+    assert Metadata.open(override(Config(), root=str(root))).lineage(root / "serving" / "1")["run_id"] == \
+        summary["run_id"]

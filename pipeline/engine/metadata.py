@@ -233,6 +233,22 @@ class Metadata:
         _set(context.properties, "error", error)
         self.store.put_contexts([context])
 
+    @contextlib.contextmanager
+    def in_run(self, run_id: str):
+        """Records made in the block go to the earlier run `run_id` (whose own record of them failed).
+
+        Raises:
+            MetadataError: the store has no such run.
+        """
+        context = self.store.get_context_by_type_and_name(RUN, run_id)
+        if context is None:
+            raise MetadataError(f"{self.name}: no run {run_id} to record into")
+        current, self.run_context = self.run_context, context
+        try:
+            yield
+        finally:
+            self.run_context = current
+
     def finish_run(self, status: str, error: str | None, report: str | None = None) -> None:
         """Sets the run's status: its final one, or `running` again after a step of it was retried."""
         self.run_context = self._context(RUN, self.run_context.name, {
