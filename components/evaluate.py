@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.image_features import as_delivered
 from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
 from pipeline.engine.component import Component
 from pipeline.engine.errors import PipelineError, first_line
@@ -51,6 +52,20 @@ def serving_accuracy(saved_model: str, images: np.ndarray, labels: np.ndarray) -
     return float((predicted == labels).mean())
 
 
+def regression(accuracy: float, theirs: float, against: str, max_regression: float) -> tuple[bool, str]:
+    """The regression gate: whether `accuracy` is at most `max_regression` below the serving model's
+    (`theirs`, named `against`), and the reason saying so.
+
+    Example:
+        >>> regression(0.90, 0.91, "baseline version 2", 0.005)
+        (False, 'accuracy 0.9000 vs baseline version 2 0.9100: change -0.0100 beyond max_regression 0.0050')
+    """
+    change = accuracy - theirs
+    ok = change >= -max_regression
+    return ok, (f"accuracy {accuracy:.4f} vs {against} {theirs:.4f}: change {change:+.4f} "
+                f"{'within' if ok else 'beyond'} max_regression {max_regression:.4f}")
+
+
 def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, out_dir: Path, min_accuracy: float,
              max_regression: float = 0.005, min_class_recall: float | None = None,
              baseline_broken: str = "fail") -> Evaluation:
@@ -95,7 +110,7 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
     else:
         try:
             # Served the source's images, as clients send them: its signature applies its own recorded inversion.
-            baseline_accuracy = serving_accuracy(baseline.uri, 255 - images if examples.inverted else images, labels)
+            baseline_accuracy = serving_accuracy(baseline.uri, as_delivered(images, examples.inverted), labels)
         except Exception as exc:  # any way a SavedModel can be broken: parse, missing variables, signature
             why = f"{type(exc).__name__}: {first_line(exc, 200)}"
             if baseline_broken != "ignore":
@@ -106,10 +121,7 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
                                  "ignored (baseline_broken ignore); only absolute thresholds apply"))
             baseline = None
     if baseline is not None:
-        change = accuracy - baseline_accuracy
-        ok = change >= -max_regression
-        checks.append((ok, f"accuracy {accuracy:.4f} vs baseline version {baseline.version} {baseline_accuracy:.4f}: "
-                           f"change {change:+.4f} {'within' if ok else 'beyond'} max_regression {max_regression:.4f}"))
+        checks.append(regression(accuracy, baseline_accuracy, f"baseline version {baseline.version}", max_regression))
     return Evaluation(uri=str(out_dir), fingerprint="", accuracy=accuracy, loss=loss, min_accuracy=min_accuracy,
                       blessed=all(ok for ok, _ in checks), reasons=tuple(r for _, r in checks),
                       failed=tuple(r for ok, r in checks if not ok),

@@ -77,9 +77,22 @@ def background(images: np.ndarray) -> np.ndarray:
     return (frame / max(1, 2 * width + 2 * max(0, height - 2))).astype(np.float32)
 
 
-def looks_inverted(images: np.ndarray) -> bool:
-    """Whether a batch is dark ink on a light background: its median `background` is above `LIGHT`."""
-    return bool(len(images)) and float(np.median(background(images))) > LIGHT
+def looks_inverted(*batches: np.ndarray) -> bool:
+    """Whether images are dark ink on a light background: the median `background` of all of them is above
+    `LIGHT`."""
+    frames = [background(b) for b in batches if b.ndim == 3 and len(b)]
+    return bool(frames) and float(np.median(np.concatenate(frames))) > LIGHT
+
+
+def as_delivered(images: np.ndarray, inverted: bool) -> np.ndarray:
+    """Images with the polarity their source had: ingest's inversion (`Examples.inverted`) undone, as a served
+    model takes them.
+
+    Example:
+        >>> as_delivered(np.zeros((1, 28, 28), np.uint8), True).max()
+        255
+    """
+    return 255 - images if inverted else images
 
 
 def _bounds(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -257,12 +257,11 @@ def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples
         raise DataError(f"dataset spec '{data.dataset}': some splits have labels and some do not "
                         f"(labelled: {', '.join(n for n, s in splits.items() if s.labels is not None)})")
     # Polarity is decided on the whole source, so that every split (and the model) sees the same images.
-    backgrounds = [image_features.background(s.images) for s in splits.values()
-                   if s.images.ndim == 3 and len(s.images)]
-    inverted = data.invert == "true" or (data.invert == "auto" and bool(backgrounds) and float(
-        np.median(np.concatenate(backgrounds))) > image_features.LIGHT)
+    inverted = data.invert == "true" or (
+        data.invert == "auto" and image_features.looks_inverted(*(s.images for s in splits.values())))
     if inverted:
-        splits = {name: formats.Split(255 - s.images, s.labels, s.sources, s.resized) for name, s in splits.items()}
+        splits = {name: formats.Split(image_features.as_delivered(s.images, True), s.labels, s.sources, s.resized)
+                  for name, s in splits.items()}
     splits = _layout(splits, whole, data.test_fraction)
     splits["train"], splits["eval"] = _carve(splits["train"], data.eval_fraction, b"eval")
     digest = hashlib.sha256()

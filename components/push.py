@@ -16,7 +16,9 @@ from pipeline.engine.errors import NotBlessed, PipelineError
 from pipeline.engine.failpoints import failpoint
 from pipeline.engine.lock import exclusive
 from pipeline.engine.runner import remove_leftovers
-from components.versions import INFO, _info, _versions, pushed_from, regression_recheck, same_polarity
+from components.image_features import as_delivered
+from components.versions import (INFO, _versions, model_info, pushed_from, regression_recheck, same_polarity,
+                                 serving_baseline)
 
 SIDE = 28
 CHECK_IMAGES, CHECK_TOLERANCE = 100, 1e-5
@@ -83,7 +85,7 @@ def infra_check(saved_model: Path, model_path: str, images: np.ndarray, scratch:
     import keras
 
     inputs = scratch / "infra-check.npz"
-    np.savez(inputs, images=(255 - images if invert else images).reshape(-1, SIDE, SIDE))
+    np.savez(inputs, images=as_delivered(images, invert).reshape(-1, SIDE, SIDE))
     try:
         done = subprocess.run([sys.executable, "-m", "components.push", str(saved_model), str(inputs)],
                               capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -148,13 +150,14 @@ def _push_locked(model: Model, evaluation: Evaluation, examples: Examples, out_d
 
     remove_leftovers(serving_dir, ".staging-*")  # of pushes killed midway
     latest = (_versions(serving_dir) or [None])[-1]
-    info = _info(serving_dir / str(latest)) if latest else {}
+    info = model_info(serving_dir / str(latest)) if latest else {}
     if info.get("model_fingerprint") == model.fingerprint and "infra_check" in info:
         return PushedModel(uri=str(serving_dir / str(latest)), fingerprint="", version=latest,
                            model_fingerprint=model.fingerprint, infra_check=info["infra_check"],
                            recheck=info.get("recheck", ""))
-    same_polarity(serving_dir, model, examples)
-    recheck = regression_recheck(evaluation, model, examples, serving_dir)
+    current = serving_baseline(serving_dir, model.fingerprint)  # hashes the version: looked up once
+    same_polarity(current, examples, serving_dir)
+    recheck = regression_recheck(evaluation, current, examples, serving_dir)
     staging = serving_dir / f".staging-{os.getpid()}"
     described = {"model": model.uri, "model_fingerprint": model.fingerprint, "accuracy": evaluation.accuracy,
                  "classes": list(model.classes), "inverted": examples.inverted, "root_id": pushed_from(model.uri),

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from components.image_features import as_delivered
 from pipeline.engine import paths
-from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
+from pipeline.engine.artifacts import Evaluation, Examples, PushedModel
 from pipeline.engine.errors import NotBlessed, PipelineError, first_line
 
 INFO = "model_info.json"  # beside saved_model.pb: which model and evaluation a version came from
 
 
-def _info(version: Path) -> dict:
+def model_info(version: Path) -> dict:
+    """A pushed version's `model_info.json` (model, classes, polarity, root id); empty when it has none (a
+    version pushed by hand, or before the file existed)."""
     try:
         return json.loads((version / INFO).read_text())
     except (OSError, ValueError):
@@ -45,7 +48,7 @@ def serving_baseline(serving_dir: str | Path, model_fingerprint: str) -> PushedM
         version = serving / str(number)
         if not (version / "saved_model.pb").is_file():
             continue
-        info = _info(version)
+        info = model_info(version)
         if info.get("model_fingerprint") == model_fingerprint:
             continue
         digest = hashlib.sha256(str(number).encode())  # not its path: a moved root keeps its baseline
@@ -57,9 +60,11 @@ def serving_baseline(serving_dir: str | Path, model_fingerprint: str) -> PushedM
     return None
 
 
-def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples, serving_dir: Path) -> str:
-    """The regression gate decided again when the version serving now is not the one the evaluation
-    compared with (another build pushed to this serving directory meanwhile); "" when it is the same.
+def regression_recheck(evaluation: Evaluation, current: PushedModel | None, examples: Examples,
+                       serving_dir: Path) -> str:
+    """The regression gate decided again when the version serving now (`current`, `serving_baseline`) is not
+    the one the evaluation compared with (another build pushed to this serving directory meanwhile); "" when
+    it is the same.
 
     Raises:
         NotBlessed: the model is worse than the version serving now by more than the evaluation's
@@ -67,12 +72,11 @@ def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples,
         PipelineError: the version serving now cannot be read.
 
     Example:
-        >>> regression_recheck(evaluation, model, examples, Path("/srv/models/fm"))
-        'decided again against version 4, pushed after evaluation: accuracy 0.9012 vs 0.8990 (change +0.0022)'
+        >>> regression_recheck(evaluation, serving_baseline(serving, model.fingerprint), examples, serving)
+        'decided again against version 4, pushed after evaluation: accuracy 0.9012 vs version 4 0.8990: ...'
     """
-    from components.evaluate import serving_accuracy, test_arrays
+    from components.evaluate import regression, serving_accuracy, test_arrays
 
-    current = serving_baseline(serving_dir, model.fingerprint)
     if evaluation.max_regression is None or (current.fingerprint if current else "") == evaluation.baseline_fingerprint:
         return ""
     if current is None:  # the version it was compared with is gone; the absolute thresholds were met
@@ -80,7 +84,7 @@ def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples,
     images, labels = test_arrays(examples)
     try:
         # A served model takes images as delivered: with the polarity the source had before ingest inverted it.
-        theirs = serving_accuracy(current.uri, 255 - images if examples.inverted else images, labels)
+        theirs = serving_accuracy(current.uri, as_delivered(images, examples.inverted), labels)
     except Exception as exc:  # any way a SavedModel can be broken
         why = f"{current.uri}: version {current.version}, pushed after this model was evaluated, cannot be read " \
               f"as the regression baseline ({first_line(exc, 200)})"
@@ -88,24 +92,21 @@ def regression_recheck(evaluation: Evaluation, model: Model, examples: Examples,
             return f"{why}: ignored (baseline_broken ignore); only absolute thresholds apply"
         raise PipelineError(f"push: {why}; nothing pushed: repair or remove that version, or pass "
                             "--baseline-broken ignore") from None
-    change = evaluation.accuracy - theirs
-    compared = (f"accuracy {evaluation.accuracy:.4f} vs version {current.version} {theirs:.4f}: change {change:+.4f}")
-    if change < -evaluation.max_regression:
+    ok, compared = regression(evaluation.accuracy, theirs, f"version {current.version}", evaluation.max_regression)
+    if not ok:
         raise NotBlessed(f"model not blessed: version {current.version} of {serving_dir} was pushed after this "
-                         f"model was evaluated; {compared} beyond max_regression {evaluation.max_regression:.4f}; "
-                         "nothing pushed")
+                         f"model was evaluated; {compared}; nothing pushed")
     return f"decided again against version {current.version}, pushed after evaluation: {compared}"
 
 
-def same_polarity(serving_dir: Path, model: Model, examples: Examples) -> None:
-    """Refuses a model whose data were delivered with the other polarity than the version serving now:
-    its clients send images as they always did, which the new version would read inverted.
+def same_polarity(current: PushedModel | None, examples: Examples, serving_dir: Path) -> None:
+    """Refuses a model whose data were delivered with the other polarity than the version serving now
+    (`current`): its clients send images as they always did, which the new version would read inverted.
 
     Raises:
         NotBlessed: the version serving now records the other polarity (`inverted` in `model_info.json`).
     """
-    current = serving_baseline(serving_dir, model.fingerprint)
-    served = _info(Path(current.uri)).get("inverted") if current else None
+    served = model_info(Path(current.uri)).get("inverted") if current else None
     if served is not None and bool(served) != examples.inverted:
         light = "dark ink on a light background"
         shown = {True: light, False: "light ink on a dark background"}
@@ -133,4 +134,4 @@ def unrecorded_versions(serving_dir: str | Path, root: str | Path, recorded: lis
     serving, rid = Path(serving_dir), paths.root_id(root)
     known = {Path(uri).resolve() for uri in recorded}
     return [str(serving / str(n)) for n in _versions(serving) if rid and (serving / str(n) / "saved_model.pb").is_file()
-            and _info(serving / str(n)).get("root_id") == rid and (serving / str(n)).resolve() not in known]
+            and model_info(serving / str(n)).get("root_id") == rid and (serving / str(n)).resolve() not in known]

@@ -182,7 +182,7 @@ def model_view_images(images: np.ndarray, inverted: bool) -> np.ndarray:
     """Images as delivered, [N, 784] or [N, 28, 28], as the Keras model of a version takes them: [N, 28, 28],
     inverted (255 - x) when its training data was (`model_info.json` `inverted`), as its signatures do."""
     images = images.reshape(-1, 28, 28)
-    return 255 - images if inverted else images
+    return image_features.as_delivered(images, inverted)
 
 
 def _model_view(models, model: str, baseline: tuple[str, str | None, bool], current: tuple[str, str | None, bool],
@@ -190,7 +190,7 @@ def _model_view(models, model: str, baseline: tuple[str, str | None, bool], curr
     """The model's tests on up to `MODEL_VIEW_IMAGES` images of each side (both must be datasets); a side whose
     examples were inverted (`--invert`) is turned back to its images as delivered first."""
     from components.inputs import split_arrays
-    from pipeline.serving import model_info
+    from components.versions import model_info
 
     inverted = bool(model_info(Path(model)).get("inverted", False))
     sides = []
@@ -198,7 +198,7 @@ def _model_view(models, model: str, baseline: tuple[str, str | None, bool], curr
         if pattern is None:
             raise DataError(f"{spec}: --model compares images, not statistics; pass a dataset SPEC")
         stored = split_arrays(pattern, MODEL_VIEW_IMAGES)[0]
-        sides.append(model_view_images(255 - stored if flipped else stored, inverted))
+        sides.append(model_view_images(image_features.as_delivered(stored, flipped), inverted))
     classes = int(models[0].output_shape[-1])
     class_effect = comparators(proto).get(schema.LABEL, ("l_infinity", 0.3 / classes))[1]
     return model_drift.compare(models, *sides, class_effect, f"model {model}: {baseline[0]} vs {current[0]}", seed)

@@ -1,13 +1,13 @@
 """The `predict` command: a pushed model's predictions for image files, directories or a dataset split."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from components import formats, image_features
+from components.versions import model_info
 from pipeline.config import Config, DataConfig
 from pipeline.engine.errors import ConfigError, DataError, first_line
 
@@ -92,7 +92,7 @@ def _dataset_arrays(spec: str, cfg: Config, limit: int | None) -> _Inputs:
         raise DataError(f"{spec}: the {split} split is empty")
     images = images.reshape(-1, SIDE, SIDE)
     if examples.inverted:  # back to the source's polarity: the model's signature applies its own inversion
-        images = 255 - images
+        images = image_features.as_delivered(images, True)
     from components.schema import dataset_classes
 
     return _Inputs(images, labels if (labels >= 0).all() else None, split,
@@ -146,14 +146,6 @@ def polarity_warnings(images: np.ndarray, resized: np.ndarray, inverted: bool) -
             found.append(f"size: not {SIDE}x{SIDE} as the training data, resized")
         out.append(found)
     return out
-
-
-def model_info(model: Path) -> dict:
-    """A pushed version's `model_info.json` (classes, polarity); empty when it has none."""
-    try:
-        return json.loads((model / "model_info.json").read_text())
-    except (OSError, ValueError):  # a version pushed by hand, or before the file existed: nothing to compare
-        return {}
 
 
 def predict(model_dir: str | None, serving_dir: str | None, images: list[str], dataset: str | None,
