@@ -8,7 +8,7 @@ setup(
     version="0.1.0",
     description="A TFX-style production pipeline for MNIST-family image classifiers, with data validation at its heart",
     python_requires=">=3.10,<3.12",
-    packages=["pipeline", "pipeline.engine", "components", "schemas"],
+    packages=["engine", "components", "pipeline", "schemas"],
     package_data={"schemas": ["*.pbtxt"]},
     install_requires=[
         # Pinned together: without the apache-beam and pyarrow pins pip backtracks for over ten minutes,

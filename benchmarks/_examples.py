@@ -8,7 +8,7 @@ def examples_for(dataset: str, root: str):
     """Ingests `dataset` through the pipeline's runner, so a root the pipeline already ran on is reused."""
     from components import ingest
     from pipeline.config import DataConfig
-    from pipeline.engine.runner import Runner
+    from engine.runner import Runner
 
     return Runner(Path(root))(ingest.COMPONENT, data=DataConfig(dataset=dataset))
 

@@ -33,7 +33,7 @@ def main() -> None:
     logging.getLogger().setLevel(logging.ERROR)
     from components.ingest import ingest
     from components.statistics import statistics, stats_options
-    from pipeline.engine.artifacts import SPLITS
+    from engine.artifacts import SPLITS
     from pipeline.config import DataConfig
     from components.libs import load_tfdv
 

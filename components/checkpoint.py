@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.engine.errors import first_line
+from engine.errors import first_line
 
 log = logging.getLogger("pipeline")
 NAME = "backup.npz"

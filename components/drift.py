@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from components import image_features
-from pipeline.engine.artifacts import Distance
+from engine.artifacts import Distance
 
 HISTOGRAM = "fixed_histogram"  # name of the custom statistic holding the shared-bucket histogram
 # Label buckets: one per class up to 63; labels beyond share the last (EMNIST ByClass has 62 classes).

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from components.image_features import as_delivered
-from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
-from pipeline.engine.component import Component
-from pipeline.engine.errors import PipelineError, first_line
+from engine.artifacts import Evaluation, Examples, Model, PushedModel
+from engine.component import Component
+from engine.errors import PipelineError, first_line
 
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

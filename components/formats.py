@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.engine.errors import DataError
+from engine.errors import DataError
 
 SIDE = 28
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from components import formats
-from pipeline.engine.errors import DataError
+from engine.errors import DataError
 
 # The third byte of the magic number names the element type; MNIST-family data is uint8.
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),

@@ -11,11 +11,11 @@ import numpy as np
 
 from components import formats, idx, image_features
 from pipeline.config import DataConfig
-from pipeline.engine.artifacts import SPLITS, Examples
-from pipeline.engine.component import Component
-from pipeline.engine.errors import DataError, first_line
-from pipeline.engine.failpoints import failpoint
-from pipeline.engine.progress import Bar
+from engine.artifacts import SPLITS, Examples
+from engine.component import Component
+from engine.errors import DataError, first_line
+from engine.failpoints import failpoint
+from engine.progress import Bar
 
 # Debian packages that install real datasets offline (apt-get install dataset-fashion-mnist).
 LOCAL_COPIES = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}

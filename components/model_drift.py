@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from components.drift import bucket_test
-from pipeline.engine.artifacts import Distance
-from pipeline.engine.errors import DataError
+from engine.artifacts import Distance
+from engine.errors import DataError
 
 CONFIDENCE_BUCKETS = 20  # the top probability, in [0, 1]
 MIN_CONFIDENCE_EFFECT = 0.0005  # Jensen-Shannon, as the summary features' minimum effect

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.engine.artifacts import Evaluation, Examples, Model, PushedModel
-from pipeline.engine.component import Component
-from pipeline.engine.errors import NotBlessed, PipelineError
-from pipeline.engine.failpoints import failpoint
-from pipeline.engine.lock import exclusive
-from pipeline.engine.runner import remove_leftovers
+from engine.artifacts import Evaluation, Examples, Model, PushedModel
+from engine.component import Component
+from engine.errors import NotBlessed, PipelineError
+from engine.failpoints import failpoint
+from engine.lock import exclusive
+from engine.runner import remove_leftovers
 from components.image_features import as_delivered
 from components.versions import (INFO, _versions, model_info, pushed_from, regression_recheck, same_polarity,
                                  serving_baseline)

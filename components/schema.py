@@ -6,9 +6,9 @@ from pathlib import Path
 
 from components import image_features
 from components.libs import load_tfdv
-from pipeline.engine.artifacts import Schema, Statistics
-from pipeline.engine.component import Component
-from pipeline.engine.errors import DataError
+from engine.artifacts import Schema, Statistics
+from engine.component import Component
+from engine.errors import DataError
 
 IMAGE, LABEL = "image", "label"
 PIXELS, CLASSES = 28 * 28, 10  # CLASSES: when neither the schema nor the data says otherwise

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from components.drift import histogram_generator
 from components.libs import load_tfdv
-from pipeline.engine.artifacts import SPLITS, Examples, Statistics
-from pipeline.engine.component import Component
-from pipeline.engine.errors import DataError
+from engine.artifacts import SPLITS, Examples, Statistics
+from engine.component import Component
+from engine.errors import DataError
 
 LABEL = "label"
 

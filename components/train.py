@@ -12,11 +12,11 @@ from pathlib import Path
 from components import checkpoint
 from components.budget import training_end
 from pipeline.config import TrainConfig
-from pipeline.engine.artifacts import Examples, HyperParameters, Model, Schema
-from pipeline.engine.component import Component
-from pipeline.engine.errors import ConfigError, DataError, TrainingDiverged
-from pipeline.engine.failpoints import failpoint
-from pipeline.engine.files import write_text
+from engine.artifacts import Examples, HyperParameters, Model, Schema
+from engine.component import Component
+from engine.errors import ConfigError, DataError, TrainingDiverged
+from engine.failpoints import failpoint
+from engine.files import write_text
 
 log = logging.getLogger("pipeline")
 MONITOR = "val_accuracy"
@@ -195,7 +195,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     from components.cnn import REFERENCE, build_model
     from components.inputs import make_dataset
     from components.schema import classes_of
-    from pipeline.engine.progress import keras_callback
+    from engine.progress import keras_callback
 
     classes = classes_of(schema)
     work = Path(work_dir) if work_dir else out_dir / "work"

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine.failpoints import failpoint
-from pipeline.engine.progress import Bar, follow
+from engine.failpoints import failpoint
+from engine.progress import Bar, follow
 
 OBJECTIVE = "val_accuracy"
 
@@ -124,7 +124,7 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     from components.cnn import CNNHyperModel
     from components.inputs import make_dataset
     from components.train import distribution_strategy, input_device, mixed_precision_enabled
-    from pipeline.engine.progress import keras_callback
+    from engine.progress import keras_callback
 
     keras.utils.set_random_seed(spec.seed)
     if spec.deterministic:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from components.budget import SEARCH_SUBSET, fastest_of_the_best, search_seconds
 from pipeline.config import TUNERS, TrainConfig, TuneConfig
-from pipeline.engine.artifacts import Examples, HyperParameters, Schema
-from pipeline.engine.component import Component
-from pipeline.engine.errors import ConfigError
-from pipeline.engine.failpoints import failpoint
+from engine.artifacts import Examples, HyperParameters, Schema
+from engine.component import Component
+from engine.errors import ConfigError
+from engine.failpoints import failpoint
 
 log = logging.getLogger("pipeline")
 OBJECTIVE = "val_accuracy"

@@ -8,8 +8,8 @@ from pathlib import Path
 from components import image_features
 from components.drift import LABEL, compare, decide, fixed_histogram
 from components.libs import load_tfdv
-from pipeline.engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
-from pipeline.engine.component import Component
+from engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
+from engine.component import Component
 
 
 def anomalies_of(stats, proto_schema, split: str, environment: str = "TRAINING") -> tuple[list[Anomaly], object]:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from components.image_features import as_delivered
-from pipeline.engine import paths
-from pipeline.engine.artifacts import Evaluation, Examples, PushedModel
-from pipeline.engine.errors import NotBlessed, PipelineError, first_line
+from engine import paths
+from engine.artifacts import Evaluation, Examples, PushedModel
+from engine.errors import NotBlessed, PipelineError, first_line
 
 INFO = "model_info.json"  # beside saved_model.pb: which model and evaluation a version came from
 

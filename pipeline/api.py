@@ -31,7 +31,7 @@ def run(dataset: str | None = None, *, config: str | Path | None = None, root: s
         >>> summary["status"], summary["evaluation"]["accuracy"]
         ('pushed', 0.9812)
     """
-    from pipeline.engine.errors import RunFailed
+    from engine.errors import RunFailed
     from pipeline.local import execute
 
     summary = execute(_config(config, root, beam_args, dataset=dataset, **flags), use_cache=not no_cache,
@@ -102,7 +102,7 @@ def predict(images: Iterable[str | Path] = (), *, model: str | Path | None = Non
         >>> predict(["digit.png"], serving_dir="/tmp/root/serving")["predictions"][0]["class_id"]
         7
     """
-    from pipeline.engine.errors import ConfigError
+    from engine.errors import ConfigError
     from pipeline.serving import predict as serve
 
     images = [str(i) for i in images]

@@ -11,9 +11,9 @@ from components import image_features, ingest, model_drift, schema, statistics, 
 from components.drift import comparators, compare, decide, fixed_histogram, moved_bucket
 from components.libs import load_tfdv
 from pipeline.config import Config, DataConfig
-from pipeline.engine.artifacts import Anomaly
-from pipeline.engine.errors import ConfigError, DataError
-from pipeline.engine.runner import Runner
+from engine.artifacts import Anomaly
+from engine.errors import ConfigError, DataError
+from engine.runner import Runner
 from pipeline.report import drift_html
 
 

@@ -247,7 +247,7 @@ def _count(n: int, one: str, many: str) -> str:
 
 def _schema(args, out) -> int:
     from pipeline.checks import infer_schema_text
-    from pipeline.engine.files import write_text
+    from engine.files import write_text
 
     text = infer_schema_text(args.dataset, _check_config(args))
     if args.output:
@@ -281,7 +281,7 @@ def _drift(args, out) -> int:
 
 
 def _predict(args, out) -> int:
-    from pipeline.engine.errors import ConfigError
+    from engine.errors import ConfigError
     from pipeline.serving import predict
 
     if bool(args.images) == bool(args.dataset):
@@ -303,7 +303,7 @@ def _predict(args, out) -> int:
 
 
 def _runs(args, out) -> int:
-    from pipeline.engine.metadata import Metadata
+    from engine.metadata import Metadata
 
     cfg = config.override(config.Config(), root=args.root,
                           **{"push.serving_dir": getattr(args, "serving_dir", None)})
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     _quiet(args.verbose)
-    from pipeline.engine.errors import PipelineError
+    from engine.errors import PipelineError
 
     try:
         commands = {"run": _run, "step": _step, "kfp": _kfp, "runs": _runs, "validate": _validate,

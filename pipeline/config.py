@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.engine.errors import ConfigError
+from engine.errors import ConfigError
 
 # The product's own thresholds for datasets whose accuracy users know (MNIST: the user's claim).
 DEFAULT_MIN_ACCURACY = {"mnist": 0.97, "fashion_mnist": 0.88, "kmnist": 0.90}
@@ -257,7 +257,7 @@ def check(cfg, where: str = ""):
     Example:
         >>> check(override(Config(), **{"tune.max_trials": -5}))
         Traceback (most recent call last):
-        pipeline.engine.errors.ConfigError: config 'tune.max_trials': expected an integer at least 1 and at most 10000, ...
+        engine.errors.ConfigError: config 'tune.max_trials': expected an integer at least 1 and at most 10000, ...
     """
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):

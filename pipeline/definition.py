@@ -6,11 +6,11 @@ import dataclasses
 
 from components import evaluate, ingest, push, schema, statistics, train, tune, validate, versions
 from pipeline import report
-from pipeline.engine import history
+from engine import history
 from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config, TrainConfig
-from pipeline.engine.artifacts import Examples
-from pipeline.engine.dag import Node, Pipeline, Resolver, Stop
-from pipeline.engine.errors import ValidationFailed
+from engine.artifacts import Examples
+from engine.dag import Node, Pipeline, Resolver, Stop
+from engine.errors import ValidationFailed
 
 
 def min_accuracy(cfg: Config, examples: Examples) -> float:

@@ -8,9 +8,9 @@ import yaml
 from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
-from pipeline.engine.dag import Pipeline
-from pipeline.engine.errors import ConfigError, PipelineError
-from pipeline.engine.files import write_text
+from engine.dag import Pipeline
+from engine.errors import ConfigError, PipelineError
+from engine.files import write_text
 
 MAX_INPUTS = 3  # the most upstream nodes any node reads; each is one input of the task
 

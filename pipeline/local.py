@@ -16,15 +16,15 @@ from components.tune import distributed_role
 from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
-from pipeline.engine.errors import (ConfigError, Interrupted, MetadataError, NotBlessed, PipelineError,
+from engine.errors import (ConfigError, Interrupted, MetadataError, NotBlessed, PipelineError,
                                     ValidationFailed)
-from pipeline.engine.failpoints import failpoint
-from pipeline.engine.files import write_json, write_text
-from pipeline.engine.lock import root_lock
-from pipeline.engine.dag import Pipeline, Stop, run_node
-from pipeline.engine.metadata import Metadata, live_of_type
-from pipeline.engine.runner import Runner, StopRun
-from pipeline.engine.signals import deferred, interruptible
+from engine.failpoints import failpoint
+from engine.files import write_json, write_text
+from engine.lock import root_lock
+from engine.dag import Pipeline, Stop, run_node
+from engine.metadata import Metadata, live_of_type
+from engine.runner import Runner, StopRun
+from engine.signals import deferred, interruptible
 
 log = logging.getLogger("pipeline")
 EXIT_CODES = {"pushed": 0, "tuned": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4, "interrupted": 130}
@@ -107,9 +107,9 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
     (`--from`, `--to`) run part of the pipeline: before `start` everything comes from the cache, after
     `stop` nothing runs and the status is `partial`. Any error ends the run with status `failed` (or
     `blocked` for data validation) and its message in `error`; the records are written either way. SIGINT
-    or SIGTERM ends it `interrupted` the same way (`pipeline.engine.signals`).
+    or SIGTERM ends it `interrupted` the same way (`engine.signals`).
 
-    One run at a time holds the root's lock (`pipeline.engine.lock`); another waits for it, or with
+    One run at a time holds the root's lock (`engine.lock`); another waits for it, or with
     `wait=False` fails at once.
 
     Raises:
@@ -219,7 +219,7 @@ def _unrecorded(pipeline: Pipeline, cfg: Config, metadata: Metadata) -> dict[str
 def _record_late(pipeline: Pipeline, cfg: Config, metadata: Metadata, version: str) -> bool:
     """Records the push of `version` in the run whose summary says it pushed it, with the inputs that run
     recorded, as that run would have; False when the runs' files do not say enough."""
-    from pipeline.engine import artifacts
+    from engine import artifacts
 
     node = next((n for n in pipeline.nodes if n.component.output.kind == "PushedModel"), None)
     same = Path(version).resolve()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from components.drift import LABEL, boundaries, fixed_histogram
-from pipeline.engine.files import write_text
+from engine.files import write_text
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d232a;max-width:1200px}

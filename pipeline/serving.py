@@ -9,7 +9,7 @@ import numpy as np
 from components import formats, image_features
 from components.versions import model_info
 from pipeline.config import Config, DataConfig
-from pipeline.engine.errors import ConfigError, DataError, first_line
+from engine.errors import ConfigError, DataError, first_line
 
 SIDE = 28
 
@@ -71,7 +71,7 @@ def _dataset_arrays(spec: str, cfg: Config, limit: int | None) -> _Inputs:
     """The images of a predict `--dataset`, with the polarity of their source."""
     from components import ingest
     from components.inputs import split_arrays
-    from pipeline.engine.runner import Runner
+    from engine.runner import Runner
 
     parsed = ingest.DatasetSpec.parse(spec)
     if parsed.kind in ("folder", "csv") and not parsed.split:  # every image of the files, named by its file

@@ -7,11 +7,11 @@ from typing import Any
 from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
-from pipeline.engine.dag import Pipeline, run_node
-from pipeline.engine.errors import ConfigError, MetadataError, PipelineError
-from pipeline.engine.history import run_outputs
-from pipeline.engine.lock import root_lock
-from pipeline.engine.signals import interruptible
+from engine.dag import Pipeline, run_node
+from engine.errors import ConfigError, MetadataError, PipelineError
+from engine.history import run_outputs
+from engine.lock import root_lock
+from engine.signals import interruptible
 from pipeline.local import EXIT_CODES, check_run_id, finish_run, guarded, open_run
 
 log = logging.getLogger("pipeline")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from components.idx import write_idx
-from pipeline.engine.failpoints import ENV as FAILPOINTS, REACHED
+from engine.failpoints import ENV as FAILPOINTS, REACHED
 
 SEED = 1234
 
@@ -50,7 +50,7 @@ def write_dataset(directory: Path, splits: dict[str, int], seed: int = SEED, sid
 
 def start_held(command: list[str], point: str, marker: Path, env_extra: dict | None = None,
                **popen) -> subprocess.Popen:
-    """Starts `command` and returns once it holds at failpoint `point` (see `pipeline.engine.failpoints`),
+    """Starts `command` and returns once it holds at failpoint `point` (see `engine.failpoints`),
     ready to be killed (or released) there: timed by an event in the process, never by the machine's speed.
 
     Raises:
@@ -102,7 +102,7 @@ def stats(examples, tmp_path_factory):
 @pytest.fixture(scope="session")
 def generic_schema(tmp_path_factory):
     """The generic MNIST-family schema (ten classes) as a Schema artifact."""
-    from pipeline.engine.artifacts import Schema
+    from engine.artifacts import Schema
 
     out = tmp_path_factory.mktemp("generic-schema")
     shutil.copyfile(Path(__file__).parent.parent / "schemas" / "mnist_family.pbtxt", out / "schema.pbtxt")
@@ -114,7 +114,7 @@ def model(examples, generic_schema, tmp_path_factory):
     """A reference CNN trained for a few epochs on the tiny learnable dataset."""
     from components.cnn import REFERENCE
     from components.train import train
-    from pipeline.engine.artifacts import HyperParameters
+    from engine.artifacts import HyperParameters
     from pipeline.config import TrainConfig
 
     hp = HyperParameters(uri="", fingerprint="ref", tuner="none", values=dict(REFERENCE), trials=())

@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-# phase: the failpoints (`pipeline.engine.failpoints`) a kill aimed at it may hold the run at, one picked at
+# phase: the failpoints (`engine.failpoints`) a kill aimed at it may hold the run at, one picked at
 # random. The kill lands exactly there, whatever the machine's speed; the phase's own component's
 # `.committed` failpoint (its output renamed into place, not yet recorded) backs each up, so a pick the
 # run no longer reaches (e.g. a trial's start once every trial is done) still stops it inside the phase.
@@ -74,8 +74,8 @@ def check_invariants(root: Path, serving: Path) -> list[str]:
     """What is wrong after a kill: a partial serving version, an unreadable metadata store, or a LIVE
     artifact whose files are missing. Empty when all holds."""
     from pipeline.config import Config, override
-    from pipeline.engine.errors import MetadataError
-    from pipeline.engine.metadata import Metadata
+    from engine.errors import MetadataError
+    from engine.metadata import Metadata
 
     problems = []
     if serving.is_dir():
@@ -91,7 +91,7 @@ def check_invariants(root: Path, serving: Path) -> list[str]:
             live = Metadata.open(override(Config(), root=str(root)), create=False).live_artifacts()
         except MetadataError as exc:
             return problems + [str(exc)]
-        from pipeline.engine.runner import Runner
+        from engine.runner import Runner
 
         for artifact in live:
             uri = Path(artifact["uri"])
@@ -117,7 +117,7 @@ def leftovers(root: Path, serving: Path) -> list[str]:
 def _attempt(command: list[str], log_path: Path, phase: str | None, rng: random.Random,
              timeout: float) -> Attempt:
     """Runs `command`; with a phase, holds it at one of the phase's failpoints and kills its process group."""
-    from pipeline.engine.failpoints import ENV, REACHED
+    from engine.failpoints import ENV, REACHED
 
     start = time.monotonic()
     reached = log_path.with_suffix(".reached")

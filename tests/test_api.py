@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_dataset
-from pipeline.engine.errors import ConfigError, RunFailed
+from engine.errors import ConfigError, RunFailed
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -9,14 +9,14 @@ import pytest
 from conftest import write_dataset
 from pipeline.config import Config, override
 from pipeline.definition import PRODUCTION
-from pipeline.engine.artifacts import Artifact, Evaluation, Model
-from pipeline.engine.component import Component
-from pipeline.engine.dag import Node, Pipeline
-from pipeline.engine.errors import ConfigError
-from pipeline.engine.metadata import Metadata
+from engine.artifacts import Artifact, Evaluation, Model
+from engine.component import Component
+from engine.dag import Node, Pipeline
+from engine.errors import ConfigError
+from engine.metadata import Metadata
 from pipeline.local import execute
 
-ENGINE = Path(__file__).resolve().parent.parent / "pipeline" / "engine"
+ENGINE = Path(__file__).resolve().parent.parent / "engine"
 
 
 def _imports(path: Path) -> set[str]:
@@ -32,7 +32,7 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("module", sorted(p.name for p in ENGINE.glob("*.py")))
 def test_the_engine_imports_only_itself_of_the_project(module):
     project = {m for m in _imports(ENGINE / module) if m.split(".")[0] in ("pipeline", "components", "benchmarks")}
-    assert all(m == "pipeline.engine" or m.startswith("pipeline.engine.") for m in project), project
+    assert all(m == "engine" or m.startswith("engine.") for m in project), project
 
 
 def test_order_slicing_and_lineage_keys_come_from_the_declaration():

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pipeline import config
-from pipeline.engine.errors import ConfigError
+from engine.errors import ConfigError
 
 
 def test_yaml_sections_and_overrides(tmp_path):

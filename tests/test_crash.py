@@ -7,7 +7,7 @@ from crash_harness import crash_and_finish, reran_finished_work
 
 from conftest import write_dataset
 from pipeline.config import Config, override
-from pipeline.engine.metadata import Metadata
+from engine.metadata import Metadata
 
 FLAGS = ["--max-trials", "2", "--max-epochs", "2", "--epochs", "4", "--min-accuracy", "0"]
 

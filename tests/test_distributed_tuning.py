@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import write_dataset
-from pipeline.engine.failpoints import ENV as FAILPOINTS, REACHED, RELEASE
+from engine.failpoints import ENV as FAILPOINTS, REACHED, RELEASE
 from test_cli import REPO
 
 SEARCH = ["--tuner", "random", "--max-trials", "4", "--max-epochs", "1", "--epochs", "1", "--min-accuracy", "0",

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import start_held
 
-SCRIPT = ("from pipeline.engine.failpoints import failpoint\n"
+SCRIPT = ("from engine.failpoints import failpoint\n"
           "for i in range(3):\n"
           "    print(i, flush=True); failpoint('loop.step')\n"
           "print('done', flush=True)\n")

@@ -9,7 +9,7 @@ from components import formats, schema
 from components.ingest import DatasetSpec, ingest
 from components.inputs import split_arrays
 from pipeline.config import DataConfig
-from pipeline.engine.errors import DataError
+from engine.errors import DataError
 from conftest import make_images
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

@@ -1,4 +1,4 @@
-"""Tests of the history lookups (`pipeline.engine.history`): ML Metadata queries, with two roots sharing one store."""
+"""Tests of the history lookups (`engine.history`): ML Metadata queries, with two roots sharing one store."""
 import dataclasses
 import json
 from pathlib import Path
@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, MetadataConfig, MySQLConfig
-from pipeline.engine.artifacts import Examples, HyperParameters, PushedModel, Statistics
-from pipeline.engine.component import Component
+from engine.artifacts import Examples, HyperParameters, PushedModel, Statistics
+from engine.component import Component
 from components.versions import serving_baseline
-from pipeline.engine.history import previous_span_statistics, reusable_hyperparameters
-from pipeline.engine.metadata import Metadata
-from pipeline.engine.runner import Runner
+from engine.history import previous_span_statistics, reusable_hyperparameters
+from engine.metadata import Metadata
+from engine.runner import Runner
 
 
 def _ingest(*, out_dir: Path, data: str) -> Examples:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from components.idx import read_idx, write_idx
-from pipeline.engine.errors import DataError
+from engine.errors import DataError
 
 
 @pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])

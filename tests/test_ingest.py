@@ -11,7 +11,7 @@ from components.ingest import DatasetSpec, ingest
 from conftest import write_dataset
 from components.idx import write_idx
 from pipeline.config import DataConfig
-from pipeline.engine.errors import DataError
+from engine.errors import DataError
 
 
 def _read(examples, split):

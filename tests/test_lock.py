@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pipeline.engine.errors import LockedError
-from pipeline.engine.lock import root_lock
+from engine.errors import LockedError
+from engine.lock import root_lock
 
 
 def test_a_second_run_fails_at_once_or_waits_saying_for_whom(tmp_path, caplog):
@@ -44,7 +44,7 @@ def test_members_of_a_distributed_search_share_it_and_a_normal_run_waits(tmp_pat
 
 
 def test_a_killed_run_leaves_no_stale_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pipeline.engine.lock import root_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from engine.lock import root_lock\n"
                                f"with root_lock({str(tmp_path)!r}, 'killed'):\n"
                                "    print('locked', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, MetadataConfig, override
-from pipeline.engine.artifacts import Model, PushedModel, Statistics
-from pipeline.engine.errors import MetadataError
-from pipeline.engine.metadata import Metadata
-from pipeline.engine.runner import Component, Runner
+from engine.artifacts import Model, PushedModel, Statistics
+from engine.errors import MetadataError
+from engine.metadata import Metadata
+from engine.runner import Component, Runner
 
 
 def _stats(*, out_dir: Path, value: int) -> Statistics:
@@ -122,7 +122,7 @@ def test_broken_or_missing_store_gives_one_clear_error(tmp_path):
 
 def test_mysql_connection_comes_from_config():
     from pipeline.config import MySQLConfig
-    from pipeline.engine.metadata import connection_config
+    from engine.metadata import connection_config
 
     cfg = override(Config(), root="/r")
     conn, name = connection_config(cfg)
@@ -138,7 +138,7 @@ def test_mysql_connection_comes_from_config():
 @pytest.mark.parametrize("written", ["", "***"])  # not in the YAML, or masked in a recorded config
 def test_a_mysql_password_can_come_from_the_environment(monkeypatch, written):
     from pipeline.config import MySQLConfig
-    from pipeline.engine.metadata import connection_config
+    from engine.metadata import connection_config
 
     monkeypatch.setenv("PIPELINE_MYSQL_PASSWORD", "from-env")
     cfg = Config(metadata=MetadataConfig(mysql=MySQLConfig(host="db", password=written)))
@@ -159,8 +159,8 @@ def test_a_store_on_a_full_disk_names_the_cause_on_every_write_and_is_whole_afte
 import os, resource, signal, sys
 sys.path.insert(0, {str(REPO)!r})
 from pipeline.config import Config, override
-from pipeline.engine.errors import MetadataError
-from pipeline.engine.metadata import Metadata
+from engine.errors import MetadataError
+from engine.metadata import Metadata
 cfg = override(Config(), root={str(tmp_path / "root")!r})
 store = Metadata.open(cfg)
 store.start_run("first", cfg.root, "x: 1", "idx:/d")
@@ -192,7 +192,7 @@ def test_a_store_that_fails_while_a_push_is_recorded_still_gives_the_summary_and
 
     from conftest import write_dataset
     from pipeline import run
-    from pipeline.engine.errors import MetadataError, RunFailed
+    from engine.errors import MetadataError, RunFailed
 
     data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 64})
     record = Metadata.record
@@ -217,7 +217,7 @@ def test_a_store_that_fails_while_a_push_is_recorded_still_gives_the_summary_and
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     assert (run_dir / "report.html").is_file() and (root / "serving" / "1" / "saved_model.pb").is_file()
     from components.versions import unrecorded_versions
-    from pipeline.engine.metadata import live_of_type
+    from engine.metadata import live_of_type
 
     def unrecorded():
         store = Metadata.open(override(Config(), root=str(root)), create=False)

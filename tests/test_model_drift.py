@@ -4,7 +4,7 @@ import pytest
 
 from components import drift, model_drift
 from conftest import make_images
-from pipeline.engine.errors import DataError
+from engine.errors import DataError
 
 
 def test_mmd_false_alarms_stay_near_the_level_and_a_shift_is_found():

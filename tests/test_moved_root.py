@@ -8,11 +8,11 @@ import pytest
 
 from conftest import write_dataset
 from pipeline.config import Config, MetadataConfig, override
-from pipeline.engine import artifacts, paths
-from pipeline.engine.artifacts import HyperParameters, Model, PushedModel, Statistics
-from pipeline.engine.history import reusable_hyperparameters
-from pipeline.engine.metadata import Metadata
-from pipeline.engine.runner import Component, Runner
+from engine import artifacts, paths
+from engine.artifacts import HyperParameters, Model, PushedModel, Statistics
+from engine.history import reusable_hyperparameters
+from engine.metadata import Metadata
+from engine.runner import Component, Runner
 from test_cli import cli
 from test_runs import BUILD, states
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 from components.push import INFO, export_serving
 from conftest import make_images
 from pipeline.config import Config
-from pipeline.engine.errors import DataError
+from engine.errors import DataError
 from pipeline.serving import predict
 from test_cli import assert_one_line_error, cli
 
@@ -128,7 +128,7 @@ def test_a_named_dataset_read_from_idx_files_has_its_curated_class_names():
     from pathlib import Path
 
     from components.schema import dataset_classes
-    from pipeline.engine.artifacts import Examples
+    from engine.artifacts import Examples
 
     schemas = Path(__file__).resolve().parent.parent / "schemas"
     fashion = Examples(uri="", fingerprint="", spec="fashion_mnist", name="fashion_mnist", source="idx",

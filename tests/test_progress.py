@@ -1,8 +1,8 @@
 """Tests of the progress bars: drawn in place on a terminal, silent in logs."""
 import io
 
-from pipeline.engine import progress
-from pipeline.engine.progress import Bar
+from engine import progress
+from engine.progress import Bar
 
 
 class Terminal(io.StringIO):

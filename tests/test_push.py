@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from components.evaluate import evaluate
 from components.push import push
-from pipeline.engine.errors import PipelineError
+from engine.errors import PipelineError
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_regression_against_the_serving_model_is_not_blessed(model, blessed, pus
     import dataclasses
 
     from components.cnn import REFERENCE, build_model
-    from pipeline.engine.artifacts import Model
+    from engine.artifacts import Model
 
     same = evaluate(dataclasses.replace(model, fingerprint="retrained"), examples, pushed, out_dir=tmp_path,
                     min_accuracy=0.0)
@@ -124,8 +124,8 @@ def test_a_version_pushed_after_evaluation_is_the_baseline_push_decides_against(
     """Two builds evaluated before either pushed (both saw no baseline): the second to push is judged again,
     under the serving directory's lock, against the version the first pushed."""
     from components.cnn import REFERENCE, build_model
-    from pipeline.engine.artifacts import Model
-    from pipeline.engine.errors import NotBlessed
+    from engine.artifacts import Model
+    from engine.errors import NotBlessed
 
     serving = tmp_path / "serving"
     (tmp_path / "weak").mkdir()
@@ -150,7 +150,7 @@ def test_a_model_of_data_delivered_with_the_other_polarity_does_not_replace_the_
                                                                                            tmp_path):
     """One span arrived dark on light and `data.invert auto` turned it around: the model it trained inverts
     its inputs, so the clients of the version serving now, which send light ink on dark, would be misread."""
-    from pipeline.engine.errors import NotBlessed
+    from engine.errors import NotBlessed
 
     serving = tmp_path / "serving"
     push(model, blessed, examples, out_dir=tmp_path, serving_dir=serving)
@@ -165,7 +165,7 @@ def test_a_model_of_data_delivered_with_the_other_polarity_does_not_replace_the_
 def test_a_reader_never_sees_a_partial_version(model, blessed, examples, tmp_path):
     import threading
 
-    from pipeline.engine.errors import DataError
+    from engine.errors import DataError
     from pipeline.serving import latest_version
 
     serving = tmp_path / "serving"

@@ -47,7 +47,7 @@ def test_two_builds_sharing_a_serving_directory_never_push_past_the_regression_g
     import time
 
     from conftest import start_held
-    from pipeline.engine.failpoints import RELEASE
+    from engine.failpoints import RELEASE
 
     data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 80}, seed=1)
     serving, release = tmp_path / "serving", tmp_path / "release"

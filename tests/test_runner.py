@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engine.artifacts import RECORD, Schema, Statistics
-from pipeline.engine.errors import ConfigError, PipelineError
-from pipeline.engine.runner import Component, Runner, StopRun
+from engine.artifacts import RECORD, Schema, Statistics
+from engine.errors import ConfigError, PipelineError
+from engine.runner import Component, Runner, StopRun
 
 calls = []
 

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import write_dataset
 from pipeline import config
-from pipeline.engine.lock import root_lock
-from pipeline.engine.metadata import Metadata
+from engine.lock import root_lock
+from engine.metadata import Metadata
 from test_cli import REPO, assert_one_line_error, cli
 from test_report import rendered
 

@@ -9,8 +9,8 @@ from components.libs import load_tfdv
 from components.schema import curated_schema_path, load_schema, schema
 from components.statistics import statistics
 from components.validate import validate
-from pipeline.engine.artifacts import SPLITS, Examples
-from pipeline.engine.errors import DataError
+from engine.artifacts import SPLITS, Examples
+from engine.errors import DataError
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 

@@ -5,7 +5,7 @@ import pytest
 
 from components.libs import load_tfdv
 from components.statistics import statistics
-from pipeline.engine.errors import DataError
+from engine.errors import DataError
 
 
 def test_statistics_per_split_with_categorical_label(examples, stats):

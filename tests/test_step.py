@@ -7,8 +7,8 @@ from components.idx import read_idx, write_idx
 from conftest import write_dataset
 from pipeline.config import Config, override
 from pipeline.definition import PRODUCTION
-from pipeline.engine.errors import ConfigError, PipelineError
-from pipeline.engine.metadata import Metadata
+from engine.errors import ConfigError, PipelineError
+from engine.metadata import Metadata
 from pipeline.step import execute_step, exit_code
 from test_cli import assert_one_line_error, cli
 

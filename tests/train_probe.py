@@ -28,7 +28,7 @@ def main() -> None:
     from components import cnn
     from components import train as train_module
     from components.cnn import REFERENCE
-    from pipeline.engine.artifacts import Examples, HyperParameters, Schema
+    from engine.artifacts import Examples, HyperParameters, Schema
     from pipeline.config import TrainConfig
 
     built = {}

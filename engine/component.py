@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.engine.artifacts import Artifact
+from engine.artifacts import Artifact
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine import artifacts, paths
-from pipeline.engine.errors import MetadataError, first_line
-from pipeline.engine.lock import exclusive
+from engine import artifacts, paths
+from engine.errors import MetadataError, first_line
+from engine.lock import exclusive
 
 PIPELINE, RUN = "pipeline", "pipeline_run"
 EXECUTION_STATES = {"executed": "COMPLETE", "cached": "CACHED", "failed": "FAILED"}
@@ -427,8 +427,8 @@ class Metadata:
                 "executions": self._executions(context)}
 
     def lineage(self, version_uri: str | Path) -> dict[str, Any]:
-        """What produced a pushed model version (see `pipeline.engine.lineage.lineage`)."""
-        from pipeline.engine.lineage import lineage
+        """What produced a pushed model version (see `engine.lineage.lineage`)."""
+        from engine.lineage import lineage
 
         return lineage(self, version_uri)
 

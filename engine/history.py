@@ -5,9 +5,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine.artifacts import ARTIFACT_TYPES, RECORD, Artifact, HyperParameters, Statistics
-from pipeline.engine.metadata import Metadata, live_of_type
-from pipeline.engine.runner import Runner
+from engine.artifacts import ARTIFACT_TYPES, RECORD, Artifact, HyperParameters, Statistics
+from engine.metadata import Metadata, live_of_type
+from engine.runner import Runner
 
 PASSED_VALIDATION = ("pushed", "not_blessed")
 FINISHED = ("executed", "cached")

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.engine.errors import LockedError
-from pipeline.engine.files import writable_root
+from engine.errors import LockedError
+from engine.files import writable_root
 
 log = logging.getLogger("pipeline")
 LOCK = ".lock"

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Callable
 
-from pipeline.engine.errors import ConfigError
+from engine.errors import ConfigError
 
 ROOT_ID = ".root-id"  # names the root in the metadata store; created once, it moves and copies with the root
 SCHEME = "pipeline-root://"  # a stored uri under a root: pipeline-root://<root id>/<path relative to the root>

@@ -6,7 +6,7 @@ import signal
 import threading
 from typing import Iterator
 
-from pipeline.engine.errors import Interrupted
+from engine.errors import Interrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine.errors import MetadataError
-from pipeline.engine.metadata import Metadata, _get, _pb
+from engine.errors import MetadataError
+from engine.metadata import Metadata, _get, _pb
 
 LINEAGE_HOPS = 24  # pushed model back to ingest is 11 hops (artifact, execution, ...), evaluation's path included
 

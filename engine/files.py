@@ -40,7 +40,7 @@ def writable_root(root: str | Path) -> Path:
         >>> writable_root("pipeline_root")
         PosixPath('pipeline_root')
     """
-    from pipeline.engine.errors import ConfigError, PipelineError
+    from engine.errors import ConfigError, PipelineError
 
     root = Path(root)
     if root.exists() and not root.is_dir():

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from pipeline.engine.artifacts import Artifact
-from pipeline.engine.component import Component
-from pipeline.engine.errors import ConfigError
+from engine.artifacts import Artifact
+from engine.component import Component
+from engine.errors import ConfigError
 
 Outputs = Mapping[str, Artifact]  # the outputs of the nodes run so far in this run, by node name
 

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine import artifacts, paths
-from pipeline.engine.artifacts import RECORD, RELATIVE, Artifact
-from pipeline.engine.component import Component
-from pipeline.engine.dag import StopRun, between
-from pipeline.engine.errors import MetadataError, PipelineError, first_line
-from pipeline.engine.failpoints import failpoint
-from pipeline.engine.files import writable_root
-from pipeline.engine.lock import exclusive
+from engine import artifacts, paths
+from engine.artifacts import RECORD, RELATIVE, Artifact
+from engine.component import Component
+from engine.dag import StopRun, between
+from engine.errors import MetadataError, PipelineError, first_line
+from engine.failpoints import failpoint
+from engine.files import writable_root
+from engine.lock import exclusive
 
 log = logging.getLogger("pipeline")
 FILES = "files"  # the key in an artifact's record listing its files: {relative path: [size, sha256]}
@@ -101,7 +101,7 @@ class Runner:
     and SHA-256 it was written with; otherwise the component runs again (`rebuilt` says why).
     `start` and `stop` bound a partial run (`--from`, `--to`, names from `order`): components before
     `start` must come from the cache, `start` and everything after it run again, and `StopRun` is raised
-    once `stop` has finished. `metadata`, when given, records each execution (see `pipeline.engine.metadata`).
+    once `stop` has finished. `metadata`, when given, records each execution (see `engine.metadata`).
     `shared`: other processes run on this root at once (a distributed search), so each output is looked
     up and computed under a lock of its own. `deadline`: when the run's whole-build budget ends (`time.time()`
     seconds), passed to components that take a `deadline`.
