@@ -7,7 +7,7 @@ from pathlib import Path
 def examples_for(dataset: str, root: str):
     """Ingests `dataset` through the pipeline's runner, so a root the pipeline already ran on is reused."""
     from components import ingest
-    from pipeline.config import DataConfig
+    from components.ingest import DataConfig
     from engine.runner import Runner
 
     return Runner(Path(root))(ingest.COMPONENT, data=DataConfig(dataset=dataset))

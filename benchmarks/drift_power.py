@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--model-clean", type=int, default=50, help="clean batches per size for the model's view")
     args = parser.parse_args()
     from components.idx import read_idx
-    from pipeline.config import ValidateConfig
+    from components.validate import ValidateConfig
 
     rate = args.rate if args.rate is not None else ValidateConfig().false_positive_rate
     started, rng = time.monotonic(), np.random.default_rng(0)

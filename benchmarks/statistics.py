@@ -34,7 +34,7 @@ def main() -> None:
     from components.ingest import ingest
     from components.statistics import statistics, stats_options
     from engine.artifacts import SPLITS
-    from pipeline.config import DataConfig
+    from components.ingest import DataConfig
     from components.libs import load_tfdv
 
     tfdv = load_tfdv()

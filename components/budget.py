@@ -1,7 +1,9 @@
 """The whole-build budget's policy: how a run's time left is shared between search and final training."""
 from __future__ import annotations
 
+import datetime
 import math
+import time
 
 # Held back at the end of the budget for evaluate and push (with its infra check) and the run's report:
 # 13 s measured for Fashion-MNIST on 2 cores, so 30 s or 3% of the budget, whichever is more.
@@ -10,6 +12,26 @@ SEARCH_SHARE = 0.3  # of the time left once the data stages ran: the rest trains
 EQUAL_SCORES = 0.005  # trial scores this close are a tie, which the cheaper trial wins under a budget
 SEARCH_SUBSET = 0.25  # under a budget, trials train on this share of the train split: 4x the trials
 MIN_SEARCH_SECONDS = 120.0  # below this a search cannot get past its reference trial: train it longer instead
+TUNED_EPOCHS, REFERENCE_EPOCHS = 10, 2  # training epochs when train.epochs is unset
+BUDGET_EPOCHS = 50  # training epochs at most under a whole-build budget when train.epochs is unset
+WEEK = 7 * 24 * 3600.0  # the longest budget a setting allows
+
+
+def planned_epochs(cfg) -> int:
+    """Training epochs at most: the configured number, else as many as the budget allows (up to 50), else
+    10 after a search or 2 for the reference recipe."""
+    if cfg.train.epochs is not None:
+        return cfg.train.epochs
+    if cfg.budget_seconds is not None:
+        return BUDGET_EPOCHS
+    return TUNED_EPOCHS if cfg.tune.enabled else REFERENCE_EPOCHS
+
+
+def planned_schedule(cfg) -> str:
+    """The learning-rate schedule `train.schedule` resolves to: `auto` is cosine under a budget."""
+    if cfg.train.schedule != "auto":
+        return cfg.train.schedule
+    return "cosine" if cfg.budget_seconds is not None else "constant"
 
 
 def reserve(budget: float) -> float:
@@ -74,3 +96,24 @@ def fastest_of_the_best(trials: tuple[dict, ...]) -> dict | None:
     top = max(t["score"] for t in scored)
     timed = [t for t in scored if t["score"] >= top - EQUAL_SCORES and t.get("seconds") and t.get("epochs")]
     return min(timed, key=lambda t: t["seconds"] / t["epochs"]) if timed else max(scored, key=lambda t: t["score"])
+
+
+def summarize(summary: dict, info: dict) -> dict:
+    """The summary's `budget` section under `--budget`: the seconds each component took, what the search
+    was given and each trial's seconds, the training epochs and why training ended, and the time left.
+    `info` holds the config, the run's deadline and the components' records."""
+    cfg, deadline = info["cfg"], info["deadline"]
+    if cfg.budget_seconds is None or deadline is None:
+        return {}
+    tuning, training = summary.get("tuning") or {}, summary.get("training") or {}
+    plan = training.get("plan") or {}
+    return {"budget": {
+        "seconds": cfg.budget_seconds,
+        "deadline": datetime.datetime.fromtimestamp(deadline, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "left_seconds": round(deadline - time.time(), 1),
+        "components": {name: record["seconds"] for name, record in info["records"].items()},
+        "search": tuning and {"allotted_seconds": tuning.get("allotted_seconds"), "reused": tuning.get("reused"),
+                              "trials": [{k: t.get(k) for k in ("trial_id", "status", "epochs", "seconds")}
+                                         for t in tuning.get("trials", ())]},
+        "training": plan and {k: plan.get(k) for k in ("schedule", "epochs_run", "ended", "epoch_seconds")},
+    }}

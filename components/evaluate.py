@@ -1,6 +1,7 @@
 """Evaluate: test-split metrics per class, thresholds, and comparison with the model serving now: the blessing."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,36 @@ import numpy as np
 from components.image_features import as_delivered
 from engine.artifacts import Evaluation, Examples, Model, PushedModel
 from engine.component import Component
+from engine.dag import Stop
 from engine.errors import PipelineError, first_line
+from engine.settings import param
+
+# The product's own thresholds for datasets whose accuracy users know (MNIST: the user's claim).
+DEFAULT_MIN_ACCURACY = {"mnist": 0.97, "fashion_mnist": 0.88, "kmnist": 0.90}
+FALLBACK_MIN_ACCURACY = 0.88
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Blessing thresholds: absolute, and the change against the latest blessed model."""
+
+    min_accuracy: float | None = param(  # None: the dataset's default (DEFAULT_MIN_ACCURACY)
+        None, low=0, high=1, flag="--min-accuracy", help="test accuracy needed to bless the model",
+        default_help=", ".join(f"{k} {v}" for k, v in DEFAULT_MIN_ACCURACY.items()) + f", others {FALLBACK_MIN_ACCURACY}")
+    min_class_recall: float | None = param(None, low=0, high=1)  # every class's recall at least this, when set
+    max_regression: float = param(0.005, low=0, high=1, flag="--max-regression",
+                                  help="largest accuracy drop allowed against the model serving now")
+    # A serving model that cannot be read: fail (the run stops, naming it) or ignore (absolute thresholds only).
+    baseline_broken: str = param("fail", choices=("fail", "ignore"), flag="--baseline-broken",
+                                 help="when the model serving now cannot be read: fail naming it, or ignore it "
+                                      "(absolute thresholds only)")
+
+
+def min_accuracy(cfg, examples: Examples) -> float:
+    """The blessing threshold: the config's, else the dataset's known default."""
+    if cfg.evaluate.min_accuracy is not None:
+        return cfg.evaluate.min_accuracy
+    return DEFAULT_MIN_ACCURACY.get(examples.name, FALLBACK_MIN_ACCURACY)
 
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +97,8 @@ def regression(accuracy: float, theirs: float, against: str, max_regression: flo
 
 
 def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, out_dir: Path, min_accuracy: float,
-             max_regression: float = 0.005, min_class_recall: float | None = None,
-             baseline_broken: str = "fail") -> Evaluation:
+             max_regression: float = EvaluateConfig.max_regression, min_class_recall: float | None = None,
+             baseline_broken: str = EvaluateConfig.baseline_broken) -> Evaluation:
     """Scores the model on the test split and decides its blessing.
 
     Blessed when accuracy >= `min_accuracy`, every class's recall >= `min_class_recall` (when set) and,
@@ -140,5 +170,16 @@ def summarize(ev: Evaluation | None, info: dict) -> dict:
         "per_class": list(ev.per_class), "confusion_matrix": [list(row) for row in ev.confusion_matrix]}}
 
 
+def _params(cfg, out, metadata) -> dict:
+    return {"min_accuracy": min_accuracy(cfg, out["ingest"]), "max_regression": cfg.evaluate.max_regression,
+            "min_class_recall": cfg.evaluate.min_class_recall, "baseline_broken": cfg.evaluate.baseline_broken}
+
+
+def _gate(ev: Evaluation, cfg) -> Stop | None:
+    return None if ev.blessed else Stop("not_blessed", "model not blessed: " + "; ".join(ev.failed))
+
+
+# 6: the baseline's fingerprint, for push
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),
-                      output=Evaluation, version="6")  # 6: the baseline's fingerprint, for push
+                      output=Evaluation, version="6", settings=EvaluateConfig, params=_params, gate=_gate,
+                      summary=summarize)

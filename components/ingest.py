@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from components import formats, idx, image_features
-from pipeline.config import DataConfig
 from engine.artifacts import SPLITS, Examples
 from engine.component import Component
 from engine.errors import DataError, first_line
 from engine.failpoints import failpoint
 from engine.progress import Bar
+from engine.settings import param
 
 # Debian packages that install real datasets offline (apt-get install dataset-fashion-mnist).
 LOCAL_COPIES = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
@@ -23,6 +23,23 @@ SHARD_SIZE = 20_000
 ALL = "all"  # the split suffix that means every example of every split
 WHOLE = ("never", "single", "always")  # when ingest puts every example in the test split (see `ingest`)
 TFDS_HOST = "storage.googleapis.com"  # where TFDS fetches prepared data and most MNIST-family files
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to ingest and how to split it."""
+
+    dataset: str = param("fashion_mnist", flag="--dataset",
+                         help="NAME, tfds:NAME[/CONFIG], idx:DIR, folder:DIR or csv:FILE")
+    eval_fraction: float = param(0.1, above=0, below=1)  # carved from train by content hash
+    test_fraction: float = param(0.15, above=0, below=1)  # only for a directory that holds a single split
+    tfds_data_dir: str | None = None
+    # Polarity: true inverts every image (255 - x); auto those of a dataset whose median background is light
+    # (dark ink on a light sheet, components.image_features.LIGHT). Recorded with the data and the model.
+    invert: str = param("auto", choices=("auto", "true", "false"), flag="--invert",
+                        help="polarity: true inverts every image (255 - x); auto inverts a dataset of dark ink on a "
+                             "light background; recorded in the model, whose serving signature inverts its inputs "
+                             "the same way")
 
 
 @dataclass(frozen=True)
@@ -288,5 +305,6 @@ def summarize(examples: Examples | None, info: dict) -> dict:
 
 
 # Version 4: a source holding only test files is that test split, whole. 5: the `background` feature, polarity.
-COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="5",
-                      source_key=source_fingerprint)
+COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="5", source_key=source_fingerprint,
+                      settings=DataConfig, section="data", params=lambda cfg, out, metadata: {"data": cfg.data},
+                      summary=summarize)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from engine.errors import NotBlessed, PipelineError
 from engine.failpoints import failpoint
 from engine.lock import exclusive
 from engine.runner import remove_leftovers
+from engine.settings import param
 from components.image_features import as_delivered
 from components.versions import (INFO, _versions, model_info, pushed_from, regression_recheck, same_polarity,
                                  serving_baseline)
@@ -209,7 +211,22 @@ def summarize(pushed: PushedModel | None, info: dict) -> dict:
 
 # 4: the recorded polarity (`inverted`), applied by the signatures; the push holds the serving directory's
 # lock and decides the regression gate again there
-COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="4")
+@dataclass(frozen=True)
+class PushConfig:
+    """Where blessed models go; None means `<root>/serving`."""
+
+    serving_dir: str | None = param(None, flag="--serving-dir", default_help="<root>/serving",
+                                    help="where blessed models are pushed")
+
+
+def serving_dir(cfg) -> Path:
+    """The serving directory a config names: `push.serving_dir`, else `<root>/serving`."""
+    return Path(cfg.push.serving_dir or Path(cfg.root) / "serving")
+
+
+COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="4",
+                      settings=PushConfig, params=lambda cfg, out, metadata: {"serving_dir": serving_dir(cfg)},
+                      summary=summarize)
 
 if __name__ == "__main__":
     _serve_in_this_process(*sys.argv[1:3])

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from components import image_features
 from components.libs import load_tfdv
 from engine.artifacts import Schema, Statistics
 from engine.component import Component
+from engine import history
 from engine.errors import DataError
+from engine.settings import param
 
 IMAGE, LABEL = "image", "label"
 PIXELS, CLASSES = 28 * 28, 10  # CLASSES: when neither the schema nor the data says otherwise
@@ -203,5 +206,26 @@ def choose(schema_dir: Path, dataset_name: str, given: str | None, earlier: Path
     return {"curated": earlier, **({"kept": True} if kept else {})}  # as before when nothing changes
 
 
+@dataclass(frozen=True)
+class SchemaConfig:
+    """Where curated schemas live; a file here overrides inference."""
+
+    schema_dir: str | None = None  # None: the `schemas/` shipped with the project
+    schema_file: str | None = param(None, flag="--schema", default_help="the one this root's earlier runs used "
+                                    "when curated or given, else the dataset's curated one",
+                                    help="schema file to validate against")
+
+
+def schema_dir(cfg) -> Path:
+    """The directory of curated schemas: the config's, else the project's `schemas/`."""
+    return Path(cfg.schema.schema_dir or Path(__file__).resolve().parent.parent / "schemas")
+
+
+def _params(cfg, out, metadata) -> dict:
+    examples = out["ingest"]
+    earlier = history.root_schema(metadata, cfg.root)
+    return {**choose(schema_dir(cfg), examples.name, cfg.schema.schema_file, earlier), "classes": examples.classes}
+
+
 COMPONENT = Component(name="schema", fn=schema, inputs=(Statistics,), output=Schema, version="4",
-                      source_key=_curated_key)
+                      source_key=_curated_key, settings=SchemaConfig, params=_params, summary=summarize)

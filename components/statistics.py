@@ -1,6 +1,7 @@
 """Statistics: TFDV feature statistics for every split, computed in one Beam pipeline."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from components.drift import histogram_generator
@@ -8,6 +9,7 @@ from components.libs import load_tfdv
 from engine.artifacts import SPLITS, Examples, Statistics
 from engine.component import Component
 from engine.errors import DataError
+from engine.settings import param
 
 LABEL = "label"
 
@@ -66,4 +68,13 @@ def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] 
 
 # Version 3: 64 label buckets; features absent from the data (an unlabeled label) are left out.
 # Version 4: the bounding box's centre (examples of the same pixels now carry two more features). 5: `background`.
-COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="5")
+@dataclass(frozen=True)
+class StatisticsConfig:
+    """Beam options for statistics generation (e.g. `--runner=FlinkRunner`): every command's `--beam-arg`."""
+
+    beam_args: tuple[str, ...] = param((), prefix="--")
+
+
+COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="5",
+                      settings=StatisticsConfig,
+                      params=lambda cfg, out, metadata: {"beam_args": cfg.statistics.beam_args})

@@ -1,65 +1,52 @@
 """Train: fits the CNN with the best hyperparameters; keeps the best epoch, stops early, resumes after a crash."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from components import checkpoint
-from components.budget import training_end
-from pipeline.config import TrainConfig
+from components.budget import planned_epochs, planned_schedule, training_end
+from components.devices import distribution_strategy, input_device, mixed_precision_enabled
 from engine.artifacts import Examples, HyperParameters, Model, Schema
 from engine.component import Component
 from engine.errors import ConfigError, DataError, TrainingDiverged
 from engine.failpoints import failpoint
 from engine.files import write_text
+from engine.settings import param
 
 log = logging.getLogger("pipeline")
 MONITOR = "val_accuracy"
 
 
-def distribution_strategy(kind: str = "auto"):
-    """The tf.distribute strategy for `train.distribute`.
+@dataclass(frozen=True)
+class TrainConfig:
+    """Final training with the best hyperparameters, and the devices it (and tuning) runs on."""
 
-    auto: MirroredStrategy over all GPUs when there are two or more, else the default strategy.
-    mirrored: MirroredStrategy over all GPUs, or over all logical CPU devices when there is no GPU
-    (how the multi-device path is tested on CPU). none: the default strategy.
-
-    Example:
-        >>> distribution_strategy("mirrored").num_replicas_in_sync
-        2
-    """
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    if kind == "mirrored":
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if kind == "auto" and len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def mixed_precision_enabled(setting: str = "auto") -> bool:
-    """Whether to compute in float16: `on`, `off`, or `auto` (only when a GPU is present)."""
-    import tensorflow as tf
-
-    return setting == "on" or (setting == "auto" and bool(tf.config.list_logical_devices("GPU")))
-
-
-def input_device(strategy) -> str | None:
-    """The device to prefetch batches into: the one GPU of a single-replica run, else none.
-
-    Under a multi-replica strategy Keras distributes the batches itself.
-    """
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    return gpus[0].name if gpus and strategy.num_replicas_in_sync == 1 else None
+    epochs: int | None = param(None, low=1, high=10_000, flag="--epochs", help="training epochs at most; early "
+                               "stopping may end sooner", default_help="10 after a search, 2 with --no-tune, 50 "
+                               "with --budget")  # None: components.budget.planned_epochs
+    patience: int = param(2, low=0, high=10_000)
+    batch_size: int = param(128, low=1, high=65_536)
+    deterministic: bool = param(False, flag="--deterministic", switch=True, help="bit-for-bit repeatable training: "
+                                "op determinism and ordered input (slower)")
+    distribute: str = param("auto", choices=("auto", "mirrored", "none"), flag="--distribute",
+                            help="auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs (or CPUs); none")
+    mixed_precision: str = param("auto", choices=("auto", "on", "off"), flag="--mixed-precision",
+                                 help="float16 compute: auto turns it on when a GPU is present")
+    tensorboard: bool = True  # logs under <root>/runs/<run_id>/tensorboard
+    # The learning rate over training: constant (the reference recipe) or a cosine decay to 0 over the
+    # epochs planned, without early stopping; auto: cosine under a whole-build budget, else constant.
+    schedule: str = param("auto", choices=("auto", "constant", "cosine"), flag="--schedule",
+                          help="learning rate over training: constant, or cosine decay over the epochs planned; "
+                               "auto: cosine under --budget")
+    warm_start: bool = True  # start from the best trial's weights when the search ran on the same examples
 
 
 def _resumable(work: Path, patience: int, epochs: int, schedule: str = "constant", learning_rate: float = 1e-3,
@@ -266,5 +253,11 @@ def summarize(model: Model | None, info: dict) -> dict:
                                    "tensorboard": str(logs) if logs.is_dir() else None}}
 
 
+def _params(cfg, out, metadata) -> dict:
+    planned = dataclasses.replace(cfg.train, epochs=planned_epochs(cfg), schedule=planned_schedule(cfg))
+    return {"seed": cfg.seed, "budget": cfg.budget_seconds, "train": planned}
+
+
 # 5: the epoch backup is components.checkpoint's
-COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="5")
+COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="5",
+                      settings=TrainConfig, params=_params, summary=summarize)

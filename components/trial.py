@@ -123,7 +123,7 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     from components import checkpoint
     from components.cnn import CNNHyperModel
     from components.inputs import make_dataset
-    from components.train import distribution_strategy, input_device, mixed_precision_enabled
+    from components.devices import distribution_strategy, input_device, mixed_precision_enabled
     from engine.progress import keras_callback
 
     keras.utils.set_random_seed(spec.seed)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from components import image_features
@@ -10,6 +11,11 @@ from components.drift import LABEL, compare, decide, fixed_histogram
 from components.libs import load_tfdv
 from engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
 from engine.component import Component
+from engine.dag import Stop
+from engine.errors import ValidationFailed
+from engine.settings import param
+
+FPR_HELP = "the chance that a check of clean data alarms (skew, drift), shared by all its tests"
 
 
 def anomalies_of(stats, proto_schema, split: str, environment: str = "TRAINING") -> tuple[list[Anomaly], object]:
@@ -101,8 +107,19 @@ def coverage(per_split: dict, classes: tuple[str, ...], min_accuracy: float | No
     return found
 
 
-def validate(statistics: Statistics, schema: Schema, previous: Statistics | None = None, *,
-             out_dir: Path, false_positive_rate: float = 0.001, min_accuracy: float | None = None) -> Anomalies:
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Data validation gates; schema anomalies and train-versus-test skew always apply."""
+
+    drift: bool = True  # compare each new span's train split with the previous span's
+    # The chance that a check of clean data alarms: shared by its features, comparisons and model views.
+    false_positive_rate: float = param(0.001, above=0, below=1, flag="--false-positive-rate",
+                                       commands=("validate", "drift"), help=FPR_HELP)
+
+
+def validate(statistics: Statistics, schema: Schema, previous: Statistics | None = None, *, out_dir: Path,
+             false_positive_rate: float = ValidateConfig.false_positive_rate,
+             min_accuracy: float | None = None) -> Anomalies:
     """Checks each split against the schema (TRAINING environment), test against train with the
     schema's skew comparators, and train against the previous span's train with its drift comparators.
     Every class of the schema must have train and test examples, and the test split enough examples
@@ -150,5 +167,27 @@ def summarize(anomalies: Anomalies | None, info: dict) -> dict:
             "drift": [dataclasses.asdict(d) for d in anomalies.distances] if anomalies else []}
 
 
+def alarm_rate(cfg) -> float:
+    """The chance a check of clean data alarms that a config sets, shared by all the check's tests."""
+    return cfg.validate.false_positive_rate
+
+
+def standalone_params(cfg) -> dict:
+    """The parameters of `validate` outside a run (the `validate` command): no accuracy to plan for."""
+    return {"false_positive_rate": alarm_rate(cfg)}
+
+
+def _params(cfg, out, metadata) -> dict:
+    from components.evaluate import min_accuracy
+
+    return {**standalone_params(cfg), "min_accuracy": min_accuracy(cfg, out["ingest"])}
+
+
+def _gate(anomalies: Anomalies, cfg) -> Stop | None:
+    return Stop("blocked", str(ValidationFailed(anomalies.anomalies))) if anomalies.anomalies else None
+
+
+# 5: two classes at least, none too small to learn
 COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema, (Statistics, type(None))),
-                      output=Anomalies, version="5")  # 5: two classes at least, none too small to learn
+                      output=Anomalies, version="5", settings=ValidateConfig, params=_params, gate=_gate,
+                      summary=summarize)

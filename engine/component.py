@@ -1,15 +1,15 @@
-"""A component's spec: the function that does its work and its typed inputs and output."""
+"""A component's declaration: its function, typed inputs and output, settings, summary, report section and gate."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from engine.artifacts import Artifact
 
 
 @dataclass(frozen=True)
 class Component:
-    """A component's declaration: its function and its typed inputs and output.
+    """Everything the pipeline knows of a component, declared once beside its work.
 
     `fn(*inputs, out_dir=..., **params)` writes its files into `out_dir` and returns the output
     artifact with `uri=out_dir`; a blank fingerprint is filled with a hash of the execution's cache key
@@ -21,6 +21,21 @@ class Component:
     `deadline` gets the time (`time.time()` seconds) at which the run's budget ends, or None. None of the
     three is part of the cache key.
     Bump `version` when a change to the code changes what the component produces.
+
+    What the application derives from it:
+    - `settings`: a frozen dataclass of `engine.settings.param`s, the component's section of the config
+      tree under the key `section` (default: its name): YAML keys, flags, `--help` lines, the API's keywords.
+    - `params(cfg, outputs, metadata)`: the keyword parameters of `fn` from the config, this run's outputs so
+      far and the metadata store (where a setting carries over between runs); default: none.
+    - `reuse(cfg, outputs, metadata)`: an earlier output to take instead of executing, or None.
+    - `rerun(cfg)`: True to execute even when cached (`--retune`).
+    - `gate(output, cfg)`: a `Stop` to end the run after it, or None.
+    - `summary(output, info)`: its sections of the run summary; `report(summary, outputs)`: its section of
+      the run report as (id, title, html).
+
+    Example:
+        >>> COMPONENT = Component(name="card", fn=card, inputs=(Model,), output=ModelCard, settings=CardConfig,
+        ...                       params=lambda cfg, out, metadata: {"title": cfg.card.title})
     """
 
     name: str
@@ -29,3 +44,16 @@ class Component:
     output: type
     version: str = "1"
     source_key: Callable[..., str] | None = None
+    settings: type | None = None
+    section: str | None = None
+    params: Callable[[Any, Any, Any], dict[str, Any]] | None = None
+    reuse: Callable[[Any, Any, Any], Artifact | None] | None = None
+    rerun: Callable[[Any], bool] | None = None
+    gate: Callable[[Artifact, Any], Any] | None = None
+    summary: Callable[[Artifact | None, dict[str, Any]], dict[str, Any]] | None = None
+    report: Callable[[dict[str, Any], Any], tuple[str, str, str]] | None = None
+
+    @property
+    def key(self) -> str:
+        """Its section's key in the config tree."""
+        return self.section or self.name

@@ -34,33 +34,32 @@ class Resolver:
     after: tuple[str, ...] = ()
 
 
-def _no_params(cfg, outputs: Outputs, history) -> dict[str, Any]:
+def _no_params(cfg, outputs: Outputs, metadata) -> dict[str, Any]:
     return {}
 
 
 @dataclass(frozen=True)
 class Node:
-    """One step of a pipeline: its component, the upstream node (or resolver) feeding each input, its
-    parameters from the config, and what may replace or stop it.
+    """One step of a pipeline: its component and the upstream node (or resolver) feeding each input.
 
-    - `params(cfg, outputs, history)`: keyword parameters of the component's function, from the config,
-      this run's outputs so far and, where a setting carries over between runs, the store's history.
-    - `reuse(cfg, outputs, history)`: an earlier output to take instead of executing (a search result
-      for the same schema), or None; skipped when the node is forced to run (`--retune`, `--from`).
-    - `gate(output, cfg)`: a `Stop` to end the run after this node (validation blocks, a model is not
-      blessed), or None to go on.
-    - `summary(output, info)`: this node's sections of the run summary (`output` is None when the run
-      did not reach it; `info` holds its runner record, the config and the run directory).
-    - `report(summary, outputs)`: this node's section of the run report, as (id, title, html).
+    What the component declares (`params`, `reuse`, `gate`, `summary`, `report`; see `Component`) applies
+    unless the node gives its own.
     """
 
     component: Component
     inputs: tuple[str | Resolver, ...] = ()
-    params: Callable[[Any, Outputs, Any], dict[str, Any]] = _no_params
+    params: Callable[[Any, Outputs, Any], dict[str, Any]] | None = None
     reuse: Callable[[Any, Outputs, Any], Artifact | None] | None = None
     gate: Callable[[Artifact, Any], Stop | None] | None = None
     summary: Callable[[Artifact | None, dict[str, Any]], dict[str, Any]] | None = None
     report: Callable[[dict[str, Any], Outputs], tuple[str, str, str]] | None = None
+
+    def __post_init__(self):
+        for name in ("params", "reuse", "gate", "summary", "report"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(self.component, name))
+        if self.params is None:
+            object.__setattr__(self, "params", _no_params)
 
     @property
     def name(self) -> str:
@@ -88,6 +87,8 @@ class Pipeline:
     name: str
     nodes: tuple[Node, ...]
     final_status: str = "completed"  # the status of a run that went through every node
+    # Sections of the run summary drawn from several nodes' (`summary(summary_so_far, info)`), e.g. a budget.
+    summary: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     node: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -116,6 +117,14 @@ class Pipeline:
     def between(self, start: str | None, stop: str | None) -> tuple[str, ...]:
         """The node names from `start` to `stop` inclusive (see `between`)."""
         return between(self.order, start, stop)
+
+    def sections(self) -> dict[str, type]:
+        """Each node's config section, in pipeline order: its key and its component's settings class."""
+        return {n.component.key: n.component.settings for n in self.nodes if n.component.settings}
+
+    def rerun(self, cfg) -> frozenset[str]:
+        """The nodes the config says to execute even when cached (`Component.rerun`)."""
+        return frozenset(n.name for n in self.nodes if n.component.rerun and n.component.rerun(cfg))
 
     def output_kinds(self) -> tuple[str, ...]:
         """The artifact kinds the nodes produce, in order (lineage and reports are keyed by them)."""

@@ -6,17 +6,30 @@ from typing import Any, Iterable
 
 
 def _config(path: str | Path | None, root: str | Path | None, beam_args: Iterable[str] | None, **values: Any):
-    from pipeline.cli import run_config
+    from pipeline.flags import run_config
 
     return run_config(path, root, beam_args, **values)
+
+
+def _checked(root, beam_args, command: str, schema: str | None, flags: dict[str, Any]):
+    """The config of `validate` and `drift`: the command's own settings flags, and a schema file."""
+    from pipeline.flags import declared, keyword
+
+    own = {keyword(flag) for flag, _, _ in declared(command=command)}
+    unknown = sorted(set(flags) - own)
+    if unknown:
+        from engine.errors import ConfigError
+
+        raise ConfigError(f"unknown argument '{unknown[0]}'; expected one of {', '.join(sorted(own))}")
+    return _config(None, root, beam_args, schema=schema, **flags)
 
 
 def run(dataset: str | None = None, *, config: str | Path | None = None, root: str | Path | None = None,
         beam_args: Iterable[str] | None = None, no_cache: bool = False, start: str | None = None,
         stop: str | None = None, wait: bool = True, run_id: str | None = None, **flags: Any) -> dict[str, Any]:
     """Runs the production pipeline on this machine, as `python -m pipeline run` does, and returns its summary
-    (the object `--json` prints). Keyword arguments mirror the flags: `max_trials=2` for `--max-trials 2`,
-    `no_tune=True`, `tune_budget="10m"`, `start`/`stop` for `--from`/`--to`.
+    (the object `--json` prints). Keyword arguments mirror the flags (`pipeline.flags`): `max_epochs=1` for
+    `--max-epochs 1`, `no_tune=True`, `budget="15m"`, `start`/`stop` for `--from`/`--to`.
 
     A run that is blocked by validation or not blessed returns its summary (`status` says which).
 
@@ -27,7 +40,7 @@ def run(dataset: str | None = None, *, config: str | Path | None = None, root: s
         KeyboardInterrupt: Ctrl-C (or SIGTERM) stopped the run, which is recorded `interrupted`.
 
     Example:
-        >>> summary = run("idx:/data/mnist", root="/tmp/root", max_trials=2, max_epochs=1)
+        >>> summary = run("idx:/data/mnist", root="/tmp/root", max_epochs=1)
         >>> summary["status"], summary["evaluation"]["accuracy"]
         ('pushed', 0.9812)
     """
@@ -57,11 +70,10 @@ def step(component: str, run_id: str, *, config: str | Path | None = None, root:
 
 
 def validate(dataset: str, *, schema: str | None = None, root: str | Path | None = None,
-             beam_args: Iterable[str] | None = None, false_positive_rate: float | None = None,
-             invert: str = "false") -> dict[str, Any]:
+             beam_args: Iterable[str] | None = None, invert: str = "false", **flags: Any) -> dict[str, Any]:
     """Statistics and anomalies of a dataset or one split (`SPEC[:SPLIT]`), as `python -m pipeline validate`;
     `clean` is False when there are anomalies. `invert` as its `--invert`: "false" checks the images as
-    delivered.
+    delivered. Other keyword arguments mirror the command's settings flags.
 
     Example:
         >>> validate("idx:/data/mnist:test")["clean"]
@@ -69,17 +81,16 @@ def validate(dataset: str, *, schema: str | None = None, root: str | Path | None
     """
     from pipeline.checks import validate_check
 
-    return validate_check(dataset, _config(None, root, beam_args, schema=schema,
-                                           false_positive_rate=false_positive_rate), invert)
+    return validate_check(dataset, _checked(root, beam_args, "validate", schema, flags), invert)
 
 
 def drift(baseline: str, current: str, *, schema: str | None = None, root: str | Path | None = None,
           report: str | Path | None = None, beam_args: Iterable[str] | None = None,
-          model: str | Path | None = None, false_positive_rate: float | None = None,
-          invert: str = "false") -> dict[str, Any]:
+          model: str | Path | None = None, invert: str = "false", **flags: Any) -> dict[str, Any]:
     """Compares a dataset (or saved statistics) with a baseline, as `python -m pipeline drift`; `drifted`
     is True when any feature drifted. With `report`, also writes the HTML report there; with `model` (a
-    pushed version's directory), also tests what that model makes of both.
+    pushed version's directory), also tests what that model makes of both. Other keyword arguments mirror the
+    command's settings flags.
 
     Example:
         >>> drift("fashion_mnist:train", "idx:/data/today")["drifted"]
@@ -87,8 +98,7 @@ def drift(baseline: str, current: str, *, schema: str | None = None, root: str |
     """
     from pipeline.checks import drift_check
 
-    return drift_check(baseline, current, _config(None, root, beam_args, schema=schema,
-                                                  false_positive_rate=false_positive_rate),
+    return drift_check(baseline, current, _checked(root, beam_args, "drift", schema, flags),
                        str(report) if report else None, str(model) if model else None, invert)
 
 

@@ -10,7 +10,8 @@ import numpy as np
 from components import image_features, ingest, model_drift, schema, statistics, validate
 from components.drift import comparators, compare, decide, fixed_histogram, moved_bucket
 from components.libs import load_tfdv
-from pipeline.config import Config, DataConfig
+from components.ingest import DataConfig
+from pipeline.config import Config
 from engine.artifacts import Anomaly
 from engine.errors import ConfigError, DataError
 from engine.runner import Runner
@@ -104,8 +105,7 @@ def validate_check(spec: str, cfg: Config, invert: str = "false") -> dict[str, A
     split, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args, invert=invert)
     path = schema.curated_schema_path(cfg.schema_dir, examples.name, cfg.schema.schema_file)
     data_schema = runner(schema.COMPONENT, stats, curated=path, classes=examples.classes)
-    result = runner(validate.COMPONENT, stats, data_schema, None,
-                    false_positive_rate=cfg.validate.false_positive_rate)
+    result = runner(validate.COMPONENT, stats, data_schema, None, **validate.standalone_params(cfg))
     anomalies = [a for a in result.anomalies if split is None or (a.split == split and a.type != "SKEW")]
     distances = list(result.distances) if split is None else []
     return {"dataset": spec, "schema": data_schema.source, "source": examples.source,
@@ -152,7 +152,7 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
     if models is not None:
         distances += _model_view(models, model, (baseline, base_pattern, base_flipped), (current, pattern, flipped),
                                  proto, cfg.seed)
-    distances = decide(distances, cfg.validate.false_positive_rate)
+    distances = decide(distances, validate.alarm_rate(cfg))
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     # Images without labels (serving traffic) are checked as the schema's SERVING environment: no label.

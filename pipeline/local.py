@@ -7,7 +7,6 @@ import json
 import logging
 import re
 import secrets
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,27 +55,10 @@ def summarize(pipeline: Pipeline, run_id: str, cfg: Config, runner: Runner, stat
         if node.summary:
             info = {"record": runner.components.get(node.name, {}), "run_dir": run_dir, "cfg": cfg}
             summary |= node.summary(runner.outputs.get(node.name), info)
-    return summary | budget_section(cfg, runner, summary) | {
+    if pipeline.summary:
+        summary |= pipeline.summary(summary, {"cfg": cfg, "deadline": runner.deadline, "records": runner.components})
+    return summary | {
         "components": runner.components, "config": config_module.to_dict(cfg), "report": str(run_dir / "report.html")}
-
-
-def budget_section(cfg: Config, runner: Runner, summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary's `budget` section under `--budget`: the seconds each component took, what the search
-    was given and each trial's seconds, the training epochs and why training ended, and the time left."""
-    if cfg.budget_seconds is None or runner.deadline is None:
-        return {}
-    tuning, training = summary.get("tuning") or {}, summary.get("training") or {}
-    plan = training.get("plan") or {}
-    return {"budget": {
-        "seconds": cfg.budget_seconds,
-        "deadline": datetime.datetime.fromtimestamp(runner.deadline, datetime.timezone.utc).isoformat(timespec="seconds"),
-        "left_seconds": round(runner.deadline - time.time(), 1),
-        "components": {name: record["seconds"] for name, record in runner.components.items()},
-        "search": tuning and {"allotted_seconds": tuning.get("allotted_seconds"), "reused": tuning.get("reused"),
-                              "trials": [{k: t.get(k) for k in ("trial_id", "status", "epochs", "seconds")}
-                                         for t in tuning.get("trials", ())]},
-        "training": plan and {k: plan.get(k) for k in ("schedule", "epochs_run", "ended", "epoch_seconds")},
-    }}
 
 
 DISK_FULL = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too large",
@@ -166,7 +148,7 @@ def open_run(cfg: Config, run_id: str, pipeline: Pipeline, use_cache: bool = Tru
     metadata.start_run(run_id, cfg.root, config_text, cfg.data.dataset, alone=alone)
     runner = Runner(cfg.root, use_cache=use_cache, run_dir=run_dir, order=pipeline.order, start=start, stop=stop,
                     metadata=metadata, shared=distributed, deadline=run_deadline(cfg, metadata, run_id),
-                    force=frozenset({"tune"}) if cfg.tune.retune or distributed else frozenset())
+                    force=pipeline.rerun(cfg))
     return metadata, runner
 
 

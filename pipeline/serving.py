@@ -8,7 +8,8 @@ import numpy as np
 
 from components import formats, image_features
 from components.versions import model_info
-from pipeline.config import Config, DataConfig
+from components.ingest import DataConfig
+from pipeline.config import Config
 from engine.errors import ConfigError, DataError, first_line
 
 SIDE = 28

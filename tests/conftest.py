@@ -83,7 +83,7 @@ def idx_dir(tmp_path) -> Path:
 def examples(tmp_path_factory):
     """Ingested Examples of a tiny learnable dataset, shared by the tests of later components."""
     from components.ingest import ingest
-    from pipeline.config import DataConfig
+    from components.ingest import DataConfig
 
     root = tmp_path_factory.mktemp("examples")
     data = write_dataset(root / "idx", {"train": 320, "t10k": 64})
@@ -115,7 +115,7 @@ def model(examples, generic_schema, tmp_path_factory):
     from components.cnn import REFERENCE
     from components.train import train
     from engine.artifacts import HyperParameters
-    from pipeline.config import TrainConfig
+    from components.train import TrainConfig
 
     hp = HyperParameters(uri="", fingerprint="ref", tuner="none", values=dict(REFERENCE), trials=())
     return train(examples, generic_schema, hp, out_dir=tmp_path_factory.mktemp("model"),

@@ -1,5 +1,6 @@
 """Tests of the architecture: the engine imports nothing above it, and a new component is its module plus one node."""
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -92,3 +93,96 @@ def test_a_new_component_is_its_module_and_one_node(tmp_path):
     assert {c["state"] for c in again["components"].values()} == {"cached"}
     runs = Metadata.open(cfg).runs(cfg.root)
     assert runs[-1]["components"]["card"] == "cached" and runs[0]["components"]["card"] == "executed"
+
+
+TOY = '''"""A toy component declared outside the project: a model card with a title of its own."""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from components.evaluate import Evaluation
+from engine.artifacts import Artifact
+from engine.component import Component
+from engine.settings import param
+
+
+@dataclass(frozen=True)
+class Card(Artifact):
+    title: str
+    kind: ClassVar[str] = "ToyCard"
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """The model card."""
+
+    title: str = param("untitled", flag="--card-title", help="the model card's title")
+    width: int = param(80, low=20, high=200)
+
+
+def card(evaluation: Evaluation, *, out_dir: Path, title: str, width: int) -> Card:
+    (out_dir / "card.md").write_text(f"# {title}\\naccuracy {evaluation.accuracy:.4f}\\n"[:width])
+    return Card(uri=str(out_dir), fingerprint="", title=title)
+
+
+COMPONENT = Component(name="card", fn=card, inputs=(Evaluation,), output=Card, settings=CardConfig,
+                      params=lambda cfg, out, metadata: {"title": cfg.card.title, "width": cfg.card.width},
+                      summary=lambda c, info: {"card": c and {"title": c.title}},
+                      report=lambda summary, out: ("card", "Model card", f"<p>{summary['card']['title']}</p>"))
+'''
+
+
+def test_a_new_parameter_is_declared_once_beside_its_component(tmp_path, capsys):
+    """A component in a module of its own with a new setting: its YAML key, flag, `--help` line, summary
+    entry and report section appear, and no file of the project is edited."""
+    import importlib.util
+
+    from pipeline import cli
+    from pipeline.config import config_for, load
+    from pipeline.flags import run_config
+
+    (tmp_path / "toy_card.py").write_text(TOY)
+    spec = importlib.util.spec_from_file_location("toy_card", tmp_path / "toy_card.py")
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    nodes = PRODUCTION.nodes
+    with_card = Pipeline("with-card", nodes[:-1] + (Node(toy.COMPONENT, inputs=("evaluate",)), nodes[-1]),
+                         final_status="pushed")
+    # The YAML key, with the limits the setting declares.
+    yaml_file = tmp_path / "card.yaml"
+    yaml_file.write_text("card:\n  title: From YAML\n  width: 60\n")
+    assert load(yaml_file, config_for(with_card)).card == toy.CardConfig(title="From YAML", width=60)
+    yaml_file.write_text("card:\n  width: 5\n")
+    with pytest.raises(ConfigError, match="config 'card.width': expected an integer at least 20 and at most 200, got 5"):
+        load(yaml_file, config_for(with_card))
+    # The flag and its help line; the production pipeline's command line does not have it.
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"], pipeline=with_card)
+    assert re.search(r"--card-title CARD_TITLE\s+the model card's title \(default: untitled\)", capsys.readouterr().out)
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["run", "--card-title", "x"])
+    assert usage.value.code == 2 and "unrecognized arguments: --card-title x" in capsys.readouterr().err
+    # The API's keyword, the run's summary entry, its recorded config and its report section.
+    data = write_dataset(tmp_path / "data", {"train": 320, "t10k": 64})
+    cfg = run_config(None, tmp_path / "root", None, config_for(with_card), dataset=f"idx:{data}", no_tune=True,
+                     epochs=1, min_accuracy=0.0, card_title="Digits")
+    summary = execute(cfg, pipeline=with_card)
+    assert summary["status"] == "pushed", summary["error"]
+    assert summary["card"] == {"title": "Digits"} and summary["config"]["card"] == {"title": "Digits", "width": 80}
+    run_dir = Path(summary["report"]).parent
+    assert "card:\n  title: Digits\n  width: 80\n" in (run_dir / "config.yaml").read_text()
+    assert '<section id="card"><h2>Model card</h2><p>Digits</p></section>' in Path(summary["report"]).read_text()
+    with pytest.raises(ConfigError, match="unknown argument 'card_title'"):
+        run_config(None, tmp_path / "root", None, card_title="Digits")  # the production pipeline has no card
+
+
+def test_every_run_flag_is_in_the_readme_flag_table_and_every_row_is_a_flag():
+    """The README's flag table is checked against the flags the settings declare."""
+    from pipeline.flags import declared
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = set(re.findall(r"^\| `(--[a-z-]+)[^`]*` \|", readme, flags=re.M))
+    derived = {flag for flag, _, _ in declared()}
+    own = {"--root", "--beam-arg", "--no-cache", "--from", "--to", "--no-wait", "--run-id", "--json", "--config"}
+    assert derived <= table, f"flags missing from the README's table: {sorted(derived - table)}"
+    assert table - own <= derived, f"README rows that are no flag: {sorted(table - own - derived)}"

@@ -8,7 +8,10 @@ from components import budget
 from components.cnn import REFERENCE
 from components.train import train
 from components.tune import tune
-from pipeline.config import BUDGET_EPOCHS, Config, TrainConfig, TuneConfig, override
+from components.budget import BUDGET_EPOCHS
+from components.train import TrainConfig
+from components.tune import TuneConfig
+from pipeline.config import Config, override
 from engine.artifacts import HyperParameters
 
 REFERENCE_HP = HyperParameters(uri="", fingerprint="x", tuner="none", values=dict(REFERENCE), trials=())

@@ -9,7 +9,7 @@ import pytest
 from components import checkpoint
 from components.cnn import REFERENCE
 from components.train import train
-from pipeline.config import TrainConfig
+from components.train import TrainConfig
 from engine.artifacts import HyperParameters
 from test_cli import REPO
 

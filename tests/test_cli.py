@@ -503,7 +503,7 @@ def test_the_command_names_itself_as_invoked_and_has_a_version(command):
 
 
 def test_every_flag_of_every_command_has_help_with_its_default():
-    from pipeline.cli import _parser
+    from pipeline.parser import build as _parser
 
     commands = _parser()._subparsers._group_actions[0].choices
     parsers = [p for p in commands.values() if not p._subparsers] + [

@@ -7,6 +7,7 @@ import yaml
 
 from pipeline import config
 from engine.errors import ConfigError
+from engine.settings import build
 
 
 def test_yaml_sections_and_overrides(tmp_path):
@@ -72,7 +73,7 @@ def test_effective_config_round_trips_through_yaml_with_the_password_masked(tmp_
     assert loaded.metadata.mysql.password == "***" and "s3" not in path.read_text()
     assert dataclasses.replace(loaded, metadata=cfg.metadata) == cfg
     with pytest.raises(ConfigError, match="config 'metadata.mysql.port': expected int, got str"):
-        config._build(config.Config, {"metadata": {"mysql": {"port": "x"}}})
+        build(config.Config, {"metadata": {"mysql": {"port": "x"}}})
 
 
 def _leaves(cls, where=""):

@@ -8,7 +8,7 @@ import tensorflow as tf
 from components import formats, schema
 from components.ingest import DatasetSpec, ingest
 from components.inputs import split_arrays
-from pipeline.config import DataConfig
+from components.ingest import DataConfig
 from engine.errors import DataError
 from conftest import make_images
 

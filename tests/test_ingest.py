@@ -10,7 +10,7 @@ from components import ingest as ingest_module
 from components.ingest import DatasetSpec, ingest
 from conftest import write_dataset
 from components.idx import write_idx
-from pipeline.config import DataConfig
+from components.ingest import DataConfig
 from engine.errors import DataError
 
 

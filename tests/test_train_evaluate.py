@@ -45,7 +45,7 @@ def test_early_stopping_ends_after_patience(examples, generic_schema, tmp_path, 
     from components.cnn import REFERENCE
     from components.train import train
     from engine.artifacts import HyperParameters
-    from pipeline.config import TrainConfig
+    from components.train import TrainConfig
 
     # A learning rate of 0 never moves the weights: the first epoch's score is never beaten, on any machine.
     hp = HyperParameters(uri="", fingerprint="x", tuner="none", values={**REFERENCE, "learning_rate": 0.0},
@@ -60,7 +60,7 @@ def test_a_loss_that_becomes_nan_fails_training_naming_the_epoch(examples, gener
     from components.train import train
     from engine.artifacts import HyperParameters
     from engine.errors import TrainingDiverged
-    from pipeline.config import TrainConfig
+    from components.train import TrainConfig
 
     # An infinite learning rate makes the first update's weights non-finite on any machine: the loss is NaN
     # from the first epoch, whose evaluation scores chance and would otherwise be kept as the best model.

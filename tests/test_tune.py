@@ -7,7 +7,7 @@ import pytest
 
 from components.cnn import REFERENCE, CNNHyperModel, build_model
 from components.tune import tune
-from pipeline.config import TuneConfig
+from components.tune import TuneConfig
 from engine.errors import ConfigError
 
 
@@ -89,7 +89,7 @@ def test_killed_search_resumes_with_its_finished_trials(examples, generic_schema
     script = (
         "import json, sys; from pathlib import Path\n"
         "from components.tune import tune; from engine.artifacts import Examples, Schema\n"
-        "from pipeline.config import TuneConfig\n"
+        "from components.tune import TuneConfig\n"
         f"ex = Examples.from_dict({{k: v for k, v in json.loads({json.dumps(json.dumps(examples.to_dict()))}).items()"
         " if k != 'type'})\n"
         f"tune(ex, Schema(uri={generic_schema.uri!r}, fingerprint='s', source='generic'), out_dir=Path({str(tmp_path)!r}),"
@@ -156,7 +156,7 @@ def test_final_training_starts_from_the_best_trials_weights(examples, generic_sc
 
     from components.inputs import make_dataset
     from components.train import train, warm_start_weights
-    from pipeline.config import TrainConfig
+    from components.train import TrainConfig
 
     hp = tune(examples, generic_schema, out_dir=tmp_path / "hp", batch_size=32, seed=seed,
               tune=TuneConfig(tuner="random", max_trials=2, max_epochs=2))

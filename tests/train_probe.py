@@ -29,7 +29,7 @@ def main() -> None:
     from components import train as train_module
     from components.cnn import REFERENCE
     from engine.artifacts import Examples, HyperParameters, Schema
-    from pipeline.config import TrainConfig
+    from components.train import TrainConfig
 
     built = {}
     original_build = cnn.build_model
