@@ -1,6 +1,7 @@
 """Evaluate: test-split metrics per class, thresholds, and comparison with the model serving now: the blessing."""
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from components.image_features import as_delivered
 from engine.artifacts import Evaluation, Examples, Model, PushedModel
 from engine.component import Component
 from engine.errors import PipelineError, first_line
+from engine.html import table
 
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +140,37 @@ def summarize(ev: Evaluation | None, info: dict) -> dict:
         "baseline": {"version": ev.baseline_version, "accuracy": ev.baseline_accuracy}
         if ev.baseline_version is not None else None,
         "per_class": list(ev.per_class), "confusion_matrix": [list(row) for row in ev.confusion_matrix]}}
+
+
+def not_evaluated(summary: dict) -> str:
+    """What the evaluation's and the blessing's sections say when the run stopped before evaluating."""
+    return f"<p>Not evaluated (run {html.escape(summary['status'])}).</p>"
+
+
+def _confusion(matrix: list[list[int]], names: list[str]) -> str:
+    if not matrix:
+        return "<p>Not evaluated.</p>"
+    top = max(max(row) for row in matrix) or 1
+    names = [html.escape(n) for n in names]
+    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
+    rows = "".join(f"<tr><th>{names[k]}</th>" + "".join(
+        f"<td style='background:rgba(59,111,182,{0.85 * n / top:.2f})'>{n}</td>" for n in row) + "</tr>"
+        for k, row in enumerate(matrix))
+    return f"<table class='confusion'>{head}{rows}</table>"
+
+
+def report_section(summary: dict, outputs) -> tuple[str, str, str]:
+    """The run report's section: test accuracy and loss, the confusion matrix and per-class precision, recall
+    and F1."""
+    ev = summary.get("evaluation")
+    if not ev:
+        return "evaluation", "Evaluation", not_evaluated(summary)
+    names = [r.get("name", str(r["class"])) for r in ev["per_class"]]  # runs before class names had none
+    class_rows = [[str(r["class"]), html.escape(name), f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+                   f"{r['f1']:.3f}", str(r["support"])] for r, name in zip(ev["per_class"], names)]
+    per_class = table(["class", "name", "precision", "recall", "f1", "support"], class_rows, "")
+    return "evaluation", "Evaluation", (f"<p>Test accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f}.</p>"
+                                        f"{_confusion(ev['confusion_matrix'], names)}{per_class}")
 
 
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),

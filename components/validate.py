@@ -7,9 +7,11 @@ from pathlib import Path
 
 from components import image_features
 from components.drift import LABEL, compare, decide, fixed_histogram
+from components.drift_report import TESTS_EXPLAINED, anomalies_table, histograms, tests_table
 from components.libs import load_tfdv
 from engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
 from engine.component import Component
+from engine.html import key, unavailable
 
 
 def anomalies_of(stats, proto_schema, split: str, environment: str = "TRAINING") -> tuple[list[Anomaly], object]:
@@ -148,6 +150,24 @@ def summarize(anomalies: Anomalies | None, info: dict) -> dict:
     """The run summary's `anomalies` and `drift` sections."""
     return {"anomalies": [dataclasses.asdict(a) for a in anomalies.anomalies] if anomalies else [],
             "drift": [dataclasses.asdict(d) for d in anomalies.distances] if anomalies else []}
+
+
+def report_section(summary: dict, outputs) -> tuple[str, str, str]:
+    """The run report's section: anomalies per split and feature, and every drift and skew comparison."""
+    anomalies = (anomalies_table(summary.get("anomalies", []))
+                 if "validate" in summary["components"] else "<p>Not validated.</p>")
+    drift = f"<p>{TESTS_EXPLAINED}</p>" + tests_table(summary.get("drift", []), with_comparison=True)
+    skew = [d for d in summary.get("drift", []) if d["comparison"].startswith("skew")]
+    figures = ""
+    if skew and "statistics" in outputs:
+        try:
+            tfdv, stats = load_tfdv(), outputs["statistics"]
+            train, test = (tfdv.load_stats_binary(stats.path(s)).datasets[0] for s in ("train", "test"))
+            figures = (f"<h3>Skew histograms</h3>{key('train', 'test')}"
+                       f"<div class='grid'>{histograms(skew, train, test)}</div>")
+        except Exception as exc:  # a report never fails a run; it says what is missing instead
+            figures = unavailable("Histograms", exc)
+    return "validation", "Validation", f"{anomalies}<h3>Drift and skew</h3>{drift}{figures}"
 
 
 COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema, (Statistics, type(None))),

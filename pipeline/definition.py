@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from components import evaluate, ingest, push, schema, statistics, train, tune, validate, versions
-from pipeline import report
+from components import (evaluate, ingest, ingest_report, push, schema, statistics, train, train_report, tune,
+                        tune_report, validate, versions)
 from engine import history
 from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config, TrainConfig
 from engine.artifacts import Examples
@@ -49,7 +49,7 @@ BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, store
 
 PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
     Node(ingest.COMPONENT, params=lambda cfg, out, store: {"data": cfg.data}, summary=ingest.summarize,
-         report=report.dataset_section),
+         report=ingest_report.report_section),
     Node(statistics.COMPONENT, inputs=("ingest",), params=lambda cfg, out, store: {"beam_args": cfg.statistics.beam_args}),
     Node(schema.COMPONENT, inputs=("statistics",), summary=schema.summarize, params=lambda cfg, out, store: {
          **schema.choose(cfg.schema_dir, out["ingest"].name, cfg.schema.schema_file, history.root_schema(store, cfg.root)),
@@ -57,22 +57,22 @@ PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
     Node(validate.COMPONENT, inputs=("statistics", "schema", PREVIOUS_SPAN), summary=validate.summarize,
          params=lambda cfg, out, store: {"false_positive_rate": cfg.validate.false_positive_rate,
                                          "min_accuracy": min_accuracy(cfg, out["ingest"])},
-         report=report.validation_section,
+         report=validate.report_section,
          gate=lambda a, cfg: Stop("blocked", str(ValidationFailed(a.anomalies))) if a.anomalies else None),
     Node(tune.COMPONENT, inputs=("ingest", "schema"), params=_tune_params, reuse=_reusable_search,
-         summary=tune.summarize, report=report.tuning_section,
+         summary=tune.summarize, report=tune_report.report_section,
          # A distributed-tuning worker stops once it ran its share of the chief's trials.
          gate=lambda hp, cfg: Stop("tuned") if tune.distributed_role() == "worker" else None),
-    Node(train.COMPONENT, inputs=("ingest", "schema", "tune"), summary=train.summarize, report=report.training_section,
+    Node(train.COMPONENT, inputs=("ingest", "schema", "tune"), summary=train.summarize, report=train_report.report_section,
          params=lambda cfg, out, store: {"seed": cfg.seed, "budget": cfg.budget_seconds, "train": dataclasses.replace(
              cfg.train, epochs=cfg.train_epochs, schedule=cfg.schedule)}),
     Node(evaluate.COMPONENT, inputs=("train", "ingest", BASELINE), summary=evaluate.summarize,
-         report=report.evaluation_section,
+         report=evaluate.report_section,
          params=lambda cfg, out, store: {"min_accuracy": min_accuracy(cfg, out["ingest"]),
                                   "max_regression": cfg.evaluate.max_regression,
                                   "min_class_recall": cfg.evaluate.min_class_recall,
                                   "baseline_broken": cfg.evaluate.baseline_broken},
          gate=lambda ev, cfg: None if ev.blessed else Stop("not_blessed", "model not blessed: " + "; ".join(ev.failed))),
     Node(push.COMPONENT, inputs=("train", "evaluate", "ingest"), params=lambda cfg, out, store: {"serving_dir": cfg.serving_dir},
-         summary=push.summarize, report=report.blessing_section),
+         summary=push.summarize, report=push.report_section),
 ))
