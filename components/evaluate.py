@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import html
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def min_accuracy(cfg, examples: Examples) -> float:
     if cfg.evaluate.min_accuracy is not None:
         return cfg.evaluate.min_accuracy
     return DEFAULT_MIN_ACCURACY.get(examples.name, FALLBACK_MIN_ACCURACY)
+from engine.html import table
 
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +182,37 @@ def _gate(ev: Evaluation, cfg) -> Stop | None:
 
 
 # 6: the baseline's fingerprint, for push
+def not_evaluated(summary: dict) -> str:
+    """What the evaluation's and the blessing's sections say when the run stopped before evaluating."""
+    return f"<p>Not evaluated (run {html.escape(summary['status'])}).</p>"
+
+
+def _confusion(matrix: list[list[int]], names: list[str]) -> str:
+    if not matrix:
+        return "<p>Not evaluated.</p>"
+    top = max(max(row) for row in matrix) or 1
+    names = [html.escape(n) for n in names]
+    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
+    rows = "".join(f"<tr><th>{names[k]}</th>" + "".join(
+        f"<td style='background:rgba(59,111,182,{0.85 * n / top:.2f})'>{n}</td>" for n in row) + "</tr>"
+        for k, row in enumerate(matrix))
+    return f"<table class='confusion'>{head}{rows}</table>"
+
+
+def report_section(summary: dict, outputs) -> tuple[str, str, str]:
+    """The run report's section: test accuracy and loss, the confusion matrix and per-class precision, recall
+    and F1."""
+    ev = summary.get("evaluation")
+    if not ev:
+        return "evaluation", "Evaluation", not_evaluated(summary)
+    names = [r.get("name", str(r["class"])) for r in ev["per_class"]]  # runs before class names had none
+    class_rows = [[str(r["class"]), html.escape(name), f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+                   f"{r['f1']:.3f}", str(r["support"])] for r, name in zip(ev["per_class"], names)]
+    per_class = table(["class", "name", "precision", "recall", "f1", "support"], class_rows, "")
+    return "evaluation", "Evaluation", (f"<p>Test accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f}.</p>"
+                                        f"{_confusion(ev['confusion_matrix'], names)}{per_class}")
+
+
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),
                       output=Evaluation, version="6", settings=EvaluateConfig, params=_params, gate=_gate,
-                      summary=summarize)
+                      summary=summarize, report=report_section)

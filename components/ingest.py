@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components import formats, idx, image_features
+from components import formats, idx, image_features, ingest_report
 from engine.artifacts import SPLITS, Examples
 from engine.component import Component
 from engine.errors import DataError, first_line
@@ -307,4 +307,4 @@ def summarize(examples: Examples | None, info: dict) -> dict:
 # Version 4: a source holding only test files is that test split, whole. 5: the `background` feature, polarity.
 COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="5", source_key=source_fingerprint,
                       settings=DataConfig, section="data", params=lambda cfg, out, metadata: {"data": cfg.data},
-                      summary=summarize)
+                      summary=summarize, report=ingest_report.report_section)

@@ -1,6 +1,7 @@
 """Push: exports a blessed model as a versioned SavedModel, checks it in a fresh process, then renames it into place."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from engine.failpoints import failpoint
 from engine.lock import exclusive
 from engine.runner import remove_leftovers
 from engine.settings import param
+from components.evaluate import not_evaluated
 from components.image_features import as_delivered
 from components.versions import (INFO, _versions, model_info, pushed_from, regression_recheck, same_polarity,
                                  serving_baseline)
@@ -209,6 +211,25 @@ def summarize(pushed: PushedModel | None, info: dict) -> dict:
                                 **({"recheck": pushed.recheck} if pushed.recheck else {})}}
 
 
+def report_section(summary: dict, outputs) -> tuple[str, str, str]:
+    """The run report's blessing section: the decision with each check (evaluation's, and push's own against
+    a version pushed since), and the version pushed."""
+    ev = summary.get("evaluation")
+    if not ev:
+        return "blessing", "Blessing", not_evaluated(summary)
+    verdict = ("<p class='ok'>Blessed.</p>" if ev["blessed"] else
+               f"<p class='bad'>Not blessed: {html.escape('; '.join(ev['failed']))}</p>")
+    if ev["blessed"] and summary["status"] == "not_blessed":  # refused at push, against a version pushed since
+        verdict = f"<p class='bad'>Blessed by evaluation, refused at push: {html.escape(summary['error'] or '')}</p>"
+    checks = "".join(f"<li>{html.escape(r)}</li>" for r in ev["reasons"])
+    push = summary.get("push")
+    pushed = (f"<p>Pushed version {push['version']} to {html.escape(push['uri'])} "
+              f"({html.escape(push['infra_check'])}).</p>" if push else "")
+    if push and push.get("recheck"):
+        pushed += f"<p>At push: {html.escape(push['recheck'])}.</p>"
+    return "blessing", "Blessing", f"{verdict}<ul>{checks}</ul>{pushed}"
+
+
 # 4: the recorded polarity (`inverted`), applied by the signatures; the push holds the serving directory's
 # lock and decides the regression gate again there
 @dataclass(frozen=True)
@@ -226,7 +247,7 @@ def serving_dir(cfg) -> Path:
 
 COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="4",
                       settings=PushConfig, params=lambda cfg, out, metadata: {"serving_dir": serving_dir(cfg)},
-                      summary=summarize)
+                      summary=summarize, report=report_section)
 
 if __name__ == "__main__":
     _serve_in_this_process(*sys.argv[1:3])

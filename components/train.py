@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from components import checkpoint
+from components import checkpoint, train_report
 from components.budget import planned_epochs, planned_schedule, training_end
 from components.devices import distribution_strategy, input_device, mixed_precision_enabled
 from engine.artifacts import Examples, HyperParameters, Model, Schema
@@ -260,4 +260,4 @@ def _params(cfg, out, metadata) -> dict:
 
 # 5: the epoch backup is components.checkpoint's
 COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="5",
-                      settings=TrainConfig, params=_params, summary=summarize)
+                      settings=TrainConfig, params=_params, summary=summarize, report=train_report.report_section)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from components import tune_report
 from components.budget import SEARCH_SUBSET, WEEK, fastest_of_the_best, search_seconds
 from components.search import TUNERS, _oracle, _trials_table, _tuner, _weights_of, distributed_role
 from components.train import TrainConfig
@@ -150,6 +151,7 @@ def _reusable(cfg, out, metadata) -> HyperParameters | None:
 COMPONENT = Component(name="tune", fn=tune, inputs=(Examples, Schema), output=HyperParameters, version="6",
                       source_key=lambda **_: os.environ["KERASTUNER_TUNER_ID"] if distributed_role() else "",
                       settings=TuneConfig, params=_params, reuse=_reusable, summary=summarize,
+                      report=tune_report.report_section,
                       rerun=lambda cfg: cfg.tune.retune or distributed_role() is not None,
                       # A distributed-tuning worker stops once it ran its share of the chief's trials.
                       gate=lambda hp, cfg: Stop("tuned") if distributed_role() == "worker" else None)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from components import image_features
 from components.drift import LABEL, compare, decide, fixed_histogram
+from components.drift_report import TESTS_EXPLAINED, anomalies_table, histograms, tests_table
 from components.libs import load_tfdv
 from engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
 from engine.component import Component
@@ -16,6 +17,7 @@ from engine.errors import ValidationFailed
 from engine.settings import param
 
 FPR_HELP = "the chance that a check of clean data alarms (skew, drift), shared by all its tests"
+from engine.html import key, unavailable
 
 
 def anomalies_of(stats, proto_schema, split: str, environment: str = "TRAINING") -> tuple[list[Anomaly], object]:
@@ -188,6 +190,24 @@ def _gate(anomalies: Anomalies, cfg) -> Stop | None:
 
 
 # 5: two classes at least, none too small to learn
+def report_section(summary: dict, outputs) -> tuple[str, str, str]:
+    """The run report's section: anomalies per split and feature, and every drift and skew comparison."""
+    anomalies = (anomalies_table(summary.get("anomalies", []))
+                 if "validate" in summary["components"] else "<p>Not validated.</p>")
+    drift = f"<p>{TESTS_EXPLAINED}</p>" + tests_table(summary.get("drift", []), with_comparison=True)
+    skew = [d for d in summary.get("drift", []) if d["comparison"].startswith("skew")]
+    figures = ""
+    if skew and "statistics" in outputs:
+        try:
+            tfdv, stats = load_tfdv(), outputs["statistics"]
+            train, test = (tfdv.load_stats_binary(stats.path(s)).datasets[0] for s in ("train", "test"))
+            figures = (f"<h3>Skew histograms</h3>{key('train', 'test')}"
+                       f"<div class='grid'>{histograms(skew, train, test)}</div>")
+        except Exception as exc:  # a report never fails a run; it says what is missing instead
+            figures = unavailable("Histograms", exc)
+    return "validation", "Validation", f"{anomalies}<h3>Drift and skew</h3>{drift}{figures}"
+
+
 COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema, (Statistics, type(None))),
                       output=Anomalies, version="5", settings=ValidateConfig, params=_params, gate=_gate,
-                      summary=summarize)
+                      summary=summarize, report=report_section)

@@ -9,13 +9,13 @@ import numpy as np
 
 from components import image_features, ingest, model_drift, schema, statistics, validate
 from components.drift import comparators, compare, decide, fixed_histogram, moved_bucket
+from components.drift_report import drift_html
 from components.libs import load_tfdv
 from components.ingest import DataConfig
 from pipeline.config import Config
 from engine.artifacts import Anomaly
 from engine.errors import ConfigError, DataError
 from engine.runner import Runner
-from pipeline.report import drift_html
 
 
 def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), schema_dir: Path | None = None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from components import budget, evaluate, ingest, push, schema, statistics, train, tune, validate, versions
 from engine import history
-from pipeline import report  # TODO(merge): sections move beside their components
 from engine.dag import Node, Pipeline, Resolver
 
 # The newest earlier span on this pipeline that passed validation (other data): drift is measured against it.
@@ -16,12 +15,12 @@ BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, metad
     push.serving_dir(cfg), out["train"].fingerprint))
 
 PRODUCTION = Pipeline("production", final_status="pushed", summary=budget.summarize, nodes=(
-    Node(ingest.COMPONENT, report=report.dataset_section),
+    Node(ingest.COMPONENT),
     Node(statistics.COMPONENT, inputs=("ingest",)),
     Node(schema.COMPONENT, inputs=("statistics",)),
-    Node(validate.COMPONENT, inputs=("statistics", "schema", PREVIOUS_SPAN), report=report.validation_section),
-    Node(tune.COMPONENT, inputs=("ingest", "schema"), report=report.tuning_section),
-    Node(train.COMPONENT, inputs=("ingest", "schema", "tune"), report=report.training_section),
-    Node(evaluate.COMPONENT, inputs=("train", "ingest", BASELINE), report=report.evaluation_section),
-    Node(push.COMPONENT, inputs=("train", "evaluate", "ingest"), report=report.blessing_section),
+    Node(validate.COMPONENT, inputs=("statistics", "schema", PREVIOUS_SPAN)),
+    Node(tune.COMPONENT, inputs=("ingest", "schema")),
+    Node(train.COMPONENT, inputs=("ingest", "schema", "tune")),
+    Node(evaluate.COMPONENT, inputs=("train", "ingest", BASELINE)),
+    Node(push.COMPONENT, inputs=("train", "evaluate", "ingest")),
 ))

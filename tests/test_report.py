@@ -13,7 +13,7 @@ import pytest
 from components.drift import boundaries, compare
 from components.libs import load_tfdv
 from components.schema import load_schema
-from pipeline.report import drift_html
+from components.drift_report import drift_html
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "mnist_family.pbtxt"
 SECTIONS = ("summary", "drift", "anomalies", "statistics", "histograms")
@@ -118,7 +118,7 @@ def test_the_run_report_has_its_own_tuning_headers_axis_values_and_skew_histogra
 
 @pytest.mark.parametrize("inverted", [True, False])
 def test_the_dataset_section_says_when_ingest_inverted_the_images(inverted):
-    from pipeline.report import dataset_section
+    from components.ingest_report import report_section as dataset_section
 
     summary = {"dataset": {"spec": "folder:d", "source": "folder:/d", "fingerprint": "f", "counts": {"train": 3},
                            "classes": ["0", "1"], "inverted": inverted}}
