@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from components import image_features, ingest, model_drift, schema, statistics, validate
+from components import image_features, ingest, model_drift, schema, validate
 from components.drift import comparators, compare, decide, fixed_histogram, moved_bucket
 from components.drift_report import drift_html
 from components.libs import load_tfdv
@@ -15,11 +15,27 @@ from components.ingest import DataConfig
 from pipeline.config import Config
 from engine.artifacts import Anomaly
 from engine.errors import ConfigError, DataError
+from engine.dag import Resolver
 from engine.runner import Runner
+from pipeline.definition import PRODUCTION
 
 
-def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), schema_dir: Path | None = None,
-                   invert: str = "false"):
+def through(last: str, cfg, runner: Runner, **own: dict[str, Any]) -> dict[str, Any]:
+    """Runs a check as a slice of the production pipeline: its nodes up to `last` that `runner` has not run
+    yet, in order, each fed as the declaration wires it and with its declared parameters unless the check
+    gives its own (`own[node]`). A resolver asks about earlier runs of a root's pipeline: a check, which
+    has none, gets nothing from it. Returns the outputs by node: `through("statistics", cfg, Runner(root),
+    ingest={"data": DataConfig("idx:/data/new")})["statistics"]` is that data's statistics.
+    """
+    for name in PRODUCTION.between(None, last):
+        node = PRODUCTION.node[name]
+        if name not in runner.outputs:
+            inputs = tuple(None if isinstance(ref, Resolver) else runner.outputs[ref] for ref in node.inputs)
+            runner(node.component, *inputs, **own[name] if name in own else node.params(cfg, runner.outputs, None))
+    return runner.outputs
+
+
+def statistics_for(spec: str, cfg, invert: str = "false"):
     """DatasetFeatureStatistics of a split: `SPEC[:SPLIT]` (default train, or every example of a source that
     has a single split; `:all` every example) or a saved statistics file.
 
@@ -43,8 +59,8 @@ def statistics_for(spec: str, runner: Runner, beam_args: tuple[str, ...] = (), s
         if not stats.datasets:
             raise DataError(f"{spec}: holds no dataset statistics")
         return stats.datasets[0], "", None, (), False
-    split, examples, stats = _ingest_and_describe(spec, runner, beam_args, batch=True, invert=invert)
-    classes = schema.dataset_classes(examples, schema_dir)
+    split, examples, stats = _ingest_and_describe(spec, cfg, Runner(cfg.root), batch=True, invert=invert)
+    classes = schema.dataset_classes(examples, cfg.schema_dir)
     named = tuple(classes) != schema.numbered(len(classes))  # labels known only by number name no class
     return (tfdv.load_stats_binary(stats.path(split)).datasets[0], examples.name, examples.file_pattern(split),
             tuple(classes) if named else (), examples.inverted)
@@ -67,8 +83,7 @@ def same_classes(baseline: tuple[str, tuple[str, ...]], current: tuple[str, tupl
                    "compare them")
 
 
-def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], batch: bool = False,
-                         invert: str = "false"):
+def _ingest_and_describe(spec: str, cfg, runner: Runner, batch: bool = False, invert: str = "false"):
     """Ingests the dataset of `SPEC[:SPLIT]` and computes its statistics; returns (split, both).
 
     The split is the one named; `:all` is every example (ingested into test). Without a name it is None,
@@ -81,15 +96,15 @@ def _ingest_and_describe(spec: str, runner: Runner, beam_args: tuple[str, ...], 
     whole = spec[: -len(parsed.split) - 1] if parsed.split else spec
     mode = "always" if parsed.split == ingest.ALL else "single" if batch and not parsed.split else None
     # The run's own layout is the default: passed only when it differs, so a run's cached ingest is reused.
-    examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole, **({"invert": invert} if invert == "true" else {})),
-                      **({"whole": mode} if mode else {}))
+    layout = {"whole": mode} if mode else {}
+    examples = through("ingest", cfg, runner, ingest={
+        "data": DataConfig(dataset=whole, **({"invert": invert} if invert == "true" else {})), **layout})["ingest"]
     if examples.inverted and invert == "false":  # as delivered: inverted images are what a check must report
-        examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole, invert="false"),
-                          **({"whole": mode} if mode else {}))
+        examples = runner(ingest.COMPONENT, data=DataConfig(dataset=whole, invert="false"), **layout)
     split = "test" if parsed.split == ingest.ALL else parsed.split
     if batch and split is None:
         split = "test" if not examples.counts["train"] + examples.counts["eval"] else "train"
-    return split, examples, runner(statistics.COMPONENT, examples, beam_args=beam_args)
+    return split, examples, through("statistics", cfg, runner)["statistics"]
 
 
 def validate_check(spec: str, cfg: Config, invert: str = "false") -> dict[str, Any]:
@@ -102,10 +117,12 @@ def validate_check(spec: str, cfg: Config, invert: str = "false") -> dict[str, A
         True
     """
     runner = Runner(cfg.root)
-    split, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args, invert=invert)
+    split, examples, stats = _ingest_and_describe(spec, cfg, runner, invert=invert)
+    # The dataset's own curated schema (a root's earlier choice is a run's), and no accuracy to plan for.
     path = schema.curated_schema_path(cfg.schema_dir, examples.name, cfg.schema.schema_file)
-    data_schema = runner(schema.COMPONENT, stats, curated=path, classes=examples.classes)
-    result = runner(validate.COMPONENT, stats, data_schema, None, **validate.standalone_params(cfg))
+    outputs = through("validate", cfg, runner, schema={"curated": path, "classes": examples.classes},
+                      validate=validate.standalone_params(cfg))
+    data_schema, result = outputs["schema"], outputs["validate"]
     anomalies = [a for a in result.anomalies if split is None or (a.split == split and a.type != "SKEW")]
     distances = list(result.distances) if split is None else []
     return {"dataset": spec, "schema": data_schema.source, "source": examples.source,
@@ -133,12 +150,9 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
         >>> [d["feature"] for d in report["distances"] if d["drifted"]]
         ['mean_intensity']
     """
-    runner = Runner(cfg.root)
     models = model_drift.load_model(model) if model else None  # a wrong directory fails before any work
-    before, before_name, base_pattern, before_classes, base_flipped = statistics_for(
-        baseline, runner, cfg.statistics.beam_args, cfg.schema_dir, invert)
-    after, after_name, pattern, after_classes, flipped = statistics_for(
-        current, runner, cfg.statistics.beam_args, cfg.schema_dir, invert)
+    before, before_name, base_pattern, before_classes, base_flipped = statistics_for(baseline, cfg, invert)
+    after, after_name, pattern, after_classes, flipped = statistics_for(current, cfg, invert)
     other_classes = same_classes((baseline, before_classes), (current, after_classes))
     path = schema.curated_schema_path(cfg.schema_dir, after_name or before_name, cfg.schema.schema_file)
     if path is None:
@@ -235,7 +249,7 @@ def infer_schema_text(spec: str, cfg: Config) -> str:
         >>> Path("schemas/kmnist.pbtxt").write_text(infer_schema_text("tfds:kmnist", Config()))
     """
     runner = Runner(cfg.root)
-    _, examples, stats = _ingest_and_describe(spec, runner, cfg.statistics.beam_args)
+    _, examples, stats = _ingest_and_describe(spec, cfg, runner)
     if not examples.counts["train"]:
         raise DataError(f"{spec}: no training examples to draft a schema from (a directory of test files only "
                         "is a test split)")
