@@ -33,7 +33,7 @@ def main() -> None:
     logging.getLogger().setLevel(logging.ERROR)
     from components.ingest import ingest
     from components.statistics import statistics, stats_options
-    from engine.artifacts import SPLITS
+    from components.ingest import SPLITS
     from pipeline.config import DataConfig
     from components.libs import load_tfdv
 

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.artifacts import Evaluation, Examples, Model, PushedModel
+from components.evaluate import Evaluation
+from components.ingest import Examples
+from components.train import Model
 from engine.component import Component
 from engine.errors import NotBlessed, PipelineError
 from engine.failpoints import failpoint
 from engine.lock import exclusive
 from engine.runner import remove_leftovers
 from components.image_features import as_delivered
-from components.versions import (INFO, _versions, model_info, pushed_from, regression_recheck, same_polarity,
-                                 serving_baseline)
+from components.versions import (INFO, PushedModel, _versions, model_info, pushed_from, regression_recheck,
+                                 same_polarity, serving_baseline)
 
 SIDE = 28
 CHECK_IMAGES, CHECK_TOLERANCE = 100, 1e-5

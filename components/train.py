@@ -7,12 +7,17 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 from components import checkpoint
 from components.budget import training_end
 from pipeline.config import TrainConfig
-from engine.artifacts import Examples, HyperParameters, Model, Schema
+from components.ingest import Examples
+from components.schema import Schema
+from components.tune import HyperParameters
+from engine.artifacts import Artifact
 from engine.component import Component
 from engine.errors import ConfigError, DataError, TrainingDiverged
 from engine.failpoints import failpoint
@@ -20,6 +25,20 @@ from engine.files import write_text
 
 log = logging.getLogger("pipeline")
 MONITOR = "val_accuracy"
+
+
+@dataclass(frozen=True)
+class Model(Artifact):
+    """A trained Keras model `<uri>/model.keras` and its per-epoch history."""
+
+    history: dict[str, list[float]]
+    classes: tuple[str, ...] = tuple(str(i) for i in range(10))  # output i is the class classes[i]
+    plan: dict[str, Any] = field(default_factory=dict)  # schedule, epochs planned and why training ended
+    kind: ClassVar[str] = "Model"
+
+    @property
+    def path(self) -> str:
+        return str(Path(self.uri) / "model.keras")
 
 
 def distribution_strategy(kind: str = "auto"):

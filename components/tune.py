@@ -5,22 +5,39 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 from components.budget import SEARCH_SUBSET, fastest_of_the_best, search_seconds
+from components.ingest import Examples
+from components.schema import Schema
+from components.search import OBJECTIVE, trials_table, tuner_for, weights_of
 from pipeline.config import TUNERS, TrainConfig, TuneConfig
-from engine.artifacts import Examples, HyperParameters, Schema
+from engine import history
+from engine.artifacts import Artifact
 from engine.component import Component
 from engine.errors import ConfigError
-from engine.failpoints import failpoint
 
 log = logging.getLogger("pipeline")
-OBJECTIVE = "val_accuracy"
 WEIGHTS = "best.weights.npz"  # the best trial's weights, in the output (components.checkpoint)
+
+
+@dataclass(frozen=True)
+class HyperParameters(Artifact):
+    """The best hyperparameters of a search and the table of its trials."""
+
+    tuner: str
+    values: dict[str, Any]
+    trials: tuple[dict[str, Any], ...]
+    search: str = ""  # fingerprint of the schema, search space and search settings: equal means reusable
+    allotted: float | None = None  # seconds the search was given (0: none, under a budget); None: no limit
+    weights: str = ""  # the best trial's weights, a file in uri, trained on the train split of...
+    weights_examples: str = ""  # ...the Examples with this fingerprint
+    kind: ClassVar[str] = "HyperParameters"
 
 
 def distributed_role() -> str | None:
@@ -32,15 +49,6 @@ def distributed_role() -> str | None:
         raise ConfigError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not: distributed tuning needs "
                           "KERASTUNER_TUNER_ID (chief, or a worker name) and KERASTUNER_ORACLE_PORT")
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
-
-
-def _memory_mb() -> float | None:
-    """This process's resident memory now (not its peak), from /proc."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: float | None, end: float | None = None):
@@ -125,79 +133,6 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
     return oracle
 
 
-def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Path | None):
-    """A KerasTuner tuner that runs each trial in its own process (see components.trial)."""
-    import keras_tuner as kt
-
-    from components.cnn import CNNHyperModel
-    from components.trial import TrialSpec, run_in_subprocess
-
-    base = {"hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[name]
-
-    class InProcessOfItsOwn(base):
-        def run_trial(self, trial, *fit_args, **fit_kwargs):
-            hp = trial.hyperparameters
-            earlier = hp.values.get("tuner/trial_id")  # a Hyperband round continuing an earlier trial
-            spec = TrialSpec(**trial_spec, hyperparameters=hp.get_config(),
-                             epochs=hp.values.get("tuner/epochs", fit_kwargs["epochs"]),
-                             initial_epoch=hp.values.get("tuner/initial_epoch", 0),
-                             checkpoint=_weights_of(self, trial.trial_id),
-                             resume_from=_weights_of(self, earlier) if earlier else None,
-                             deadline=self.oracle.deadline if hasattr(self.oracle, "deadline") else None,
-                             tensorboard=str(tensorboard / trial.trial_id) if tensorboard else None)
-            start = time.monotonic()
-            try:
-                metrics = run_in_subprocess(spec, Path(self.get_trial_dir(trial.trial_id)) / "process",
-                                            label=f"trial {trial.trial_id}")
-            except OSError as exc:  # a full disk fails every trial after it: the search stops, saying why
-                raise kt.errors.FatalError(str(exc)) from exc
-            self.ran[trial.trial_id] = {"seconds": round(time.monotonic() - start, 2), "memory_mb": _memory_mb(),
-                                        "peak_mb": metrics.pop("peak_mb"),
-                                        "deterministic": metrics.pop("deterministic")}
-            return metrics
-
-        def on_trial_end(self, trial):
-            super().on_trial_end(trial)
-            score = self.oracle.get_trial(trial.trial_id).score
-            ran = self.ran.get(trial.trial_id, {})
-            log.info("  trial %s %s%s (%.1fs; tuner %s MB, trial peak %s MB)", trial.trial_id, trial.status.lower(),
-                     f" {OBJECTIVE}={score:.4f}" if score is not None else "", ran.get("seconds", 0),
-                     ran.get("memory_mb"), ran.get("peak_mb"))
-            failpoint("tune.trial_end")
-
-    # These tuners' constructors only build their stock oracle; ours is passed to the base Tuner instead.
-    tuner = InProcessOfItsOwn.__new__(InProcessOfItsOwn)
-    tuner.ran = {}  # trial id: seconds and memory of the trials this process ran
-    tuner.train_count = trial_spec["train_count"]
-    # overwrite=False: a search killed midway resumes from its saved trials (the one in flight re-runs).
-    kt.Tuner.__init__(tuner, oracle=oracle, hypermodel=CNNHyperModel(), directory=str(directory),
-                      project_name="search", overwrite=False)
-    return tuner
-
-
-def _weights_of(tuner, trial_id: str) -> str:
-    """Where a trial's weights go: beside KerasTuner's checkpoint name, in NumPy (components.checkpoint)."""
-    return str(Path(tuner._get_checkpoint_fname(trial_id)).with_name("checkpoint.npz"))
-
-
-def _trials_table(tuner) -> tuple[dict, ...]:
-    rows = []
-    for trial in sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id):
-        score = trial.score if trial.score is not None and not math.isnan(trial.score) else None
-        epochs = [int(o.value[0]) for o in trial.metrics.get_history("epochs_run")] \
-            if trial.metrics.exists("epochs_run") else []
-        info, ran = tuner.oracle.info.get(trial.trial_id, {}), tuner.ran.get(trial.trial_id, {})
-        rows.append({"trial_id": trial.trial_id, "status": trial.status, "score": score,
-                     "epochs": epochs[-1] if epochs else None,
-                     "seconds": info.get("seconds", ran.get("seconds")), "memory_mb": ran.get("memory_mb"),
-                     "peak_mb": ran.get("peak_mb"), "deterministic": ran.get("deterministic"),
-                     "train_examples": tuner.train_count,
-                     "tuner": info.get("tuner"),
-                     "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
-                                         if not k.startswith("tuner/")}})
-    return tuple(rows)
-
-
 def search_key(schema: Schema, tune: TuneConfig, batch_size: int, seed: int) -> str:
     """What makes a search's result reusable: the schema's content, the search space and settings."""
     from components.cnn import SPACE_VERSION
@@ -206,6 +141,17 @@ def search_key(schema: Schema, tune: TuneConfig, batch_size: int, seed: int) -> 
     blob = json.dumps([schema.fingerprint, SPACE_VERSION, settings, batch_size, seed], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
+
+
+def reusable_hyperparameters(metadata, search: str) -> HyperParameters | None:
+    """The newest search result in the store with the same schema, search space and settings (`search`,
+    see `search_key`), whose files are intact; from any pipeline sharing the store.
+
+    Example:
+        >>> reusable_hyperparameters(Metadata.open(cfg), search_key(schema, cfg.tune, 128, 42)).values
+        {'conv_blocks': 2, ...}
+    """
+    return history.newest_live(metadata, HyperParameters.kind, search=search)
 
 def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig, batch_size: int, seed: int,
          devices: TrainConfig = TrainConfig(), budget: float | None = None, work_dir: Path | None = None,
@@ -251,14 +197,14 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
                   "deterministic": devices.deterministic,
                   "classes": len(classes_of(schema))}
     logs = Path(run_dir) / "tensorboard" / "tune" if devices.tensorboard and run_dir is not None else None
-    tuner = _tuner(tune.tuner, oracle, work, trial_spec, logs)
+    tuner = tuner_for(tune.tuner, oracle, work, trial_spec, logs)
     tuner.search(epochs=tune.max_epochs, verbose=0)
     if role == "worker":
         if work_dir is None:
             shutil.rmtree(work)
         trials = tuple({"trial_id": t, "tuner": os.environ["KERASTUNER_TUNER_ID"], **r} for t, r in tuner.ran.items())
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values={}, trials=trials)
-    trials = _trials_table(tuner)
+    trials = trials_table(tuner)
     chosen = tuner.oracle.get_best_trials(1)[0].trial_id
     if share_ends is not None:  # the time left trains the chosen model: of equal scores, the cheaper one
         chosen = (fastest_of_the_best(trials) or {}).get("trial_id", chosen)
@@ -266,7 +212,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
             if not k.startswith("tuner/")}
     # The chosen trial's weights give final training a head start (train.warm_start); a trial run on
     # another machine's disk left none here.
-    checkpoint = Path(_weights_of(tuner, chosen))
+    checkpoint = Path(weights_of(tuner, chosen))
     weights = WEIGHTS if checkpoint.is_file() else ""
     if weights:
         shutil.copyfile(checkpoint, out_dir / WEIGHTS)

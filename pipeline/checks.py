@@ -11,7 +11,7 @@ from components import image_features, ingest, model_drift, schema, statistics, 
 from components.drift import comparators, compare, decide, fixed_histogram, moved_bucket
 from components.libs import load_tfdv
 from pipeline.config import Config, DataConfig
-from engine.artifacts import Anomaly
+from components.validate import Anomaly
 from engine.errors import ConfigError, DataError
 from engine.runner import Runner
 from pipeline.report import drift_html

@@ -304,6 +304,7 @@ def _predict(args, out) -> int:
 
 def _runs(args, out) -> int:
     from engine.metadata import Metadata
+    from pipeline.definition import PRODUCTION  # declares the artifact types whose columns a run's row shows
 
     cfg = config.override(config.Config(), root=args.root,
                           **{"push.serving_dir": getattr(args, "serving_dir", None)})
@@ -325,8 +326,6 @@ def _runs(args, out) -> int:
                         + (f"{output['type']} {output['uri']}" if output else e["error"] or ""))
         rows += ["config:", *("  " + line for line in (result["config"] or "").splitlines())]
     else:
-        from pipeline.definition import PRODUCTION
-
         result = store.lineage(cfg.serving_dir / str(args.version))
         rows = [f"version {result['version']} ({result['uri']}) pushed by run {result['run_id']}"]
         for key in (kind.lower() for kind in PRODUCTION.output_kinds()):
@@ -450,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     _quiet(args.verbose)
-    from engine.errors import PipelineError
+    from engine.errors import PipelineError, first_line
 
     try:
         commands = {"run": _run, "step": _step, "kfp": _kfp, "runs": _runs, "validate": _validate,
@@ -466,8 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("unexpected error", exc_info=True)
         from pipeline.local import disk_full
 
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        message = disk_full(exc) or f"internal error: {type(exc).__name__}: {first} (rerun with -v for details)"
+        message = disk_full(exc) or (f"internal error: {type(exc).__name__}: {first_line(exc, default='')} "
+                                     "(rerun with -v for details)")
         print(f"error: {message}", file=sys.stderr)
         return 1
     finally:

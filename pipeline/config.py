@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, first_line
 
 # The product's own thresholds for datasets whose accuracy users know (MNIST: the user's claim).
 DEFAULT_MIN_ACCURACY = {"mnist": 0.97, "fashion_mnist": 0.88, "kmnist": 0.90}
@@ -330,7 +330,7 @@ def load(path: str | Path | None) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)})") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(data, dict):

@@ -6,9 +6,8 @@ import dataclasses
 
 from components import evaluate, ingest, push, schema, statistics, train, tune, validate, versions
 from pipeline import report
-from engine import history
 from pipeline.config import DEFAULT_MIN_ACCURACY, FALLBACK_MIN_ACCURACY, Config, TrainConfig
-from engine.artifacts import Examples
+from components.ingest import Examples
 from engine.dag import Node, Pipeline, Resolver, Stop
 from engine.errors import ValidationFailed
 
@@ -29,7 +28,7 @@ def _reusable_search(cfg: Config, out, store):
     searches: its workers wait for a chief serving trials)."""
     if not cfg.tune.enabled or tune.distributed_role() is not None:
         return None
-    return history.reusable_hyperparameters(store, _search(cfg, out))
+    return tune.reusable_hyperparameters(store, _search(cfg, out))
 
 
 def _tune_params(cfg: Config, out, store) -> dict:
@@ -41,7 +40,7 @@ def _tune_params(cfg: Config, out, store) -> dict:
 
 
 # The newest earlier span on this pipeline that passed validation (other data): drift is measured against it.
-PREVIOUS_SPAN = Resolver("previous_span", after=("ingest",), resolve=lambda cfg, out, store: history.previous_span_statistics(
+PREVIOUS_SPAN = Resolver("previous_span", after=("ingest",), resolve=lambda cfg, out, store: validate.previous_span_statistics(
     store, cfg.root, out["ingest"].fingerprint) if cfg.validate.drift else None)
 # The model serving now, read from the serving directory (not a copy of the model being evaluated).
 BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, store: versions.serving_baseline(
@@ -52,7 +51,7 @@ PRODUCTION = Pipeline("production", final_status="pushed", nodes=(
          report=report.dataset_section),
     Node(statistics.COMPONENT, inputs=("ingest",), params=lambda cfg, out, store: {"beam_args": cfg.statistics.beam_args}),
     Node(schema.COMPONENT, inputs=("statistics",), summary=schema.summarize, params=lambda cfg, out, store: {
-         **schema.choose(cfg.schema_dir, out["ingest"].name, cfg.schema.schema_file, history.root_schema(store, cfg.root)),
+         **schema.choose(cfg.schema_dir, out["ingest"].name, cfg.schema.schema_file, schema.root_schema(store, cfg.root)),
          "classes": out["ingest"].classes}),
     Node(validate.COMPONENT, inputs=("statistics", "schema", PREVIOUS_SPAN), summary=validate.summarize,
          params=lambda cfg, out, store: {"false_positive_rate": cfg.validate.false_positive_rate,

@@ -17,7 +17,7 @@ from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
 from engine.errors import (ConfigError, Interrupted, MetadataError, NotBlessed, PipelineError,
-                                    ValidationFailed)
+                                    ValidationFailed, first_line)
 from engine.failpoints import failpoint
 from engine.files import write_json, write_text
 from engine.lock import root_lock
@@ -54,10 +54,10 @@ def summarize(pipeline: Pipeline, run_id: str, cfg: Config, runner: Runner, stat
     summary: dict[str, Any] = {"run_id": run_id, "status": status, "error": error}
     for node in pipeline.nodes:
         if node.summary:
-            info = {"record": runner.components.get(node.name, {}), "run_dir": run_dir, "cfg": cfg}
+            info = {"record": runner.records.get(node.name, {}), "run_dir": run_dir, "cfg": cfg}
             summary |= node.summary(runner.outputs.get(node.name), info)
     return summary | budget_section(cfg, runner, summary) | {
-        "components": runner.components, "config": config_module.to_dict(cfg), "report": str(run_dir / "report.html")}
+        "components": runner.records, "config": config_module.to_dict(cfg), "report": str(run_dir / "report.html")}
 
 
 def budget_section(cfg: Config, runner: Runner, summary: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def budget_section(cfg: Config, runner: Runner, summary: dict[str, Any]) -> dict
         "seconds": cfg.budget_seconds,
         "deadline": datetime.datetime.fromtimestamp(runner.deadline, datetime.timezone.utc).isoformat(timespec="seconds"),
         "left_seconds": round(runner.deadline - time.time(), 1),
-        "components": {name: record["seconds"] for name, record in runner.components.items()},
+        "components": {name: record["seconds"] for name, record in runner.records.items()},
         "search": tuning and {"allotted_seconds": tuning.get("allotted_seconds"), "reused": tuning.get("reused"),
                               "trials": [{k: t.get(k) for k in ("trial_id", "status", "epochs", "seconds")}
                                          for t in tuning.get("trials", ())]},
@@ -197,8 +197,7 @@ def guarded(work: Callable[[], Stop | None], done: str) -> tuple[str, str | None
         return "failed", str(exc)
     except Exception as exc:  # recorded as a failed run; the CLI turns it into one line
         log.debug("unexpected error", exc_info=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first}"
+        return "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first_line(exc, default='')}"
 
 
 def _unrecorded(pipeline: Pipeline, cfg: Config, metadata: Metadata) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from components.drift import LABEL, boundaries, fixed_histogram
+from engine.errors import first_line
 from engine.files import write_text
 
 CSS = """
@@ -229,7 +230,7 @@ def _samples(examples, names: list[str], per_class: int = 6, limit: int = 2000) 
     try:
         images, labels = test_arrays(examples, limit)
     except Exception as exc:  # a report never fails a run; it says what is missing instead
-        return f"<p class='bad'>Sample images unavailable: {html.escape(str(exc).splitlines()[0])}</p>"
+        return f"<p class='bad'>Sample images unavailable: {html.escape(first_line(exc))}</p>"
     rows = []
     for k in sorted(set(labels.tolist())):
         picks = images[labels == k][:per_class]
@@ -278,7 +279,7 @@ def validation_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]
             figures = (f"<h3>Skew histograms</h3>{_key('train', 'test')}"
                        f"<div class='grid'>{_histograms(skew, train, test)}</div>")
         except Exception as exc:  # a report never fails a run; it says what is missing instead
-            figures = f"<p class='bad'>Histograms unavailable: {html.escape(str(exc).splitlines()[0])}</p>"
+            figures = f"<p class='bad'>Histograms unavailable: {html.escape(first_line(exc))}</p>"
     return "validation", "Validation", f"{anomalies}<h3>Drift and skew</h3>{drift}{figures}"
 
 

@@ -9,7 +9,7 @@ from components.cnn import REFERENCE
 from components.train import train
 from components.tune import tune
 from pipeline.config import BUDGET_EPOCHS, Config, TrainConfig, TuneConfig, override
-from engine.artifacts import HyperParameters
+from components.tune import HyperParameters
 
 REFERENCE_HP = HyperParameters(uri="", fingerprint="x", tuner="none", values=dict(REFERENCE), trials=())
 
