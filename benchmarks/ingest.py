@@ -4,7 +4,7 @@
 
 Both sides encode the same images, labels and summary features of the dataset's train split (read
 once, decoded, in memory), one after the other in one process, best of `--repeats`. `python_loop`
-builds each tf.Example in Python, as ingest did before; `tfx_bsl` is `components.ingest.encode_examples`
+builds each tf.Example in Python, as ingest did before; `tfx_bsl` is `components.tfrecords.encode_examples`
 (an Arrow record batch through `RecordBatchToExamples`). `ratio` is python_loop seconds over tfx_bsl
 seconds; `same_examples` checks that every example parses equal. `write_split_seconds` is the whole
 write of the split (summaries, encoding, gzipped TFRecord shards) as ingest does it now.
@@ -58,7 +58,8 @@ def main() -> None:
     import tensorflow as tf
 
     from components import image_features
-    from components.ingest import DatasetSpec, encode_examples, write_split
+    from components.ingest import DatasetSpec
+    from components.tfrecords import encode_examples, write_split
 
     loaded = DatasetSpec.parse(args.dataset).load()
     split = loaded.splits.get("train") or loaded.splits["all"]

@@ -33,8 +33,7 @@ def main() -> None:
     logging.getLogger().setLevel(logging.ERROR)
     from components.ingest import ingest
     from components.statistics import statistics, stats_options
-    from engine.artifacts import SPLITS
-    from components.ingest import DataConfig
+    from components.ingest import SPLITS, DataConfig
     from components.libs import load_tfdv
 
     tfdv = load_tfdv()

@@ -12,15 +12,33 @@ is never taken for drift, and a huge batch does not alarm on a trivial differenc
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
 from components import image_features
-from engine.artifacts import Distance
 
 HISTOGRAM = "fixed_histogram"  # name of the custom statistic holding the shared-bucket histogram
 # Label buckets: one per class up to 63; labels beyond share the last (EMNIST ByClass has 62 classes).
 LABEL, LABEL_BUCKETS = "label", 64
+
+
+@dataclass(frozen=True)
+class Distance:
+    """One feature's test between two datasets: drifted when the test rejects at its level `alpha` and the
+    effect size (`distance`) reaches the schema's minimum (`threshold`)."""
+
+    comparison: str  # e.g. "skew: train vs test", "drift: previous span train vs train"
+    feature: str
+    measure: str  # the effect size: "jensen_shannon_divergence", "l_infinity", "mmd2"
+    distance: float  # the effect size
+    threshold: float  # the minimum effect size: the schema's
+    test: str  # "G-test" on shared buckets, or "MMD" on a model's embeddings
+    statistic: float
+    dof: int  # degrees of freedom (0: not a chi-squared statistic)
+    p_value: float  # the chance of a statistic this large between samples of one distribution
+    alpha: float  # the level this test was held to, its share of the check's false-positive rate
+    drifted: bool
 
 
 def boundaries() -> dict[str, np.ndarray]:

@@ -4,11 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 import html
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from components.image_features import as_delivered
-from engine.artifacts import Evaluation, Examples, Model, PushedModel
+from components.ingest import Examples
+from components.train import Model
+from components.versions import PushedModel
+from engine.artifacts import Artifact
 from engine.component import Component
 from engine.dag import Stop
 from engine.errors import PipelineError, first_line
@@ -41,6 +45,29 @@ def min_accuracy(cfg, examples: Examples) -> float:
         return cfg.evaluate.min_accuracy
     return DEFAULT_MIN_ACCURACY.get(examples.name, FALLBACK_MIN_ACCURACY)
 from engine.html import table
+
+
+@dataclass(frozen=True)
+class Evaluation(Artifact):
+    """Test-split metrics and the blessing decision with its reasons (one per check)."""
+
+    accuracy: float
+    loss: float
+    min_accuracy: float
+    blessed: bool
+    reasons: tuple[str, ...]
+    failed: tuple[str, ...] = ()  # the reasons of the checks that failed: why it is not blessed
+    per_class: tuple[dict[str, Any], ...] = ()  # class, precision, recall, f1, support
+    confusion_matrix: tuple[tuple[int, ...], ...] = ()  # rows: true class, columns: predicted
+    baseline_version: int | None = None  # the serving version compared with, if any
+    baseline_accuracy: float | None = None
+    max_regression: float | None = None
+    # The serving version's fingerprint the regression gate was decided against ("" with no baseline): push
+    # re-decides it when another version serves by then.
+    baseline_fingerprint: str | None = None
+    baseline_broken: str = "fail"  # what a baseline that cannot be read does: "fail" the run, or is "ignore"d
+    kind: ClassVar[str] = "Evaluation"
+    run_columns: ClassVar[tuple[tuple[str, str], ...]] = (("accuracy", "accuracy"),)
 
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import DataError
+from engine.errors import DataError, first_line
 
 SIDE = 28
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -96,7 +96,7 @@ def read_images(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         try:
             image = tf.io.decode_image(data, expand_animations=False)
         except tf.errors.InvalidArgumentError as exc:
-            reason = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else "cannot decode"
+            reason = first_line(exc.message, default="cannot decode")
             # TensorFlow wraps the decoder's words in its op's name: `{{function_node ...}} Invalid PNG data [Op:..]`
             reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", reason).strip() or "cannot decode"
             raise DataError(f"{path}: not a readable PNG or JPEG image ({reason})") from None
@@ -179,7 +179,7 @@ def _read_csv(path: Path) -> Split:
     try:
         frame = pd.read_csv(path)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({str(exc).strip().splitlines()[0]})") from None
+        raise DataError(f"{path}: not a readable CSV file ({first_line(exc)})") from None
     columns = [str(c).strip() for c in frame.columns]
     pixels = [c for c in columns if c != "label"]
     if len(pixels) != SIDE * SIDE:

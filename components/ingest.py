@@ -2,27 +2,46 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from components import formats, idx, image_features, ingest_report
-from engine.artifacts import SPLITS, Examples
+from components.tfrecords import write_split
+from engine.artifacts import Artifact
 from engine.component import Component
 from engine.errors import DataError, first_line
 from engine.failpoints import failpoint
-from engine.progress import Bar
 from engine.settings import param
 
+SPLITS = ("train", "eval", "test")  # the splits of every Examples
 # Debian packages that install real datasets offline (apt-get install dataset-fashion-mnist).
 LOCAL_COPIES = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
-SHARD_SIZE = 20_000
 ALL = "all"  # the split suffix that means every example of every split
 WHOLE = ("never", "single", "always")  # when ingest puts every example in the test split (see `ingest`)
 TFDS_HOST = "storage.googleapis.com"  # where TFDS fetches prepared data and most MNIST-family files
+
+
+@dataclass(frozen=True)
+class Examples(Artifact):
+    """Gzipped tf.Example TFRecords per split: `<uri>/<split>/data-*.tfrecord.gz`."""
+
+    spec: str
+    name: str  # dataset name for curated schemas ("" for a plain IDX directory)
+    source: str
+    counts: dict[str, int]
+    classes: tuple[str, ...] = ()  # the data's class names, label i is classes[i] (empty: numbered labels)
+    labelled: bool = True  # False: images only (checked for drift, predicted; not trained on)
+    preprocessing: str = ""  # what was done to images that were not 28x28 grayscale
+    inverted: bool = False  # the source's images were inverted (255 - x) into light ink on a dark background
+    kind: ClassVar[str] = "Examples"
+    span_of: ClassVar[str | None] = "spec"  # each new data of one dataset spec is its next span
+
+    def file_pattern(self, split: str) -> str:
+        return str(Path(self.uri) / split / "data-*.tfrecord.gz")
 
 
 @dataclass(frozen=True)
@@ -40,7 +59,6 @@ class DataConfig:
                         help="polarity: true inverts every image (255 - x); auto inverts a dataset of dark ink on a "
                              "light background; recorded in the model, whose serving signature inverts its inputs "
                              "the same way")
-
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -151,53 +169,6 @@ def load_tfds(name: str, data_dir: str | None) -> formats.Loaded:
     if "train" not in out:
         raise DataError(f"tfds:{name}: has no train split (splits: {', '.join(builder.info.splits)})")
     return formats.Loaded(out, tuple(features["label"].names))
-
-
-def encode_examples(images: np.ndarray, labels: np.ndarray | None, summaries: dict[str, np.ndarray]) -> list[bytes]:
-    """Serialized tf.Examples of `image` (pixels, int64), `label` (int64; none for unlabeled images) and one
-    float per summary feature, encoded in C++ by tfx_bsl from an Arrow record batch (benchmarks/ingest.py:
-    the same bytes' examples, several times faster than building each tf.Example in Python).
-
-    Example:
-        >>> encode_examples(np.zeros((2, 28, 28), np.uint8), np.array([3, 4]), image_features.summarize(...))
-    """
-    import pyarrow as pa
-    from tfx_bsl.coders import example_coder
-
-    count = len(images)
-
-    def lists(values: np.ndarray, width: int) -> pa.Array:
-        return pa.ListArray.from_arrays(pa.array(np.arange(0, count * width + 1, width, dtype=np.int32)),
-                                        pa.array(values.reshape(-1)))
-
-    columns = {"image": lists(images.reshape(count, -1).astype(np.int64), images[0].size if count else 0)}
-    if labels is not None:
-        columns["label"] = lists(np.asarray(labels, np.int64), 1)
-    for name, values in summaries.items():
-        columns[name] = lists(np.asarray(values, np.float32), 1)
-    return example_coder.RecordBatchToExamples(pa.RecordBatch.from_arrays(list(columns.values()), list(columns)))
-
-
-def write_split(images: np.ndarray, labels: np.ndarray | None, directory: Path) -> None:
-    """Writes examples (see `encode_examples`) as gzipped TFRecord shards `data-NNNNN-of-NNNNN.tfrecord.gz`;
-    example i goes to shard i mod shards."""
-    import tensorflow as tf
-
-    directory.mkdir(parents=True)
-    summaries = image_features.summarize(images) if len(images) else {n: np.zeros(0) for n in image_features.NAMES}
-    shards = max(1, math.ceil(len(images) / SHARD_SIZE))
-    options = tf.io.TFRecordOptions(compression_type="GZIP")
-    bar = Bar(f"ingest {directory.name}", total=len(images), unit="examples")
-    for shard in range(shards):
-        with tf.io.TFRecordWriter(str(directory / f"data-{shard:05d}-of-{shards:05d}.tfrecord.gz"), options) as w:
-            rows = np.arange(shard, len(images), shards)
-            for start in range(0, len(rows), 4096):
-                part = rows[start:start + 4096]
-                for record in encode_examples(images[part], None if labels is None else labels[part],
-                                              {n: np.asarray(v)[part] for n, v in summaries.items()}):
-                    w.write(record)
-                bar.update(len(part))
-    bar.close()
 
 
 def source_fingerprint(data: DataConfig, **_) -> str:

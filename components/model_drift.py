@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.drift import bucket_test
-from engine.artifacts import Distance
+from components.drift import Distance, bucket_test
 from engine.errors import DataError
 
 CONFIDENCE_BUCKETS = 20  # the top probability, in [0, 1]

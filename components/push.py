@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.artifacts import Evaluation, Examples, Model, PushedModel
+from components.evaluate import Evaluation
+from components.ingest import Examples
+from components.train import Model
 from engine.component import Component
 from engine.errors import NotBlessed, PipelineError
 from engine.failpoints import failpoint
@@ -21,8 +23,8 @@ from engine.runner import remove_leftovers
 from engine.settings import param
 from components.evaluate import not_evaluated
 from components.image_features import as_delivered
-from components.versions import (INFO, _versions, model_info, pushed_from, regression_recheck, same_polarity,
-                                 serving_baseline)
+from components.versions import (INFO, PushedModel, _versions, model_info, pushed_from, regression_recheck,
+                                 same_polarity, serving_baseline)
 
 SIDE = 28
 CHECK_IMAGES, CHECK_TOLERANCE = 100, 1e-5

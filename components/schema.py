@@ -4,13 +4,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from components import image_features
 from components.libs import load_tfdv
-from engine.artifacts import Schema, Statistics
+from components.statistics import Statistics
+from engine.artifacts import Artifact
 from engine.component import Component
-from engine import history
-from engine.errors import DataError
+from engine.errors import DataError, first_line
 from engine.settings import param
 
 IMAGE, LABEL = "image", "label"
@@ -22,6 +23,18 @@ FEATURE_THRESHOLD, LABEL_THRESHOLD = 0.0005, 0.03
 
 
 GENERIC = "mnist_family"
+
+
+@dataclass(frozen=True)
+class Schema(Artifact):
+    """A TFDV schema as text protobuf; `source` is `curated:<file>` or `inferred`."""
+
+    source: str
+    kind: ClassVar[str] = "Schema"
+
+    @property
+    def path(self) -> str:
+        return str(Path(self.uri) / "schema.pbtxt")
 
 
 def curated_schema_path(schema_dir: Path, dataset_name: str, schema_file: str | None = None) -> Path | None:
@@ -45,7 +58,7 @@ def load_schema(path: Path):
     try:
         return text_format.Parse(path.read_text(), schema_pb2.Schema())
     except (text_format.ParseError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid TFDV schema ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path}: not a valid TFDV schema ({first_line(exc)})") from None
 
 
 def numbered(count: int) -> tuple[str, ...]:
@@ -223,9 +236,26 @@ def schema_dir(cfg) -> Path:
 
 def _params(cfg, out, metadata) -> dict:
     examples = out["ingest"]
-    earlier = history.root_schema(metadata, cfg.root)
+    earlier = root_schema(metadata, cfg.root)
     return {**choose(schema_dir(cfg), examples.name, cfg.schema.schema_file, earlier), "classes": examples.classes}
 
+
+def root_schema(metadata, root: str) -> Path | None:
+    """The curated or given schema file the newest validated run of the pipeline at `root` used, if it is
+    still there: a root is one pipeline, so its next spans keep that schema (an inferred one is not kept).
+
+    Example:
+        >>> root_schema(Metadata.open(cfg), cfg.root)
+        PosixPath('schemas/fashion_mnist.pbtxt')
+    """
+    from components.validate import validated_runs  # validate imports this module
+
+    for done in validated_runs(metadata, root):
+        source = ((done.get(COMPONENT.name) or {}).get("output") or {}).get("properties", {}).get("source", "")
+        if source.startswith("curated:"):
+            path = Path(source.removeprefix("curated:").split(" (")[0])
+            return path if path.is_file() else None
+    return None
 
 COMPONENT = Component(name="schema", fn=schema, inputs=(Statistics,), output=Schema, version="4",
                       source_key=_curated_key, settings=SchemaConfig, params=_params, summary=summarize)

@@ -3,15 +3,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from components.drift import histogram_generator
 from components.libs import load_tfdv
-from engine.artifacts import SPLITS, Examples, Statistics
+from components.ingest import SPLITS, Examples
+from engine.artifacts import Artifact
 from engine.component import Component
 from engine.errors import DataError
 from engine.settings import param
 
 LABEL = "label"
+
+
+@dataclass(frozen=True)
+class Statistics(Artifact):
+    """TFDV DatasetFeatureStatisticsList per split: `<uri>/<split>/FeatureStats.pb`."""
+
+    splits: tuple[str, ...]
+    kind: ClassVar[str] = "Statistics"
+
+    def path(self, split: str) -> str:
+        return str(Path(self.uri) / split / "FeatureStats.pb")
 
 
 def stats_options():

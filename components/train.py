@@ -8,13 +8,17 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 from components import checkpoint, train_report
 from components.budget import planned_epochs, planned_schedule, training_end
 from components.devices import distribution_strategy, input_device, mixed_precision_enabled
-from engine.artifacts import Examples, HyperParameters, Model, Schema
+from components.ingest import Examples
+from components.schema import Schema
+from components.tune import HyperParameters
+from engine.artifacts import Artifact
 from engine.component import Component
 from engine.errors import ConfigError, DataError, TrainingDiverged
 from engine.failpoints import failpoint
@@ -23,6 +27,20 @@ from engine.settings import param
 
 log = logging.getLogger("pipeline")
 MONITOR = "val_accuracy"
+
+
+@dataclass(frozen=True)
+class Model(Artifact):
+    """A trained Keras model `<uri>/model.keras` and its per-epoch history."""
+
+    history: dict[str, list[float]]
+    classes: tuple[str, ...] = tuple(str(i) for i in range(10))  # output i is the class classes[i]
+    plan: dict[str, Any] = field(default_factory=dict)  # schedule, epochs planned and why training ended
+    kind: ClassVar[str] = "Model"
+
+    @property
+    def path(self) -> str:
+        return str(Path(self.uri) / "model.keras")
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,37 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from components import tune_report
 from components.budget import SEARCH_SUBSET, WEEK, fastest_of_the_best, search_seconds
 from components.search import TUNERS, _oracle, _trials_table, _tuner, _weights_of, distributed_role
-from components.train import TrainConfig
 from engine import history
-from engine.artifacts import Examples, HyperParameters, Schema
+from components.ingest import Examples
+from components.schema import Schema
+from engine.artifacts import Artifact
 from engine.component import Component
 from engine.dag import Stop
 from engine.settings import param, parse_duration
 
+if TYPE_CHECKING:  # train takes tune's output, so tune imports train only when it runs
+    from components.train import TrainConfig
+
 WEIGHTS = "best.weights.npz"  # the best trial's weights, in the output (components.checkpoint)
+
+
+@dataclass(frozen=True)
+class HyperParameters(Artifact):
+    """The best hyperparameters of a search and the table of its trials."""
+
+    tuner: str
+    values: dict[str, Any]
+    trials: tuple[dict[str, Any], ...]
+    search: str = ""  # fingerprint of the schema, search space and search settings: equal means reusable
+    allotted: float | None = None  # seconds the search was given (0: none, under a budget); None: no limit
+    weights: str = ""  # the best trial's weights, a file in uri, trained on the train split of...
+    weights_examples: str = ""  # ...the Examples with this fingerprint
+    kind: ClassVar[str] = "HyperParameters"
 
 
 @dataclass(frozen=True)
@@ -51,8 +70,14 @@ def search_key(schema: Schema, tune: TuneConfig, batch_size: int, seed: int) -> 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def reusable_hyperparameters(metadata, search: str) -> HyperParameters | None:
+    """The newest search result in the store with the same schema, search space and settings (`search`,
+    see `search_key`), whose files are intact; from any pipeline sharing the store."""
+    return history.newest_live(metadata, HyperParameters.kind, search=search)
+
+
 def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig, batch_size: int, seed: int,
-         devices: TrainConfig = TrainConfig(), budget: float | None = None, work_dir: Path | None = None,
+         devices: TrainConfig | None = None, budget: float | None = None, work_dir: Path | None = None,
          run_dir: Path | None = None, deadline: float | None = None) -> HyperParameters:
     """Searches the CNN space on the train split, scoring trials by eval-split accuracy.
 
@@ -60,7 +85,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     `tune.budget_seconds`, no trial starts after the budget and the trial in flight stops at it; the
     best trial so far is kept (the first trial, the reference model, always has a score). The search
     state lives in `work_dir`: called again after a kill, it resumes. Trials run on the devices of
-    `devices` (its distribute, mixed_precision and deterministic). Under KerasTuner's distributed mode this process
+    `devices` (its distribute, mixed_precision and deterministic; None: train's defaults). Under KerasTuner's distributed mode this process
     is the chief (it serves the oracle; workers run the trials) or a worker; see `distributed_role`.
     Under a whole-build `budget` (seconds) ending at `deadline`, the search gets its share of the time left
     (`components.budget.search_seconds`) and its trials train on a quarter of the train split unless
@@ -75,6 +100,9 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
         2
     """
     from components.cnn import REFERENCE
+    from components.train import TrainConfig  # train takes tune's output: imported when tuning
+
+    devices = devices or TrainConfig()
     from components.schema import classes_of
 
     allotted, share_ends = tune.budget_seconds, None
@@ -129,6 +157,8 @@ def summarize(hp: HyperParameters | None, info: dict) -> dict:
 
 
 def _params(cfg, out, metadata) -> dict:
+    from components.train import TrainConfig
+
     # Only the device settings of train reach tune, so other training flags don't invalidate a search.
     devices = TrainConfig(distribute=cfg.train.distribute, mixed_precision=cfg.train.mixed_precision,
                           tensorboard=cfg.train.tensorboard, deterministic=cfg.train.deterministic)
@@ -141,7 +171,7 @@ def _reusable(cfg, out, metadata) -> HyperParameters | None:
     searches: its workers wait for a chief serving trials)."""
     if not cfg.tune.enabled or distributed_role() is not None:
         return None
-    return history.reusable_hyperparameters(metadata, search_key(out["schema"], cfg.tune, cfg.train.batch_size,
+    return reusable_hyperparameters(metadata, search_key(out["schema"], cfg.tune, cfg.train.batch_size,
                                                                  cfg.seed))
 
 

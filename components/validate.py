@@ -5,12 +5,17 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from components import image_features
-from components.drift import LABEL, compare, decide, fixed_histogram
+from components.drift import LABEL, Distance, compare, decide, fixed_histogram
 from components.drift_report import TESTS_EXPLAINED, anomalies_table, histograms, tests_table
 from components.libs import load_tfdv
-from engine.artifacts import Anomalies, Anomaly, Distance, Schema, Statistics
+from components.schema import Schema
+from components.ingest import COMPONENT as INGEST
+from components.statistics import COMPONENT as STATISTICS, Statistics
+from engine import history
+from engine.artifacts import Artifact
 from engine.component import Component
 from engine.dag import Stop
 from engine.errors import ValidationFailed
@@ -18,6 +23,25 @@ from engine.settings import param
 
 FPR_HELP = "the chance that a check of clean data alarms (skew, drift), shared by all its tests"
 from engine.html import key, unavailable
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """One data problem: which split and feature, its TFDV type and a readable description."""
+
+    split: str
+    feature: str
+    type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Anomalies(Artifact):
+    """Anomalies of every split against the schema, and drift and skew distances; clean when none."""
+
+    anomalies: tuple[Anomaly, ...]
+    distances: tuple[Distance, ...] = ()
+    kind: ClassVar[str] = "Anomalies"
 
 
 def anomalies_of(stats, proto_schema, split: str, environment: str = "TRAINING") -> tuple[list[Anomaly], object]:
@@ -66,6 +90,7 @@ def test_examples_needed(min_accuracy: float) -> int:
 # Fewer training examples of a class than this and a model cannot learn it: a few shots are memorised, and
 # one of them may be carved into the eval split.
 MIN_CLASS_EXAMPLES = 5
+PASSED_VALIDATION = ("pushed", "not_blessed")  # the statuses of a run whose data passed validation
 
 
 def coverage(per_split: dict, classes: tuple[str, ...], min_accuracy: float | None) -> list[Anomaly]:
@@ -189,7 +214,6 @@ def _gate(anomalies: Anomalies, cfg) -> Stop | None:
     return Stop("blocked", str(ValidationFailed(anomalies.anomalies))) if anomalies.anomalies else None
 
 
-# 5: two classes at least, none too small to learn
 def report_section(summary: dict, outputs) -> tuple[str, str, str]:
     """The run report's section: anomalies per split and feature, and every drift and skew comparison."""
     anomalies = (anomalies_table(summary.get("anomalies", []))
@@ -208,6 +232,33 @@ def report_section(summary: dict, outputs) -> tuple[str, str, str]:
     return "validation", "Validation", f"{anomalies}<h3>Drift and skew</h3>{drift}{figures}"
 
 
+def validated_runs(metadata, root: str):
+    """The finished executions, by node, of each run of the pipeline at `root` whose data passed validation,
+    newest first."""
+    return history.finished_runs(metadata, root, PASSED_VALIDATION, through=COMPONENT.name)
+
+
+def previous_span_statistics(metadata, root: str, fingerprint: str) -> Statistics | None:
+    """Statistics of the newest span before this one: the newest run of the pipeline at `root` over other
+    data (another Examples fingerprint) that passed validation, whose statistics are still intact.
+
+    Example:
+        >>> previous_span_statistics(Metadata.open(cfg), cfg.root, examples.fingerprint).path("train")
+        'pipeline_root/artifacts/statistics/5d1c.../train/FeatureStats.pb'
+    """
+    for done in validated_runs(metadata, root):
+        examples, stats = (done.get(c.name, {}).get("output") for c in (INGEST, STATISTICS))
+        if not (examples and stats):
+            continue
+        if examples["properties"].get("fingerprint") in (None, fingerprint):
+            continue
+        found = history.recorded(stats)  # an altered or deleted output is never compared with
+        if isinstance(found, Statistics):
+            return found
+    return None
+
+
+# 5: two classes at least, none too small to learn
 COMPONENT = Component(name="validate", fn=validate, inputs=(Statistics, Schema, (Statistics, type(None))),
                       output=Anomalies, version="5", settings=ValidateConfig, params=_params, gate=_gate,
                       summary=summarize, report=report_section)

@@ -3,14 +3,35 @@ push time, and which this root pushed without its metadata store knowing."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from components.image_features import as_delivered
+from components.ingest import Examples
 from engine import paths
-from engine.artifacts import Evaluation, Examples, PushedModel
+from engine.artifacts import Artifact
 from engine.errors import NotBlessed, PipelineError, first_line
 
+if TYPE_CHECKING:  # evaluate imports this module for PushedModel, its baseline's type
+    from components.evaluate import Evaluation
+
 INFO = "model_info.json"  # beside saved_model.pb: which model and evaluation a version came from
+
+
+@dataclass(frozen=True)
+class PushedModel(Artifact):
+    """A SavedModel in the serving directory, `<serving_dir>/<version>/`; `uri` is that directory."""
+
+    version: int
+    model_fingerprint: str = ""  # the Model artifact it was exported from
+    infra_check: str = ""  # what the pre-push check in a fresh process found
+    recheck: str = ""  # the regression gate decided again at push against a version pushed meanwhile
+    kind: ClassVar[str] = "PushedModel"
+    run_columns: ClassVar[tuple[tuple[str, str], ...]] = (("pushed_version", "version"),)
+
+    def intact(self) -> bool:
+        return (Path(self.uri) / "saved_model.pb").is_file()
 
 
 def model_info(version: Path) -> dict:

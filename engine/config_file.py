@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, first_line
 from engine.settings import build, check
 
 MAX_FILE_BYTES = 1 << 20  # a config file is a few hundred bytes: anything over a MiB is not one
@@ -32,7 +32,7 @@ def load(cls, path: str | Path | None):
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)})") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(data, dict):

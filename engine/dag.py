@@ -25,9 +25,9 @@ class Stop:
 
 @dataclass(frozen=True)
 class Resolver:
-    """An input found in the run's history rather than produced in this run (TFX's resolver nodes):
-    `resolve(cfg, outputs, history)` returns an earlier artifact, or None. `after` names the nodes whose
-    outputs it reads, so it is asked only once they ran."""
+    """An input found in earlier runs rather than produced in this run (TFX's resolver nodes):
+    `resolve(cfg, outputs, metadata)` returns an earlier artifact (from the metadata store, or elsewhere),
+    or None. `after` names the nodes whose outputs it reads, so it is asked only once they ran."""
 
     name: str
     resolve: Callable[[Any, Outputs, Any], Artifact | None]
@@ -79,9 +79,9 @@ class Pipeline:
     output type the component accepts, and node names are unique.
 
     Example:
-        >>> p = Pipeline("demo", (Node(ingest.COMPONENT), Node(statistics.COMPONENT, inputs=("ingest",))))
-        >>> p.order, p.between("statistics", None)
-        (('ingest', 'statistics'), ('statistics',))
+        >>> p = Pipeline("demo", (Node(LOAD), Node(COUNT, inputs=("load",))))  # components named load, count
+        >>> p.order, p.between("count", None)
+        (('load', 'count'), ('count',))
     """
 
     name: str
@@ -153,27 +153,27 @@ def _accepts(expected: type | tuple[type, ...], produced: type) -> bool:
     return any(isinstance(t, type) and issubclass(produced, t) for t in options if t is not type(None))
 
 
-def run_node(node: Node, cfg, runner, history) -> Stop | None:
+def run_node(node: Node, cfg, runner, metadata) -> Stop | None:
     """Executes one node in `runner` (or takes its cached or reusable output) and applies its gate.
 
     Its inputs are the outputs of this run's earlier nodes (`runner.outputs`) and what its resolvers
-    find in `history` (the metadata store). Returns the gate's `Stop`, or None to go on.
+    find in `metadata` (the metadata store, `engine.metadata.Metadata`). Returns the gate's `Stop`, or None to go on.
 
     Raises:
         KeyError: an upstream node has not run in this run.
         StopRun: the node is the run's last (`--to`) and its gate let it through.
 
     Example:
-        >>> run_node(PRODUCTION.node["validate"], cfg, runner, store)
-        Stop(status='blocked', error="data validation failed: split 'train', feature 'label': ...")
+        >>> run_node(pipeline.node["check"], cfg, runner, metadata)  # a node whose gate blocks bad data
+        Stop(status='blocked', error="data validation failed: ...")
     """
     outputs = runner.outputs
-    inputs = tuple(ref.resolve(cfg, outputs, history) if isinstance(ref, Resolver) else outputs[ref]
+    inputs = tuple(ref.resolve(cfg, outputs, metadata) if isinstance(ref, Resolver) else outputs[ref]
                    for ref in node.inputs)
-    earlier = node.reuse(cfg, outputs, history) if node.reuse and not runner.forced(node.name) else None
+    earlier = node.reuse(cfg, outputs, metadata) if node.reuse and not runner.forced(node.name) else None
     try:
         output = runner.reuse(node.component, earlier) if earlier else runner(
-            node.component, *inputs, **node.params(cfg, outputs, history))
+            node.component, *inputs, **node.params(cfg, outputs, metadata))
     except StopRun:
         # `--to` ends the run here, but the node's verdict still stands: a partial run whose data failed
         # validation is `blocked`, never `partial` with exit 0.

@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 
-def first_line(exc: BaseException, limit: int | None = None) -> str:
-    """The first line of an exception's message (at most `limit` characters), else its type's name: how
-    a library's multi-line error becomes part of a one-line message.
+def first_line(exc: BaseException | str, limit: int | None = None, default: str | None = None) -> str:
+    """The first line of an exception's message (or of a message), at most `limit` characters; for an empty
+    one `default`, else the exception's type name: how a library's multi-line error becomes part of a
+    one-line message.
 
     Example:
         >>> first_line(ValueError("bad value\\nat line 3"))
         'bad value'
+        >>> first_line(ValueError(), default="")
+        ''
     """
     text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__ if default is None else default
+    return text.splitlines()[0][:limit]
 
 
 class PipelineError(Exception):

@@ -1,75 +1,48 @@
-"""Questions about earlier runs, answered by ML Metadata queries: a store shared by several machines gives each the same answers."""
+"""Questions about earlier runs, answered by ML Metadata queries: a store shared by several machines gives each the
+same answers. The queries are generic, by node name, run status and artifact kind; the components ask their own
+questions with them (a previous span's statistics, a root's schema, a reusable search)."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from engine.artifacts import ARTIFACT_TYPES, RECORD, Artifact, HyperParameters, Statistics
+from engine.artifacts import ARTIFACT_TYPES, RECORD, Artifact
 from engine.metadata import Metadata, live_of_type
 from engine.runner import Runner
 
-PASSED_VALIDATION = ("pushed", "not_blessed")
 FINISHED = ("executed", "cached")
+PARTIAL = "partial"  # the status of a run that `--to` ended early
 
 
-def _validated(store: Metadata, root: str):
-    """The finished executions of each run of the pipeline at `root` that passed validation, newest first."""
-    for run in reversed(store.runs(root, outputs=True)):
+def finished_runs(metadata: Metadata, root: str, statuses: tuple[str, ...],
+                  through: str | None = None) -> Iterator[dict[str, dict[str, Any]]]:
+    """The finished executions, by node, of each run of the pipeline at `root` that ended in one of `statuses`
+    (or ended early, `partial`, after finishing the node `through`), newest first.
+
+    Example:
+        >>> sorted(next(finished_runs(Metadata.open(cfg), cfg.root, ("completed",))))
+        ['card', 'score']
+    """
+    for run in reversed(metadata.runs(root, outputs=True)):
         done = {c: e for c, e in run["executions"].items() if e["state"] in FINISHED}
-        if run["status"] in PASSED_VALIDATION or (run["status"] == "partial" and "validate" in done):
+        if run["status"] in statuses or (through is not None and run["status"] == PARTIAL and through in done):
             yield done
 
 
-def previous_span_statistics(store: Metadata, root: str, fingerprint: str) -> Statistics | None:
-    """Statistics of the newest span before this one: the newest run of the pipeline at `root` over other
-    data (another Examples fingerprint) that passed validation, whose statistics are still intact.
+def newest_live(metadata: Metadata, kind: str, **where: Any) -> Artifact | None:
+    """The newest LIVE artifact of `kind` in the store (from any pipeline sharing it) whose properties equal
+    `where`, in the store and in its own record, and whose files are intact.
 
     Example:
-        >>> previous_span_statistics(Metadata.open(cfg), cfg.root, examples.fingerprint).path("train")
-        'pipeline_root/artifacts/statistics/5d1c.../train/FeatureStats.pb'
+        >>> newest_live(Metadata.open(cfg), "ModelCard", title="fashion_mnist").uri
+        'pipeline_root/artifacts/card/1f2e...'
     """
-    for done in _validated(store, root):
-        examples, stats = (done.get(c, {}).get("output") for c in ("ingest", "statistics"))
-        if not (examples and stats):
-            continue
-        if examples["properties"].get("fingerprint") in (None, fingerprint):
-            continue
-        found, _ = Runner.cached(Path(stats["uri"]))  # an altered or deleted output is never compared with
-        if isinstance(found, Statistics):
-            return found
-    return None
-
-
-def root_schema(store: Metadata, root: str) -> Path | None:
-    """The curated or given schema file the newest validated run of the pipeline at `root` used, if it is
-    still there: a root is one pipeline, so its next spans keep that schema (an inferred one is not kept).
-
-    Example:
-        >>> root_schema(Metadata.open(cfg), cfg.root)
-        PosixPath('schemas/fashion_mnist.pbtxt')
-    """
-    for done in _validated(store, root):
-        source = ((done.get("schema") or {}).get("output") or {}).get("properties", {}).get("source", "")
-        if source.startswith("curated:"):
-            path = Path(source.removeprefix("curated:").split(" (")[0])
-            return path if path.is_file() else None
-    return None
-
-
-def reusable_hyperparameters(store: Metadata, search: str) -> HyperParameters | None:
-    """The newest search result in the store with the same schema, search space and settings (`search`,
-    see `components.tune.search_key`), whose files are intact; from any pipeline sharing the store.
-
-    Example:
-        >>> reusable_hyperparameters(Metadata.open(cfg), tune.search_key(schema, cfg.tune, 128, 42)).values
-        {'conv_blocks': 2, ...}
-    """
-    for artifact in sorted(live_of_type(store, "HyperParameters"), key=lambda a: a["id"], reverse=True):
-        if artifact["properties"].get("search") != search:
+    for artifact in sorted(live_of_type(metadata, kind), key=lambda a: a["id"], reverse=True):
+        if any(artifact["properties"].get(name) != value for name, value in where.items()):
             continue
         found, _ = Runner.cached(Path(artifact["uri"]))
-        if isinstance(found, HyperParameters) and found.search == search:
+        if found is not None and found.kind == kind and all(getattr(found, n) == v for n, v in where.items()):
             return found
     return None
 
@@ -94,7 +67,7 @@ def recorded(described: dict[str, Any]) -> Artifact | None:
     return artifact if artifact.intact() else None
 
 
-def run_outputs(store: Metadata, run_id: str) -> dict[str, tuple[Artifact, dict[str, Any]]]:
+def run_outputs(metadata: Metadata, run_id: str) -> dict[str, tuple[Artifact, dict[str, Any]]]:
     """The outputs the run `run_id` has so far, by component, with their execution (state, seconds):
     what a step of that run, on any machine sharing the store, takes as its inputs.
 
@@ -102,11 +75,12 @@ def run_outputs(store: Metadata, run_id: str) -> dict[str, tuple[Artifact, dict[
         MetadataError: no run has this id.
 
     Example:
-        >>> run_outputs(Metadata.open(cfg), "kfp-1f2e")["ingest"][0].counts
-        {'train': 54000, 'eval': 6000, 'test': 10000}
+        >>> artifact, execution = run_outputs(Metadata.open(cfg), "kfp-1f2e")["card"]
+        >>> execution["state"], artifact.kind
+        ('executed', 'ModelCard')
     """
     found = {}
-    for execution in store.run(run_id)["executions"]:
+    for execution in metadata.run(run_id)["executions"]:
         if execution["state"] in FINISHED and execution["output"]:
             artifact = recorded(execution["output"])
             if artifact is not None:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from engine.errors import MetadataError
-from engine.metadata import Metadata, _get, _pb
+from engine.metadata import Metadata
+from engine.mlmd import get_property, proto
 
 LINEAGE_HOPS = 24  # pushed model back to ingest is 11 hops (artifact, execution, ...), evaluation's path included
 
@@ -14,8 +16,10 @@ LINEAGE_HOPS = 24  # pushed model back to ingest is 11 hops (artifact, execution
 def lineage(store: Metadata, version_uri: str | Path) -> dict[str, Any]:
     """What produced a pushed model version: the run, data, schema, statistics, hyperparameters and model.
 
-    One ML Metadata lineage query fetches the graph upstream of the PushedModel artifact at
-    `version_uri`; it is walked back nearest first, stopping at the baseline it was compared with.
+    One ML Metadata lineage query fetches the graph upstream of the artifact recorded at `version_uri`; it
+    is walked back nearest first, stopping at the baseline it was compared with (an input of its own kind).
+    Each artifact found is keyed by its kind in lower case (the version's own in snake case), each
+    execution by its component, `<component>_run`.
 
     Raises:
         MetadataError: no pushed model was recorded at that directory.
@@ -24,17 +28,20 @@ def lineage(store: Metadata, version_uri: str | Path) -> dict[str, Any]:
         >>> lineage(Metadata.open(cfg, create=False), "pipeline_root/serving/3")["examples"]["fingerprint"]
         '5d1c...'
     """
-    pb = _pb()
+    pb = proto()
     uri = str(Path(version_uri))
     # Recorded under the root by its id; older versions recorded paths as given (relative or absolute).
     spellings = dict.fromkeys([store.stored(uri), uri, str(Path(uri).resolve()), os.path.relpath(Path(uri).resolve())])
-    pushed = [a for spelling in spellings for a in store.store.get_artifacts_by_uri(spelling)
-              if a.state == pb.Artifact.LIVE
-              and store.store.get_artifact_types_by_id([a.type_id])[0].name == "PushedModel"]
+    # The version's artifact: the one recorded at that directory (which outside the artifacts directory only a
+    # version, as it was pushed or as a baseline compared with, is).
+    pushed = [a for spelling in spellings for a in store.mlmd.get_artifacts_by_uri(spelling)
+              if a.state == pb.Artifact.LIVE]
     if not pushed:
         raise MetadataError(f"{uri}: no pushed model recorded at this directory in {store.name}")
-    found: dict[str, dict[str, Any]] = {"pushed_model": store._describe(pushed[-1])}
-    graph = store.store.get_lineage_subgraph(pb.LineageSubgraphQueryOptions(  # one query for the whole graph
+    start = store.describe(pushed[-1])
+    kind = start["type"]
+    found: dict[str, dict[str, Any]] = {_snake(kind): start}
+    graph = store.mlmd.get_lineage_subgraph(pb.LineageSubgraphQueryOptions(  # one query for the whole graph
         starting_artifacts=pb.LineageSubgraphQueryOptions.StartingNodes(filter_query=f"id = {pushed[-1].id}"),
         max_num_hops=LINEAGE_HOPS, direction=pb.LineageSubgraphQueryOptions.UPSTREAM))
     artifacts = {a.id: a for a in graph.artifacts}
@@ -47,7 +54,7 @@ def lineage(store: Metadata, version_uri: str | Path) -> dict[str, Any]:
             writers.setdefault(event.artifact_id, []).append(executions[event.execution_id])
         elif event.type == pb.Event.INPUT and event.artifact_id in artifacts:
             readers.setdefault(event.execution_id, []).append(event.artifact_id)
-    frontier, seen = [pushed[-1].id], set()
+    frontier, seen, run_id = [pushed[-1].id], set(), None
     while frontier:
         following = []
         for artifact_id in frontier:
@@ -58,15 +65,23 @@ def lineage(store: Metadata, version_uri: str | Path) -> dict[str, Any]:
             if execution is None or execution.id in seen:
                 continue
             seen.add(execution.id)
-            found.setdefault(f"{components[execution.type_id]}_run", {
-                "run_id": _get(execution.properties, "run_id"), "state": _get(execution.properties, "state")})
+            run = {"run_id": get_property(execution.properties, "run_id"),
+                   "state": get_property(execution.properties, "state")}
+            found.setdefault(f"{components[execution.type_id]}_run", run)
+            if artifact_id == pushed[-1].id:  # the run that made the version
+                run_id = run["run_id"]
             for input_id in readers.get(execution.id, []):
-                described = store._describe(artifacts[input_id])
-                key = {"PushedModel": "baseline"}.get(described["type"], described["type"].lower())
+                described = store.describe(artifacts[input_id])
+                # An input of the version's own kind is the version it was compared with.
+                key = "baseline" if described["type"] == kind else described["type"].lower()
                 if key not in found:
                     found[key] = described
                     if key != "baseline":  # the serving model compared with has a lineage of its own
                         following.append(input_id)
         frontier = following
-    return {"version": found["pushed_model"]["properties"].get("version"), "uri": uri,
-            "run_id": found.get("push_run", {}).get("run_id"), **found}
+    return {"version": start["properties"].get("version"), "uri": uri, "run_id": run_id, **found}
+
+
+def _snake(kind: str) -> str:
+    """A kind in snake case: `ModelCard` → `model_card`."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()

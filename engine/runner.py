@@ -108,8 +108,8 @@ class Runner:
 
     Example:
         >>> run = Runner(root="/tmp/root")
-        >>> examples = run(ingest.COMPONENT, data=cfg.data)
-        >>> run.components["ingest"]["state"]
+        >>> card = run(CARD, model, evaluation, title="fashion_mnist")
+        >>> run.records["card"]["state"]
         'executed'
     """
 
@@ -117,7 +117,7 @@ class Runner:
                  run_dir: str | Path | None = None, order: tuple[str, ...] = (), start: str | None = None,
                  stop: str | None = None, metadata=None, shared: bool = False, deadline: float | None = None):
         self.root = writable_root(root)
-        self.store = self.root / "artifacts"
+        self.artifacts_dir = self.root / "artifacts"
         self.run_dir = Path(run_dir) if run_dir else None
         self.use_cache = use_cache
         between(order, start, stop)  # checks the names and their order
@@ -128,7 +128,7 @@ class Runner:
         self.metadata = metadata
         self.shared = shared
         self.deadline = deadline
-        self.components: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, dict[str, Any]] = {}  # each component run: state, seconds, uri (and why rebuilt)
         self.outputs: dict[str, Artifact] = {}
 
     def forced(self, name: str) -> bool:
@@ -153,13 +153,13 @@ class Runner:
                 raise TypeError(f"{component.name}: expected {names}, got {type(got).__name__}")
         start = time.monotonic()
         key = self.cache_key(component, inputs, params)
-        final = self.store / component.name / key[:16]
+        final = self.artifacts_dir / component.name / key[:16]
         # Members of a distributed search share the root: the first to need an output computes it, the
         # others wait on its lock (`.locks/<key>` beside it) and take it from the cache.
         with exclusive(_lock_file(final)) if self.shared else contextlib.nullcontext():
             output, rebuilt, state = self._cached_or_executed(component, inputs, params, key, final, start)
         seconds = round(time.monotonic() - start, 2)
-        self.components[component.name] = {"state": state, "seconds": seconds, "uri": output.uri,
+        self.records[component.name] = {"state": state, "seconds": seconds, "uri": output.uri,
                                            **({"rebuilt": rebuilt} if rebuilt and state == "executed" else {})}
         self.outputs[component.name] = output
         log.info("%-10s %-8s %7.1fs", component.name, state, seconds)
@@ -199,7 +199,7 @@ class Runner:
 
     def reuse(self, component: Component, output: Artifact) -> Artifact:
         """Records an earlier run's output as this run's, e.g. hyperparameters found on other data."""
-        self.components[component.name] = {"state": "cached", "seconds": 0.0, "uri": output.uri, "reused": True}
+        self.records[component.name] = {"state": "cached", "seconds": 0.0, "uri": output.uri, "reused": True}
         self.outputs[component.name] = output
         log.info("%-10s %-8s %7.1fs  (reused %s)", component.name, "cached", 0.0, output.uri)
         if self.metadata is not None:

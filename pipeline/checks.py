@@ -12,8 +12,8 @@ from components.drift import comparators, compare, decide, fixed_histogram, move
 from components.drift_report import drift_html
 from components.libs import load_tfdv
 from components.ingest import DataConfig
+from components.validate import Anomaly
 from pipeline.config import Config
-from engine.artifacts import Anomaly
 from engine.errors import ConfigError, DataError
 from engine.dag import Resolver
 from engine.runner import Runner

@@ -79,6 +79,7 @@ def _predict(args, out) -> int:
 
 def _runs(args, out) -> int:
     from engine.metadata import Metadata
+    from pipeline.definition import PRODUCTION  # declares the artifact types whose columns a run's row shows
 
     cfg = config.override(config.Config(), root=args.root,
                           **{"push.serving_dir": getattr(args, "serving_dir", None)})
@@ -90,8 +91,6 @@ def _runs(args, out) -> int:
         result = store.run(args.run_id)
         rows = views.run(result)
     else:
-        from pipeline.definition import PRODUCTION
-
         result = store.lineage(cfg.serving_dir / str(args.version))
         rows = views.lineage(result, PRODUCTION.output_kinds())
     out.write(json.dumps(result, indent=2, default=str) + "\n" if args.json else "\n".join(rows) + "\n")
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None, pipeline: Pipeline = PRODUCTION) -> int:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     _quiet(args.verbose)
-    from engine.errors import PipelineError
+    from engine.errors import PipelineError, first_line
 
     try:
         commands = {"run": _run, "step": _step, "kfp": _kfp, "runs": _runs, "validate": _validate,
@@ -186,8 +185,8 @@ def main(argv: list[str] | None = None, pipeline: Pipeline = PRODUCTION) -> int:
         log.debug("unexpected error", exc_info=True)
         from pipeline.local import disk_full
 
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        message = disk_full(exc) or f"internal error: {type(exc).__name__}: {first} (rerun with -v for details)"
+        message = disk_full(exc) or (f"internal error: {type(exc).__name__}: {first_line(exc, default='')} "
+                                     "(rerun with -v for details)")
         print(f"error: {message}", file=sys.stderr)
         return 1
     finally:

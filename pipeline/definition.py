@@ -4,11 +4,10 @@ follow from it and from the components' declarations."""
 from __future__ import annotations
 
 from components import budget, evaluate, ingest, push, schema, statistics, train, tune, validate, versions
-from engine import history
 from engine.dag import Node, Pipeline, Resolver
 
 # The newest earlier span on this pipeline that passed validation (other data): drift is measured against it.
-PREVIOUS_SPAN = Resolver("previous_span", after=("ingest",), resolve=lambda cfg, out, metadata: history.previous_span_statistics(
+PREVIOUS_SPAN = Resolver("previous_span", after=("ingest",), resolve=lambda cfg, out, metadata: validate.previous_span_statistics(
     metadata, cfg.root, out["ingest"].fingerprint) if cfg.validate.drift else None)
 # The model serving now, read from the serving directory (not a copy of the model being evaluated).
 BASELINE = Resolver("baseline", after=("train",), resolve=lambda cfg, out, metadata: versions.serving_baseline(

@@ -16,7 +16,7 @@ from pipeline import config as config_module
 from pipeline.config import Config
 from pipeline.definition import PRODUCTION
 from engine.errors import (ConfigError, Interrupted, MetadataError, NotBlessed, PipelineError,
-                                    ValidationFailed)
+                                    ValidationFailed, first_line)
 from engine.failpoints import failpoint
 from engine.files import write_json, write_text
 from engine.lock import root_lock
@@ -53,12 +53,12 @@ def summarize(pipeline: Pipeline, run_id: str, cfg: Config, runner: Runner, stat
     summary: dict[str, Any] = {"run_id": run_id, "status": status, "error": error}
     for node in pipeline.nodes:
         if node.summary:
-            info = {"record": runner.components.get(node.name, {}), "run_dir": run_dir, "cfg": cfg}
+            info = {"record": runner.records.get(node.name, {}), "run_dir": run_dir, "cfg": cfg}
             summary |= node.summary(runner.outputs.get(node.name), info)
     if pipeline.summary:
-        summary |= pipeline.summary(summary, {"cfg": cfg, "deadline": runner.deadline, "records": runner.components})
+        summary |= pipeline.summary(summary, {"cfg": cfg, "deadline": runner.deadline, "records": runner.records})
     return summary | {
-        "components": runner.components, "config": config_module.to_dict(cfg), "report": str(run_dir / "report.html")}
+        "components": runner.records, "config": config_module.to_dict(cfg), "report": str(run_dir / "report.html")}
 
 
 DISK_FULL = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too large",
@@ -179,8 +179,7 @@ def guarded(work: Callable[[], Stop | None], done: str) -> tuple[str, str | None
         return "failed", str(exc)
     except Exception as exc:  # recorded as a failed run; the CLI turns it into one line
         log.debug("unexpected error", exc_info=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first}"
+        return "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first_line(exc, default='')}"
 
 
 def _unrecorded(pipeline: Pipeline, cfg: Config, metadata: Metadata) -> dict[str, Any]:

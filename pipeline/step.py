@@ -49,7 +49,7 @@ def execute_step(cfg: Config, name: str, run_id: str, pipeline: Pipeline = PRODU
             if prior in earlier:
                 artifact, execution = earlier[prior]
                 runner.outputs[prior] = artifact
-                runner.components[prior] = {"state": execution["state"], "seconds": execution["seconds"] or 0.0,
+                runner.records[prior] = {"state": execution["state"], "seconds": execution["seconds"] or 0.0,
                                             "uri": artifact.uri}
                 gate = pipeline.node[prior].gate
                 stopped = gate(artifact, cfg) if gate else None
@@ -73,7 +73,7 @@ def execute_step(cfg: Config, name: str, run_id: str, pipeline: Pipeline = PRODU
         summary = finish_run(pipeline, cfg, run_id, metadata, runner, status, error)
         # A store that could not take the run's end fails it: the step's exit code is the summary's.
         status, error = summary["status"], summary["error"]
-        result = {"run_id": run_id, "step": name, "state": runner.components.get(name, {}).get("state", "failed"),
+        result = {"run_id": run_id, "step": name, "state": runner.records.get(name, {}).get("state", "failed"),
                   "status": status, "error": error,
                   "output": runner.outputs[name].to_dict() if name in runner.outputs else None}
         return result | ({"summary": summary} if status != "running" else {})

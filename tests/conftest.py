@@ -102,7 +102,7 @@ def stats(examples, tmp_path_factory):
 @pytest.fixture(scope="session")
 def generic_schema(tmp_path_factory):
     """The generic MNIST-family schema (ten classes) as a Schema artifact."""
-    from engine.artifacts import Schema
+    from components.schema import Schema
 
     out = tmp_path_factory.mktemp("generic-schema")
     shutil.copyfile(Path(__file__).parent.parent / "schemas" / "mnist_family.pbtxt", out / "schema.pbtxt")
@@ -114,7 +114,7 @@ def model(examples, generic_schema, tmp_path_factory):
     """A reference CNN trained for a few epochs on the tiny learnable dataset."""
     from components.cnn import REFERENCE
     from components.train import train
-    from engine.artifacts import HyperParameters
+    from components.tune import HyperParameters
     from components.train import TrainConfig
 
     hp = HyperParameters(uri="", fingerprint="ref", tuner="none", values=dict(REFERENCE), trials=())

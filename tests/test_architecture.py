@@ -10,7 +10,9 @@ import pytest
 from conftest import write_dataset
 from pipeline.config import Config, override
 from pipeline.definition import PRODUCTION
-from engine.artifacts import Artifact, Evaluation, Model
+from engine.artifacts import Artifact
+from components.evaluate import Evaluation
+from components.train import Model
 from engine.component import Component
 from engine.dag import Node, Pipeline
 from engine.errors import ConfigError

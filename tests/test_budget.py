@@ -10,9 +10,8 @@ from components.train import train
 from components.tune import tune
 from components.budget import BUDGET_EPOCHS
 from components.train import TrainConfig
-from components.tune import TuneConfig
+from components.tune import HyperParameters, TuneConfig
 from pipeline.config import Config, override
-from engine.artifacts import HyperParameters
 
 REFERENCE_HP = HyperParameters(uri="", fingerprint="x", tuner="none", values=dict(REFERENCE), trials=())
 

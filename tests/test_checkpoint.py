@@ -10,7 +10,7 @@ from components import checkpoint
 from components.cnn import REFERENCE
 from components.train import train
 from components.train import TrainConfig
-from engine.artifacts import HyperParameters
+from components.tune import HyperParameters
 from test_cli import REPO
 
 REFERENCE_HP = HyperParameters(uri="", fingerprint="x", tuner="none", values=dict(REFERENCE), trials=())

@@ -4,7 +4,7 @@ import pytest
 
 from components import drift, image_features
 from components.libs import load_tfdv
-from engine.artifacts import Distance
+from components.drift import Distance
 
 
 def test_summary_features_of_known_images():

@@ -6,10 +6,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, MetadataConfig, MySQLConfig
-from engine.artifacts import Examples, HyperParameters, PushedModel, Statistics
+from components.ingest import Examples
+from components.statistics import Statistics
+from components.tune import HyperParameters
+from components.versions import PushedModel
 from engine.component import Component
 from components.versions import serving_baseline
-from engine.history import previous_span_statistics, reusable_hyperparameters
+from components.tune import reusable_hyperparameters
+from components.validate import previous_span_statistics
 from engine.metadata import Metadata
 from engine.runner import Runner
 

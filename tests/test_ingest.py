@@ -214,7 +214,7 @@ def test_encoded_examples_hold_pixels_label_and_summaries():
     import tensorflow as tf
 
     from components import image_features
-    from components.ingest import encode_examples
+    from components.tfrecords import encode_examples
 
     images = np.arange(3 * 784, dtype=np.int64).reshape(3, 28, 28) % 256
     images = images.astype(np.uint8)

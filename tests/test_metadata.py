@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, MetadataConfig, override
-from engine.artifacts import Model, PushedModel, Statistics
+from components.statistics import Statistics
+from components.train import Model
+from components.versions import PushedModel
 from engine.errors import MetadataError
 from engine.metadata import Metadata
 from engine.runner import Component, Runner
@@ -56,10 +58,10 @@ def test_runs_are_recorded_and_a_cached_run_adds_no_artifacts(tmp_path):
     cfg = override(Config(), root=str(tmp_path / "root"))
     _run(cfg, "20260101T000000-aaaa")
     store = Metadata.open(cfg, create=False)
-    types = {t.name for t in store.store.get_artifact_types()}
+    types = {t.name for t in store.mlmd.get_artifact_types()}
     assert types >= {"Statistics", "Model", "PushedModel"}
-    assert {t.name for t in store.store.get_execution_types()} >= {"statistics", "train", "push"}
-    assert {t.name for t in store.store.get_context_types()} == {"pipeline", "pipeline_run"}
+    assert {t.name for t in store.mlmd.get_execution_types()} >= {"statistics", "train", "push"}
+    assert {t.name for t in store.mlmd.get_context_types()} == {"pipeline", "pipeline_run"}
     artifacts = store.live_artifacts()
     assert len(artifacts) == 3 and all(a["properties"]["digest"] for a in artifacts)
     model = next(a for a in artifacts if a["type"] == "Model")
@@ -67,7 +69,7 @@ def test_runs_are_recorded_and_a_cached_run_adds_no_artifacts(tmp_path):
 
     _run(cfg, "20260101T000001-bbbb")  # identical: every component cached
     store = Metadata.open(cfg, create=False)
-    assert len(store.store.get_artifacts()) == 3
+    assert len(store.mlmd.get_artifacts()) == 3
     second = store.run("20260101T000001-bbbb")
     assert [(e["component"], e["state"]) for e in second["executions"]] == [
         ("statistics", "cached"), ("train", "cached"), ("push", "cached")]
@@ -85,7 +87,7 @@ def test_a_training_change_records_a_new_model_and_a_failure(tmp_path):
     cfg = override(Config(), root=str(tmp_path / "root"))
     _run(cfg, "20260101T000000-aaaa")
     runner = _run(cfg, "20260101T000001-bbbb", epochs=2, fail=True)
-    assert runner.components["statistics"]["state"] == "cached" and runner.components["train"]["state"] == "executed"
+    assert runner.records["statistics"]["state"] == "cached" and runner.records["train"]["state"] == "executed"
     store = Metadata.open(cfg, create=False)
     failed = store.run("20260101T000001-bbbb")
     assert failed["status"] == "failed" and failed["error"] == "push failed"
@@ -99,7 +101,7 @@ def test_rebuilt_artifact_replaces_the_old_record(tmp_path):
     Path(runner.outputs["train"].path).write_text("tampered")
     _run(cfg, "20260101T000001-bbbb")
     store = Metadata.open(cfg, create=False)
-    models = [a for a in store.store.get_artifacts_by_uri(store.stored(runner.outputs["train"].uri))]
+    models = [a for a in store.mlmd.get_artifacts_by_uri(store.stored(runner.outputs["train"].uri))]
     assert len(models) == 2 and sorted(a.state for a in models) == [2, 4]  # one LIVE, one DELETED
     assert store.run("20260101T000001-bbbb")["executions"][1]["rebuilt"].startswith("was altered: model.keras")
     for artifact in store.live_artifacts():  # nothing LIVE describes files that are gone

@@ -9,8 +9,11 @@ import pytest
 from conftest import write_dataset
 from pipeline.config import Config, MetadataConfig, override
 from engine import artifacts, paths
-from engine.artifacts import HyperParameters, Model, PushedModel, Statistics
-from engine.history import reusable_hyperparameters
+from components.statistics import Statistics
+from components.train import Model
+from components.tune import HyperParameters
+from components.versions import PushedModel
+from components.tune import reusable_hyperparameters
 from engine.metadata import Metadata
 from engine.runner import Component, Runner
 from test_cli import cli
@@ -106,7 +109,7 @@ def test_a_moved_root_keeps_its_runs_lineage_and_cache(tmp_path):
     shutil.move(tmp_path / "root", tmp_path / "moved")
     moved = tmp_path / "moved"
     again = _run(moved, "run-2")
-    assert {c["state"] for c in again.components.values()} == {"cached"}
+    assert {c["state"] for c in again.records.values()} == {"cached"}
     assert again.outputs["push"].uri == str(moved / "serving" / "1")
     assert sorted(p.name for p in (moved / "serving").iterdir()) == ["1"]  # no duplicate version
     store = _store(moved)
@@ -114,7 +117,7 @@ def test_a_moved_root_keeps_its_runs_lineage_and_cache(tmp_path):
     assert store.run("run-1")["report"] == str(moved / "runs" / "run-1" / "report.html")
     lineage = store.lineage(moved / "serving" / "1")
     assert lineage["run_id"] == "run-1" and lineage["model"]["uri"] == again.outputs["train"].uri
-    assert len(store.store.get_artifacts()) == 3 and _under(moved, store)  # the same records, found where they are
+    assert len(store.mlmd.get_artifacts()) == 3 and _under(moved, store)  # the same records, found where they are
 
 
 def test_a_copied_root_reads_only_its_own_files(tmp_path):
@@ -124,15 +127,15 @@ def test_a_copied_root_reads_only_its_own_files(tmp_path):
     # The original changes after the copy: its model is altered, so reading it would rebuild the copy's.
     Path(first.outputs["train"].path).write_text("altered in the original")
     again = _run(copy, "run-2")
-    assert {c["state"] for c in again.components.values()} == {"cached"}
-    assert all(paths.under(c["uri"], copy) for c in again.components.values())
+    assert {c["state"] for c in again.records.values()} == {"cached"}
+    assert all(paths.under(c["uri"], copy) for c in again.records.values())
     assert _under(copy, _store(copy)) and _store(copy).lineage(copy / "serving" / "1")["run_id"] == "run-1"
     shutil.rmtree(tmp_path / "root")  # the original gone: the copy still reruns from its own cache
-    assert {c["state"] for c in _run(copy, "run-3").components.values()} == {"cached"}
+    assert {c["state"] for c in _run(copy, "run-3").records.values()} == {"cached"}
     # And the copy's own files are the ones checked: altering them rebuilds there, not anywhere else.
     Path(again.outputs["train"].path).write_text("altered in the copy")
     rebuilt = _run(copy, "run-4")
-    assert rebuilt.components["train"]["state"] == "executed" and rebuilt.components["statistics"]["state"] == "cached"
+    assert rebuilt.records["train"]["state"] == "executed" and rebuilt.records["statistics"]["state"] == "cached"
     assert not (tmp_path / "root").exists()  # nothing was written where the original was
 
 
@@ -163,9 +166,9 @@ def test_a_store_of_an_older_version_named_after_the_path_is_adopted(tmp_path):
     root = tmp_path / "root"
     _run(root, "run-1")
     store = _store(root)
-    context = store.store.get_context_by_type_and_name("pipeline", paths.root_id(root))
+    context = store.mlmd.get_context_by_type_and_name("pipeline", paths.root_id(root))
     context.name = str(root.resolve())  # as older versions named it, before roots had an id
-    store.store.put_contexts([context])
+    store.mlmd.put_contexts([context])
     assert [r["run_id"] for r in _store(root).runs(str(root))] == ["run-1"]  # read as it is
     _run(root, "run-2")  # renamed to the id by the next run, its runs kept
     assert [r["run_id"] for r in _store(root).runs(str(root))] == ["run-1", "run-2"]
@@ -200,7 +203,7 @@ def test_roots_sharing_a_store_find_each_others_search_where_that_root_is_now(tm
     reused = run(b, "run-b")
     assert reused.uri == str(tmp_path / "a2" / Path(made.uri).relative_to(tmp_path / "a"))
     store = Metadata.open(b)
-    assert len(store.store.get_artifacts()) == 1  # b's run recorded the same artifact, not a second one
+    assert len(store.mlmd.get_artifacts()) == 1  # b's run recorded the same artifact, not a second one
     assert store.run("run-b")["executions"][0]["output"]["uri"] == reused.uri
 
 

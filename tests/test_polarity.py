@@ -128,7 +128,7 @@ def test_a_named_dataset_read_from_idx_files_has_its_curated_class_names():
     from pathlib import Path
 
     from components.schema import dataset_classes
-    from engine.artifacts import Examples
+    from components.ingest import Examples
 
     schemas = Path(__file__).resolve().parent.parent / "schemas"
     fashion = Examples(uri="", fingerprint="", spec="fashion_mnist", name="fashion_mnist", source="idx",

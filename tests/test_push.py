@@ -102,7 +102,7 @@ def test_regression_against_the_serving_model_is_not_blessed(model, blessed, pus
     import dataclasses
 
     from components.cnn import REFERENCE, build_model
-    from engine.artifacts import Model
+    from components.train import Model
 
     same = evaluate(dataclasses.replace(model, fingerprint="retrained"), examples, pushed, out_dir=tmp_path,
                     min_accuracy=0.0)
@@ -124,7 +124,7 @@ def test_a_version_pushed_after_evaluation_is_the_baseline_push_decides_against(
     """Two builds evaluated before either pushed (both saw no baseline): the second to push is judged again,
     under the serving directory's lock, against the version the first pushed."""
     from components.cnn import REFERENCE, build_model
-    from engine.artifacts import Model
+    from components.train import Model
     from engine.errors import NotBlessed
 
     serving = tmp_path / "serving"

@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.artifacts import RECORD, Schema, Statistics
+from engine.artifacts import RECORD
+from components.schema import Schema
+from components.statistics import Statistics
 from engine.errors import ConfigError, PipelineError
 from engine.runner import Component, Runner, StopRun
 
@@ -41,7 +43,7 @@ def test_second_run_is_cached_and_parameters_invalidate(tmp_path):
 
     second = Runner(tmp_path)
     assert second(SCHEMA, second(STATS, value=1)) == schema
-    assert {c["state"] for c in second.components.values()} == {"cached"}
+    assert {c["state"] for c in second.records.values()} == {"cached"}
 
     third = Runner(tmp_path)
     third(SCHEMA, third(STATS, value=2))
@@ -52,10 +54,10 @@ def test_missing_record_is_rebuilt_and_no_cache_executes(tmp_path):
     stats = Runner(tmp_path)(STATS, value=1)
     (Path(stats.uri) / RECORD).unlink()
     again = Runner(tmp_path)
-    assert again(STATS, value=1) == stats and again.components["stats"]["state"] == "executed"
+    assert again(STATS, value=1) == stats and again.records["stats"]["state"] == "executed"
     uncached = Runner(tmp_path, use_cache=False)
     uncached(STATS, value=1)
-    assert uncached.components["stats"]["state"] == "executed" and calls == [1, 1, 1]
+    assert uncached.records["stats"]["state"] == "executed" and calls == [1, 1, 1]
 
 
 def test_failed_component_leaves_nothing(tmp_path):
@@ -93,7 +95,7 @@ def test_work_dir_survives_a_failed_execution_and_goes_once_committed(tmp_path):
     runner = Runner(tmp_path, run_dir=tmp_path / "runs" / "b")
     runner(component, size=1)
     assert seen == [([], tmp_path / "runs" / "a"), (["progress"], tmp_path / "runs" / "b")]  # resumed
-    assert not work.exists() and runner.components["resumable"]["state"] == "executed"
+    assert not work.exists() and runner.records["resumable"]["state"] == "executed"
 
 
 def test_altered_or_deleted_output_is_detected_and_rebuilt(tmp_path):
@@ -102,14 +104,14 @@ def test_altered_or_deleted_output_is_detected_and_rebuilt(tmp_path):
     stats_file.write_text("7")  # same size, other content: only the hash tells
     again = Runner(tmp_path)
     rebuilt = again(STATS, value=1)
-    assert again.components["stats"]["state"] == "executed"
-    assert "train/FeatureStats.pb was changed after it was written" in again.components["stats"]["rebuilt"]
+    assert again.records["stats"]["state"] == "executed"
+    assert "train/FeatureStats.pb was changed after it was written" in again.records["stats"]["rebuilt"]
     assert stats_file.read_text() == "1" and rebuilt == stats  # rebuilt identically: same fingerprint
 
     stats_file.unlink()
     third = Runner(tmp_path)
     third(STATS, value=1)
-    assert third.components["stats"]["rebuilt"] == "was altered: train/FeatureStats.pb is missing"
+    assert third.records["stats"]["rebuilt"] == "was altered: train/FeatureStats.pb is missing"
     assert calls == [1, 1, 1]
 
 
@@ -129,7 +131,7 @@ def test_a_rebuilt_output_that_differs_invalidates_what_follows(tmp_path):
     second = Runner(tmp_path)
     stats = second(component)
     assert stats.fingerprint != first.outputs["stats"].fingerprint
-    assert second(SCHEMA, stats) != schema and second.components["schema"]["state"] == "executed"
+    assert second(SCHEMA, stats) != schema and second.records["schema"]["state"] == "executed"
 
 
 def test_partial_runs_from_and_to(tmp_path):
@@ -140,14 +142,14 @@ def test_partial_runs_from_and_to(tmp_path):
     stopped = Runner(tmp_path, order=order, stop="stats")
     with pytest.raises(StopRun):
         stopped(STATS, value=1)
-    assert list(stopped.components) == ["stats"]
+    assert list(stopped.records) == ["stats"]
 
     partial = Runner(tmp_path, order=order, start="schema")
     partial(SCHEMA, partial(STATS, value=1))
-    assert {n: c["state"] for n, c in partial.components.items()} == {"stats": "cached", "schema": "executed"}
+    assert {n: c["state"] for n, c in partial.records.items()} == {"stats": "cached", "schema": "executed"}
     again = Runner(tmp_path, order=order, start="schema")
     again(SCHEMA, again(STATS, value=1))
-    assert again.components["schema"]["state"] == "executed"  # --from always runs it again
+    assert again.records["schema"]["state"] == "executed"  # --from always runs it again
     assert calls == [1, "schema", "schema"]
 
     with pytest.raises(ConfigError, match="--from push: unknown component; expected one of stats, schema"):
@@ -161,5 +163,5 @@ def test_a_cache_hit_removes_the_work_directory_a_kill_left_after_the_commit(tmp
     work = Path(stats.uri).with_name(f".{Path(stats.uri).name}.work")
     work.mkdir()  # a kill between the commit's rename and the clean-up of the resume state
     again = Runner(tmp_path)
-    assert again(STATS, value=1) == stats and again.components["stats"]["state"] == "cached"
+    assert again(STATS, value=1) == stats and again.records["stats"]["state"] == "cached"
     assert not work.exists()

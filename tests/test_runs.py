@@ -116,7 +116,7 @@ def test_same_command_again_is_fully_cached_and_adds_only_the_run_record(first, 
     assert code == 0 and set(states(summary).values()) == {"cached"}, err
     assert files(root / "root" / "artifacts") | files(root / "root" / "serving") == before
     store = Metadata.open(config.override(config.Config(), root=str(root / "root")))
-    assert len(store.live_artifacts()) == artifacts_before == len(store.store.get_artifacts())
+    assert len(store.live_artifacts()) == artifacts_before == len(store.mlmd.get_artifacts())
     assert [e["state"] for e in store.run(summary["run_id"])["executions"]] == ["cached"] * 8
     assert "ingest     cached" in err  # one line per component: name, state, elapsed
 

@@ -4,12 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.ingest import write_split
+from components.tfrecords import write_split
 from components.libs import load_tfdv
 from components.schema import curated_schema_path, load_schema, schema
 from components.statistics import statistics
 from components.validate import validate
-from engine.artifacts import SPLITS, Examples
+from components.ingest import SPLITS, Examples
 from engine.errors import DataError
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

@@ -44,7 +44,7 @@ def test_training_learns_and_keeps_the_best_epoch(model, examples):
 def test_early_stopping_ends_after_patience(examples, generic_schema, tmp_path, seed):
     from components.cnn import REFERENCE
     from components.train import train
-    from engine.artifacts import HyperParameters
+    from components.tune import HyperParameters
     from components.train import TrainConfig
 
     # A learning rate of 0 never moves the weights: the first epoch's score is never beaten, on any machine.
@@ -58,7 +58,7 @@ def test_early_stopping_ends_after_patience(examples, generic_schema, tmp_path, 
 def test_a_loss_that_becomes_nan_fails_training_naming_the_epoch(examples, generic_schema, tmp_path, seed):
     from components.cnn import REFERENCE
     from components.train import train
-    from engine.artifacts import HyperParameters
+    from components.tune import HyperParameters
     from engine.errors import TrainingDiverged
     from components.train import TrainConfig
 

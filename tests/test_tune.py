@@ -88,7 +88,7 @@ def test_killed_search_resumes_with_its_finished_trials(examples, generic_schema
     work = tmp_path / "work"
     script = (
         "import json, sys; from pathlib import Path\n"
-        "from components.tune import tune; from engine.artifacts import Examples, Schema\n"
+        "from components.tune import tune; from components.ingest import Examples; from components.schema import Schema\n"
         "from components.tune import TuneConfig\n"
         f"ex = Examples.from_dict({{k: v for k, v in json.loads({json.dumps(json.dumps(examples.to_dict()))}).items()"
         " if k != 'type'})\n"

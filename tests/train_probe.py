@@ -28,7 +28,9 @@ def main() -> None:
     from components import cnn
     from components import train as train_module
     from components.cnn import REFERENCE
-    from engine.artifacts import Examples, HyperParameters, Schema
+    from components.ingest import Examples
+    from components.schema import Schema
+    from components.tune import HyperParameters
     from components.train import TrainConfig
 
     built = {}

@@ -1,0 +1,59 @@
+"""Examples as files: gzipped tf.Example TFRecord shards of images, labels and their summary features."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from components import image_features
+from engine.progress import Bar
+
+SHARD_SIZE = 20_000
+
+
+def encode_examples(images: np.ndarray, labels: np.ndarray | None, summaries: dict[str, np.ndarray]) -> list[bytes]:
+    """Serialized tf.Examples of `image` (pixels, int64), `label` (int64; none for unlabeled images) and one
+    float per summary feature, encoded in C++ by tfx_bsl from an Arrow record batch (benchmarks/ingest.py:
+    the same bytes' examples, several times faster than building each tf.Example in Python).
+
+    Example:
+        >>> encode_examples(np.zeros((2, 28, 28), np.uint8), np.array([3, 4]), image_features.summarize(...))
+    """
+    import pyarrow as pa
+    from tfx_bsl.coders import example_coder
+
+    count = len(images)
+
+    def lists(values: np.ndarray, width: int) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(np.arange(0, count * width + 1, width, dtype=np.int32)),
+                                        pa.array(values.reshape(-1)))
+
+    columns = {"image": lists(images.reshape(count, -1).astype(np.int64), images[0].size if count else 0)}
+    if labels is not None:
+        columns["label"] = lists(np.asarray(labels, np.int64), 1)
+    for name, values in summaries.items():
+        columns[name] = lists(np.asarray(values, np.float32), 1)
+    return example_coder.RecordBatchToExamples(pa.RecordBatch.from_arrays(list(columns.values()), list(columns)))
+
+
+def write_split(images: np.ndarray, labels: np.ndarray | None, directory: Path) -> None:
+    """Writes examples (see `encode_examples`) as gzipped TFRecord shards `data-NNNNN-of-NNNNN.tfrecord.gz`;
+    example i goes to shard i mod shards."""
+    import tensorflow as tf
+
+    directory.mkdir(parents=True)
+    summaries = image_features.summarize(images) if len(images) else {n: np.zeros(0) for n in image_features.NAMES}
+    shards = max(1, math.ceil(len(images) / SHARD_SIZE))
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    bar = Bar(f"ingest {directory.name}", total=len(images), unit="examples")
+    for shard in range(shards):
+        with tf.io.TFRecordWriter(str(directory / f"data-{shard:05d}-of-{shards:05d}.tfrecord.gz"), options) as w:
+            rows = np.arange(shard, len(images), shards)
+            for start in range(0, len(rows), 4096):
+                part = rows[start:start + 4096]
+                for record in encode_examples(images[part], None if labels is None else labels[part],
+                                              {n: np.asarray(v)[part] for n, v in summaries.items()}):
+                    w.write(record)
+                bar.update(len(part))
+    bar.close()
