@@ -20,9 +20,6 @@ def save(model, work: Path, epoch: int) -> None:
     Written beside its place, flushed to disk and renamed over the previous backup, so a crash or a
     full disk leaves the previous backup whole. NumPy, not HDF5: h5py crashed the process (SIGSEGV) on
     a full disk, where NumPy raises OSError. A failed write removes its temporary file and raises.
-
-    Example:
-        >>> save(model, Path("/tmp/work"), epoch=2)  # a later `restore` resumes at epoch 3
     """
     import keras
 
@@ -54,10 +51,6 @@ def restore(model, work: Path) -> int:
 
     A backup that cannot be read (truncated, corrupted, of another model) is discarded with a warning
     and training starts over from its first epoch: a bad file costs the epochs it held, never the run.
-
-    Example:
-        >>> restore(model, Path("/tmp/work"))  # after save(..., epoch=2)
-        3
     """
     path = work / NAME
     for leftover in work.glob(f".{NAME}.tmp-*"):  # of a process killed while writing
@@ -86,22 +79,14 @@ def restore(model, work: Path) -> int:
 
 
 def save_weights(model, path: Path) -> None:
-    """Writes `model`'s weights alone to `path` (NumPy, atomically: see `save`).
-
-    Example:
-        >>> save_weights(model, Path("/tmp/trial/checkpoint.npz"))
-    """
+    """Writes `model`'s weights alone to `path` (NumPy, atomically: see `save`)."""
     import keras
 
     _write(Path(path), {f"arr_{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(model.weights)})
 
 
 def load_weights(model, path: Path) -> None:
-    """Loads weights that `save_weights` wrote (or Keras's `.weights.h5` of an earlier version) into `model`.
-
-    Example:
-        >>> load_weights(model, Path("/tmp/trial/checkpoint.npz"))
-    """
+    """Loads weights that `save_weights` wrote (or Keras's `.weights.h5` of an earlier version) into `model`."""
     if str(path).endswith(".h5"):
         model.load_weights(str(path))
         return

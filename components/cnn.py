@@ -26,11 +26,7 @@ def _conv_block(x, filters: int, kernel: int, batch_norm: bool, padding: str, dr
 
 
 class CNNHyperModel(kt.HyperModel):
-    """1–3 conv blocks over raw uint8 pixels; scaling and reshaping are layers, so they ship in the graph.
-
-    Example:
-        >>> model = CNNHyperModel().build(kt.HyperParameters())  # the reference model
-    """
+    """1–3 conv blocks over raw uint8 pixels; scaling and reshaping are layers, so they ship in the graph."""
 
     def __init__(self, mixed_precision: bool = False, classes: int = CLASSES, **kwargs):
         super().__init__(**kwargs)
@@ -72,10 +68,6 @@ class MixedPrecision:
 
     Keras wraps the optimizer in a LossScaleOptimizer for such a model. The global policy is restored
     on exit, so other models in the process are unaffected.
-
-    Example:
-        >>> with MixedPrecision(enabled=True):
-        ...     model = build_model(REFERENCE)
     """
 
     def __init__(self, enabled: bool):

@@ -8,10 +8,6 @@ def distribution_strategy(kind: str = "auto"):
     auto: MirroredStrategy over all GPUs when there are two or more, else the default strategy.
     mirrored: MirroredStrategy over all GPUs, or over all logical CPU devices when there is no GPU
     (how the multi-device path is tested on CPU). none: the default strategy.
-
-    Example:
-        >>> distribution_strategy("mirrored").num_replicas_in_sync
-        2
     """
     import tensorflow as tf
 

@@ -50,11 +50,7 @@ def boundaries() -> dict[str, np.ndarray]:
 
 
 def histogram_generator():
-    """A TFDV CombinerStatsGenerator adding the fixed histograms to the statistics it runs in.
-
-    Example:
-        >>> options = tfdv.StatsOptions(generators=[histogram_generator()])
-    """
+    """A TFDV CombinerStatsGenerator adding the fixed histograms to the statistics it runs in."""
     from components.histogram_generator import FixedHistograms  # imports TFDV: only when computing
 
     return FixedHistograms(boundaries(), HISTOGRAM)
@@ -187,8 +183,11 @@ def decide(distances: list[Distance], false_positive_rate: float) -> list[Distan
     `threshold`, see `interval_test`): a test that rejects shows the effect above that minimum.
 
     Example:
-        >>> [d.feature for d in decide(compare(train, today, schema, "drift: train vs today"), 0.001) if d.drifted]
-        ['mean_intensity']
+        >>> p = np.array([500., 500])
+        >>> tests = [bucket_test("drift", "label", "l_infinity", p, np.array([300., 700]), 0.05),
+        ...          bucket_test("drift", "bbox_width", "l_infinity", p, np.array([490., 510]), 0.05)]
+        >>> [(d.feature, d.alpha, d.drifted) for d in decide(tests, 0.001)]
+        [('label', 0.0005, True), ('bbox_width', 0.001, False)]
     """
     order = sorted(range(len(distances)), key=lambda i: distances[i].p_value)
     decided: dict[int, Distance] = {}
@@ -219,11 +218,6 @@ def compare(baseline, current, schema, comparison: str, comparator: str = "drift
         schema: the TFDV Schema proto holding the minimum effect sizes (the comparators' thresholds).
         comparison: what is compared, for the reader (e.g. "skew: train vs test").
         comparator: which of the schema's comparators to apply.
-
-    Example:
-        >>> tests = compare(train, test, schema, "skew: train vs test", "skew_comparator")
-        >>> [d.feature for d in decide(tests, 0.001) if d.drifted]
-        ['mean_intensity']
     """
     names = comparators(schema, comparator)
     return tests_of({n: fixed_histogram(baseline, n) for n in names}, {n: fixed_histogram(current, n) for n in names},
@@ -250,8 +244,8 @@ def moved_bucket(feature: str, p: np.ndarray, q: np.ndarray) -> dict:
     both shares (where to look for what changed).
 
     Example:
-        >>> moved_bucket("mean_intensity", baseline_counts, current_counts)
-        {'feature': 'mean_intensity', 'low': 0.0, 'high': 9.107, 'baseline_share': 0.0001, 'current_share': 0.1}
+        >>> moved_bucket("label", np.array([3., 1]), np.array([1., 3]))
+        {'feature': 'label', 'low': 0.5, 'high': 1.5, 'baseline_share': 0.25, 'current_share': 0.75}
     """
     gain = q / q.sum() - p / p.sum()
     i, edges = int(np.argmax(gain)), boundaries()[feature]

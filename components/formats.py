@@ -134,11 +134,6 @@ def _policy(colour: int, resized: int, total: int) -> str:
 def load_folder(directory: Path) -> Loaded:
     """Reads `folder:DIR`: one sub-folder per class (optionally under `train/` and `test/`), or a flat folder
     of images without labels (for drift and predict).
-
-    Example:
-        >>> loaded = load_folder(Path("/data/flowers"))   # /data/flowers/daisy/1.png, /data/flowers/rose/...
-        >>> loaded.classes
-        ('daisy', 'rose')
     """
     if not directory.is_dir():
         raise DataError(f"{directory}: no such directory")
@@ -212,10 +207,6 @@ def _read_csv(path: Path) -> Split:
 def load_csv(location: Path) -> Loaded:
     """Reads `csv:FILE` (a `label` column and 784 pixel columns, as Kaggle's MNIST files), or `csv:DIR` with
     one file per split (`*train*.csv`, `*test*.csv`). Files without a label column are unlabeled images.
-
-    Example:
-        >>> load_csv(Path("train.csv")).splits["all"].images.shape
-        (42000, 28, 28)
     """
     if location.is_dir():
         files = {split: [p for p in sorted(location.glob("*.csv")) if split in p.name.lower()]

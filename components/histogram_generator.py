@@ -11,11 +11,7 @@ tfdv = load_tfdv()
 
 
 class FixedHistograms(tfdv.CombinerStatsGenerator):
-    """Counts each feature's values into fixed buckets and emits them as a custom statistic.
-
-    Example:
-        >>> tfdv.StatsOptions(generators=[FixedHistograms({"label": np.arange(11) - 0.5}, "fixed_histogram")])
-    """
+    """Counts each feature's values into fixed buckets and emits them as a custom statistic."""
 
     def __init__(self, edges: dict[str, np.ndarray], stat_name: str):
         super().__init__("FixedHistograms")

@@ -47,7 +47,11 @@ def read_idx(path: str | Path) -> np.ndarray:
         DataError: the file is missing, truncated, or its header is not IDX.
 
     Example:
-        >>> images = read_idx("train-images-idx3-ubyte.gz")
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_idx(Path(d) / "t10k-labels-idx1-ubyte.gz", np.array([7, 2, 1], np.uint8))
+        ...     read_idx(Path(d) / "t10k-labels-idx1-ubyte.gz")
+        array([7, 2, 1], dtype=uint8)
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -67,11 +71,7 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Writes a uint8 or int8 array as an IDX file, gzipped when the name ends in `.gz`.
-
-    Example:
-        >>> write_idx("t10k-labels-idx1-ubyte.gz", np.array([7, 2, 1], np.uint8))
-    """
+    """Writes a uint8 or int8 array as an IDX file, gzipped when the name ends in `.gz`."""
     path = Path(path)
     array = np.ascontiguousarray(array)
     header = bytes([0, 0, _CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -95,8 +95,12 @@ def find_files(directory: Path) -> dict[str, tuple[Path, Path | None]]:
     Images without a labels file are unlabeled (serving traffic, for drift and predict): labels None.
 
     Example:
-        >>> find_files(Path("/usr/share/datasets/fashion-mnist"))["test"][0].name
-        't10k-images-idx3-ubyte.gz'
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "today-images-idx3-ubyte"):
+        ...         (Path(d) / name).touch()
+        ...     {split: [p and p.name for p in pair] for split, pair in find_files(Path(d)).items()}
+        {'test': ['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'], 'today': ['today-images-idx3-ubyte', None]}
     """
     if not directory.is_dir():
         raise DataError(f"{directory}: no such directory")

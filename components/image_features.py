@@ -89,8 +89,8 @@ def as_delivered(images: np.ndarray, inverted: bool) -> np.ndarray:
     model takes them.
 
     Example:
-        >>> as_delivered(np.zeros((1, 28, 28), np.uint8), True).max()
-        255
+        >>> as_delivered(np.array([[[0, 200]]], np.uint8), True).tolist()
+        [[[255, 55]]]
     """
     return 255 - images if inverted else images
 

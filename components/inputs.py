@@ -32,9 +32,6 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     `drop_remainder` keeps only full batches: Keras 3 under a multi-replica strategy fails on a last
     batch that splits unevenly over the replicas (keras-team/keras#19246). `limit` keeps the first that
     many examples in file order (a search trial on a subset).
-
-    Example:
-        >>> ds = make_dataset(examples.file_pattern("train"), 128, shuffle=True, seed=42)
     """
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
@@ -57,9 +54,6 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
 def split_arrays(pattern: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The examples of a split in file order, as uint8 images [N, 784] and integer labels [N] (-1 for
     images without a label; the first `limit` only, reading no further than needed).
-
-    Example:
-        >>> images, labels = split_arrays(examples.file_pattern("test"), limit=1000)
     """
     images, labels = [], []
     for x, y in make_dataset(pattern, 4096 if limit is None else min(limit, 4096)):

@@ -7,11 +7,7 @@ import logging
 
 
 def load_tfdv():
-    """Imports tensorflow_data_validation, which writes an IPython notice to stderr on import.
-
-    Example:
-        >>> stats = load_tfdv().load_stats_binary(path)
-    """
+    """Imports tensorflow_data_validation, which writes an IPython notice to stderr on import."""
     chatter = io.StringIO()
     with contextlib.redirect_stderr(chatter):
         import tensorflow_data_validation as module

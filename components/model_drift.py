@@ -52,6 +52,7 @@ def mmd_test(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
     far below 1 / permutations can be told apart. The p-value is never below the permutations' own.
 
     Example:
+        >>> rng = np.random.default_rng(0)
         >>> mmd_test(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 1, rng)[1] < 1e-6
         True
     """
@@ -78,11 +79,6 @@ def compare(models, baseline: np.ndarray, current: np.ndarray, class_effect: flo
     its predicted classes (L-infinity shown above `class_effect`), its confidence (JSD on the top
     probability shown above MIN_CONFIDENCE_EFFECT; both `drift.interval_test`) and its embeddings (MMD
     on up to 1,000 images of each).
-
-    Example:
-        >>> tests = compare(load_model("serving/3"), train_images, today_images, 0.03, "model: train vs today")
-        >>> [d.feature for d in tests]
-        ['predicted_class', 'confidence', 'embedding']
     """
     return compare_outputs(outputs(models, baseline), outputs(models, current), class_effect, comparison, seed)
 

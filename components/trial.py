@@ -48,10 +48,6 @@ def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict
 
     Raises:
         RuntimeError: the trial process failed; the message ends with its last error line.
-
-    Example:
-        >>> run_in_subprocess(spec, Path("/tmp/trial"))["val_accuracy"]
-        0.91
     """
     work.mkdir(parents=True, exist_ok=True)
     spec_path, result_path = work / "spec.json", work / "result.json"

@@ -59,7 +59,11 @@ def serving_baseline(serving_dir: str | Path, model_fingerprint: str) -> PushedM
     a new baseline and a moved one is not.
 
     Example:
-        >>> serving_baseline("pipeline_root/serving", model.fingerprint).version
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as serving:
+        ...     (Path(serving) / "3").mkdir()
+        ...     (Path(serving) / "3" / "saved_model.pb").touch()
+        ...     serving_baseline(serving, "fingerprint of the model evaluated").version
         3
     """
     import hashlib
@@ -91,10 +95,6 @@ def regression_recheck(evaluation: Evaluation, current: PushedModel | None, exam
         NotBlessed: the model is worse than the version serving now by more than the evaluation's
             `max_regression`.
         PipelineError: the version serving now cannot be read.
-
-    Example:
-        >>> regression_recheck(evaluation, serving_baseline(serving, model.fingerprint), examples, serving)
-        'decided again against version 4, pushed after evaluation: accuracy 0.9012 vs version 4 0.8990: ...'
     """
     from components.evaluate import regression, serving_accuracy, test_arrays
 
@@ -147,10 +147,6 @@ def pushed_from(model_uri: str) -> str | None:
 def unrecorded_versions(serving_dir: str | Path, root: str | Path, recorded: list[str]) -> list[str]:
     """The versions in `serving_dir` pushed from `root` (their `model_info.json` names its id) that are not
     among `recorded`, the metadata store's pushed models: a store that failed while a push was recorded.
-
-    Example:
-        >>> unrecorded_versions("pipeline_root/serving", "pipeline_root", [])
-        ['pipeline_root/serving/1']
     """
     serving, rid = Path(serving_dir), paths.root_id(root)
     known = {Path(uri).resolve() for uri in recorded}

@@ -38,11 +38,6 @@ def run(dataset: str | None = None, *, config: str | Path | None = None, root: s
         LockedError: another run holds the root and `wait` is False.
         RunFailed: the run failed; its message is the run's error and `.summary` the run's summary.
         KeyboardInterrupt: Ctrl-C (or SIGTERM) stopped the run, which is recorded `interrupted`.
-
-    Example:
-        >>> summary = run("idx:/data/mnist", root="/tmp/root", max_epochs=1)
-        >>> summary["status"], summary["evaluation"]["accuracy"]
-        ('pushed', 0.9812)
     """
     from engine.errors import RunFailed
     from pipeline.local import execute
@@ -58,12 +53,7 @@ def run(dataset: str | None = None, *, config: str | Path | None = None, root: s
 
 def step(component: str, run_id: str, *, config: str | Path | None = None, root: str | Path | None = None,
          beam_args: Iterable[str] | None = None, no_cache: bool = False, **flags: Any) -> dict[str, Any]:
-    """Runs one component of run `run_id`, as `python -m pipeline step` does; returns the step's result.
-
-    Example:
-        >>> step("ingest", "my-run", dataset="idx:/data/mnist", root="/tmp/root")["state"]
-        'executed'
-    """
+    """Runs one component of run `run_id`, as `python -m pipeline step` does; returns the step's result."""
     from pipeline.step import execute_step
 
     return execute_step(_config(config, root, beam_args, **flags), component, run_id, use_cache=not no_cache)
@@ -74,10 +64,6 @@ def validate(dataset: str, *, schema: str | None = None, root: str | Path | None
     """Statistics and anomalies of a dataset or one split (`SPEC[:SPLIT]`), as `python -m pipeline validate`;
     `clean` is False when there are anomalies. `invert` as its `--invert`: "false" checks the images as
     delivered. Other keyword arguments mirror the command's settings flags.
-
-    Example:
-        >>> validate("idx:/data/mnist:test")["clean"]
-        True
     """
     from pipeline.checks import validate_check
 
@@ -91,10 +77,6 @@ def drift(baseline: str, current: str, *, schema: str | None = None, root: str |
     is True when any feature drifted. With `report`, also writes the HTML report there; with `model` (a
     pushed version's directory), also tests what that model makes of both. Other keyword arguments mirror the
     command's settings flags.
-
-    Example:
-        >>> drift("fashion_mnist:train", "idx:/data/today")["drifted"]
-        False
     """
     from pipeline.checks import drift_check
 
@@ -107,10 +89,6 @@ def predict(images: Iterable[str | Path] = (), *, model: str | Path | None = Non
             root: str | Path | None = None) -> dict[str, Any]:
     """Predictions of a pushed model (`model`, or the latest version in `serving_dir`) for image files or a
     dataset split, as `python -m pipeline predict`; a dataset adds the accuracy.
-
-    Example:
-        >>> predict(["digit.png"], serving_dir="/tmp/root/serving")["predictions"][0]["class_id"]
-        7
     """
     from engine.errors import ConfigError
     from pipeline.serving import predict as serve

@@ -97,12 +97,7 @@ def build(cfg: Config, image: str = "mnist-pipeline:latest", pvc: str | None = N
 
 def compile_spec(cfg: Config, output: str | Path, image: str = "mnist-pipeline:latest", pvc: str = "pipeline-root",
                  pipeline: Pipeline = PRODUCTION) -> list[str]:
-    """Writes the KFP v2 pipeline spec (YAML) and returns its task names, in order.
-
-    Example:
-        >>> compile_spec(override(Config(), root="/pipeline_root"), "pipeline.yaml")
-        ['ingest', 'statistics', 'schema', 'validate', 'tune', 'train', 'evaluate', 'push']
-    """
+    """Writes the KFP v2 pipeline spec (YAML) and returns its task names, in order."""
     _kfp()  # a one-line error when kfp is not installed
     from kfp import compiler
 

@@ -98,11 +98,6 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
         LockedError: another run holds the root and `wait` is False (nothing has run).
         MetadataError: the metadata store cannot be opened (nothing has run).
         ConfigError: `start` or `stop` names no component, or `start` comes after `stop`.
-
-    Example:
-        >>> summary = execute(override(Config(), root="/tmp/root", **{"data.dataset": "idx:/data/mnist"}))
-        >>> summary["status"], summary["pushed_model"]
-        ('pushed', '/tmp/root/serving/1')
     """
     config_module.check(cfg)  # a bad value stops the run before anything runs
     run_id = check_run_id(run_id) if run_id is not None else new_run_id()

@@ -18,9 +18,6 @@ def run_html(pipeline, summary: dict[str, Any], outputs: dict[str, Any], lineage
     the blessing decision), then the components and the lineage of the pushed model.
 
     Sections the run did not reach say so. Self-contained: inline CSS, SVG and PNG, no scripts.
-
-    Example:
-        >>> run_html(PRODUCTION, summary, outputs, metadata.lineage(summary["push"]["uri"]), "runs/x/report.html")
     """
     sections = [node.report(summary, outputs) for node in pipeline.nodes if node.report]
     component_rows = [[html.escape(name), c["state"] + (" (reused)" if c.get("reused") else ""),

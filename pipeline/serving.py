@@ -158,10 +158,6 @@ def predict(model_dir: str | None, serving_dir: str | None, images: list[str], d
     split), go through `serving_default`, which inverts them when the model was trained on inverted data. The
     result holds the `accuracy` when the data has labels (mapped to the model's classes by name), and
     `warnings` when inputs differ from the training data in polarity or size.
-
-    Example:
-        >>> predict(None, "pipeline_root/serving", [], "fashion_mnist:test", 1000, Config())["accuracy"]
-        0.9031
     """
     import tensorflow as tf
 

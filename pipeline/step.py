@@ -33,10 +33,6 @@ def execute_step(cfg: Config, name: str, run_id: str, pipeline: Pipeline = PRODU
     Raises:
         ConfigError: `name` is not a node of the pipeline.
         PipelineError: an upstream step of this run has not recorded its output yet.
-
-    Example:
-        >>> execute_step(cfg, "statistics", "kfp-1f2e")["state"]
-        'executed'
     """
     config_module.check(cfg)
     if name not in pipeline.node:
