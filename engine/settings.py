@@ -204,7 +204,7 @@ def default(cls, key: str):
 
 
 def allowed(cls, key: str) -> tuple:
-    """The values a dotted key allows when it is a choice, e.g. `allowed(Config, "train.distribute")`."""
+    """The values a dotted key of the config tree `cls` allows when it is a choice."""
     return next(declaration(f).limits["choices"] for k, f, _ in settings(cls) if k == key)
 
 
@@ -214,9 +214,15 @@ def tree(name: str, head: type, sections: dict[str, type], tail: type | None = N
     name: its settings class), then the settings of `tail`; `namespace` adds properties.
 
     Example:
-        >>> Config = tree("Config", Settings, {"train": TrainConfig})
-        >>> Config().train.batch_size
-        128
+        >>> @dataclass(frozen=True)
+        ... class Run:
+        ...     seed: int = param(42, low=0, flag="--seed")
+        >>> @dataclass(frozen=True)
+        ... class Card:
+        ...     title: str = param("untitled", flag="--card-title")
+        >>> Tree = tree("Tree", Run, {"card": Card})
+        >>> Tree(), [key for key, _, _ in settings(Tree)]
+        (Tree(seed=42, card=Card(title='untitled')), ['seed', 'card.title'])
     """
     def own(cls):
         if cls is None:
