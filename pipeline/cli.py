@@ -83,15 +83,15 @@ def _runs(args, out) -> int:
 
     cfg = config.override(config.Config(), root=args.root,
                           **{"push.serving_dir": getattr(args, "serving_dir", None)})
-    store = Metadata.open(cfg, create=False)
+    metadata = Metadata.open(cfg, create=False)
     if args.runs_command == "list":
-        result = store.runs(cfg.root)
+        result = metadata.runs(cfg.root)
         rows = views.runs(result)
     elif args.runs_command == "show":
-        result = store.run(args.run_id)
+        result = metadata.run(args.run_id)
         rows = views.run(result)
     else:
-        result = store.lineage(cfg.serving_dir / str(args.version))
+        result = metadata.lineage(cfg.serving_dir / str(args.version))
         rows = views.lineage(result, PRODUCTION.output_kinds())
     out.write(json.dumps(result, indent=2, default=str) + "\n" if args.json else "\n".join(rows) + "\n")
     return 0

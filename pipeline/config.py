@@ -8,14 +8,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components import budget, push, schema
-from components.budget import TUNED_EPOCHS, WEEK  # noqa: F401  (the defaults users read about)
-from components.train import TrainConfig  # noqa: F401  (the section most callers build alone)
+from components.budget import TUNED_EPOCHS, WEEK
+from components.train import TrainConfig
 from engine import config_file
 from engine.dag import Pipeline
-from engine.errors import ConfigError  # noqa: F401  (raised by everything here)
-from engine.settings import check, override, param, parse_duration, tree  # noqa: F401
+from engine.errors import ConfigError
+from engine.settings import check, override, param, parse_duration, tree
 from engine.settings import allowed as allowed_in
 from pipeline.definition import PRODUCTION
+
+# Besides its own: what callers of the config read here (the defaults users read about, the section most
+# callers build alone, checking and overriding a tree, the error all of it raises).
+__all__ = ["Config", "Settings", "MetadataConfig", "MySQLConfig", "Store", "config_for", "allowed", "load", "to_dict",
+           "to_yaml", "MASKED", "PASSWORD_ENV", "TUNED_EPOCHS", "TrainConfig", "ConfigError", "check", "override",
+           "parse_duration"]
 
 MASKED = "***"  # a password as the run records show it
 PASSWORD_ENV = "PIPELINE_MYSQL_PASSWORD"

@@ -188,3 +188,32 @@ def test_every_run_flag_is_in_the_readme_flag_table_and_every_row_is_a_flag():
     own = {"--root", "--beam-arg", "--no-cache", "--from", "--to", "--no-wait", "--run-id", "--json", "--config"}
     assert derived <= table, f"flags missing from the README's table: {sorted(derived - table)}"
     assert table - own <= derived, f"README rows that are no flag: {sorted(table - own - derived)}"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS = ("false_positive_rate", "max_regression", "baseline_broken", "max_trials", "min_accuracy", "tune_budget")
+
+
+def _modules(*packages: str) -> list[Path]:
+    return sorted(p for package in packages for p in (ROOT / package).glob("*.py"))
+
+
+def test_the_layers_hold_across_the_tree():
+    """Settings are spelled only in components/; the engine names no component and no domain artifact;
+    components import only the engine and each other; the API does not go through the CLI; no module is over
+    300 lines."""
+    spelled = [f"{p.relative_to(ROOT)}: {word}" for p in _modules("pipeline", "engine")
+               for word in SETTINGS for form in (word, word.replace("_", "-"))
+               if re.search(rf"(?<![\w-]){re.escape(form)}(?![\w-])", p.read_text())]
+    assert spelled == []
+    named = [f"{p.name}: {m.group(0)}" for p in _modules("engine") for m in re.finditer(
+        r"[\"'](ingest|statistics|schema|validate|tune|train|evaluate|push)[\"']|PushedModel|class (Examples|Model|"
+        r"Evaluation)\b", p.read_text())]
+    assert named == []
+    upward = [f"{p.name}: {m}" for p in _modules("components") for m in _imports(p)
+              if m.split(".")[0] == "pipeline"]
+    assert upward == []
+    assert not {m for m in _imports(ROOT / "pipeline" / "api.py") if m in ("pipeline.cli", "pipeline.parser")}
+    long = [f"{p.relative_to(ROOT)}: {n}" for p in _modules("pipeline", "components", "engine")
+            if (n := len(p.read_text().splitlines())) > 300]
+    assert long == []
