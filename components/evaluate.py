@@ -137,11 +137,6 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
 
     Raises:
         PipelineError: the baseline cannot be read and `baseline_broken` is "fail".
-
-    Example:
-        >>> ev = evaluate(model, examples, None, out_dir=Path("/tmp/eval"), min_accuracy=0.88)
-        >>> ev.blessed, ev.reasons
-        (True, ('accuracy 0.9012 >= min_accuracy 0.8800', 'no baseline: only absolute thresholds apply'))
     """
     import keras
 

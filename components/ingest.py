@@ -227,11 +227,6 @@ def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples
 
     Raises:
         DataError: the dataset is missing, unreadable or malformed.
-
-    Example:
-        >>> examples = ingest(out_dir=Path("/tmp/ex"), data=DataConfig(dataset="idx:/data/mnist"))
-        >>> examples.counts["eval"]
-        6000
     """
     spec = DatasetSpec.parse(data.dataset)
     if spec.split:

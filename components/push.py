@@ -38,10 +38,6 @@ def export_serving(model_path: str, destination: Path, classes: tuple[str, ...] 
     grayscale 28×28 PNG bytes `png` [N]. Both return `class_ids` [N] (int64), `classes` [N] (the class
     names, strings) and `probabilities` [N, number of classes]. With `invert` (ingest inverted the training
     data, `Examples.inverted`) both invert their inputs (255 - x) first, as ingest did.
-
-    Example:
-        >>> export_serving("model.keras", Path("/tmp/export"), ("cat", "dog"))
-        >>> tf.saved_model.load("/tmp/export").signatures["serving_default"](images=x)["class_ids"]
     """
     import keras
     import tensorflow as tf
@@ -133,10 +129,6 @@ def push(model: Model, evaluation: Evaluation, examples: Examples, *, out_dir: P
     Raises:
         NotBlessed: the evaluation did not bless the model, or a version pushed since is better by more
             than `max_regression`.
-
-    Example:
-        >>> push(model, evaluation, examples, out_dir=Path("/tmp/push"), serving_dir=Path("/srv/models/fm")).version
-        3
     """
     if not evaluation.blessed:
         raise NotBlessed(f"push: model {model.uri} is not blessed ({'; '.join(evaluation.reasons)})")

@@ -75,8 +75,12 @@ def class_names(proto) -> tuple[str, ...]:
     """The class names of a schema: its label's `class_names` annotation, else "0".."N-1" for its label domain.
 
     Example:
-        >>> class_names(load_schema(Path("schemas/fashion_mnist.pbtxt")))[:2]
-        ('T-shirt/top', 'Trouser')
+        >>> from tensorflow_metadata.proto.v0 import schema_pb2
+        >>> named = {"name": "label", "annotation": {"tag": ["class_names"], "comment": ["cat", "dog"]}}
+        >>> class_names(schema_pb2.Schema(feature=[named]))
+        ('cat', 'dog')
+        >>> class_names(schema_pb2.Schema(feature=[{"name": "label", "int_domain": {"min": 0, "max": 2}}]))
+        ('0', '1', '2')
     """
     label = next((f for f in proto.feature if f.name == LABEL), None)
     if label is None:
@@ -90,10 +94,6 @@ def class_names(proto) -> tuple[str, ...]:
 def dataset_classes(examples, schema_dir: Path | None) -> tuple[str, ...]:
     """The class names an Examples' labels stand for: the data's own (folder names), else a named dataset's
     curated schema's in `schema_dir` (`fashion_mnist` read from IDX files); () for labels known only by number.
-
-    Example:
-        >>> dataset_classes(fashion_examples, Path("schemas"))[:2]
-        ('T-shirt/top', 'Trouser')
     """
     if examples.classes or not examples.labelled:
         return tuple(examples.classes)
@@ -179,11 +179,6 @@ def schema(statistics: Statistics, *, out_dir: Path, curated: Path | None, kept:
     `kept`: the curated schema is the one this root's earlier runs used (its source says so). `classes`:
     the data's class names; the generic and inferred schemas take their number and names from them,
     a dataset's own curated schema keeps its own.
-
-    Example:
-        >>> s = schema(stats, out_dir=Path("/tmp/schema"), curated=Path("schemas/mnist.pbtxt"))
-        >>> s.source
-        'curated:schemas/mnist.pbtxt'
     """
     tfdv = load_tfdv()
 
@@ -243,10 +238,6 @@ def _params(cfg, out, metadata) -> dict:
 def root_schema(metadata, root: str) -> Path | None:
     """The curated or given schema file the newest validated run of the pipeline at `root` used, if it is
     still there: a root is one pipeline, so its next spans keep that schema (an inferred one is not kept).
-
-    Example:
-        >>> root_schema(Metadata.open(cfg), cfg.root)
-        PosixPath('schemas/fashion_mnist.pbtxt')
     """
     from components.validate import validated_runs  # validate imports this module
 

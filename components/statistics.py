@@ -49,11 +49,6 @@ def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] 
     Raises:
         DataError: the statistics counted a different number of examples than ingest wrote
             (some Beam runners have been known to drop records).
-
-    Example:
-        >>> stats = statistics(examples, out_dir=Path("/tmp/stats"))
-        >>> tfdv.load_stats_binary(stats.path("train")).datasets[0].num_examples
-        54000
     """
     import apache_beam as beam
     tfdv = load_tfdv()

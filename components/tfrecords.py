@@ -16,9 +16,6 @@ def encode_examples(images: np.ndarray, labels: np.ndarray | None, summaries: di
     """Serialized tf.Examples of `image` (pixels, int64), `label` (int64; none for unlabeled images) and one
     float per summary feature, encoded in C++ by tfx_bsl from an Arrow record batch (benchmarks/ingest.py:
     the same bytes' examples, several times faster than building each tf.Example in Python).
-
-    Example:
-        >>> encode_examples(np.zeros((2, 28, 28), np.uint8), np.array([3, 4]), image_features.summarize(...))
     """
     import pyarrow as pa
     from tfx_bsl.coders import example_coder

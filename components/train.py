@@ -188,11 +188,6 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     (`components.budget.training_end`) and starts no epoch it cannot finish; the first always runs.
     With `train.warm_start`, training starts from the best trial's weights when its search ran on these
     examples (`warm_start_weights`). TensorBoard logs go under `run_dir/tensorboard/train`.
-
-    Example:
-        >>> model = train(examples, schema, hp, out_dir=Path("/tmp/model"), train=TrainConfig(epochs=2), seed=42)
-        >>> model.history["val_accuracy"]
-        [0.81, 0.85]
     """
     import keras
     import tensorflow as tf

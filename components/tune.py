@@ -85,19 +85,14 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     `tune.budget_seconds`, no trial starts after the budget and the trial in flight stops at it; the
     best trial so far is kept (the first trial, the reference model, always has a score). The search
     state lives in `work_dir`: called again after a kill, it resumes. Trials run on the devices of
-    `devices` (its distribute, mixed_precision and deterministic; None: train's defaults). Under KerasTuner's distributed mode this process
-    is the chief (it serves the oracle; workers run the trials) or a worker; see `distributed_role`.
+    `devices` (its distribute, mixed_precision and deterministic; None: train's defaults). Under KerasTuner's
+    distributed mode this process is the chief (it serves the oracle; workers run the trials) or a worker; see
+    `distributed_role`.
     Under a whole-build `budget` (seconds) ending at `deadline`, the search gets its share of the time left
     (`components.budget.search_seconds`) and its trials train on a quarter of the train split unless
     `tune.train_fraction` says otherwise; too little for a search gives the reference hyperparameters, and
     of trials with equal scores the one with the fewest seconds per epoch is chosen. The chosen trial's
     weights are kept in the output (`weights`), for final training to start from.
-
-    Example:
-        >>> hp = tune(examples, schema, out_dir=Path("/tmp/hp"), tune=TuneConfig(max_trials=2),
-        ...           batch_size=128, seed=42)
-        >>> hp.values["conv_blocks"]
-        2
     """
     from components.cnn import REFERENCE
     from components.train import TrainConfig  # train takes tune's output: imported when tuning

@@ -101,7 +101,9 @@ def coverage(per_split: dict, classes: tuple[str, ...], min_accuracy: float | No
     (`test_examples_needed`).
 
     Example:
-        >>> [a.type for a in coverage(per_split, ("shoe",), 0.9)]
+        >>> from tensorflow_metadata.proto.v0.statistics_pb2 import DatasetFeatureStatisticsList
+        >>> empty = DatasetFeatureStatisticsList(datasets=[{"num_examples": 0}])
+        >>> [a.type for a in coverage({"train": empty, "test": empty}, ("shoe",), 0.9)]
         ['TOO_FEW_CLASSES']
     """
     found = []
@@ -155,11 +157,6 @@ def validate(statistics: Statistics, schema: Schema, previous: Statistics | None
     Skew and drift are one check: on clean data, at most `false_positive_rate` of runs find either.
 
     The TFDV anomalies proto of each split is kept as `<out_dir>/<split>/anomalies.pbtxt`.
-
-    Example:
-        >>> found = validate(stats, schema, out_dir=Path("/tmp/anomalies")).anomalies
-        >>> [(a.split, a.feature, a.type) for a in found]
-        [('train', 'label', 'INT_TYPE_BIG_INT')]
     """
     from google.protobuf import text_format
 
@@ -241,10 +238,6 @@ def validated_runs(metadata, root: str):
 def previous_span_statistics(metadata, root: str, fingerprint: str) -> Statistics | None:
     """Statistics of the newest span before this one: the newest run of the pipeline at `root` over other
     data (another Examples fingerprint) that passed validation, whose statistics are still intact.
-
-    Example:
-        >>> previous_span_statistics(Metadata.open(cfg), cfg.root, examples.fingerprint).path("train")
-        'pipeline_root/artifacts/statistics/5d1c.../train/FeatureStats.pb'
     """
     for done in validated_runs(metadata, root):
         examples, stats = (done.get(c.name, {}).get("output") for c in (INGEST, STATISTICS))

@@ -34,8 +34,12 @@ class Component:
       the run report as (id, title, html).
 
     Example:
-        >>> COMPONENT = Component(name="card", fn=card, inputs=(Model,), output=ModelCard, settings=CardConfig,
-        ...                       params=lambda cfg, out, metadata: {"title": cfg.card.title})
+        >>> def card(model, *, out_dir, title):  # writes the card into out_dir
+        ...     return Artifact(uri=str(out_dir))
+        >>> CARD = Component(name="card", fn=card, inputs=(Artifact,), output=Artifact, section="model_card",
+        ...                  params=lambda cfg, out, metadata: {"title": cfg.model_card.title})
+        >>> CARD.key
+        'model_card'
     """
 
     name: str

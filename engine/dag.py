@@ -79,7 +79,10 @@ class Pipeline:
     output type the component accepts, and node names are unique.
 
     Example:
-        >>> p = Pipeline("demo", (Node(LOAD), Node(COUNT, inputs=("load",))))  # components named load, count
+        >>> def component(name, *inputs):
+        ...     return Component(name=name, fn=lambda *inputs, out_dir: Artifact(uri=str(out_dir)), inputs=inputs,
+        ...                      output=Artifact)
+        >>> p = Pipeline("demo", (Node(component("load")), Node(component("count", Artifact), inputs=("load",))))
         >>> p.order, p.between("count", None)
         (('load', 'count'), ('count',))
     """
@@ -162,10 +165,6 @@ def run_node(node: Node, cfg, runner, metadata) -> Stop | None:
     Raises:
         KeyError: an upstream node has not run in this run.
         StopRun: the node is the run's last (`--to`) and its gate let it through.
-
-    Example:
-        >>> run_node(pipeline.node["check"], cfg, runner, metadata)  # a node whose gate blocks bad data
-        Stop(status='blocked', error="data validation failed: ...")
     """
     outputs = runner.outputs
     inputs = tuple(ref.resolve(cfg, outputs, metadata) if isinstance(ref, Resolver) else outputs[ref]

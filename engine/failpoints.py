@@ -22,11 +22,6 @@ def failpoint(name: str) -> None:
     on a fast machine as on a slow one. With `PIPELINE_FAILPOINT_RELEASE`, the process goes on once
     that file exists: a test orders events across processes without timing them. Without the
     variable this costs one dictionary lookup.
-
-    Example:
-        >>> os.environ[ENV] = "train.epoch_end#2"   # in the test's environment for the run
-        >>> failpoint("train.epoch_end")            # the first epoch's end: goes on
-        >>> failpoint("train.epoch_end")            # the second: writes the marker and waits to be killed
     """
     wanted = os.environ.get(ENV)
     if not wanted:

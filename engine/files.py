@@ -11,7 +11,10 @@ def write_text(path: Path, text: str) -> None:
     """Writes a file atomically, creating its directory.
 
     Example:
-        >>> write_text(Path("/tmp/root/runs/x/config.yaml"), "seed: 42\\n")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     write_text(Path(tmp) / "runs/x/config.yaml", "seed: 42\\n")
+        ...     (Path(tmp) / "runs/x/config.yaml").read_text()
+        'seed: 42\\n'
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -23,7 +26,10 @@ def write_json(path: Path, data: dict) -> None:
     """Writes JSON atomically (values JSON cannot hold are written as their text).
 
     Example:
-        >>> write_json(Path("/tmp/root/runs/x/summary.json"), {"status": "pushed"})
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     write_json(Path(tmp) / "summary.json", {"status": "done", "seconds": 1.5})
+        ...     json.loads((Path(tmp) / "summary.json").read_text())
+        {'status': 'done', 'seconds': 1.5}
     """
     write_text(path, json.dumps(data, indent=2, default=str))
 
@@ -37,8 +43,14 @@ def writable_root(root: str | Path) -> Path:
         PipelineError: the root cannot be created or written.
 
     Example:
-        >>> writable_root("pipeline_root")
-        PosixPath('pipeline_root')
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> writable_root(Path(tmp.name) / "pipeline_root").is_dir()
+        True
+        >>> (Path(tmp.name) / "notes").touch()
+        >>> writable_root(Path(tmp.name) / "notes")
+        Traceback (most recent call last):
+        engine.errors.ConfigError: --root ...notes: a file, not a directory; expected the pipeline root's directory
+        >>> tmp.cleanup()
     """
     from engine.errors import ConfigError, PipelineError
 

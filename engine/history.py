@@ -19,10 +19,6 @@ def finished_runs(metadata: Metadata, root: str, statuses: tuple[str, ...],
                   through: str | None = None) -> Iterator[dict[str, dict[str, Any]]]:
     """The finished executions, by node, of each run of the pipeline at `root` that ended in one of `statuses`
     (or ended early, `partial`, after finishing the node `through`), newest first.
-
-    Example:
-        >>> sorted(next(finished_runs(Metadata.open(cfg), cfg.root, ("completed",))))
-        ['card', 'score']
     """
     for run in reversed(metadata.runs(root, outputs=True)):
         done = {c: e for c, e in run["executions"].items() if e["state"] in FINISHED}
@@ -33,10 +29,6 @@ def finished_runs(metadata: Metadata, root: str, statuses: tuple[str, ...],
 def newest_live(metadata: Metadata, kind: str, **where: Any) -> Artifact | None:
     """The newest LIVE artifact of `kind` in the store (from any pipeline sharing it) whose properties equal
     `where`, in the store and in its own record, and whose files are intact.
-
-    Example:
-        >>> newest_live(Metadata.open(cfg), "ModelCard", title="fashion_mnist").uri
-        'pipeline_root/artifacts/card/1f2e...'
     """
     for artifact in sorted(live_of_type(metadata, kind), key=lambda a: a["id"], reverse=True):
         if any(artifact["properties"].get(name) != value for name, value in where.items()):
@@ -73,11 +65,6 @@ def run_outputs(metadata: Metadata, run_id: str) -> dict[str, tuple[Artifact, di
 
     Raises:
         MetadataError: no run has this id.
-
-    Example:
-        >>> artifact, execution = run_outputs(Metadata.open(cfg), "kfp-1f2e")["card"]
-        >>> execution["state"], artifact.kind
-        ('executed', 'ModelCard')
     """
     found = {}
     for execution in metadata.run(run_id)["executions"]:

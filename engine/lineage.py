@@ -23,10 +23,6 @@ def lineage(store: Metadata, version_uri: str | Path) -> dict[str, Any]:
 
     Raises:
         MetadataError: no pushed model was recorded at that directory.
-
-    Example:
-        >>> lineage(Metadata.open(cfg, create=False), "pipeline_root/serving/3")["examples"]["fingerprint"]
-        '5d1c...'
     """
     pb = proto()
     uri = str(Path(version_uri))

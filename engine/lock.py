@@ -23,8 +23,10 @@ def exclusive(path: str | Path, create: bool = True, waiting: str | None = None)
     is logged when another process holds the lock, before waiting for it.
 
     Example:
-        >>> with exclusive(store_directory, create=False):
-        ...     store = MetadataStore(connection)
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as store_directory, exclusive(store_directory, create=False):
+        ...     print("only this process opens the store now")
+        only this process opens the store now
     """
     handle = os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o644)
     try:
@@ -70,8 +72,12 @@ def root_lock(root: str | Path, run_id: str, wait: bool = True, shared: bool = F
         ConfigError, PipelineError: the root is a file or cannot be written (`files.writable_root`).
 
     Example:
-        >>> with root_lock("pipeline_root", run_id):
-        ...     production(cfg, runner)
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as root, root_lock(root, "run-1"):
+        ...     with root_lock(root, "run-2", wait=False):  # a second run on the same root
+        ...         pass
+        Traceback (most recent call last):
+        engine.errors.LockedError: ...: run run-1 (pid ...) is running on this root; wait for it (drop --no-wait) ...
     """
     path = writable_root(root) / LOCK
     with open(path, "a+") as handle:

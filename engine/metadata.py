@@ -19,12 +19,6 @@ EXECUTION_STATES = {"executed": "COMPLETE", "cached": "CACHED", "failed": "FAILE
 
 class Metadata(RunQueries):
     """One root's metadata store, opened for a run or for queries.
-
-    Example:
-        >>> store = Metadata.open(cfg)
-        >>> store.start_run("20261128T101500-ab12", config_text)
-        >>> store.record(CARD, (model, evaluation), card, "executed", 12.5, key, params, digest=digest)
-        >>> store.finish_run("pushed", None)
     """
 
     def __init__(self, conn, name: str, create: bool = True, root: str | Path | None = None):
@@ -263,10 +257,6 @@ class Metadata(RunQueries):
 
 def live_of_type(store: Metadata, kind: str) -> list[dict[str, Any]]:
     """The store's LIVE artifacts of one kind, described, oldest first.
-
-    Example:
-        >>> [a["uri"] for a in live_of_type(Metadata.open(cfg), "ModelCard")]
-        ['pipeline_root/artifacts/card/1f2e...', 'pipeline_root/artifacts/card/9c1d...']
     """
     pb = proto()
     found = [a for a in store.mlmd.get_artifacts_by_type(kind) if a.state == pb.Artifact.LIVE]

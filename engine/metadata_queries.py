@@ -30,10 +30,6 @@ class RunQueries:
         and the columns the artifact types declare (`Artifact.run_columns`, in order of their names: the
         property of the run's first output of that kind, else None); with `outputs`, also `executions`: each
         component's last execution in the run, with its output.
-
-        Example:
-            >>> Metadata.open(cfg, create=False).runs(cfg.root)[-1]["status"]
-            'pushed'
         """
         columns = sorted((column, cls.kind, prop)
                          for cls in ARTIFACT_TYPES.values() for column, prop in cls.run_columns)

@@ -17,8 +17,10 @@ def root_id(root: str | Path, create: bool = False) -> str | None:
     """The id of the root at `root` (its `.root-id` file); None when it has none and `create` is False.
 
     Example:
-        >>> root_id("/tmp/root", create=True)
-        '3f9c0a1b5d2e7f48'
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     root_id(root), root_id(root, create=True) == root_id(root), len(root_id(root))
+        (None, True, 16)
     """
     path = Path(root) / ROOT_ID
     if not path.is_file():
@@ -50,8 +52,12 @@ def copied_from(root: str | Path, last: str | None) -> bool:
     exists, is another directory (not the same one mounted or linked elsewhere) and holds the same id.
 
     Example:
-        >>> copied_from("/tmp/copy", "/tmp/root")  # after `cp -a /tmp/root /tmp/copy`
-        True
+        >>> import shutil, tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = root_id(f"{tmp}/root", create=True)
+        ...     _ = shutil.copytree(f"{tmp}/root", f"{tmp}/copy")  # `cp -a root copy`
+        ...     copied_from(f"{tmp}/copy", f"{tmp}/root"), copied_from(f"{tmp}/root", f"{tmp}/root")
+        (True, False)
     """
     if not last or not Path(last).is_dir():
         return False  # moved, or never ran elsewhere: the same root

@@ -19,9 +19,11 @@ class Bar:
     in a log file or pipe (or with `CI` set) it writes nothing, as the step's own log line says it all.
 
     Example:
-        >>> with Bar("ingest train", total=3) as bar:
+        >>> with Bar("ingest train", total=3) as bar:  # on a terminal: ingest train [####...] 1/3 0.0s
         ...     for _ in range(3):
         ...         bar.update()
+        >>> bar.line()
+        '  ingest train [########################] 3/3 ...s'
     """
 
     def __init__(self, label: str, total: int, stream: TextIO | None = None, unit: str = ""):

@@ -31,8 +31,11 @@ def manifest(directory: Path) -> dict[str, list]:
     """Size and SHA-256 of every file under `directory` but the record itself.
 
     Example:
-        >>> manifest(Path("/tmp/root/artifacts/schema/1f2e"))
-        {'schema.pbtxt': [2048, '9c1d...']}
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = (Path(tmp) / "schema.pbtxt").write_text("feature {}")
+        ...     manifest(Path(tmp))
+        {'schema.pbtxt': [10, '07a36d59...']}
     """
     return {str(path.relative_to(directory)): [path.stat().st_size, _sha256(path)]
             for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != RECORD)}
@@ -105,12 +108,6 @@ class Runner:
     `shared`: other processes run on this root at once (a distributed search), so each output is looked
     up and computed under a lock of its own. `deadline`: when the run's whole-build budget ends (`time.time()`
     seconds), passed to components that take a `deadline`.
-
-    Example:
-        >>> run = Runner(root="/tmp/root")
-        >>> card = run(CARD, model, evaluation, title="fashion_mnist")
-        >>> run.records["card"]["state"]
-        'executed'
     """
 
     def __init__(self, root: str | Path, use_cache: bool = True, force: frozenset[str] = frozenset(),

@@ -18,8 +18,12 @@ def interruptible() -> Iterator[None]:
     still stops it at once). Outside the main thread (where Python cannot take signals) it does nothing.
 
     Example:
-        >>> with interruptible():
-        ...     work()  # `kill -TERM <pid>` raises Interrupted("interrupted by SIGTERM") here
+        >>> try:
+        ...     with interruptible():
+        ...         signal.raise_signal(signal.SIGINT)  # Ctrl-C, or `kill -TERM <pid>`
+        ... except Interrupted as stop:
+        ...     print(stop.signal_name)
+        SIGINT
     """
     if threading.current_thread() is not threading.main_thread():
         yield
