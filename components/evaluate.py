@@ -65,9 +65,14 @@ class Evaluation(Artifact):
     # The serving version's fingerprint the regression gate was decided against ("" with no baseline): push
     # re-decides it when another version serves by then.
     baseline_fingerprint: str | None = None
-    baseline_broken: str = "fail"  # what a baseline that cannot be read does: "fail" the run, or is "ignore"d
+    # What a baseline that cannot be read does: "fail" the run, or is "ignore"d.
+    baseline_broken: str = EvaluateConfig.baseline_broken
     kind: ClassVar[str] = "Evaluation"
     run_columns: ClassVar[tuple[tuple[str, str], ...]] = (("accuracy", "accuracy"),)
+
+    @staticmethod
+    def described(p: dict) -> str:
+        return f"accuracy {p.get('accuracy')}, blessed {p.get('blessed')}"
 
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -237,4 +242,5 @@ def report_section(summary: dict, outputs) -> tuple[str, str, str]:
 
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),
                       output=Evaluation, version="6", settings=EvaluateConfig, params=_params, gate=_gate,
-                      summary=summarize, report=report_section)
+                      summary=summarize, report=report_section,
+                      headline=lambda s: f", test accuracy {s['evaluation']['accuracy']:.4f}" if s["evaluation"] else "")

@@ -43,6 +43,11 @@ class Examples(Artifact):
     def file_pattern(self, split: str) -> str:
         return str(Path(self.uri) / split / "data-*.tfrecord.gz")
 
+    @staticmethod
+    def described(p: dict) -> str:
+        return (f"data fingerprint {p.get('fingerprint')}, spec {p.get('spec')}, span {p.get('span')}, "
+                f"counts {p.get('counts')}")
+
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -241,7 +241,8 @@ def serving_dir(cfg) -> Path:
 
 COMPONENT = Component(name="push", fn=push, inputs=(Model, Evaluation, Examples), output=PushedModel, version="4",
                       settings=PushConfig, params=lambda cfg, out, metadata: {"serving_dir": serving_dir(cfg)},
-                      summary=summarize, report=report_section)
+                      summary=summarize, report=report_section,
+                      headline=lambda s: f", pushed {s['pushed_model']}" if s["pushed_model"] else "")
 
 if __name__ == "__main__":
     _serve_in_this_process(*sys.argv[1:3])

@@ -36,6 +36,10 @@ class Schema(Artifact):
     def path(self) -> str:
         return str(Path(self.uri) / "schema.pbtxt")
 
+    @staticmethod
+    def described(p: dict) -> str:
+        return f"{p.get('source')}, fingerprint {p.get('fingerprint')}"
+
 
 def curated_schema_path(schema_dir: Path, dataset_name: str, schema_file: str | None = None) -> Path | None:
     """The curated schema for a dataset: an explicit file, else `<schema_dir>/<name>.pbtxt`, else the

@@ -41,6 +41,10 @@ class HyperParameters(Artifact):
     weights_examples: str = ""  # ...the Examples with this fingerprint
     kind: ClassVar[str] = "HyperParameters"
 
+    @staticmethod
+    def described(p: dict) -> str:
+        return f"{p.get('tuner')} {json.dumps(p.get('values'))}"
+
 
 @dataclass(frozen=True)
 class TuneConfig:
@@ -177,6 +181,8 @@ COMPONENT = Component(name="tune", fn=tune, inputs=(Examples, Schema), output=Hy
                       source_key=lambda **_: os.environ["KERASTUNER_TUNER_ID"] if distributed_role() else "",
                       settings=TuneConfig, params=_params, reuse=_reusable, summary=summarize,
                       report=tune_report.report_section,
+                      headline=lambda s: f", {len(s['tuning']['trials'])} trials run for the chief"
+                      if s["status"] == "tuned" else "",
                       rerun=lambda cfg: cfg.tune.retune or distributed_role() is not None,
                       # A distributed-tuning worker stops once it ran its share of the chief's trials.
                       gate=lambda hp, cfg: Stop("tuned") if distributed_role() == "worker" else None)

@@ -52,6 +52,11 @@ class Artifact:
         return cls(**{f.name: _decode(hints[f.name], data[f.name])
                       for f in dataclasses.fields(cls) if f.name in data})
 
+    @staticmethod
+    def described(properties: dict[str, Any]) -> str:
+        """One line about an artifact of this kind from its recorded properties (`runs lineage`)."""
+        return f"fingerprint {properties.get('fingerprint')}"
+
     def intact(self) -> bool:
         """Whether the files this artifact describes are still there."""
         return (Path(self.uri) / RECORD).is_file()

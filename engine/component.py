@@ -30,8 +30,9 @@ class Component:
     - `reuse(cfg, outputs, metadata)`: an earlier output to take instead of executing, or None.
     - `rerun(cfg)`: True to execute even when cached (`--retune`).
     - `gate(output, cfg)`: a `Stop` to end the run after it, or None.
-    - `summary(output, info)`: its sections of the run summary; `report(summary, outputs)`: its section of
-      the run report as (id, title, html).
+    - `summary(output, info)`: its sections of the run summary; `headline(summary)`: what the run's one-line
+      result says of it (", test accuracy 0.9812"), or ""; `report(summary, outputs)`: its section of the run
+      report as (id, title, html).
 
     Example:
         >>> def card(model, *, out_dir, title):  # writes the card into out_dir
@@ -56,6 +57,7 @@ class Component:
     gate: Callable[[Artifact, Any], Any] | None = None
     summary: Callable[[Artifact | None, dict[str, Any]], dict[str, Any]] | None = None
     report: Callable[[dict[str, Any], Any], tuple[str, str, str]] | None = None
+    headline: Callable[[dict[str, Any]], str] | None = None
 
     @property
     def key(self) -> str:

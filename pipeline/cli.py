@@ -117,11 +117,11 @@ def _run_config(args):
     return flags.run_config(args.config, args.root, args.beam_arg, cls, **flags.from_args(args, cls))
 
 
-def _print_summary(summary: dict, as_json: bool, out) -> int:
+def _print_summary(summary: dict, args, out) -> int:
     """Prints a run's summary (one line, or JSON) and its error; returns the run's exit code."""
     from pipeline.local import EXIT_CODES
 
-    views.summary(summary, as_json, out)
+    views.summary(summary, args.json, out, args.pipeline)
     return EXIT_CODES[summary["status"]]
 
 
@@ -130,7 +130,7 @@ def _run(args, out) -> int:
 
     summary = execute(_run_config(args), use_cache=not args.no_cache, start=args.start, stop=args.stop,
                       wait=not args.no_wait, run_id=args.run_id, pipeline=args.pipeline)
-    return _print_summary(summary, args.json, out)
+    return _print_summary(summary, args, out)
 
 
 def _step(args, out) -> int:
@@ -155,7 +155,7 @@ def _kfp(args, out) -> int:
         print(f"wrote {args.output}: {len(tasks)} tasks ({', '.join(tasks)}), root {kubeflow.task_root(cfg)} on "
               f"volume claim {args.pvc}", file=sys.stderr)
         return 0
-    return _print_summary(kubeflow.run_locally(cfg, use_cache=not args.no_cache), args.json, out)
+    return _print_summary(kubeflow.run_locally(cfg, use_cache=not args.no_cache), args, out)
 
 
 def main(argv: list[str] | None = None, pipeline: Pipeline = PRODUCTION) -> int:

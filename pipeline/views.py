@@ -5,6 +5,8 @@ import json
 import sys
 from typing import Any, TextIO
 
+from engine.artifacts import ARTIFACT_TYPES
+
 
 def count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
@@ -63,36 +65,26 @@ def run(result: dict[str, Any]) -> list[str]:
     return rows + ["config:", *("  " + line for line in (result["config"] or "").splitlines())]
 
 
-# How `runs lineage` describes an artifact of each kind (others by their fingerprint).
-DETAILS = {"examples": lambda p: f"data fingerprint {p.get('fingerprint')}, spec {p.get('spec')}, span {p.get('span')}, "
-                                 f"counts {p.get('counts')}",
-           "schema": lambda p: f"{p.get('source')}, fingerprint {p.get('fingerprint')}",
-           "hyperparameters": lambda p: f"{p.get('tuner')} {json.dumps(p.get('values'))}",
-           "evaluation": lambda p: f"accuracy {p.get('accuracy')}, blessed {p.get('blessed')}"}
-
-
 def lineage(result: dict[str, Any], kinds: tuple[str, ...]) -> list[str]:
-    """`runs lineage`: what produced a pushed version, artifact by artifact in the pipeline's order."""
+    """`runs lineage`: what produced a pushed version, artifact by artifact in the pipeline's order, each
+    described as its kind describes itself (`Artifact.described`)."""
     rows = [f"version {result['version']} ({result['uri']}) pushed by run {result['run_id']}"]
-    for key in (kind.lower() for kind in kinds):
+    for kind in kinds:
+        key = kind.lower()
         if key in result:
-            props = result[key]["properties"]
-            detail = DETAILS.get(key, lambda p: f"fingerprint {p.get('fingerprint')}")(props)
+            detail = ARTIFACT_TYPES[kind].described(result[key]["properties"])
             rows.append(f"  {key:<16} {result[key]['uri']}\n  {'':<16} {detail}")
     return rows
 
 
-def summary(result: dict[str, Any], as_json: bool, out: TextIO) -> None:
-    """A run's summary (one line, or JSON), and its error on stderr."""
+def summary(result: dict[str, Any], as_json: bool, out: TextIO, pipeline) -> None:
+    """A run's summary (one line, with what each node's `headline` says of it; or JSON), and its error on
+    stderr."""
     if as_json:
         out.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
-        ev = result["evaluation"]
-        out.write(f"run {result['run_id']}: {result['status']}"
-                  + (f", {len(result['tuning']['trials'])} trials run for the chief"
-                     if result["status"] == "tuned" else "")
-                  + (f", test accuracy {ev['accuracy']:.4f}" if ev else "")
-                  + (f", pushed {result['pushed_model']}" if result["pushed_model"] else "") + "\n")
+        said = "".join(n.component.headline(result) for n in pipeline.nodes if n.component.headline)
+        out.write(f"run {result['run_id']}: {result['status']}{said}\n")
     if result["error"]:
         print(f"error: {result['error']}", file=sys.stderr)
 
