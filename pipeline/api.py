@@ -1,8 +1,22 @@
 """The Python API for notebooks and scripts: `run`, `step`, `validate`, `drift`, `predict`, mirroring the commands."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+from pipeline import logs
+
+
+def _quietly(fn: Callable) -> Callable:
+    """Each function prints on stderr what its command prints: the pipeline's own lines (components, epochs,
+    trials), without TensorFlow's, Beam's and the libraries' logs and warnings unless `verbose=True`."""
+    @functools.wraps(fn)
+    def call(*args, verbose: bool = False, **kwargs):
+        logs.quiet(verbose)
+        return fn(*args, **kwargs)
+
+    return call
 
 
 def _config(path: str | Path | None, root: str | Path | None, beam_args: Iterable[str] | None, **values: Any):
@@ -24,6 +38,7 @@ def _checked(root, beam_args, command: str, schema: str | None, flags: dict[str,
     return _config(None, root, beam_args, schema=schema, **flags)
 
 
+@_quietly
 def run(dataset: str | None = None, *, config: str | Path | None = None, root: str | Path | None = None,
         beam_args: Iterable[str] | None = None, no_cache: bool = False, start: str | None = None,
         stop: str | None = None, wait: bool = True, run_id: str | None = None, **flags: Any) -> dict[str, Any]:
@@ -51,6 +66,7 @@ def run(dataset: str | None = None, *, config: str | Path | None = None, root: s
     return summary
 
 
+@_quietly
 def step(component: str, run_id: str, *, config: str | Path | None = None, root: str | Path | None = None,
          beam_args: Iterable[str] | None = None, no_cache: bool = False, **flags: Any) -> dict[str, Any]:
     """Runs one component of run `run_id`, as `python -m pipeline step` does; returns the step's result."""
@@ -59,6 +75,7 @@ def step(component: str, run_id: str, *, config: str | Path | None = None, root:
     return execute_step(_config(config, root, beam_args, **flags), component, run_id, use_cache=not no_cache)
 
 
+@_quietly
 def validate(dataset: str, *, schema: str | None = None, root: str | Path | None = None,
              beam_args: Iterable[str] | None = None, invert: str = "false", **flags: Any) -> dict[str, Any]:
     """Statistics and anomalies of a dataset or one split (`SPEC[:SPLIT]`), as `python -m pipeline validate`;
@@ -70,6 +87,7 @@ def validate(dataset: str, *, schema: str | None = None, root: str | Path | None
     return validate_check(dataset, _checked(root, beam_args, "validate", schema, flags), invert)
 
 
+@_quietly
 def drift(baseline: str, current: str, *, schema: str | None = None, root: str | Path | None = None,
           report: str | Path | None = None, beam_args: Iterable[str] | None = None,
           model: str | Path | None = None, invert: str = "false", **flags: Any) -> dict[str, Any]:
@@ -84,6 +102,7 @@ def drift(baseline: str, current: str, *, schema: str | None = None, root: str |
                        str(report) if report else None, str(model) if model else None, invert)
 
 
+@_quietly
 def predict(images: Iterable[str | Path] = (), *, model: str | Path | None = None,
             serving_dir: str | Path | None = None, dataset: str | None = None, limit: int | None = None,
             root: str | Path | None = None) -> dict[str, Any]:

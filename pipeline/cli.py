@@ -6,11 +6,10 @@ import json
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
 from engine.dag import Pipeline
-from pipeline import config, flags, parser, views
+from pipeline import config, flags, logs, parser, views
 from pipeline.definition import PRODUCTION
 
 log = logging.getLogger("pipeline")
@@ -97,21 +96,6 @@ def _runs(args, out) -> int:
     return 0
 
 
-def _quiet(verbose: bool) -> None:
-    """Keeps the terminal to the pipeline's own lines unless -v; must run before TensorFlow is imported."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, stream=sys.stderr,
-                        format="%(message)s")
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not verbose:
-        warnings.filterwarnings("ignore")
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.ERROR)
-        for name in ("tensorflow", "apache_beam", "absl"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def _run_config(args):
     cls = config.config_for(args.pipeline)
     return flags.run_config(args.config, args.root, args.beam_arg, cls, **flags.from_args(args, cls))
@@ -168,7 +152,7 @@ def main(argv: list[str] | None = None, pipeline: Pipeline = PRODUCTION) -> int:
     args.pipeline = pipeline
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    _quiet(args.verbose)
+    logs.quiet(args.verbose)
     from engine.errors import PipelineError, first_line
 
     try:
