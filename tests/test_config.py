@@ -178,3 +178,14 @@ def test_invert_takes_yaml_booleans_and_refuses_other_values(tmp_path):
     assert config.override(config.Config(), **{"data.invert": False}).data.invert == "false"
     with pytest.raises(ConfigError, match=r"config 'data.dataset': expected str, got bool True"):
         config.override(config.Config(), **{"data.dataset": True})
+
+
+def test_the_readme_lists_every_key_with_its_default():
+    """The README's config block is the config tree's defaults, key for key."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("### Config file")[1].split("```yaml\n")[1].split("```")[0]
+    listed = yaml.safe_load(block)
+    defaults = yaml.safe_load(config.to_yaml(config.Config()))
+    assert listed == defaults
