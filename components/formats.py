@@ -231,12 +231,12 @@ def _read_csv(path: Path) -> Split:
     bad = numeric.isna().to_numpy() | (numeric.fillna(0).to_numpy() % 1 != 0)
     if bad.any():
         row, column = map(int, np.argwhere(bad)[0])
-        fields = len(_line(path, row + 2).split(","))
-        if fields < len(columns):  # pandas fills a short row with NaN: a cut-off last line, typically
-            raise DataError(f"{path}: line {row + 2} has {fields} fields of {len(columns)} (cut off?): "
+        fields = _line(path, row + 2).split(",")
+        if len(fields) < len(columns):  # pandas fills a short row with NaN: a cut-off last line, typically
+            raise DataError(f"{path}: line {row + 2} has {len(fields)} fields of {len(columns)} (cut off?): "
                             "complete it or delete it")
-        raise DataError(f"{path}: line {row + 2}: column {columns[column]} is '{frame.iloc[row, column]}', "
-                        "expected a whole number")
+        value = "empty" if not fields[column].strip() else f"'{frame.iloc[row, column]}'"
+        raise DataError(f"{path}: line {row + 2}: column {columns[column]} is {value}, expected a whole number")
     frame = numeric.astype(np.int64)
     frame.columns = columns
     out_of_range = (frame[pixels].to_numpy() < 0) | (frame[pixels].to_numpy() > 255)

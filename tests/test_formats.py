@@ -127,6 +127,8 @@ def test_csv_with_and_without_labels(tmp_path):
     (lambda lines: lines[:3] + [lines[3].replace(",", ",300,", 1).replace(",0,", ",", 1)] + lines[4:],
      r"line 4: column pixel0 is 300, expected 0-255"),
     (lambda lines: [lines[0], "-1" + lines[1][lines[1].index(","):]] + lines[2:], "line 2: label -1"),
+    (lambda lines: lines[:2] + [lines[2].replace(",0,", ",,", 1)] + lines[3:], r"line 3: column pixel0 is empty, "
+                                                                            "expected a whole number"),
     # Kaggle's file cut off mid-row: the row's field count, not a 'nan' pixel.
     (lambda lines: lines[:-1] + [",".join(lines[-1].split(",")[:314])], r"d.csv: line 5 has 314 fields of 785 "
                                                                           r"\(cut off\?\): complete it or delete it$"),
