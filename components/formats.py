@@ -1,6 +1,8 @@
 """Readers for the image datasets people have besides IDX: folders of PNG/JPEG files and pixel CSV files."""
 from __future__ import annotations
 
+import itertools
+import logging
 import re
 import struct
 from dataclasses import dataclass
@@ -44,6 +46,18 @@ def image_files(directory: Path) -> list[Path]:
     """The PNG and JPEG files directly in `directory`, by name (hidden files left out)."""
     return sorted(p for p in directory.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def warn_skipped(directories) -> int:
+    """Warns (one line on the `pipeline` log) of the files in `directories` that are read as no image: neither
+    PNG nor JPEG by their name, hidden files left out. Returns how many there were."""
+    skipped = sorted(p for d in directories for p in d.iterdir()
+                     if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES)
+    if skipped:
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        logging.getLogger("pipeline").warning("warning: %d file%s skipped, not PNG or JPEG images (%s%s)",
+                                              len(skipped), "s" * (len(skipped) > 1), skipped[0], more)
+    return len(skipped)
 
 
 def _subfolders(directory: Path) -> list[Path]:
@@ -142,6 +156,7 @@ def load_folder(directory: Path) -> Loaded:
     if not by_split:
         by_split = {"all": directory}
     if not folders:  # a flat folder: unlabeled images
+        warn_skipped([directory])
         files = image_files(directory)
         if not files:
             raise DataError(f"{directory}: no PNG or JPEG files and no class sub-folders")
@@ -153,6 +168,8 @@ def load_folder(directory: Path) -> Loaded:
     classes = tuple(sorted({c.name for split_dir in by_split.values() for c in _subfolders(split_dir)}))
     if not classes:
         raise DataError(f"{directory}: no class sub-folders (expected DIR/<class>/<image>.png)")
+    warn_skipped([*dict.fromkeys([directory, *by_split.values()]),
+                  *(c for split_dir in by_split.values() for c in _subfolders(split_dir))])
     splits, colour, resized, total = {}, 0, 0, 0
     for split, split_dir in by_split.items():
         files, labels = [], []
@@ -168,14 +185,44 @@ def load_folder(directory: Path) -> Loaded:
     return Loaded(splits, classes, _policy(colour, resized, total))
 
 
+def _line(path: Path, number: int) -> str:
+    """Line `number` (from 1) of a text file, without its end."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            return next(itertools.islice(f, number - 1, None), "").rstrip("\r\n")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def csv_header(path: Path) -> list[str]:
+    """The column names of a pixel CSV file's first line, lower-cased (`Label` is `label`).
+
+    Raises:
+        DataError: the first line is separated by semicolons or tabs rather than commas, or is data
+            (every field a number: the file has no header line).
+    """
+    first = _line(path, 1)
+    fields = [f.strip().strip('"').lower() for f in first.split(",")]
+    if len(fields) == 1:
+        for separator, name in ((";", "semicolons (;)"), ("\t", "tabs")):
+            if separator in first:
+                raise DataError(f"{path}: the first line is separated by {name} ({len(first.split(separator))} "
+                                "fields), not commas: expected comma-separated values; save it with commas")
+    if all(re.fullmatch(r"[-+]?\d+(\.\d*)?", f) for f in fields):
+        raise DataError(f"{path}: the first line is data ({len(fields)} numbers), not a header: add the header "
+                        f"line 'label,pixel0,...,pixel{SIDE * SIDE - 1}' (without 'label,' for images without labels)")
+    return fields
+
+
 def _read_csv(path: Path) -> Split:
     import pandas as pd
 
+    csv_header(path)
     try:
         frame = pd.read_csv(path)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({first_line(exc)})") from None
-    columns = [str(c).strip() for c in frame.columns]
+    columns = [str(c).strip().lower() for c in frame.columns]
     pixels = [c for c in columns if c != "label"]
     if len(pixels) != SIDE * SIDE:
         raise DataError(f"{path}: {len(pixels)} pixel columns, expected {SIDE * SIDE} "
@@ -184,8 +231,12 @@ def _read_csv(path: Path) -> Split:
     bad = numeric.isna().to_numpy() | (numeric.fillna(0).to_numpy() % 1 != 0)
     if bad.any():
         row, column = map(int, np.argwhere(bad)[0])
-        raise DataError(f"{path}: line {row + 2}: column {columns[column]} is '{frame.iloc[row, column]}', "
-                        "expected a whole number")
+        fields = _line(path, row + 2).split(",")
+        if len(fields) < len(columns):  # pandas fills a short row with NaN: a cut-off last line, typically
+            raise DataError(f"{path}: line {row + 2} has {len(fields)} fields of {len(columns)} (cut off?): "
+                            "complete it or delete it")
+        value = "empty" if not fields[column].strip() else f"'{frame.iloc[row, column]}'"
+        raise DataError(f"{path}: line {row + 2}: column {columns[column]} is {value}, expected a whole number")
     frame = numeric.astype(np.int64)
     frame.columns = columns
     out_of_range = (frame[pixels].to_numpy() < 0) | (frame[pixels].to_numpy() > 255)

@@ -199,6 +199,22 @@ def source_fingerprint(data: DataConfig, **_) -> str:
     return digest.hexdigest()
 
 
+def trainable(data: DataConfig) -> DataConfig:
+    """A run's data, refused at once (before it is read) when it has no labels: a folder of images without
+    class sub-folders, a CSV file without a label column (DataError saying what training needs)."""
+    spec = DatasetSpec.parse(data.dataset)
+    where = Path(spec.location)
+    if spec.kind == "folder" and where.is_dir() and formats.image_files(where) and not any(
+            p.is_dir() and not p.name.startswith(".") for p in where.iterdir()):
+        why = "images directly in the folder: training needs one sub-folder per class (DIR/<class>/<image>.png)"
+    elif spec.kind == "csv" and where.is_file() and "label" not in formats.csv_header(where):
+        why = "no 'label' column: training needs one"
+    else:
+        return data
+    raise DataError(f"{spec.kind}:{where}: {why}; images without labels are for `drift --current "
+                    f"{spec.kind}:{where}` and `predict`")
+
+
 def _layout(splits: dict[str, formats.Split], whole: str, test_fraction: float) -> dict[str, formats.Split]:
     """Train and test: as the source has them, a sole test split whole (train empty), a sole other split
     carved by hash; or with `whole` "always" (or "single" and one split), every example in test."""
@@ -277,5 +293,6 @@ def summarize(examples: Examples | None, info: dict) -> dict:
 
 # Version 4: a source holding only test files is that test split, whole. 5: the `background` feature, polarity.
 COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="5", source_key=source_fingerprint,
-                      settings=DataConfig, section="data", params=lambda cfg, out, metadata: {"data": cfg.data},
+                      settings=DataConfig, section="data",
+                      params=lambda cfg, out, metadata: {"data": trainable(cfg.data)},
                       summary=summarize, report=ingest_report.report_section)

@@ -61,6 +61,8 @@ def _files(arguments: list[str]) -> _Inputs:
             raise DataError(f"{argument}: a directory with sub-folders; predict reads the images of a directory, "
                             f"not of its sub-folders: pass --dataset folder:{argument} for class folders")
         found = formats.image_files(argument) if argument.is_dir() else [argument]
+        if argument.is_dir():
+            formats.warn_skipped([argument])
         if not found:
             raise DataError(f"{argument}: a directory without PNG or JPEG files")
         paths += found

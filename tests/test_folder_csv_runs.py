@@ -95,15 +95,33 @@ def test_a_corrupt_png_is_one_line_naming_it(tmp_path):
     assert_one_line_error(err, str(tmp_path / "data" / "b" / "bad.png"), "not a readable PNG or JPEG image")
 
 
-def test_a_run_on_images_without_labels_is_blocked_by_validation(tmp_path):
+def test_a_run_on_images_without_labels_is_refused_at_once(tmp_path):
+    """A flat folder, or a CSV without a label column, cannot be trained on: one line saying what training
+    needs and what such data is for, before anything is read."""
     (tmp_path / "flat").mkdir()
     for i, image in enumerate(make_images(np.arange(40) % 10, np.random.default_rng(4))):
         (tmp_path / "flat" / f"{i}.png").write_bytes(tf.io.encode_png(image[..., None]).numpy())
     code, out, err = cli("run", "--dataset", f"folder:{tmp_path / 'flat'}", "--root", tmp_path / "root", *QUICK)
-    assert code == 3, err
-    summary = json.loads(out)
-    assert summary["status"] == "blocked" and summary["dataset"]["labelled"] is False
-    assert {(a["split"], a["feature"]) for a in summary["anomalies"]} >= {("train", "label")}
+    assert code == 1, err
+    assert_one_line_error(err, f"folder:{tmp_path / 'flat'}: images directly in the folder: training needs one "
+                          "sub-folder per class (DIR/<class>/<image>.png); images without labels are for `drift "
+                          f"--current folder:{tmp_path / 'flat'}` and `predict`")
+    assert "SCHEMA_MISSING_COLUMN" not in err and json.loads(out)["components"].get("ingest") is None
+    images = make_images(np.arange(8) % 2, np.random.default_rng(5))
+    code, out, err = cli("run", "--dataset", f"csv:{write_csv(tmp_path / 'test.csv', None, images)}", "--root",
+                         tmp_path / "root", *QUICK)
+    assert code == 1, err
+    assert_one_line_error(err, "test.csv: no 'label' column: training needs one; images without labels are for")
+
+
+def test_a_csv_without_a_header_says_so(tmp_path):
+    labels = np.arange(8) % 2
+    path = write_csv(tmp_path / "train.csv", labels, make_images(labels, np.random.default_rng(5)))
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[1:]))
+    code, out, err = cli("run", "--dataset", f"csv:{path}", "--root", tmp_path / "root", *QUICK)
+    assert code == 1, err
+    assert_one_line_error(err, f"{path}: the first line is data (785 numbers), not a header: add the header line "
+                          "'label,pixel0,...,pixel783'")
 
 
 @pytest.mark.parametrize("kind", ["folder", "csv"])

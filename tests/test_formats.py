@@ -33,10 +33,14 @@ def write_png_folder(directory: Path, classes: list[str], per_class: int, seed: 
     return directory
 
 
-def test_folder_of_class_folders_reads_colour_and_other_sizes(tmp_path):
+def test_folder_of_class_folders_reads_colour_and_other_sizes(tmp_path, caplog):
     write_png_folder(tmp_path / "d", ["cat", "dog", "emu"], 4, colour_every=3, large_every=5)
-    (tmp_path / "d" / "notes.txt").write_text("not an image: ignored")
+    (tmp_path / "d" / "notes.txt").write_text("not an image: skipped, and counted")
+    (tmp_path / "d" / "dog" / "Thumbs.db").write_text("")
+    (tmp_path / "d" / "emu" / ".DS_Store").write_text("")  # hidden: neither read nor counted
     loaded = formats.load_folder(tmp_path / "d")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: 2 files skipped, not PNG or JPEG images ({tmp_path / 'd' / 'dog' / 'Thumbs.db'} and 1 more)"]
     assert loaded.classes == ("cat", "dog", "emu")
     split = loaded.splits["all"]
     assert split.images.shape == (12, 28, 28) and split.images.dtype == np.uint8
@@ -123,6 +127,16 @@ def test_csv_with_and_without_labels(tmp_path):
     (lambda lines: lines[:3] + [lines[3].replace(",", ",300,", 1).replace(",0,", ",", 1)] + lines[4:],
      r"line 4: column pixel0 is 300, expected 0-255"),
     (lambda lines: [lines[0], "-1" + lines[1][lines[1].index(","):]] + lines[2:], "line 2: label -1"),
+    (lambda lines: lines[:2] + [lines[2].replace(",0,", ",,", 1)] + lines[3:], r"line 3: column pixel0 is empty, "
+                                                                            "expected a whole number"),
+    # Kaggle's file cut off mid-row: the row's field count, not a 'nan' pixel.
+    (lambda lines: lines[:-1] + [",".join(lines[-1].split(",")[:314])], r"d.csv: line 5 has 314 fields of 785 "
+                                                                          r"\(cut off\?\): complete it or delete it$"),
+    (lambda lines: lines[1:], r"d.csv: the first line is data \(785 numbers\), not a header: add the header line "
+                              r"'label,pixel0,...,pixel783' \(without 'label,' for images without labels\)$"),
+    (lambda lines: [l.replace(",", ";") for l in lines], r"d.csv: the first line is separated by semicolons \(;\) "
+                                                         r"\(785 fields\), not commas: expected comma-separated"),
+    (lambda lines: [l.replace(",", "\t") for l in lines], r"the first line is separated by tabs \(785 fields\)"),
 ])
 def test_bad_csv_names_the_file_and_line(tmp_path, edit, message):
     labels = np.arange(4) % 2
@@ -130,6 +144,16 @@ def test_bad_csv_names_the_file_and_line(tmp_path, edit, message):
     path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
     with pytest.raises(DataError, match=message):
         formats.load_csv(path)
+
+
+def test_a_csv_header_is_read_whatever_its_case(tmp_path):
+    labels = np.arange(4) % 2
+    images = make_images(labels, np.random.default_rng(2))
+    path = write_csv(tmp_path / "d.csv", labels, images)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0].replace("label", "Label").replace("pixel", "Pixel"), *lines[1:]]) + "\n")
+    loaded = formats.load_csv(path).splits["all"]
+    assert loaded.labels.tolist() == labels.tolist() and (loaded.images == images).all()
 
 
 def test_dataset_names_pick_curated_schemas(tmp_path):

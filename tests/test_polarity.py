@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components import formats
 from components.push import INFO, export_serving
 from conftest import make_images
 from pipeline.config import Config
@@ -80,6 +81,37 @@ def test_predict_reads_what_folder_reads_and_warns_on_polarity_and_size(exports,
     assert "light.png" in warned[0] and "rgba.png" in warned[1]
     code, out, err = cli("predict", "--model", exports / "plain", *files)
     assert code == 0 and len(out.splitlines()) == 2 and "warning" not in err, err
+
+
+def test_predict_answers_a_large_colour_jpeg_as_folder_reads_it_naming_classes(model, exports, tmp_path):
+    """A 64x64 colour JPEG is predicted as `--dataset folder:` reads it (grayscale, resized by formats.read_images),
+    a directory's files that are no images are counted in one warning line, and the text names the classes."""
+    words = ("top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+    export_serving(model.path, tmp_path / "named", words, False)
+    (tmp_path / "named" / INFO).write_text(json.dumps({"classes": list(words), "inverted": False}))
+    images = make_images(np.arange(2), np.random.default_rng(10))
+    (tmp_path / "in").mkdir()
+    for i, image in enumerate(images):
+        big = tf.image.resize(np.repeat(image[..., None], 3, axis=-1), [64, 64], method="nearest")
+        (tmp_path / "in" / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(tf.cast(big, tf.uint8)).numpy())
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    (tmp_path / "in" / "labels.csv").write_text("0\n")
+    code, out, err = cli("predict", "--model", tmp_path / "named", tmp_path / "in")
+    assert code == 0, err
+    skipped = [line for line in err.splitlines() if "skipped" in line]
+    assert skipped == [f"warning: 2 files skipped, not PNG or JPEG images ({tmp_path / 'in' / 'labels.csv'} "
+                       "and 1 more)"], err
+    expected = formats.read_images(sorted((tmp_path / "in").glob("*.jpg")))[0]
+    served = tf.saved_model.load(str(tmp_path / "named")).signatures["serving_default"](images=tf.constant(expected))
+    assert out.splitlines() == [f"{tmp_path / 'in' / f'{i}.jpg'}: class {c} {words[c]} ({p[c]:.4f})" for i, (c, p)
+                                in enumerate(zip(served["class_ids"].numpy(), served["probabilities"].numpy()))]
+    code, same, err = cli("predict", "--model", tmp_path / "named", "--dataset", f"folder:{tmp_path / 'in'}",
+                          "--root", tmp_path / "root")
+    assert code == 0 and same == out and "2 files skipped" in err, err
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30))
+    code, out, err = cli("predict", "--model", tmp_path / "named", tmp_path / "in" / "0.jpg", tmp_path / "bad.png")
+    assert code == 1 and out == "" and "0.jpg" not in err, err
+    assert_one_line_error(err, f"{tmp_path / 'bad.png'}: not a readable PNG or JPEG image")
 
 
 def test_one_bad_file_among_several_is_named_alone(exports, tmp_path):
