@@ -13,7 +13,7 @@ from components import formats, idx, image_features, ingest_report
 from components.tfrecords import write_split
 from engine.artifacts import Artifact
 from engine.component import Component
-from engine.errors import DataError, first_line
+from engine.errors import ConfigError, DataError, first_line
 from engine.failpoints import failpoint
 from engine.settings import param
 
@@ -53,7 +53,7 @@ class Examples(Artifact):
 class DataConfig:
     """Which dataset to ingest and how to split it."""
 
-    dataset: str = param("fashion_mnist", flag="--dataset",
+    dataset: str = param("fashion_mnist", flag="--dataset", valid=lambda spec: DatasetSpec.parse(spec, whole=True),
                          help="NAME, tfds:NAME[/CONFIG], idx:DIR, folder:DIR or csv:FILE")
     eval_fraction: float = param(0.1, above=0, below=1)  # carved from train by content hash
     test_fraction: float = param(0.15, above=0, below=1)  # only for a directory that holds a single split
@@ -76,12 +76,15 @@ class DatasetSpec:
     split: str | None = None
 
     @classmethod
-    def parse(cls, spec: str) -> "DatasetSpec":
-        """Parses a dataset spec.
+    def parse(cls, spec: str, whole: bool = False) -> "DatasetSpec":
+        """Parses a dataset spec (`whole`: a run's, without a split).
 
         Example:
             >>> DatasetSpec.parse("idx:/data/mnist:test")
             DatasetSpec(kind='idx', location='/data/mnist', name='', split='test')
+
+        Raises:
+            ConfigError: the spec's syntax is wrong, or it is a path without its kind (`data/idx`).
         """
         head, _, last = spec.rpartition(":")
         split = last if head and last in (*SPLITS, ALL) else None
@@ -89,6 +92,10 @@ class DatasetSpec:
         kind, sep, rest = body.partition(":")
         if not sep:
             kind, rest = "", body
+        if whole and split:
+            raise ConfigError(f"dataset spec '{spec}': a run ingests a whole dataset; drop ':{split}'")
+        if not kind and rest and Path(rest).exists():
+            raise ConfigError(f"dataset spec '{spec}': a path needs its kind: {_kind_of(Path(rest))}")
         if kind == "idx" and rest:
             return cls("idx", rest, idx.dataset_name(Path(rest)), split)
         if kind in ("folder", "csv") and rest:
@@ -100,7 +107,7 @@ class DatasetSpec:
             # emnist/balanced is a dataset of its own (schemas/emnist_balanced.pbtxt); mnist/3.0.1 a version.
             base, _, config = rest.partition("/")
             return cls("tfds", rest, f"{base}_{config}" if config and not config[0].isdigit() else base, split)
-        raise DataError(f"dataset spec '{spec}': expected NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE, "
+        raise ConfigError(f"dataset spec '{spec}': expected NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE, "
                         f"optionally followed by :{'|:'.join((*SPLITS, ALL))}")
 
     def load(self, tfds_data_dir: str | None = None) -> formats.Loaded:
@@ -109,6 +116,16 @@ class DatasetSpec:
             return load_tfds(self.location, tfds_data_dir)
         return {"idx": idx.load_idx, "folder": formats.load_folder, "csv": formats.load_csv}[self.kind](
             Path(self.location))
+
+
+def _kind_of(path: Path) -> str:
+    """What a spec that is a bare path should have said."""
+    if not path.is_dir():
+        return f"csv:{path} (a CSV file of label and pixel columns)"
+    try:
+        return f"idx:{path} (a directory of IDX files)" if idx.find_files(path) else ""
+    except DataError:
+        return f"folder:{path} (one sub-folder of images per class) or idx:{path} (IDX files)"
 
 
 def _hash_fraction(images: np.ndarray, salt: bytes) -> np.ndarray:

@@ -1,6 +1,7 @@
 """A pipeline declared as data: nodes, where each input comes from, parameters, gates; order and slicing follow."""
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -143,7 +144,9 @@ def between(order: tuple[str, ...], start: str | None, stop: str | None) -> tupl
     """
     for flag, name in (("--from", start), ("--to", stop)):
         if name is not None and name not in order:
-            raise ConfigError(f"{flag} {name}: unknown component; expected one of {', '.join(order)}")
+            near = difflib.get_close_matches(name, order, n=1)
+            raise ConfigError(f"{flag} {name}: unknown component; {f'did you mean {near[0]}? ' if near else ''}"
+                              f"expected one of {', '.join(order)}")
     first = order.index(start) if start else 0
     last = order.index(stop) if stop else len(order) - 1
     if start and stop and first > last:

@@ -24,7 +24,8 @@ class Param:
     `limits`: `choices`, `low` (at least), `above`, `high` (at most), `below`, `prefix` (each item of a list
     of strings starts with it). `flag`: the command-line flag that sets it (None: YAML only); `switch`: the
     flag takes no value and sets the value given; `parse`: turns the flag's text into the value (a duration);
-    `commands`: the commands besides the run commands that take the flag (`validate`, `drift`).
+    `commands`: the commands besides the run commands that take the flag (`validate`, `drift`); `valid`: raises
+    ConfigError for a value the limits cannot describe (a dataset spec's syntax), checked with them.
     """
 
     help: str = ""
@@ -35,13 +36,14 @@ class Param:
     metavar: str | None = None
     commands: tuple[str, ...] = ()
     default_help: str | None = None  # how `--help` states a default computed elsewhere
+    valid: Callable[[Any], Any] | None = None
 
 
 def param(default: Any = None, *, help: str = "", flag: str | None = None, switch: Any = None,
           parse: Callable[[str], Any] | None = None, metavar: str | None = None, commands: tuple[str, ...] = (),
           default_help: str | None = None, choices: tuple | None = None, low: float | None = None,
           above: float | None = None, high: float | None = None, below: float | None = None,
-          prefix: str | None = None):
+          prefix: str | None = None, valid: Callable[[Any], Any] | None = None):
     """A setting of a component (or of the whole pipeline): a dataclass field that carries its `Param`.
 
     None, where the type allows it, always passes the limits.
@@ -57,7 +59,7 @@ def param(default: Any = None, *, help: str = "", flag: str | None = None, switc
     limits = {k: v for k, v in (("choices", choices), ("low", low), ("above", above), ("high", high),
                                 ("below", below), ("prefix", prefix)) if v is not None}
     declared = Param(help=help, flag=flag, limits=limits, switch=switch, parse=parse, metavar=metavar,
-                     commands=commands, default_help=default_help)
+                     commands=commands, default_help=default_help, valid=valid)
     return field(default=default, metadata={"param": declared, "limits": limits})
 
 
@@ -67,16 +69,22 @@ def declaration(f: dataclasses.Field) -> Param:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a duration such as `90`, `90s`, `10m` or `1.5h`.
+    """Seconds in a duration such as `90s`, `10m` or `1.5h`; a number without its unit is refused, so that
+    `--budget 5` is never taken for 5 seconds when 5 minutes were meant.
 
     Example:
         >>> parse_duration("10m")
         600.0
+        >>> parse_duration("5")
+        Traceback (most recent call last):
+        engine.errors.ConfigError: duration '5' has no unit: add s, m or h, e.g. 5m
     """
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
     if not match or float(match[1]) <= 0:
         raise ConfigError(f"duration '{text}': expected a positive number with s, m or h, e.g. 10m")
-    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+    if not match[2]:
+        raise ConfigError(f"duration '{text}' has no unit: add s, m or h, e.g. {match[1]}m")
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 # Each limit: the test a value must pass, and how the error says it.
@@ -119,6 +127,8 @@ def check(cfg, where: str = ""):
         elif not _allowed(value, limits):
             raise ConfigError(f"config '{key}': expected {_expected(limits, _plain(hints[f.name]))}, "
                               f"got {_shown.repr(value)}")
+        elif value is not None and declaration(f).valid:
+            declaration(f).valid(value)
     return cfg
 
 

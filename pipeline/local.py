@@ -99,7 +99,8 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
         MetadataError: the metadata store cannot be opened (nothing has run).
         ConfigError: `start` or `stop` names no component, or `start` comes after `stop`.
     """
-    config_module.check(cfg)  # a bad value stops the run before anything runs
+    config_module.check(cfg)  # a bad value (or dataset spec, or --from/--to) stops the run before any record
+    pipeline.between(start, stop)
     run_id = check_run_id(run_id) if run_id is not None else new_run_id()
     distributed = distributed_role() is not None  # a distributed search never comes from the cache
     with root_lock(cfg.root, run_id, wait=wait, shared=distributed), interruptible():

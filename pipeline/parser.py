@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
 
@@ -30,10 +31,38 @@ def _prog() -> str:
 
 class _Parser(argparse.ArgumentParser):
     """argparse without prefix matching: `--epoch 3` is an unknown flag, never `--epochs`, so a typo cannot
-    silently change what runs. Sub-commands inherit it (argparse makes them of the parent's class)."""
+    silently change what runs; an unknown flag is named with the nearest one of its command (`--max-trial`:
+    did you mean --max-trials?), and a usage error is one line. Sub-commands inherit it (argparse makes them
+    of the parent's class)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        near = getattr(parsed, _NEAREST, {})  # a sub-command's parser answers first: its flags are the ones meant
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        for extra in extras:
+            match = difflib.get_close_matches(extra.partition("=")[0], known, n=1) if extra.startswith("--") else []
+            if match and extra not in near:
+                near[extra] = match[0]
+        setattr(parsed, _NEAREST, near)
+        return parsed, extras
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        near = vars(parsed).pop(_NEAREST, {})
+        if extras:
+            hint = next((f"; did you mean {near[e]}?" for e in extras if e in near), "")
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+    def error(self, message):
+        """One line on stderr, exit 2 (argparse's usage text is `--help`'s)."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+_NEAREST = "_nearest_flags"  # where parse_known_args leaves the nearest known flag of each unknown one
 
 
 def build(pipeline: Pipeline = PRODUCTION) -> argparse.ArgumentParser:

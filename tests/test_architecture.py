@@ -42,7 +42,8 @@ def test_order_slicing_and_lineage_keys_come_from_the_declaration():
     assert PRODUCTION.order == ("ingest", "statistics", "schema", "validate", "tune", "train", "evaluate", "push")
     assert PRODUCTION.between("tune", "evaluate") == ("tune", "train", "evaluate")
     assert PRODUCTION.output_kinds()[-2:] == ("Evaluation", "PushedModel")
-    with pytest.raises(ConfigError, match=r"--from trian: unknown component; expected one of ingest, statistics"):
+    with pytest.raises(ConfigError, match=r"--from trian: unknown component; did you mean train\? expected one of "
+                                          r"ingest, statistics"):
         PRODUCTION.between("trian", None)
     with pytest.raises(ConfigError, match="--from push --to ingest: push comes after ingest"):
         PRODUCTION.between("push", "ingest")

@@ -204,7 +204,7 @@ def test_a_run_id_in_use_an_empty_one_or_an_abbreviated_flag_is_refused_before_a
     assert code == 2
     assert_one_line_error(err, "--run-id '': expected up to 128 letters")
     code, _, err = cli(*base, "--epoch", "3")  # not taken as --epochs
-    assert code == 2 and "unrecognized arguments: --epoch 3" in err
+    assert code == 2 and "unrecognized arguments: --epoch 3; did you mean --epochs?" in err
 
 
 def test_not_blessed_exits_4_and_pushes_nothing(first_run, data):
@@ -328,6 +328,26 @@ def test_bad_config_and_usage(tmp_path):
     code, _, err = cli("run", "--schema", tmp_path / "none.pbtxt", "--dataset", f"idx:{tiny}", "--root", tmp_path)
     assert code == 1
     assert_one_line_error(err, "none.pbtxt: schema file not found")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--budget", "5"), "argument --budget: duration '5' has no unit: add s, m or h, e.g. 5m"),
+    (("--tune-budget", "5"), "argument --tune-budget: duration '5' has no unit: add s, m or h, e.g. 5m"),
+    (("--to", "training"), "--to training: unknown component; did you mean train?"),
+    (("--from", "trainn"), "--from trainn: unknown component; did you mean train?"),
+    (("--dataset", "{tmp}/idx"), "dataset spec '{tmp}/idx': a path needs its kind: idx:{tmp}/idx (a directory of IDX"),
+    (("--dataset", "png:{tmp}/idx"), "dataset spec 'png:{tmp}/idx': expected NAME, tfds:NAME, idx:DIR"),
+    (("--dataset", "idx:{tmp}/idx:test"), "a run ingests a whole dataset; drop ':test'"),
+    (("--max-trial", "3"), "unrecognized arguments: --max-trial 3; did you mean --max-trials?"),
+])
+def test_a_usage_error_exits_2_in_one_line_and_records_no_run(tmp_path, args, message):
+    write_dataset(tmp_path / "idx", {"train": 20, "t10k": 10})
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    dataset = [] if "--dataset" in args else ["--dataset", f"idx:{tmp_path / 'idx'}"]
+    code, out, err = cli("run", "--root", tmp_path / "root", *dataset, *args)
+    assert code == 2 and out == "", err
+    assert_one_line_error(err, message.replace("{tmp}", str(tmp_path)))
+    assert len(err.splitlines()) == 1 and not (tmp_path / "root").exists()  # no run record, no store
 
 
 def test_a_root_that_is_a_file_or_cannot_be_written_is_refused_in_one_line(data, tmp_path):
@@ -545,7 +565,7 @@ def _tree(directory: Path) -> dict[str, str]:
     (("--dataset", "idx:{tmp}/counts"), 1, ("t10k-images-idx3-ubyte.gz: 10 images but", "has 9 labels")),
     (("--dataset", "folder:{tmp}/png"), 1, ("bad.png: not a readable PNG or JPEG image",)),
     (("--dataset", "csv:{tmp}/bad.csv"), 1, ("bad.csv: line 2: column pixel783 is 'x'",)),
-    (("--dataset", "ftp:x"), 1, ("dataset spec 'ftp:x'",)),
+    (("--dataset", "ftp:x"), 2, ("dataset spec 'ftp:x'",)),
     (("--max-trials", "-5"), 2, ("config 'tune.max_trials'", "got -5")),
     (("--config", "{tmp}/bad.yaml"), 2, ("bad.yaml: config 'data.eval_fraction'", "got 1.5")),
     (("--from", "nothing"), 2, ("nothing",)),

@@ -51,9 +51,23 @@ def test_shipped_example_configs_load(name, min_accuracy):
 
 
 def test_durations():
-    assert [config.parse_duration(t) for t in ("90", "90s", "10m", "1.5h")] == [90, 90, 600, 5400]
+    assert [config.parse_duration(t) for t in ("90s", "10m", "1.5h")] == [90, 600, 5400]
     with pytest.raises(ConfigError, match=r"duration 'soon': expected a positive number with s, m or h"):
         config.parse_duration("soon")
+
+
+def test_a_duration_without_its_unit_is_refused_and_a_yaml_budget_stays_seconds(tmp_path):
+    from pipeline.flags import run_config
+
+    with pytest.raises(ConfigError, match=r"^duration '5' has no unit: add s, m or h, e.g. 5m$"):
+        config.parse_duration("5")
+    for keyword in ("budget", "tune_budget"):  # the API's budget="5", as the flags
+        with pytest.raises(ConfigError, match=r"duration '5' has no unit: add s, m or h"):
+            run_config(None, tmp_path, None, **{keyword: "5"})
+    (tmp_path / "budget.yaml").write_text("budget_seconds: 5\ntune: {budget_seconds: 90}\n")
+    cfg = run_config(tmp_path / "budget.yaml", tmp_path, None)
+    assert (cfg.budget_seconds, cfg.tune.budget_seconds) == (5.0, 90.0)
+    assert run_config(None, tmp_path, None, budget="5m").budget_seconds == 300.0
 
 
 def test_training_epochs_follow_the_recipe():

@@ -11,7 +11,7 @@ from components.ingest import DatasetSpec, ingest
 from conftest import write_dataset
 from components.idx import write_idx
 from components.ingest import DataConfig
-from engine.errors import DataError
+from engine.errors import ConfigError, DataError
 
 
 def _read(examples, split):
@@ -39,9 +39,20 @@ def test_default_dataset_prefers_local_debian_copy(tmp_path, monkeypatch):
 
 
 def test_bad_spec():
-    with pytest.raises(DataError, match="dataset spec 'ftp:x y': expected NAME, tfds:NAME, idx:DIR, folder:DIR or "
+    with pytest.raises(ConfigError, match="dataset spec 'ftp:x y': expected NAME, tfds:NAME, idx:DIR, folder:DIR or "
                                         "csv:FILE"):
         DatasetSpec.parse("ftp:x y")
+
+
+def test_a_path_without_its_kind_is_refused_with_the_kind_it_needs(tmp_path):
+    data = write_dataset(tmp_path / "idx", {"train": 10})
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=rf"dataset spec '{data}': a path needs its kind: idx:{data} \(a directory"):
+        DatasetSpec.parse(str(data))
+    with pytest.raises(ConfigError, match=rf"a path needs its kind: folder:{tmp_path / 'images'} \(one sub-folder"):
+        DatasetSpec.parse(str(tmp_path / "images"))
+    with pytest.raises(ConfigError, match=r"a run ingests a whole dataset; drop ':test'"):
+        DatasetSpec.parse(f"idx:{data}:test", whole=True)
 
 
 def test_ingest_writes_every_split_with_content(examples):
