@@ -31,8 +31,6 @@ class RunQueries:
         property of the run's first output of that kind, else None); with `outputs`, also `executions`: each
         component's last execution in the run, with its output.
         """
-        columns = sorted((column, cls.kind, prop)
-                         for cls in ARTIFACT_TYPES.values() for column, prop in cls.run_columns)
         out = []
         for context in self._runs(root):
             row = {prop: get_property(context.properties, prop)
@@ -42,10 +40,7 @@ class RunQueries:
             row["components"] = {e["component"]: e["state"] for e in executions}
             if outputs:
                 row["executions"] = {e["component"]: e for e in executions}
-            for column, kind, prop in columns:
-                found = [e["output"] for e in executions if e["output"] and e["output"]["type"] == kind]
-                row[column] = found[0]["properties"].get(prop) if found else None
-            out.append({"run_id": context.name, **row})
+            out.append({"run_id": context.name, **row, **_columns(executions)})
         return out
 
     def _executions(self, context) -> list[dict[str, Any]]:
@@ -84,7 +79,8 @@ class RunQueries:
         return self.mlmd.get_context_by_type_and_name(RUN, run_id) is not None
 
     def run(self, run_id: str) -> dict[str, Any]:
-        """One run: its properties, effective config (YAML) and every execution with its output artifact.
+        """One run: its properties, effective config (YAML), every execution with its output artifact, and the
+        columns `runs` shows (`Artifact.run_columns`: accuracy, pushed version).
 
         Raises:
             MetadataError: no run has this id.
@@ -93,8 +89,9 @@ class RunQueries:
         if context is None:
             raise MetadataError(f"{self.name}: no run '{run_id}' (see `python -m pipeline runs list`)")
         found = {p: get_property(context.properties, p) for p in RUN_PROPERTIES}
+        executions = self._executions(context)
         return {"run_id": run_id, **found, "report": found["report"] and self.resolve(found["report"]),
-                "executions": self._executions(context)}
+                "executions": executions, **_columns(executions)}
 
     def lineage(self, version_uri: str | Path) -> dict[str, Any]:
         """What produced a pushed model version (see `engine.lineage.lineage`)."""
@@ -106,3 +103,14 @@ class RunQueries:
         """Every artifact marked LIVE, described."""
         pb = proto()
         return [self.describe(a) for a in self.mlmd.get_artifacts() if a.state == pb.Artifact.LIVE]
+
+
+def _columns(executions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The columns the artifact types declare (`Artifact.run_columns`, in order of their names): the property
+    of the run's first output of that kind, else None."""
+    row = {}
+    for column, kind, prop in sorted((column, cls.kind, prop)
+                                     for cls in ARTIFACT_TYPES.values() for column, prop in cls.run_columns):
+        found = [e["output"] for e in executions if e["output"] and e["output"]["type"] == kind]
+        row[column] = found[0]["properties"].get(prop) if found else None
+    return row

@@ -80,8 +80,7 @@ def _runs(args, out) -> int:
     from engine.metadata import Metadata
     from pipeline.definition import PRODUCTION  # declares the artifact types whose columns a run's row shows
 
-    cfg = config.override(config.Config(), root=args.root,
-                          **{"push.serving_dir": getattr(args, "serving_dir", None)})
+    cfg = flags.run_config(args.config, args.root, None, serving_dir=getattr(args, "serving_dir", None))
     metadata = Metadata.open(cfg, create=False)
     if args.runs_command == "list":
         result = metadata.runs(cfg.root)

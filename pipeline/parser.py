@@ -107,6 +107,10 @@ def build(pipeline: Pipeline = PRODUCTION) -> argparse.ArgumentParser:
     runs_lineage = runs_commands.add_parser("lineage", help="what produced a pushed model version")
     runs_lineage.add_argument("version", metavar="VERSION", type=int)
     runs_lineage.add_argument("--serving-dir", help="the serving directory (default: <root>/serving)")
+    for command in (runs_list, runs_show, runs_lineage):
+        command.add_argument("--config", metavar="FILE.yaml", help="the runs' YAML config file, as run's --config: "
+                             "its root, metadata store (metadata.sqlite or mysql) and serving directory; flags "
+                             "override it (default: none)")
     check = commands.add_parser("validate", help="statistics and anomalies of a dataset: exit 3 on anomalies")
     check.add_argument("--dataset", required=True,
                        help="SPEC or SPEC:SPLIT (NAME, tfds:NAME, idx:DIR, folder:DIR, csv:FILE)")

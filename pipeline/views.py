@@ -46,18 +46,21 @@ def predictions(result: dict[str, Any], out: TextIO) -> None:
 
 
 def runs(result: list[dict[str, Any]]) -> list[str]:
-    """`runs list`: a row per run."""
+    """`runs list`: a row per run, ending with its error when it has one."""
     rows = [f"{'run':<21} {'status':<11} {'started':<25} {'accuracy':>8} {'pushed':>6}  dataset"]
     return rows + [f"{r['run_id']:<21} {r['status'] or '':<11} {r['started'] or '':<25} "
                    f"{'' if r['accuracy'] is None else format(r['accuracy'], '.4f'):>8} "
                    f"{'' if r['pushed_version'] is None else r['pushed_version']:>6}  {r['dataset'] or ''}"
-                   for r in result]
+                   + (f"  error: {r['error']}" if r["error"] else "") for r in result]
 
 
 def run(result: dict[str, Any]) -> list[str]:
     """`runs show`: the run, its components and its config."""
     rows = [f"run {result['run_id']}: {result['status']}" + (f" ({result['error']})" if result["error"] else ""),
             f"started {result['started']}, finished {result['finished']}, report {result['report']}"]
+    if result.get("accuracy") is not None:
+        rows.append(f"test accuracy {result['accuracy']:.4f}" + (
+            f", pushed version {result['pushed_version']}" if result.get("pushed_version") is not None else ""))
     for e in result["executions"]:
         output = e["output"]
         rows.append(f"  {e['component']:<10} {e['state']:<8} {e['seconds'] or 0:7.1f}s  "
@@ -69,6 +72,10 @@ def lineage(result: dict[str, Any], kinds: tuple[str, ...]) -> list[str]:
     """`runs lineage`: what produced a pushed version, artifact by artifact in the pipeline's order, each
     described as its kind describes itself (`Artifact.described`)."""
     rows = [f"version {result['version']} ({result['uri']}) pushed by run {result['run_id']}"]
+    if "baseline" in result:  # the version serving when it was evaluated, compared with
+        baseline = result["baseline"]
+        rows.append(f"  {'baseline':<16} version {baseline['properties'].get('version')} ({baseline['uri']}), "
+                    "the model serving when it was evaluated")
     for kind in kinds:
         key = kind.lower()
         if key in result:

@@ -129,6 +129,8 @@ def test_a_training_flag_reruns_train_evaluate_push_only(first, root):
     assert summary["push"]["version"] == 2
     lineage = json.loads(cli("runs", "lineage", "2", "--root", root / "root", "--json")[1])
     assert lineage["baseline"]["properties"]["version"] == 1 and lineage["run_id"] == summary["run_id"]
+    code, out, err = cli("runs", "lineage", "2", "--root", root / "root")
+    assert code == 0 and f"baseline         version 1 ({root / 'root' / 'serving' / '1'})" in out, err
     code, out, err = cli("runs", "lineage", "1", "--root", root / "root", "--json")  # still known after serving as one
     assert code == 0 and json.loads(out)["run_id"] == first["run_id"], err
 
@@ -207,6 +209,31 @@ def test_a_corrupted_metadata_store_stops_the_run_before_anything_runs(root, tmp
     assert code == 1
     assert_one_line_error(err, f"{broken / 'metadata.sqlite'}: cannot open the metadata store", "move it aside")
     assert not (broken / "artifacts").exists() and not (broken / "runs").exists()
+
+
+def test_runs_commands_read_the_store_a_config_file_names_and_show_accuracy_and_errors(first, root, tmp_path):
+    (tmp_path / "store").mkdir()
+    for path in (root / "root").glob("metadata.sqlite*"):  # a store set by metadata.sqlite, away from the root
+        path.rename(tmp_path / "store" / path.name)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"root: {root / 'root'}\nmetadata: {{sqlite: {tmp_path / 'store' / 'metadata.sqlite'}}}\n")
+    code, out, err = cli("runs", "list", "--root", root / "root")
+    assert code == 1 and "no metadata store" in err
+    code, out, err = cli("runs", "list", "--config", settings, "--json")
+    assert code == 0 and [r["run_id"] for r in json.loads(out)] == [first["run_id"]], err
+    code, out, err = cli("runs", "show", first["run_id"], "--config", settings, "--json")
+    assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(first["evaluation"]["accuracy"]), err
+    assert json.loads(out)["pushed_version"] == 1 and json.loads(out)["executions"]  # as before, and more
+    code, out, err = cli("runs", "show", first["run_id"], "--config", settings)
+    assert code == 0 and f"test accuracy {first['evaluation']['accuracy']:.4f}, pushed version 1" in out, err
+    code, out, err = cli("runs", "lineage", "1", "--config", settings)
+    assert code == 0 and f"pushed by run {first['run_id']}" in out and "baseline" not in out, err
+
+    code, _, err = cli("run", "--dataset", f"idx:{root / 'data'}", "--root", tmp_path / "fresh", "--from", "train")
+    assert code == 1  # recorded failed: its error ends its row
+    code, out, err = cli("runs", "list", "--root", tmp_path / "fresh")
+    [row] = out.splitlines()[1:]
+    assert code == 0 and " failed " in row and "  error: --from train: ingest comes before it" in row, out
 
 
 @pytest.mark.parametrize("args, message", [
