@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import re
 import struct
 import zlib
@@ -63,7 +64,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{path}: truncated header: {len(data)} bytes, expected at least {header}")
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python's integers: no overflow to a negative size
+    if expected > np.iinfo(np.intp).max:
+        raise DataError(f"{path}: impossible header: its dimensions {'x'.join(map(str, shape))} make {expected:.3g} "
+                        "bytes, more than any file or array holds; the file is corrupt or not IDX")
     if len(data) != expected:
         raise DataError(f"{path}: {len(data)} bytes, expected {expected} for shape "
                         f"{'x'.join(map(str, shape))} (truncated or padded)")

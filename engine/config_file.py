@@ -16,7 +16,8 @@ def load(cls, path: str | Path | None):
     """The config tree `cls` from a YAML file with a section per component; None gives the defaults.
 
     Raises:
-        ConfigError: the file is missing, not YAML, or has an unknown key or a wrongly typed value.
+        ConfigError: the file is missing, not YAML, nested thousands deep, or has an unknown key or a wrongly
+            typed value.
     """
     if path is None:
         return cls()
@@ -35,6 +36,8 @@ def load(cls, path: str | Path | None):
         raise ConfigError(f"{path}: not valid YAML ({first_line(exc)})") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:  # thousands of nested lists or mappings: the parser's recursion gives out
+        raise ConfigError(f"{path}: nested too deeply to read; expected a config file of a few sections") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     try:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from engine.errors import LockedError
+from engine.errors import LockedError, PipelineError
 from engine.files import writable_root
 
 log = logging.getLogger("pipeline")
@@ -49,6 +49,20 @@ def exclusive(path: str | Path, create: bool = True, waiting: str | None = None)
         os.close(handle)  # closing releases the lock
 
 
+def _lock_file(path: Path):
+    """The root's lock file, opened; a `.lock` that is a directory, a dangling link or unreadable is refused in
+    one line naming it and what to do (a dangling link is not followed to create its target)."""
+    what = ("a directory" if path.is_dir() else "a symbolic link to nothing" if path.is_symlink() and
+            not path.exists() else None)
+    try:
+        if what is None:
+            return open(path, "a+")
+    except OSError as exc:
+        what = f"cannot be opened ({exc.strerror})"
+    raise PipelineError(f"{path}: {what}, not the root's lock file; remove it (the pipeline makes it again) and "
+                        "run again")
+
+
 def _holder(handle) -> str:
     handle.seek(0)
     try:
@@ -69,7 +83,8 @@ def root_lock(root: str | Path, run_id: str, wait: bool = True, shared: bool = F
 
     Raises:
         LockedError: `wait` is False and another run holds the lock.
-        ConfigError, PipelineError: the root is a file or cannot be written (`files.writable_root`).
+        ConfigError, PipelineError: the root is a file or cannot be written (`files.writable_root`), or its
+            `.lock` is not a file the lock can be taken on (a directory, a dangling link).
 
     Example:
         >>> import tempfile
@@ -80,7 +95,7 @@ def root_lock(root: str | Path, run_id: str, wait: bool = True, shared: bool = F
         engine.errors.LockedError: ...: run run-1 (pid ...) is running on this root; wait for it (drop --no-wait) ...
     """
     path = writable_root(root) / LOCK
-    with open(path, "a+") as handle:
+    with _lock_file(path) as handle:
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
             fcntl.flock(handle, mode | fcntl.LOCK_NB)

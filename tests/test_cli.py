@@ -319,6 +319,10 @@ def test_bad_config_and_usage(tmp_path):
     code, _, err = cli("run", "--config", config, "--root", tmp_path / "root")
     assert code == 2
     assert_one_line_error(err, "bad.yaml: expands to over 10000 values through its aliases")
+    config.write_bytes(b"[" * 50_000 + b"]" * 50_000)  # deeper than the YAML parser's recursion goes
+    code, _, err = cli("run", "--config", config, "--root", tmp_path / "root")
+    assert code == 2
+    assert_one_line_error(err, "bad.yaml: nested too deeply to read")
     config.write_bytes(b"root: caf\xe9\n")
     code, _, err = cli("run", "--config", config, "--root", tmp_path / "root")
     assert code == 2

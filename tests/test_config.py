@@ -160,6 +160,8 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     (b"tune:\n  max_trials: 99999999\n", r"config 'tune.max_trials': expected an integer at least 1 and at most"),
     (b"budget_seconds: 1.0e+30\n", r"config 'budget_seconds': expected a number more than 0 and at most 604800"),
     (b"# " + b"x" * (2 << 20) + b"\n", r"bad.yaml: over 1048576 bytes"),
+    (b"[" * 50_000 + b"]" * 50_000, r"bad.yaml: nested too deeply to read; expected a config file"),
+    (b"train: " + b"{a: " * 50_000 + b"1" + b"}" * 50_000, r"bad.yaml: nested too deeply to read"),
 ])
 def test_a_hostile_or_absurd_config_file_is_refused_in_one_line(tmp_path, content, message):
     path = tmp_path / "bad.yaml"

@@ -38,6 +38,15 @@ def test_payload_shorter_than_header_declares(tmp_path):
         read_idx(path)
 
 
+def test_a_header_of_impossible_dimensions_says_so(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (4294967295, 65535, 65535)))
+    with pytest.raises(DataError, match=r"^.*train-images-idx3-ubyte: impossible header: its dimensions "
+                                        r"4294967295x65535x65535 make 1.84e\+19 bytes, more than any file or array "
+                                        r"holds; the file is corrupt or not IDX$"):
+        read_idx(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match=r"nope-idx1-ubyte: file not found"):
         read_idx(tmp_path / "nope-idx1-ubyte")

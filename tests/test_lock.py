@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.errors import LockedError
+from engine.errors import LockedError, PipelineError
 from engine.lock import root_lock
 
 
@@ -56,3 +56,15 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path):
     holder.wait(timeout=10)
     with root_lock(tmp_path, "next", wait=False):  # the kernel released it with the process
         pass
+
+
+def test_a_lock_that_is_a_directory_or_a_dangling_link_is_refused_in_one_line(tmp_path):
+    (tmp_path / "a" / ".lock").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / ".lock").symlink_to(tmp_path / "nowhere" / "lock")
+    for root, what in (("a", "a directory"), ("b", "a symbolic link to nothing")):
+        with pytest.raises(PipelineError, match=rf"^{tmp_path / root / '.lock'}: {what}, not the root's lock file; "
+                                                r"remove it \(the pipeline makes it again\) and run again$"):
+            with root_lock(tmp_path / root, "20260101T000000-aaaa"):
+                pass
+    assert not (tmp_path / "nowhere").exists()  # the link was not followed
