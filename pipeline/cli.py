@@ -166,8 +166,10 @@ def main(argv: list[str] | None = None, pipeline: Pipeline = PRODUCTION) -> int:
         return 130
     except Exception as exc:  # no traceback for users; -v shows it
         log.debug("unexpected error", exc_info=True)
-        from pipeline.local import disk_full
+        from pipeline.local import disk_full, quiet_disk_full_cleanup
 
+        if disk_full(exc):
+            quiet_disk_full_cleanup()
         message = disk_full(exc) or (f"internal error: {type(exc).__name__}: {first_line(exc, default='')} "
                                      "(rerun with -v for details)")
         print(f"error: {message}", file=sys.stderr)

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import secrets
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,6 +79,24 @@ def disk_full(exc: BaseException) -> str | None:
             return None
         where = text.split(";")[0].strip() if ";" in text else "the pipeline root"
     return f"{where}: disk full ({reason}); free space and run again: finished components are reused"
+
+
+def quiet_disk_full_cleanup() -> None:
+    """After a write ran out of space, the objects it leaves (a half-written Keras `.keras` zip) fail again as
+    they are collected, and Python prints `Exception ignored in ZipFile.__del__` with a traceback: those
+    disk-full failures of clean-up go to the debug log; any other still reaches the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "quiets_disk_full", False):
+        return
+
+    def hook(unraisable):
+        if unraisable.exc_value is not None and disk_full(unraisable.exc_value):
+            log.debug("%s: %s", unraisable.err_msg or "ignored", unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    hook.quiets_disk_full = True
+    sys.unraisablehook = hook
 
 
 def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop: str | None = None,
@@ -175,7 +194,10 @@ def guarded(work: Callable[[], Stop | None], done: str) -> tuple[str, str | None
         return "failed", str(exc)
     except Exception as exc:  # recorded as a failed run; the CLI turns it into one line
         log.debug("unexpected error", exc_info=True)
-        return "failed", disk_full(exc) or f"internal error: {type(exc).__name__}: {first_line(exc, default='')}"
+        full = disk_full(exc)
+        if full:
+            quiet_disk_full_cleanup()
+        return "failed", full or f"internal error: {type(exc).__name__}: {first_line(exc, default='')}"
 
 
 def _unrecorded(pipeline: Pipeline, cfg: Config, metadata: Metadata) -> dict[str, Any]:
