@@ -40,29 +40,30 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         parsed, extras = super().parse_known_args(args, namespace)
-        near = getattr(parsed, _NEAREST, {})  # a sub-command's parser answers first: its flags are the ones meant
-        known = [o for o in self._option_string_actions if o.startswith("--")]
-        for extra in extras:
-            match = difflib.get_close_matches(extra.partition("=")[0], known, n=1) if extra.startswith("--") else []
-            if match and extra not in near:
-                near[extra] = match[0]
-        setattr(parsed, _NEAREST, near)
+        if extras and not hasattr(parsed, _NEAREST):  # the innermost command's parser answers first: its flags
+            known = [o for o in self._option_string_actions if o.startswith("--")]
+            near = [m[0] for e in extras if e.startswith("--")
+                    for m in [difflib.get_close_matches(e.partition("=")[0], known, n=1)] if m]
+            setattr(parsed, _NEAREST, (self.prog, near))
         return parsed, extras
 
     def parse_args(self, args=None, namespace=None):
         parsed, extras = self.parse_known_args(args, namespace)
-        near = vars(parsed).pop(_NEAREST, {})
+        prog, near = vars(parsed).pop(_NEAREST, (self.prog, []))
         if extras:
-            hint = next((f"; did you mean {near[e]}?" for e in extras if e in near), "")
-            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+            hint = f"; did you mean {near[0]}?" if near else ""
+            self._error(f"unrecognized arguments: {' '.join(extras)}{hint}", prog)
         return parsed
 
     def error(self, message):
+        self._error(message, self.prog)
+
+    def _error(self, message: str, prog: str):
         """One line on stderr, exit 2 (argparse's usage text is `--help`'s)."""
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {message} (see {prog} --help)\n")
 
 
-_NEAREST = "_nearest_flags"  # where parse_known_args leaves the nearest known flag of each unknown one
+_NEAREST = "_nearest_flags"  # where parse_known_args leaves the command and the nearest flags of unknown ones
 
 
 def build(pipeline: Pipeline = PRODUCTION) -> argparse.ArgumentParser:
