@@ -94,13 +94,14 @@ class DatasetSpec:
             kind, rest = "", body
         if whole and split:
             raise ConfigError(f"dataset spec '{spec}': a run ingests a whole dataset; drop ':{split}'")
-        if not kind and rest and Path(rest).exists():
+        named = re.fullmatch(r"[a-z0-9_]+(/[\w.]+)?", rest or "")
+        if not kind and rest and Path(rest).exists() and (not named or "/" in rest):  # `mnist` stays TFDS's
             raise ConfigError(f"dataset spec '{spec}': a path needs its kind: {_kind_of(Path(rest))}")
         if kind == "idx" and rest:
             return cls("idx", rest, idx.dataset_name(Path(rest)), split)
         if kind in ("folder", "csv") and rest:
             return cls(kind, rest, "", split)
-        if kind in ("", "tfds") and re.fullmatch(r"[a-z0-9_]+(/[\w.]+)?", rest or ""):
+        if kind in ("", "tfds") and named:
             local = LOCAL_COPIES.get(rest)
             if not kind and local is not None and local.is_dir():
                 return cls("idx", str(local), rest, split)
@@ -108,7 +109,7 @@ class DatasetSpec:
             base, _, config = rest.partition("/")
             return cls("tfds", rest, f"{base}_{config}" if config and not config[0].isdigit() else base, split)
         raise ConfigError(f"dataset spec '{spec}': expected NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE, "
-                        f"optionally followed by :{'|:'.join((*SPLITS, ALL))}")
+                          f"optionally followed by :{'|:'.join((*SPLITS, ALL))}")
 
     def load(self, tfds_data_dir: str | None = None) -> formats.Loaded:
         """Reads every split of the source with the loader of its kind."""

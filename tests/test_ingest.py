@@ -44,7 +44,7 @@ def test_bad_spec():
         DatasetSpec.parse("ftp:x y")
 
 
-def test_a_path_without_its_kind_is_refused_with_the_kind_it_needs(tmp_path):
+def test_a_path_without_its_kind_is_refused_with_the_kind_it_needs(tmp_path, monkeypatch):
     data = write_dataset(tmp_path / "idx", {"train": 10})
     (tmp_path / "images" / "a").mkdir(parents=True)
     with pytest.raises(ConfigError, match=rf"dataset spec '{data}': a path needs its kind: idx:{data} \(a directory"):
@@ -53,6 +53,12 @@ def test_a_path_without_its_kind_is_refused_with_the_kind_it_needs(tmp_path):
         DatasetSpec.parse(str(tmp_path / "images"))
     with pytest.raises(ConfigError, match=r"a run ingests a whole dataset; drop ':test'"):
         DatasetSpec.parse(f"idx:{data}:test", whole=True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist").mkdir()  # a folder here named as a TFDS dataset: the name is still the dataset's
+    assert DatasetSpec.parse("mnist").kind == "tfds"
+    (tmp_path / "my-images").mkdir()  # a relative path that no TFDS name could be
+    with pytest.raises(ConfigError, match=r"dataset spec 'my-images': a path needs its kind: folder:my-images"):
+        DatasetSpec.parse("my-images")
 
 
 def test_ingest_writes_every_split_with_content(examples):
