@@ -10,10 +10,11 @@ from typing import ClassVar
 import numpy as np
 
 from components import formats, idx, image_features, ingest_report
+from components.tfds_source import load_tfds
 from components.tfrecords import write_split
 from engine.artifacts import Artifact
 from engine.component import Component
-from engine.errors import ConfigError, DataError, first_line
+from engine.errors import ConfigError, DataError
 from engine.failpoints import failpoint
 from engine.settings import param
 
@@ -22,7 +23,6 @@ SPLITS = ("train", "eval", "test")  # the splits of every Examples
 LOCAL_COPIES = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
 ALL = "all"  # the split suffix that means every example of every split
 WHOLE = ("never", "single", "always")  # when ingest puts every example in the test split (see `ingest`)
-TFDS_HOST = "storage.googleapis.com"  # where TFDS fetches prepared data and most MNIST-family files
 
 
 @dataclass(frozen=True)
@@ -144,54 +144,6 @@ def _carve(split: formats.Split, fraction: float, salt: bytes) -> tuple[formats.
         return formats.Split(split.images[mask], None if labels is None else labels[mask])
 
     return part(~held_out), part(held_out)
-
-
-def _require_network(name: str, data_dir) -> None:
-    """Fails fast when offline: a TFDS download retries for many minutes before giving up."""
-    import socket
-
-    try:
-        socket.setdefaulttimeout(5)
-        socket.getaddrinfo(TFDS_HOST, 443)
-    except OSError:
-        raise DataError(f"tfds:{name}: not prepared in {data_dir} and no network to download it "
-                        "(cannot resolve the TFDS download host); use idx:DIR with local IDX files") from None
-    finally:
-        socket.setdefaulttimeout(None)
-
-
-def load_tfds(name: str, data_dir: str | None) -> formats.Loaded:
-    """Reads a TFDS image-classification dataset, downloading it if it is not prepared yet."""
-    import tensorflow_datasets as tfds  # slow import, only for this path
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise DataError(f"tfds:{name}: unknown TFDS dataset") from None
-    features = builder.info.features
-    if "image" not in features or "label" not in features:
-        raise DataError(f"tfds:{name}: not an image-classification dataset (features: {', '.join(features)})")
-    if not builder.is_prepared():
-        _require_network(name, builder.data_dir)
-        try:
-            builder.download_and_prepare()
-        except Exception as exc:  # TFDS raises many kinds; all mean the same to the user
-            first = first_line(exc, 200)
-            raise DataError(f"tfds:{name}: not prepared in {builder.data_dir} and the download failed "
-                            f"(offline? use idx:DIR with local IDX files): {first}") from None
-    out = {}
-    for split in ("train", "test"):
-        try:
-            batches = list(tfds.as_numpy(builder.as_dataset(split=split).batch(8192)))
-        except (ValueError, KeyError):  # no such split: the test split is then carved from train
-            continue
-        images = np.concatenate([b["image"] for b in batches])
-        # Other shapes are kept as they are: validation flags them against the schema's 784 pixels.
-        images = images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
-        out[split] = formats.Split(images, np.concatenate([b["label"] for b in batches]).astype(np.int64))
-    if "train" not in out:
-        raise DataError(f"tfds:{name}: has no train split (splits: {', '.join(builder.info.splits)})")
-    return formats.Loaded(out, tuple(features["label"].names))
 
 
 def source_fingerprint(data: DataConfig, **_) -> str:

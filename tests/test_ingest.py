@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from components import ingest as ingest_module
+from components import tfds_source
 from components.ingest import DatasetSpec, ingest
 from conftest import write_dataset
 from components.idx import write_idx
@@ -198,7 +199,7 @@ def test_tfds_unknown_name(tmp_path):
 
 
 def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest_module, "TFDS_HOST", "tfds-host.invalid")
+    monkeypatch.setattr(tfds_source, "TFDS_HOST", "tfds-host.invalid")
     with pytest.raises(DataError, match=r"tfds:mnist: not prepared in .* and no network to download it"):
         ingest(out_dir=tmp_path, data=DataConfig(dataset="tfds:mnist", tfds_data_dir=str(tmp_path)))
 
@@ -206,7 +207,7 @@ def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
 def test_tfds_dataset_is_read(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
-    monkeypatch.setattr(ingest_module, "_require_network", lambda *args: None)  # mock_data serves it
+    monkeypatch.setattr(tfds_source, "_require_network", lambda *args: None)  # mock_data serves it
     with tfds.testing.mock_data(num_examples=30):
         examples = ingest(out_dir=tmp_path, data=DataConfig(dataset="tfds:kmnist"))
     assert examples.source == "tfds:kmnist" and examples.name == "kmnist"
