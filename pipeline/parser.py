@@ -31,8 +31,8 @@ def _prog() -> str:
 
 class _Parser(argparse.ArgumentParser):
     """argparse without prefix matching: `--epoch 3` is an unknown flag, never `--epochs`, so a typo cannot
-    silently change what runs; an unknown flag is named with the nearest one of its command (`--max-trial`:
-    did you mean --max-trials?), and a usage error is one line. Sub-commands inherit it (argparse makes them
+    silently change what runs; an unknown flag is named with the nearest one of its command (`--epoch`: did
+    you mean --epochs?), and a usage error is one line. Sub-commands inherit it (argparse makes them
     of the parent's class)."""
 
     def __init__(self, *args, **kwargs):
