@@ -188,6 +188,8 @@ def test_every_run_flag_is_in_the_readme_flag_table_and_every_row_is_a_flag():
     derived = {flag for flag, _, _ in declared()}
     own = {"--root", "--beam-arg", "--no-cache", "--from", "--to", "--no-wait", "--run-id", "--json", "--config"}
     assert derived <= table, f"flags missing from the README's table: {sorted(derived - table)}"
+    synopsis = set(re.findall(r"\[(--[a-z-]+)", readme.split("## The `run` command")[1].split("```")[1]))
+    assert derived <= synopsis, f"flags missing from the README's synopsis: {sorted(derived - synopsis)}"
     assert table - own <= derived, f"README rows that are no flag: {sorted(table - own - derived)}"
 
 
