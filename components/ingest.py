@@ -108,6 +108,8 @@ class DatasetSpec:
             # emnist/balanced is a dataset of its own (schemas/emnist_balanced.pbtxt); mnist/3.0.1 a version.
             base, _, config = rest.partition("/")
             return cls("tfds", rest, f"{base}_{config}" if config and not config[0].isdigit() else base, split)
+        if not kind and rest and not Path(rest).exists() and ("/" in rest or "." in rest):  # a path, mistyped
+            raise DataError(f"{rest}: no such file or directory")
         raise ConfigError(f"dataset spec '{spec}': expected NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE, "
                           f"optionally followed by :{'|:'.join((*SPLITS, ALL))}")
 
