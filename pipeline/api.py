@@ -25,19 +25,6 @@ def _config(path: str | Path | None, root: str | Path | None, beam_args: Iterabl
     return run_config(path, root, beam_args, **values)
 
 
-def _checked(root, beam_args, command: str, schema: str | None, flags: dict[str, Any]):
-    """The config of `validate` and `drift`: the command's own settings flags, and a schema file."""
-    from pipeline.flags import declared, keyword
-
-    own = {keyword(flag) for flag, _, _ in declared(command=command)}
-    unknown = sorted(set(flags) - own)
-    if unknown:
-        from engine.errors import ConfigError
-
-        raise ConfigError(f"unknown argument '{unknown[0]}'; expected one of {', '.join(sorted(own))}")
-    return _config(None, root, beam_args, schema=schema, **flags)
-
-
 @_quietly
 def run(dataset: str | None = None, *, config: str | Path | None = None, root: str | Path | None = None,
         beam_args: Iterable[str] | None = None, no_cache: bool = False, start: str | None = None,
@@ -83,8 +70,9 @@ def validate(dataset: str, *, schema: str | None = None, root: str | Path | None
     delivered. Other keyword arguments mirror the command's settings flags.
     """
     from pipeline.checks import validate_check
+    from pipeline.flags import check_config
 
-    return validate_check(dataset, _checked(root, beam_args, "validate", schema, flags), invert)
+    return validate_check(dataset, check_config(root, beam_args, "validate", schema, **flags), invert)
 
 
 @_quietly
@@ -97,8 +85,9 @@ def drift(baseline: str, current: str, *, schema: str | None = None, root: str |
     command's settings flags.
     """
     from pipeline.checks import drift_check
+    from pipeline.flags import check_config
 
-    return drift_check(baseline, current, _checked(root, beam_args, "drift", schema, flags),
+    return drift_check(baseline, current, check_config(root, beam_args, "drift", schema, **flags),
                        str(report) if report else None, str(model) if model else None, invert)
 
 

@@ -18,8 +18,8 @@ log = logging.getLogger("pipeline")
 def _check_config(args):
     """The config of `validate`, `drift`, `schema` and `predict`: the defaults, the root, Beam options, a schema
     and the command's own settings flags."""
-    own = flags.from_args(args, command=args.command) if args.command in ("validate", "drift") else {}
-    return flags.run_config(None, args.root, args.beam_arg, schema=getattr(args, "schema", None), **own)
+    return flags.check_config(args.root, args.beam_arg, args.command, getattr(args, "schema", None),
+                              **flags.from_args(args, command=args.command))
 
 
 def _validate(args, out) -> int:

@@ -97,6 +97,13 @@ def run_config(path: str | Path | None, root: str | Path | None, beam_args, cls:
                     **{"statistics.beam_args": tuple(beam_args) if beam_args else None}, **overrides)
 
 
+def check_config(root: str | Path | None, beam_args, command: str, schema: str | None = None, **values):
+    """The config of a check (`validate`, `drift`, `schema`, `predict`): the defaults, the root, Beam options,
+    a schema file, and the settings flags `command` takes (others are refused as `run_config` refuses them)."""
+    cfg = run_config(None, root, beam_args, command=command, **values)
+    return override(cfg, **{"schema.schema_file": schema})
+
+
 def from_args(args, cls: type = config.Config, command: str = RUN) -> dict[str, Any]:
     """The values of `command`'s flags in parsed arguments, by keyword."""
     return {keyword(flag): getattr(args, keyword(flag)) for flag, _, _ in declared(cls, command)}
