@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from components import image_features
+from components.drift_tests import (WITHIN_LEVEL, g_test, interval_test, jensen_shannon, l_infinity,  # noqa: F401
+                                    merged, size_to_decide, within_test)
 
 HISTOGRAM = "fixed_histogram"  # name of the custom statistic holding the shared-bucket histogram
 # Label buckets: one per class up to 63; labels beyond share the last (EMNIST ByClass has 62 classes).
@@ -39,6 +41,29 @@ class Distance:
     p_value: float  # the chance of a statistic this large between samples of one distribution
     alpha: float  # the level this test was held to, its share of the check's false-positive rate
     drifted: bool
+    # The mirrored test's p-value: the chance of a difference this small if the effect were the minimum.
+    p_within: float = 1.0
+    needed: int | None = None  # the current batch size that would decide, when this one is too small
+    verdict: str = ""  # "drifted", "ok" (shown within the minimum, or no minimum) or "insufficient data"
+
+    @property
+    def result(self) -> str:
+        """The verdict as tables print it; records written before verdicts read as drifted or ok."""
+        return verdict_text(dataclasses.asdict(self))
+
+
+def verdict_text(d: dict) -> str:
+    """A test's verdict in a few words, from its dict (`--json`, the summary) or a `Distance`.
+
+    Example:
+        >>> verdict_text({"drifted": False, "verdict": "insufficient data", "needed": 2400})
+        'too few images: about 2,400 decide'
+    """
+    verdict = d.get("verdict") or ("drifted" if d["drifted"] else "ok")
+    if verdict != "insufficient data":
+        return "DRIFTED" if verdict == "drifted" else "ok"
+    needed = d.get("needed")
+    return f"too few images: about {needed:,} decide" if needed else "too few images: the baseline is too small"
 
 
 def boundaries() -> dict[str, np.ndarray]:
@@ -66,121 +91,15 @@ def fixed_histogram(stats, feature: str) -> np.ndarray | None:
     return None
 
 
-def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen-Shannon divergence (base 2, in [0, 1]) between two count vectors."""
-    p, q = p / p.sum(), q / q.sum()
-    m = (p + q) / 2
-
-    def kl(a):
-        mask = a > 0
-        return float(np.sum(a[mask] * np.log2(a[mask] / m[mask])))
-
-    return max(0.0, (kl(p) + kl(q)) / 2)
-
-
-def l_infinity(p: np.ndarray, q: np.ndarray) -> float:
-    """Largest difference between two normalised count vectors."""
-    return float(np.max(np.abs(p / p.sum() - q / q.sum())))
-
-
-# Buckets expecting fewer images than this are pooled into one cell of rare values; with Williams'
-# correction the G statistic's chi-squared law then held at levels 0.05 to 0.0001 on 20,000 clean batches
-# of 100 and 500 images (benchmarks/drift_power.py measures the rate on real batches).
-MIN_EXPECTED = 5.0
-MIN_RARE = 1.0  # the rare cell stays a cell of its own when it expects at least this many
-
-
-def merged(p: np.ndarray, q: np.ndarray, min_expected: float = MIN_EXPECTED) -> tuple[np.ndarray, np.ndarray]:
-    """The two count vectors with every bucket that expects fewer than `min_expected` images of the smaller
-    sample (under the pooled distribution) pooled into one last cell of rare values, which joins the
-    smallest other cell when it expects fewer than `MIN_RARE`. Sparse buckets are where a shift shows
-    first (blank images in the darkest bucket), so they are pooled with each other, not with the bulk.
-
-    Example:
-        >>> merged(np.array([0., 320, 0]), np.array([20., 60, 0]))
-        (array([320.,   0.]), array([60., 20.]))
-    """
-    weight = min(p.sum(), q.sum()) / (p.sum() + q.sum())
-    expected = (p + q) * weight
-    kept = expected >= min_expected
-    a, b = list(p[kept]), list(q[kept])
-    rare = (float(p[~kept].sum()), float(q[~kept].sum()))
-    if sum(rare) * weight >= MIN_RARE or not a:
-        a.append(rare[0])
-        b.append(rare[1])
-    elif sum(rare):
-        smallest = int(np.argmin(np.add(a, b)))
-        a[smallest] += rare[0]
-        b[smallest] += rare[1]
-    keep = [i for i in range(len(a)) if a[i] + b[i] > 0]
-    return np.array(a, np.float64)[keep], np.array(b, np.float64)[keep]
-
-
-def g_test(p: np.ndarray, q: np.ndarray) -> tuple[float, int, float]:
-    """Two-sample G-test of homogeneity on two count vectors over the same buckets: the statistic (with
-    Williams' correction for small samples), its degrees of freedom and its p-value (the chance of a
-    statistic this large if both samples come from one distribution). Sparse buckets are merged first.
-
-    Example:
-        >>> g_test(np.array([50., 50.]), np.array([90., 10.]))[2] < 1e-6
-        True
-    """
-    from scipy import special, stats
-
-    a, b = merged(p, q)
-    if len(a) < 2:  # everything in one bucket on both sides: nothing to tell them apart
-        return 0.0, 0, 1.0
-    n, total = np.array([a.sum(), b.sum()]), a.sum() + b.sum()
-    pooled = (a + b) / total
-    g = 2 * float(np.sum(special.xlogy(a, a / (pooled * n[0])))
-                  + np.sum(special.xlogy(b, b / (pooled * n[1]))))
-    dof = len(a) - 1
-    williams = 1 + (total * np.sum(1 / n) - 1) * (total * np.sum(1 / (a + b)) - 1) / (6 * total * dof)
-    g = max(g / williams, 0.0)
-    return g, dof, float(stats.chi2.sf(g, dof))
-
-
-def interval_test(measure: str, p: np.ndarray, q: np.ndarray, threshold: float) -> tuple[str, float, int, float]:
-    """A test of the interval null "the effect `measure` between the distributions behind counts `p` and
-    `q` is at most `threshold`": the test's name, its statistic, degrees of freedom and p-value.
-
-    JSD: the G statistic (`g_test`) is about noncentral chi-squared, its noncentrality the effect over
-    c = (1/n + 1/m) / (8 ln 2) (for small effects G ~ 8 ln 2 JSD nm / (n + m)); at the null's edge,
-    JSD = threshold, the p-value is the tail of the noncentral law with noncentrality threshold / c.
-    With a threshold of 0 this is the G-test of equality.
-
-    L-infinity: per bucket, a z-test of |share difference| <= threshold (unpooled standard error, half an
-    image added to empty cells), Bonferroni over the buckets either side holds: the largest share
-    difference exceeds the threshold when any bucket's does.
-
-    Example:
-        >>> interval_test("jensen_shannon_divergence", np.array([500., 500]), np.array([400., 600]), 0.0005)[3] < 1e-3
-        True
-    """
-    from scipy import stats
-
-    n, m = float(p.sum()), float(q.sum())
-    if measure == "jensen_shannon_divergence":
-        g, dof, _ = g_test(p, q)
-        if dof == 0:
-            return "G-test", 0.0, 0, 1.0
-        noncentrality = threshold * 8 * np.log(2) / (1 / n + 1 / m)
-        tail = stats.ncx2.sf(g, dof, noncentrality) if noncentrality > 0 else stats.chi2.sf(g, dof)
-        return "G-test", g, dof, float(tail)
-    used = (p + q) > 0
-    a, b = (p[used] + 0.5) / (n + 1), (q[used] + 0.5) / (m + 1)
-    se = np.sqrt(a * (1 - a) / n + b * (1 - b) / m)
-    z = (np.abs(p[used] / n - q[used] / m) - threshold) / se
-    return "z-test", float(z.max()), 0, float(min(1.0, used.sum() * stats.norm.sf(z.max())))
-
-
 def decide(distances: list[Distance], false_positive_rate: float) -> list[Distance]:
     """Sets `alpha` and `drifted` of every test of one check, keeping its false-alarm rate at most
     `false_positive_rate` however many features and comparisons it holds (Holm's step-down: the i-th
     smallest of m p-values is compared with rate / (m - i + 1), until the first that passes).
 
     Each p-value is of the interval null "the effect is at most the schema's minimum effect size" (the
-    `threshold`, see `interval_test`): a test that rejects shows the effect above that minimum.
+    `threshold`, see `interval_test`): a test that rejects shows the effect above that minimum. One that
+    does not is "ok" when its mirrored test (`within_test`) shows the effect within the minimum, else
+    "insufficient data": the batch is too small to tell either way.
 
     Example:
         >>> p = np.array([500., 500])
@@ -195,8 +114,46 @@ def decide(distances: list[Distance], false_positive_rate: float) -> list[Distan
     for rank, i in enumerate(order):
         d, alpha = distances[i], false_positive_rate / (len(distances) - rank)
         rejecting = rejecting and d.p_value <= alpha
-        decided[i] = dataclasses.replace(d, alpha=alpha, drifted=rejecting and d.distance >= d.threshold)
+        drifted = rejecting and d.distance >= d.threshold
+        verdict = ("drifted" if drifted else "ok" if d.p_within <= WITHIN_LEVEL or d.threshold <= 0
+                   else "insufficient data")
+        decided[i] = dataclasses.replace(d, alpha=alpha, drifted=drifted, verdict=verdict)
     return [decided[i] for i in range(len(distances))]
+
+
+def check_verdict(distances: list[Distance], drifted: bool = False) -> dict:
+    """A decided check's verdict: "drifted" when any test drifted (or `drifted`, found otherwise),
+    "insufficient data" when a test could tell neither, else "ok"; with `needed`, the current batch size
+    that would decide every test whose baseline is large enough, and `baseline_too_small`, the features whose
+    baseline is not.
+
+    Example:
+        >>> d = Distance("drift", "f", "l_infinity", 0.1, 0.03, "z-test", 1.0, 0, 0.5, 0.001, False,
+        ...              0.4, 900, "insufficient data")
+        >>> check_verdict([d])
+        {'verdict': 'insufficient data', 'needed': 900, 'baseline_too_small': []}
+    """
+    verdicts = [d.verdict or ("drifted" if d.drifted else "ok") for d in distances]
+    undecided = [d for d, v in zip(distances, verdicts) if v == "insufficient data"]
+    verdict = "drifted" if drifted or "drifted" in verdicts else "insufficient data" if undecided else "ok"
+    sizes = [d.needed for d in undecided if d.needed]
+    return {"verdict": verdict, "needed": max(sizes) if sizes and verdict != "drifted" else None,
+            "baseline_too_small": [d.feature for d in undecided if not d.needed] if verdict != "drifted" else []}
+
+
+def undecided_text(report: dict) -> str:
+    """Why a check that found no drift could not say ok, in one line: the batch size that would decide.
+
+    Example:
+        >>> undecided_text({"needed": None, "baseline_too_small": ["center_row"]})
+        'too few current images to tell drift from noise; the baseline is too small to decide center_row'
+    """
+    needed, small = report.get("needed"), report.get("baseline_too_small") or []
+    text = "too few current images to tell drift from noise; "
+    text += f"about {needed:,} would decide" if needed else ""
+    if small:
+        text += (" (" if needed else "") + f"the baseline is too small to decide {', '.join(small)}" + (")" if needed else "")
+    return text
 
 
 def bucket_test(comparison: str, feature: str, measure: str, p: np.ndarray, q: np.ndarray,
@@ -205,8 +162,10 @@ def bucket_test(comparison: str, feature: str, measure: str, p: np.ndarray, q: n
     ("jensen_shannon_divergence" or "l_infinity") exceeds the minimum effect `threshold` (`interval_test`)."""
     test, statistic, dof, p_value = interval_test(measure, p, q, threshold)
     effect = jensen_shannon(p, q) if measure == "jensen_shannon_divergence" else l_infinity(p, q)
+    within = within_test(measure, p, q, threshold)
+    needed = size_to_decide(measure, p, q, threshold) if within > WITHIN_LEVEL and threshold > 0 else None
     return Distance(comparison, feature, measure, round(effect, 6), threshold, test, round(statistic, 3), dof,
-                    p_value, 0.0, False)
+                    p_value, 0.0, False, within, needed)
 
 
 def compare(baseline, current, schema, comparison: str, comparator: str = "drift_comparator") -> list[Distance]:

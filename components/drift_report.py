@@ -8,13 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from components.drift import LABEL, boundaries, fixed_histogram
+from components.drift import LABEL, boundaries, fixed_histogram, undecided_text, verdict_text
 from engine.files import write_text
 from engine.html import CSS, key, png_data_uri, svg_histogram, table
 
-TESTS_EXPLAINED = ("A feature drifted when its test rejects \"both samples come from one distribution\" at its "
-                   "level alpha (the check's false-positive rate, shared by its tests with Holm's method) and its "
-                   "effect size reaches the schema's minimum. Histograms share fixed buckets.")
+TESTS_EXPLAINED = ("Each feature's test has the interval null \"the effect is at most the schema's minimum effect "
+                   "size\", not \"the two are equal\": a feature drifted when its p-value is at most its level alpha "
+                   "(the check's false-positive rate, shared by its tests with Holm's method), so its effect is shown "
+                   "above the minimum. It is ok when the mirrored test shows the effect within the minimum (at 95% "
+                   "confidence), and too few images when the batch shows neither: the size given is the batch that "
+                   "would decide. Histograms share fixed buckets.")
 
 
 def _svg_histogram(feature: str, base: np.ndarray, current: np.ndarray) -> str:
@@ -38,12 +41,17 @@ def histograms(distances: list[dict[str, Any]], baseline, current) -> str:
     return "".join(figures)
 
 
+def _result(d: dict) -> str:
+    text = verdict_text(d)
+    return f"<span class='{'bad' if d['drifted'] else 'ok' if text == 'ok' else 'warn'}'>{html.escape(text)}</span>"
+
+
 def tests_table(distances: list[dict], with_comparison: bool) -> str:
     """One row per test: what it compared, the statistic, p-value and level, the effect and its minimum."""
     rows = [[*([html.escape(d["comparison"])] if with_comparison else []), html.escape(d["feature"]), d["test"],
              f"{d['statistic']:.1f}" + (f" ({d['dof']} dof)" if d["dof"] else ""), f"{d['p_value']:.1e}",
              f"{d['alpha']:.1e}", d["measure"], f"{d['distance']:.4f}", f"{d['threshold']:.4f}",
-             "<span class='bad'>DRIFTED</span>" if d["drifted"] else "<span class='ok'>ok</span>"] for d in distances]
+             _result(d)] for d in distances]
     return table([*(["comparison"] if with_comparison else []), "feature", "test", "statistic", "p-value", "alpha",
                   "effect size", "effect", "minimum", "result"], rows, "No comparisons.")
 
@@ -89,7 +97,8 @@ def drift_html(report: dict[str, Any], baseline, current, path: str | Path,
     drifted = [d for d in report["distances"] if d["drifted"]]
     verdict = (f"<p class='bad'>Drift in {len(drifted)} feature(s): "
                f"{html.escape(', '.join(d['feature'] for d in drifted))}</p>" if drifted
-               else "<p class='ok'>No drift.</p>")
+               else f"<p class='warn'>Insufficient data: {html.escape(undecided_text(report))}.</p>"
+               if report.get("verdict") == "insufficient data" else "<p class='ok'>No drift.</p>")
     base_rows, current_rows = _feature_rows(baseline), _feature_rows(current)
     stat_rows = [[html.escape(name), *base_rows.get(name, [""] * 5), *current_rows.get(name, [""] * 5)]
                  for name in sorted(set(base_rows) | set(current_rows))]

@@ -15,7 +15,7 @@ body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d232a;max-width:120
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d7dde3;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #d7dde3;padding:3px 8px;text-align:right}
 th{background:#f1f4f7}td:first-child,th:first-child{text-align:left}
-.bad{color:#b3261e;font-weight:600}.ok{color:#1b7a3a}.grid{display:flex;flex-wrap:wrap;gap:16px}
+.bad{color:#b3261e;font-weight:600}.ok{color:#1b7a3a}.warn{color:#8a5a00}.grid{display:flex;flex-wrap:wrap;gap:16px}
 figure{margin:0;border:1px solid #d7dde3;padding:8px}figcaption{font-weight:600;margin-bottom:4px}
 .key span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
 """

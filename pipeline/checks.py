@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from components import image_features, ingest, model_drift, schema, validate
-from components.drift import comparators, compare, decide, fixed_histogram, moved_bucket
+from components.drift import check_verdict, comparators, compare, decide, fixed_histogram, moved_bucket
 from components.drift_report import drift_html
 from components.libs import load_tfdv
 from components.ingest import DataConfig
@@ -146,6 +146,9 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
     models = model_drift.load_model(model) if model else None  # a wrong directory fails before any work
     before, before_name, base_pattern, before_classes, base_flipped = statistics_for(baseline, cfg, invert)
     after, after_name, pattern, after_classes, flipped = statistics_for(current, cfg, invert)
+    for side, stats in ((baseline, before), (current, after)):
+        if not stats.num_examples:  # else every test is skipped and the schema takes the blame
+            raise DataError(f"{side}: no images to compare (0 examples)")
     other_classes = same_classes((baseline, before_classes), (current, after_classes))
     path = schema.curated_schema_path(cfg.schema_dir, after_name or before_name, cfg.schema.schema_file)
     if path is None:
@@ -175,6 +178,7 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
               **({"label": "not compared: the labels stand for other classes (CLASS_NAMES)"} if other_classes else {}),
               "counts": {"baseline": before.num_examples, "current": after.num_examples},
               "drifted": bool(other_classes) or any(d.drifted for d in distances),
+              **check_verdict(distances, bool(other_classes)),
               "distances": [dataclasses.asdict(d) for d in distances],
               # Where each drifted feature's mass went: the bucket that gained most.
               "moved": [moved_bucket(d.feature, fixed_histogram(before, d.feature), fixed_histogram(after, d.feature))

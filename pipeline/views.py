@@ -5,6 +5,7 @@ import json
 import sys
 from typing import Any, TextIO
 
+from components.drift import undecided_text, verdict_text
 from engine.artifacts import ARTIFACT_TYPES
 
 
@@ -29,7 +30,9 @@ def drift(report: dict[str, Any], out: TextIO) -> None:
               f"{'minimum':>7}  result\n")
     for d in report["distances"]:
         out.write(f"{d['feature']:<18} {d['test']:<7} {d['p_value']:>8.1e} {d['alpha']:>8.1e} {d['measure']:<26} "
-                  f"{d['distance']:>7.4f} {d['threshold']:>7.4f}  {'DRIFTED' if d['drifted'] else 'ok'}\n")
+                  f"{d['distance']:>7.4f} {d['threshold']:>7.4f}  {verdict_text(d)}\n")
+    if report.get("verdict") == "insufficient data":
+        out.write(f"insufficient data: {undecided_text(report)}\n")
     for a in report["anomalies"]:
         out.write(f"{a['split']:<7} {a['feature']:<16} {a['type']}: {a['description']}\n")
 

@@ -1,5 +1,6 @@
 """End-to-end tests of `python -m pipeline run`: summary, caching, exit codes and one-line errors."""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -387,8 +388,10 @@ def test_drift_command(data, tmp_path):
     saved = next(root.glob("artifacts/statistics/*/train/FeatureStats.pb"))
     code, out, err = cli("drift", "--baseline", saved, "--current", f"idx:{inverted}:test", "--root", root)
     assert code == 3, err
-    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:]}
-    assert rows["mean_intensity"] == "DRIFTED" and rows["label"] == "ok"
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert rows["mean_intensity"].endswith("  DRIFTED")
+    # 80 labels cannot show a class's share within 0.03 of 320's: too little data is its own verdict, not ok
+    assert rows["label"].endswith("  too few images: the baseline is too small")
     # A run's statistics are of its data after `data.invert`: a cron job checking a dark-on-light source
     # against them turns today's batch around the same way, and finds it unchanged.
     code, out, err = cli("drift", "--baseline", saved, "--current", f"idx:{inverted}:test", "--root", root,
@@ -435,6 +438,45 @@ def test_drift_reads_a_batch_whole_with_or_without_labels(data, tmp_path):
     report = json.loads(out)
     assert code == 0 and report["counts"] == {"baseline": 400, "current": 400}, err
     assert all(d["p_value"] == pytest.approx(1) for d in report["distances"])
+
+
+def test_drift_on_too_few_images_says_so_and_the_size_that_would_decide(data, tmp_path):
+    """20 images are neither drift nor shown free of it: the verdict says so, with the batch size that
+    would decide, in the table, the summary line, the JSON and the report; 0 images is an error naming them."""
+    baseline = tmp_path / "baseline"
+    write_dataset(baseline, {"train": 4000}, seed=5)
+    today = write_dataset(tmp_path / "today", {"t10k": 20}, seed=6)
+    root, page = tmp_path / "root", tmp_path / "drift.html"
+    code, out, err = cli("drift", "--baseline", f"idx:{baseline}", "--current", f"idx:{today}", "--root", root,
+                         "--report", page)
+    assert code == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert re.search(r"  too few images: about [\d,]+ decide$", rows["label"]), out
+    last = out.splitlines()[-1]
+    assert last.startswith("insufficient data: too few current images to tell drift from noise; about "), out
+    needed = int(last.split("about ")[1].split()[0].replace(",", ""))
+    assert 20 < needed and "Insufficient data: too few current images" in page.read_text()
+    code, out, err = cli("drift", "--baseline", f"idx:{baseline}", "--current", f"idx:{today}", "--root", root,
+                         "--json")
+    report = json.loads(out)
+    assert report["verdict"] == "insufficient data" and report["needed"] == needed and not report["drifted"]
+    assert {d["verdict"] for d in report["distances"]} == {"insufficient data"}
+
+    # Minimums 20 times the curated ones: 4,000 images against themselves show every effect within them.
+    schema = tmp_path / "coarse.pbtxt"
+    schema.write_text((REPO / "schemas" / "mnist_family.pbtxt").read_text()
+                      .replace("threshold: 0.0005 ", "threshold: 0.01 ").replace("threshold: 0.03 ", "threshold: 0.1 "))
+    code, out, err = cli("drift", "--baseline", f"idx:{baseline}", "--current", f"idx:{baseline}", "--root", root,
+                         "--schema", schema, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["verdict"] == "ok" and report["needed"] is None, out
+    assert {d["verdict"] for d in report["distances"]} == {"ok"}
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n")
+    code, out, err = cli("drift", "--baseline", f"idx:{baseline}", "--current", f"csv:{empty}", "--root", root)
+    assert code == 1
+    assert_one_line_error(err, f"csv:{empty}: no images to compare (0 examples)")
 
 
 def test_drift_with_the_model_view(first_run, data, tmp_path):

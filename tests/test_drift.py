@@ -1,4 +1,6 @@
 """Tests of drift detection: summary features, shared-bucket histograms, effect sizes and the G-test."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -125,3 +127,47 @@ def test_the_interval_null_holds_its_level_at_the_minimum_effect_and_ignores_noi
     test = lambda by: drift.interval_test("l_infinity", rng.multinomial(60_000, classes) * 1.0,  # noqa: E731
                                           rng.multinomial(10_000, moved(by)) * 1.0, 0.03)
     assert test(0.06)[:1] == ("z-test",) and test(0.06)[3] < 1e-6 and test(0.015)[3] == 1.0
+
+
+def test_ok_means_shown_within_the_minimum_and_the_size_needed_decides():
+    """The mirrored test claims "within the minimum" for at most WITHIN_LEVEL of batches whose effect is
+    the minimum; a clean batch of the size `size_to_decide` names is shown ok about nine times in ten, and a
+    much smaller one is too small to decide."""
+    rng = np.random.default_rng(4)
+    base = _beta_counts(rng, 2_000_000) / 2_000_000
+    other = _beta_counts(rng, 2_000_000, shift=0.1) / 2_000_000
+    minimum, baseline = 0.0005, rng.multinomial(60_000, base) * 1.0
+    at_minimum = _mixture_at(base, other, minimum)
+    claims = [drift.within_test("jensen_shannon_divergence", baseline, rng.multinomial(20_000, at_minimum) * 1.0,
+                                minimum) <= drift.WITHIN_LEVEL for _ in range(300)]
+    assert np.mean(claims) <= 0.08
+    needed = drift.size_to_decide("jensen_shannon_divergence", baseline, rng.multinomial(2000, base) * 1.0, minimum)
+    ok = [drift.within_test("jensen_shannon_divergence", baseline, rng.multinomial(needed, base) * 1.0, minimum)
+          <= drift.WITHIN_LEVEL for _ in range(200)]
+    assert 0.8 <= np.mean(ok)
+    small = drift.bucket_test("drift: a vs b", "f", "jensen_shannon_divergence", baseline,
+                              rng.multinomial(needed // 10, base) * 1.0, minimum)
+    decided = drift.decide([small], 0.001)[0]
+    assert decided.verdict == "insufficient data" and decided.needed == pytest.approx(needed, rel=0.2)
+    assert drift.size_to_decide("jensen_shannon_divergence", baseline[:3] / 1000, baseline[:3], minimum) is None
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # the README's install command puts it there
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs the dataset-fashion-mnist package of the README's install")
+def test_the_readme_sizes_that_decide_on_fashion_mnist():
+    """The README's figures: against Fashion-MNIST's 60,000 train images, a clean batch needs 5,000 to 12,000
+    images to show each summary feature within JSD 0.0005, and about 1,800 for the label's 0.03."""
+    from components import image_features
+    from components.idx import read_idx
+
+    def counts(prefix: str) -> dict[str, np.ndarray]:
+        features = image_features.summarize(read_idx(FASHION / f"{prefix}-images-idx3-ubyte.gz"))
+        return drift.histograms({**features, "label": read_idx(FASHION / f"{prefix}-labels-idx1-ubyte.gz")})
+
+    train, test = counts("train"), counts("t10k")
+    rule = {name: ("l_infinity", 0.03) if name == "label" else ("jensen_shannon_divergence", 0.0005) for name in train}
+    needed = {name: drift.size_to_decide(rule[name][0], train[name], test[name], rule[name][1]) for name in train}
+    assert 1_500 <= needed.pop("label") <= 2_100
+    assert 5_000 <= min(needed.values()) and max(needed.values()) <= 12_500, needed
