@@ -180,3 +180,35 @@ def size_to_decide(measure: str, p: np.ndarray, q: np.ndarray, threshold: float,
             return None
         size = 1 / inverse
     return math.ceil(size)
+
+
+def effect_upper_bound(measure: str, p: np.ndarray, q: np.ndarray, level: float = 0.01) -> float:
+    """An upper confidence bound, at 1 - `level`, on the effect between the distributions behind counts `p`
+    and `q`: the largest effect the mirrored tests would not reject. 0 when even no effect is unlikely to
+    give a difference this small (the data then measure nothing above sampling noise).
+
+    JSD: the noncentrality whose noncentral chi-squared law puts `level` below the G statistic, in JSD
+    units (`interval_test`). L-infinity: the largest share difference plus its z bound, Bonferroni over
+    the buckets.
+
+    Example:
+        >>> p = np.array([6000.] * 10)
+        >>> round(effect_upper_bound("l_infinity", p, p / 6), 4)
+        0.0107
+    """
+    from scipy import optimize, stats
+
+    n, m = float(p.sum()), float(q.sum())
+    if measure == "jensen_shannon_divergence":
+        g, dof, _ = g_test(p, q)
+        if dof == 0 or stats.chi2.cdf(g, dof) <= level:
+            return 0.0
+        scale = (1 / n + 1 / m) / (8 * np.log(2))
+        high = max(1.0, 4 * g)
+        while stats.ncx2.cdf(g, dof, high) > level:
+            high *= 4
+        return float(optimize.brentq(lambda nc: stats.ncx2.cdf(g, dof, nc) - level, 0.0, high) * scale)
+    used = (p + q) > 0
+    a, b = p[used] / n, q[used] / m
+    se = np.sqrt(a * (1 - a) / n + b * (1 - b) / m)
+    return float(np.max(np.abs(a - b) + stats.norm.isf(level / (2 * used.sum())) * se))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from components import image_features, ingest, model_drift, schema, validate
+from components import image_features, ingest, minimums, model_drift, schema, validate
 from components.drift import check_verdict, comparators, compare, decide, fixed_histogram, moved_bucket
 from components.drift_report import drift_html
 from components.libs import load_tfdv
@@ -252,4 +252,17 @@ def infer_schema_text(spec: str, cfg: Config) -> str:
     if not classes and counts is not None and counts.any():  # numbered labels: as many classes as observed
         classes = schema.numbered(int(np.flatnonzero(counts)[-1]) + 1)
     inferred = runner(schema.COMPONENT, stats, curated=None, classes=classes)
-    return Path(inferred.path).read_text()
+    text = Path(inferred.path).read_text()
+    if not examples.counts.get("test"):
+        return ("# Minimum effects: the defaults; the data has no test split to measure the natural difference "
+                "between\n# two clean samples (see components/minimums.py).\n" + text)
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    proto = text_format.Parse(text, schema_pb2.Schema())
+    tfdv = load_tfdv()
+    train, test = (tfdv.load_stats_binary(stats.path(split)).datasets[0] for split in ("train", "test"))
+    found = minimums.measured(train, test, proto)
+    minimums.apply(proto, found)
+    return (minimums.provenance(found, f"{spec} train ({train.num_examples:,} images)",
+                                f"test ({test.num_examples:,})") + "\n" + text_format.MessageToString(proto))

@@ -538,6 +538,24 @@ def test_schema_command_writes_a_draft_for_review(data, tmp_path):
     features = {f.name: f for f in load_schema(output).feature}
     assert features["label"].int_domain.max == 9 and features["label"].drift_comparator.infinity_norm.threshold
     assert 0 < features["mean_intensity"].float_domain.min < features["mean_intensity"].float_domain.max < 255
+    # The minimum effects are measured between the data's train and test splits, and the file says so.
+    comment = " ".join(line[2:] for line in output.read_text().splitlines() if line.startswith("#"))
+    assert comment.startswith("Minimum effects, measured: the 99% upper bound of each feature's effect between "
+                              f"idx:{data / 'data'} train (")
+    listed = dict(pair.split() for pair in comment.rsplit(": ", 1)[1].rstrip(".").split(", "))
+    assert listed.keys() >= {"label", "mean_intensity", "background"}
+    for name, value in listed.items():
+        comparator = features[name].drift_comparator
+        threshold = (comparator.infinity_norm if name == "label" else comparator.jensen_shannon_divergence).threshold
+        assert threshold == pytest.approx(float(value)) and threshold >= (0.005 if name == "label" else 0.0001)
+    # 80 test images against 320 leave a wide bound: far above the curated Fashion-MNIST minimums.
+    assert float(listed["label"]) > 0.1
+
+    # A single split is carved into train and test; a carve that leaves test empty (these four images all
+    # hash into train) keeps the defaults.
+    train_only = write_dataset(tmp_path / "train-only", {"train": 4}, seed=2)
+    code, out, err = cli("schema", "--dataset", f"idx:{train_only}", "--root", tmp_path / "root")
+    assert code == 0 and out.startswith("# Minimum effects: the defaults; the data has no test split"), err
 
 
 @pytest.mark.parametrize("args, message", [

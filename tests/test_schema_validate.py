@@ -244,3 +244,31 @@ def test_inverted_images_are_an_anomaly_naming_the_cause_and_the_fix(tmp_path, c
     assert [a.split for a in polarity] == list(SPLITS) and "BIG_FLOAT" in polarity[0].type
     assert "images look inverted (dark ink on a light background); set data.invert / --invert true" in \
         polarity[0].description
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="needs the dataset-fashion-mnist package of the README's install")
+def test_the_curated_fashion_mnist_minimums_are_what_the_schema_command_measures(tmp_path):
+    """schemas/fashion_mnist.pbtxt's comparator thresholds are the `schema` command's measurement, as its
+    provenance comment says: every feature's minimum effect, drift and skew."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "schema", "--dataset", "fashion_mnist", "--root",
+                           str(tmp_path / "root"), "--output", str(tmp_path / "draft.pbtxt")],
+                          cwd=SCHEMAS.parent, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+
+    def minimums(path: Path) -> dict[str, tuple[float, float]]:
+        def threshold(comparator):
+            return (comparator.infinity_norm.threshold if comparator.HasField("infinity_norm")
+                    else comparator.jensen_shannon_divergence.threshold)
+
+        return {f.name: (threshold(f.drift_comparator), threshold(f.skew_comparator))
+                for f in load_schema(path).feature if f.HasField("drift_comparator")}
+
+    measured, curated = minimums(tmp_path / "draft.pbtxt"), minimums(SCHEMAS / "fashion_mnist.pbtxt")
+    assert measured == curated and len(curated) == 11
+    draft_comment = [line for line in (tmp_path / "draft.pbtxt").read_text().splitlines() if line.startswith("#")]
+    assert " ".join(draft_comment).split(": ", 2)[-1] in " ".join((SCHEMAS / "fashion_mnist.pbtxt").read_text()
+                                                                   .splitlines())
