@@ -173,26 +173,36 @@ def source_fingerprint(data: DataConfig, **_) -> str:
     return digest.hexdigest()
 
 
+def _unlabeled(spec: DatasetSpec) -> tuple[str, str] | None:
+    """Why the data of `spec` has no labels, and what training needs instead; None when it has them."""
+    where = Path(spec.location)
+    if spec.kind == "folder" and where.is_dir() and formats.image_files(where) and not any(
+            p.is_dir() and not p.name.startswith(".") for p in where.iterdir()):
+        return "no class sub-folders", "one sub-folder per class (DIR/<class>/<image>.png)"
+    if spec.kind == "csv":
+        files = list(formats.csv_files(where).values())
+        if all("label" not in formats.csv_header(path) for path in files):
+            return f"{files[0].name} has no 'label' column", "a 'label' column"
+    if spec.kind == "idx" and where.is_dir():
+        pairs = list(idx.find_files(where).values())
+        if all(labels is None for _, labels in pairs):
+            images = pairs[0][0].name
+            return (f"{images} has no labels file beside it",
+                    f"the labels file ({images.replace('images', 'labels').replace('idx3', 'idx1')})")
+    return None
+
+
 def trainable(spec: DatasetSpec, given: str) -> DatasetSpec:
     """A run's dataset, refused as usage (ConfigError: exit 2, before a run is recorded or an image is read)
-    when it holds images without labels: a folder without class sub-folders, a CSV file without a label
+    when it holds images without labels: a folder without class sub-folders, CSV files without a label
     column, IDX images files without their labels files. Data that cannot be listed passes: ingest names it."""
-    where = Path(spec.location)
     try:
-        if spec.kind == "folder" and where.is_dir() and formats.image_files(where) and not any(
-                p.is_dir() and not p.name.startswith(".") for p in where.iterdir()):
-            why, needs = "no class sub-folders", "one sub-folder per class (DIR/<class>/<image>.png)"
-        elif spec.kind == "csv" and where.is_file() and "label" not in formats.csv_header(where):
-            why, needs = f"{where.name} has no 'label' column", "a 'label' column"
-        elif spec.kind == "idx" and where.is_dir() and all(
-                labels is None for _, labels in idx.find_files(where).values()):
-            images = next(iter(idx.find_files(where).values()))[0].name
-            why = f"{images} has no labels file beside it"
-            needs = f"the labels file ({images.replace('images', 'labels').replace('idx3', 'idx1')})"
-        else:
-            return spec
-    except (DataError, OSError):  # unreadable or malformed: ingest's one-line error says what is wrong
+        unlabeled = _unlabeled(spec)
+    except (DataError, OSError):  # missing, unreadable or malformed: ingest's one-line error says what is wrong
         return spec
+    if unlabeled is None:
+        return spec
+    why, needs = unlabeled
     raise ConfigError(f"dataset spec '{given}': images without labels ({why}): training needs labels, {needs}; "
                       f"images without labels are for `drift --current {given}` and `predict`")
 

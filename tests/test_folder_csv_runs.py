@@ -96,9 +96,9 @@ def test_a_corrupt_png_is_one_line_naming_it(tmp_path):
 
 
 def unlabeled_specs(directory):
-    """The three kinds of images without labels: a flat folder, a CSV without a label column, and an IDX
-    images file without its labels file; as {spec: what training needs}. Each has a broken image, so a
-    refusal that read the images would name it instead."""
+    """The three kinds of images without labels: a flat folder, CSV files without a label column (one, or a
+    directory's pair), and an IDX images file without its labels file; as {spec: what training needs}. Most
+    hold a broken image, so a refusal that read the images would name it instead."""
     images = make_images(np.arange(40) % 10, np.random.default_rng(4))
     (directory / "flat").mkdir()
     for i, image in enumerate(images):
@@ -106,11 +106,14 @@ def unlabeled_specs(directory):
     (directory / "flat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with write_csv(directory / "test.csv", None, images).open("a") as f:
         f.write("1,2,3\n")  # a cut-off row
+    (directory / "csv").mkdir()
+    for name in ("train.csv", "test.csv"):  # Kaggle's pair, both without labels
+        write_csv(directory / "csv" / name, None, images)
     idx_images = write_dataset(directory / "idx", {"t10k": 40}) / "t10k-images-idx3-ubyte.gz"
     (directory / "idx" / "t10k-labels-idx1-ubyte.gz").unlink()
     idx_images.write_bytes(idx_images.read_bytes()[:100])  # truncated
     return {f"folder:{directory / 'flat'}": "one sub-folder per class (DIR/<class>/<image>.png)",
-            f"csv:{directory / 'test.csv'}": "a 'label' column",
+            f"csv:{directory / 'test.csv'}": "a 'label' column", f"csv:{directory / 'csv'}": "a 'label' column",
             f"idx:{directory / 'idx'}": "the labels file (t10k-labels-idx1-ubyte.gz)"}
 
 
