@@ -259,15 +259,19 @@ def load_csv(location: Path) -> Loaded:
     """Reads `csv:FILE` (a `label` column and 784 pixel columns, as Kaggle's MNIST files), or `csv:DIR` with
     one file per split (`*train*.csv`, `*test*.csv`). Files without a label column are unlabeled images.
     """
-    if location.is_dir():
-        files = {split: [p for p in sorted(location.glob("*.csv")) if split in p.name.lower()]
-                 for split in ("train", "test")}
-        if not files["train"] or len(files["train"]) > 1 or len(files["test"]) > 1:
-            raise DataError(f"{location}: expected one *train*.csv and at most one *test*.csv, found "
-                            f"{', '.join(p.name for p in sorted(location.glob('*.csv'))) or 'none'}")
-        splits = {split: _read_csv(found[0]) for split, found in files.items() if found}
-    elif location.is_file():
-        splits = {"all": _read_csv(location)}
-    else:
+    # Numbered labels: the schema says how many classes there are.
+    return Loaded({split: _read_csv(path) for split, path in csv_files(location).items()}, ())
+
+
+def csv_files(location: Path) -> dict[str, Path]:
+    """The file of each split of `csv:FILE` (`all`) or `csv:DIR` (`train`, and `test` when there is one)."""
+    if location.is_file():
+        return {"all": location}
+    if not location.is_dir():
         raise DataError(f"{location}: no such file or directory")
-    return Loaded(splits, ())  # numbered labels: the schema says how many classes there are
+    files = {split: [p for p in sorted(location.glob("*.csv")) if split in p.name.lower()]
+             for split in ("train", "test")}
+    if not files["train"] or len(files["train"]) > 1 or len(files["test"]) > 1:
+        raise DataError(f"{location}: expected one *train*.csv and at most one *test*.csv, found "
+                        f"{', '.join(p.name for p in sorted(location.glob('*.csv'))) or 'none'}")
+    return {split: found[0] for split, found in files.items() if found}

@@ -53,7 +53,9 @@ class Examples(Artifact):
 class DataConfig:
     """Which dataset to ingest and how to split it."""
 
-    dataset: str = param("fashion_mnist", flag="--dataset", valid=lambda spec: DatasetSpec.parse(spec, whole=True),
+    # A run's spec: its syntax, and data a run can train on (labelled), checked before a run is recorded.
+    dataset: str = param("fashion_mnist", flag="--dataset",
+                         valid=lambda spec: trainable(DatasetSpec.parse(spec, whole=True), spec),
                          help="NAME, tfds:NAME[/CONFIG], idx:DIR, folder:DIR or csv:FILE")
     eval_fraction: float = param(0.1, above=0, below=1)  # carved from train by content hash
     test_fraction: float = param(0.15, above=0, below=1)  # only for a directory that holds a single split
@@ -171,20 +173,38 @@ def source_fingerprint(data: DataConfig, **_) -> str:
     return digest.hexdigest()
 
 
-def trainable(data: DataConfig) -> DataConfig:
-    """A run's data, refused at once (before it is read) when it has no labels: a folder of images without
-    class sub-folders, a CSV file without a label column (DataError saying what training needs)."""
-    spec = DatasetSpec.parse(data.dataset)
+def _unlabeled(spec: DatasetSpec) -> tuple[str, str] | None:
+    """Why the data of `spec` has no labels, and what training needs instead; None when it has them."""
     where = Path(spec.location)
     if spec.kind == "folder" and where.is_dir() and formats.image_files(where) and not any(
             p.is_dir() and not p.name.startswith(".") for p in where.iterdir()):
-        why = "images directly in the folder: training needs one sub-folder per class (DIR/<class>/<image>.png)"
-    elif spec.kind == "csv" and where.is_file() and "label" not in formats.csv_header(where):
-        why = "no 'label' column: training needs one"
-    else:
-        return data
-    raise DataError(f"{spec.kind}:{where}: {why}; images without labels are for `drift --current "
-                    f"{spec.kind}:{where}` and `predict`")
+        return "no class sub-folders", "one sub-folder per class (DIR/<class>/<image>.png)"
+    if spec.kind == "csv":
+        files = list(formats.csv_files(where).values())
+        if all("label" not in formats.csv_header(path) for path in files):
+            return f"{files[0].name} has no 'label' column", "a 'label' column"
+    if spec.kind == "idx" and where.is_dir():
+        pairs = list(idx.find_files(where).values())
+        if all(labels is None for _, labels in pairs):
+            images = pairs[0][0].name
+            return (f"{images} has no labels file beside it",
+                    f"the labels file ({images.replace('images', 'labels').replace('idx3', 'idx1')})")
+    return None
+
+
+def trainable(spec: DatasetSpec, given: str) -> DatasetSpec:
+    """A run's dataset, refused as usage (ConfigError: exit 2, before a run is recorded or an image is read)
+    when it holds images without labels: a folder without class sub-folders, CSV files without a label
+    column, IDX images files without their labels files. Data that cannot be listed passes: ingest names it."""
+    try:
+        unlabeled = _unlabeled(spec)
+    except (DataError, OSError):  # missing, unreadable or malformed: ingest's one-line error says what is wrong
+        return spec
+    if unlabeled is None:
+        return spec
+    why, needs = unlabeled
+    raise ConfigError(f"dataset spec '{given}': images without labels ({why}): training needs labels, {needs}; "
+                      f"images without labels are for `drift --current {given}` and `predict`")
 
 
 def _layout(splits: dict[str, formats.Split], whole: str, test_fraction: float) -> dict[str, formats.Split]:
@@ -266,5 +286,5 @@ def summarize(examples: Examples | None, info: dict) -> dict:
 # Version 4: a source holding only test files is that test split, whole. 5: the `background` feature, polarity.
 COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="5", source_key=source_fingerprint,
                       settings=DataConfig, section="data",
-                      params=lambda cfg, out, metadata: {"data": trainable(cfg.data)},
+                      params=lambda cfg, out, metadata: {"data": cfg.data},
                       summary=summarize, report=ingest_report.report_section)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import make_images
+from conftest import make_images, write_dataset
 from test_cli import assert_one_line_error, cli
 from test_formats import write_csv, write_png_folder
 
@@ -95,23 +95,51 @@ def test_a_corrupt_png_is_one_line_naming_it(tmp_path):
     assert_one_line_error(err, str(tmp_path / "data" / "b" / "bad.png"), "not a readable PNG or JPEG image")
 
 
-def test_a_run_on_images_without_labels_is_refused_at_once(tmp_path):
-    """A flat folder, or a CSV without a label column, cannot be trained on: one line saying what training
-    needs and what such data is for, before anything is read."""
-    (tmp_path / "flat").mkdir()
-    for i, image in enumerate(make_images(np.arange(40) % 10, np.random.default_rng(4))):
-        (tmp_path / "flat" / f"{i}.png").write_bytes(tf.io.encode_png(image[..., None]).numpy())
-    code, out, err = cli("run", "--dataset", f"folder:{tmp_path / 'flat'}", "--root", tmp_path / "root", *QUICK)
-    assert code == 1, err
-    assert_one_line_error(err, f"folder:{tmp_path / 'flat'}: images directly in the folder: training needs one "
-                          "sub-folder per class (DIR/<class>/<image>.png); images without labels are for `drift "
-                          f"--current folder:{tmp_path / 'flat'}` and `predict`")
-    assert "SCHEMA_MISSING_COLUMN" not in err and json.loads(out)["components"].get("ingest") is None
-    images = make_images(np.arange(8) % 2, np.random.default_rng(5))
-    code, out, err = cli("run", "--dataset", f"csv:{write_csv(tmp_path / 'test.csv', None, images)}", "--root",
-                         tmp_path / "root", *QUICK)
-    assert code == 1, err
-    assert_one_line_error(err, "test.csv: no 'label' column: training needs one; images without labels are for")
+def unlabeled_specs(directory):
+    """The three kinds of images without labels: a flat folder, CSV files without a label column (one, or a
+    directory's pair), and an IDX images file without its labels file; as {spec: what training needs}. Most
+    hold a broken image, so a refusal that read the images would name it instead."""
+    images = make_images(np.arange(40) % 10, np.random.default_rng(4))
+    (directory / "flat").mkdir()
+    for i, image in enumerate(images):
+        (directory / "flat" / f"{i}.png").write_bytes(tf.io.encode_png(image[..., None]).numpy())
+    (directory / "flat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with write_csv(directory / "test.csv", None, images).open("a") as f:
+        f.write("1,2,3\n")  # a cut-off row
+    (directory / "csv").mkdir()
+    for name in ("train.csv", "test.csv"):  # Kaggle's pair, both without labels
+        write_csv(directory / "csv" / name, None, images)
+    idx_images = write_dataset(directory / "idx", {"t10k": 40}) / "t10k-images-idx3-ubyte.gz"
+    (directory / "idx" / "t10k-labels-idx1-ubyte.gz").unlink()
+    idx_images.write_bytes(idx_images.read_bytes()[:100])  # truncated
+    return {f"folder:{directory / 'flat'}": "one sub-folder per class (DIR/<class>/<image>.png)",
+            f"csv:{directory / 'test.csv'}": "a 'label' column", f"csv:{directory / 'csv'}": "a 'label' column",
+            f"idx:{directory / 'idx'}": "the labels file (t10k-labels-idx1-ubyte.gz)"}
+
+
+def test_a_run_on_images_without_labels_is_refused_as_usage_before_any_record(tmp_path):
+    """A flat folder, a CSV without a label column, an IDX images file without its labels file: a run, even
+    `--to statistics`, cannot use them. Exit 2 with one line saying what training needs and what such data
+    is for, before a run is recorded or an image read; the API raises its usage error the same way."""
+    from engine.errors import ConfigError
+    from engine.metadata import Metadata
+    from pipeline import api
+    from pipeline.flags import run_config
+
+    root = tmp_path / "root"
+    Metadata.open(run_config(None, root, None))  # an empty store: `runs list` shows whether a run was recorded
+    for spec, needs in unlabeled_specs(tmp_path).items():
+        for stop in ([], ["--to", "statistics"]):
+            code, out, err = cli("run", "--dataset", spec, "--root", root, *QUICK, *stop)
+            assert code == 2 and out == "", err
+            assert_one_line_error(err, f"error: dataset spec '{spec}': images without labels (",
+                                  f"training needs labels, {needs}; images without labels are for `drift "
+                                  f"--current {spec}` and `predict`")
+        with pytest.raises(ConfigError, match="training needs labels"):
+            api.run(spec, root=root, no_tune=True)
+    code, out, err = cli("runs", "list", "--root", root, "--json")
+    assert code == 0 and json.loads(out) == [], err
+    assert not (root / "runs").exists() and not (root / "artifacts").exists()
 
 
 def test_a_csv_without_a_header_says_so(tmp_path):
@@ -145,8 +173,6 @@ def test_drift_between_datasets_whose_classes_differ_is_refused_naming_both(tmp_
     """Label i of a folder of digits named zero..nine is not class i of a folder of clothes: no label
     comparison means anything, so the check stops (exit 3) and lists both vocabularies. Labels known
     only by number (IDX, CSV) name no class and compare as before."""
-    from conftest import write_dataset
-
     words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     digits = write_png_folder(tmp_path / "digits", words, 3)
     clothes = write_png_folder(tmp_path / "clothes", ["bag", "coat", "dress", "pullover", "sandal", "shirt",
