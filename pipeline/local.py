@@ -256,7 +256,9 @@ def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata,
         except MetadataError as exc:
             # The summary and the report are still the run's record: a store that cannot take the run's end
             # fails the run, and the next run reads how it ended from its summary (`Metadata.start_run`).
-            status, error = "failed", f"{exc}" + (f"; before that: {error}" if error else "") + (
+            # A store that failed mid-run fails here again the same way: its message is said once.
+            before = f"; before that: {error}" if error and error != str(exc) else ""
+            status, error = "failed", f"{exc}{before}" + (
                 f"; {summary['push']['uri']} serves: the next run records it" if summary.get("push") else "")
             summary = summarize(pipeline, run_id, cfg, runner, status, error) | unrecorded
             write_json(run_dir / "summary.json", summary)

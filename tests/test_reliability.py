@@ -38,6 +38,38 @@ def test_a_full_disk_stops_the_run_cleanly_and_the_rerun_completes(tmp_path):
     assert code == 0 and json.loads(out)["status"] == "pushed", err
 
 
+
+def test_a_metadata_store_that_cannot_grow_stops_the_run_in_one_line_and_the_rerun_reuses_what_finished(tmp_path):
+    """The store's file may not grow (a file-size limit: SQLite's write is refused as on a full disk). A new store
+    fails creating its tables and one in use fails recording a run; either way one line names the store and says
+    to free space, without the record MLMD was writing (a ~1 KB proto) and without advice to move the store aside."""
+    data = write_dataset(tmp_path / "data", {"train": 128, "t10k": 64})
+    root, store = tmp_path / "root", tmp_path / "root" / "metadata.sqlite"
+    full = f"{store}: disk full (disk I/O error: the metadata store cannot grow); free space and run again: " \
+           "finished components are reused"
+
+    def run(to, limit=None):
+        def cap():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        return subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root),
+                               "--to", to, "--json"], cwd=REPO, capture_output=True, text=True,
+                              preexec_fn=cap if limit else None, timeout=600)
+
+    done = run("statistics", 16 << 10)  # the lock and the root's id fit; the new store's first page does not
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert_one_line_error(done.stderr, full)
+    assert "move it aside" not in done.stderr and len(done.stderr) < 400
+    assert run("statistics").returncode == 0
+    done = run("validate", store.stat().st_size)  # schema and validate run; their records do not fit
+    assert done.returncode == 1 and json.loads(done.stdout)["status"] == "failed", done.stderr
+    assert_one_line_error(done.stderr, full)
+    assert done.stderr.count("disk full") == 1 and "type_id" not in done.stderr  # said once, no proto
+    done = run("validate")
+    components = json.loads(done.stdout)["components"]
+    assert done.returncode == 0 and {c["state"] for c in components.values()} == {"cached"}, done.stderr
+
 CLEAN_UP_AFTER_A_FULL_DISK = """
 import os, resource, signal, sys, zipfile
 from pipeline.local import guarded
