@@ -200,6 +200,37 @@ def test_sigterm_or_sigint_records_the_run_interrupted_at_once_and_the_rerun_res
     assert final["components"]["train"]["state"] == "cached" and final["push"]["version"] == 1
 
 
+
+def test_a_signal_once_the_runs_records_are_final_leaves_the_exit_code_they_record(tmp_path):
+    """SIGTERM right after the summary and the store recorded how the run ended, and SIGINT as the command exits
+    (failpoints at which the process raises them itself): the process still exits with the run's own code, here 3
+    (blocked), not 143 or 130, and its records, report included, say the same."""
+    import gzip
+    import os
+
+    import numpy as np
+
+    from components.idx import write_idx
+    from engine.failpoints import ENV, REACHED
+    from engine.metadata import Metadata
+    from pipeline.config import Config, override
+
+    data = write_dataset(tmp_path / "data", {"train": 60, "t10k": 20})
+    labels = np.frombuffer(gzip.open(data / "train-labels-idx1-ubyte.gz").read()[8:], np.uint8).copy()
+    labels[5] = 12  # out of range: validation blocks the run
+    write_idx(data / "train-labels-idx1-ubyte.gz", labels)
+    root, reached = tmp_path / "root", tmp_path / "reached"
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root),
+                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, ENV: "run.recorded=SIGTERM,command.exit=SIGINT", REACHED: str(reached)})
+    assert reached.read_text().split()[0] == "command.exit"  # the last of the two failpoints was reached
+    summary = json.loads(done.stdout)
+    assert done.returncode == 3 and summary["status"] == "blocked", done.stderr
+    assert_one_line_error(done.stderr, "data validation failed", "feature 'label'")
+    run_dir = root / "runs" / summary["run_id"]
+    assert json.loads((run_dir / "summary.json").read_text()) == summary and (run_dir / "report.html").is_file()
+    assert Metadata.open(override(Config(), root=str(root)), create=False).run(summary["run_id"])["status"] == "blocked"
+
 @pytest.mark.slow
 def test_a_disk_that_fills_up_during_training_fails_the_run_in_one_line_and_leaves_no_temporary_files(tmp_path):
     # The data's files fit in 1.5 MiB; the model and its backup (weights and Adam's state, about 2.7 MB) do not.
