@@ -57,7 +57,7 @@ def test_a_metadata_store_that_cannot_grow_stops_the_run_in_one_line_and_the_rer
                                "--to", to, "--json"], cwd=REPO, capture_output=True, text=True,
                               preexec_fn=cap if limit else None, timeout=600)
 
-    done = run("statistics", 16 << 10)  # the lock and the root's id fit; the new store's first page does not
+    done = run("statistics", 16 << 10)  # the lock and the root's id fit; the new store's tables do not
     assert done.returncode == 1 and done.stdout == "", done.stderr
     assert_one_line_error(done.stderr, full)
     assert "move it aside" not in done.stderr and len(done.stderr) < 400
