@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from components.drift import histogram_generator
-from components.libs import load_tfdv
+from components.libs import children_quiet, load_tfdv
 from components.ingest import SPLITS, Examples
 from engine.artifacts import Artifact
 from engine.component import Component
@@ -52,12 +52,14 @@ def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] 
     """
     import apache_beam as beam
     tfdv = load_tfdv()
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
     from tfx_bsl.public import tfxio
 
     result = Statistics(uri=str(out_dir), fingerprint="", splits=SPLITS)
     options = stats_options()
-    with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
+    beam_options = PipelineOptions(list(beam_args))
+    workers = beam_options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    with children_quiet(workers), beam.Pipeline(options=beam_options) as pipeline:
         for split in SPLITS:
             (out_dir / split).mkdir(parents=True)
             source = tfxio.TFExampleRecord(file_pattern=examples.file_pattern(split),

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from engine import artifacts, paths
-from engine.errors import MetadataError, first_line
+from engine.errors import MetadataError
 from engine.lock import exclusive
 from engine.metadata_queries import PIPELINE, RUN, RUN_PROPERTIES, RunQueries
-from engine.mlmd import Store, connection_config, get_property, now, property_type, proto, set_property
+from engine.mlmd import (Store, cannot_grow, connection_config, get_property, now, property_type, proto, reason,
+                         set_property)
 
 EXECUTION_STATES = {"executed": "COMPLETE", "cached": "CACHED", "failed": "FAILED"}
 
@@ -34,12 +35,15 @@ class Metadata(RunQueries):
             # Members of a distributed search open a new root's store at once; MLMD fails on a half-made one.
             sqlite = Path(conn.sqlite.filename_uri).parent if conn.HasField("sqlite") else None
             with exclusive(sqlite, create=False) if sqlite else contextlib.nullcontext():
-                self.mlmd = Store(lambda: metadata_store.MetadataStore(conn, enable_upgrade_migration=True), name)
+                self.mlmd = Store(lambda: metadata_store.MetadataStore(conn, enable_upgrade_migration=True), name,
+                                  self.sqlite)
                 self.mlmd.get_context_types()
         except Exception as exc:  # MLMD raises its own errors types, or sqlite's, for an unreadable file
-            first = first_line(exc)
-            raise MetadataError(f"{name}: cannot open the metadata store ({first}); move it aside to start a "
-                                f"new one (cached artifacts are re-registered on the next run)") from None
+            why = getattr(exc, "reason", None) or reason(exc)
+            # A new store on a full disk fails creating its tables: then nothing is wrong with it to move aside.
+            raise MetadataError(cannot_grow(name, why, self.sqlite) or (
+                f"{name}: cannot open the metadata store ({why}); move it aside to start a new one (cached "
+                "artifacts are re-registered on the next run)")) from None
         self.types: dict[str, int] = {}
         self.ids: dict[tuple[str, str], int] = {}  # (type, uri) → id of the artifacts of this run
         self.kinds: dict[int, str] = {}  # artifact type id → name

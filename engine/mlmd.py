@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import re
+import resource
 import typing
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,45 @@ def connection_config(cfg) -> tuple[Any, str]:
     return conn, str(path)
 
 
+# MLMD wraps the database's reason in the record it was writing (a proto of up to ~1 KB) and the query.
+QUERY_ERROR = re.compile(r"Error when executing query: (.*?) query:", re.S)
+ROOM = 1 << 20  # less free room than this (a few pages and their journal) is no room for a store to grow in
+
+
+def reason(exc: BaseException) -> str:
+    """The cause of an MLMD error in a few words: the database's own, else the first line of the message.
+
+    Example:
+        >>> reason(RuntimeError('Cannot create node for type_id: 9 name: "r" properties { ... } Error when '
+        ...                     'executing query: database or disk is full query: INSERT INTO `Context` ...'))
+        'database or disk is full'
+    """
+    found = QUERY_ERROR.search(str(exc))
+    return found.group(1).strip() if found else first_line(exc, limit=300)
+
+
+def cannot_grow(name: str, why: str, path: Path | None) -> str | None:
+    """The one-line message for a store that failed because it cannot grow, else None. SQLite says "database or
+    disk is full" when its disk is (ENOSPC), and only "disk I/O error" when a write past a file-size limit
+    (EFBIG) or a quota (EDQUOT) is refused: then the store's room decides (a failing disk says the same)."""
+    if "database or disk is full" in why or ("disk I/O error" in why and path is not None and _no_room(path)):
+        return (f"{name}: disk full ({why}: the metadata store cannot grow); free space and run again: "
+                "finished components are reused")
+    return None
+
+
+def _no_room(path: Path) -> bool:
+    """Whether the store's file cannot grow: its filesystem is (nearly) full, or this process may not write a
+    file much larger (RLIMIT_FSIZE)."""
+    try:
+        free = os.statvfs(path.parent)
+        size = path.stat().st_size if path.exists() else 0
+    except OSError:
+        return False
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return free.f_bavail * free.f_frsize < ROOM or (limit != resource.RLIM_INFINITY and size + ROOM > limit)
+
+
 class Store:
     """An MLMD store whose failed call names its own cause, on a fresh connection for the calls after it.
 
@@ -39,8 +81,8 @@ class Store:
     call on that connection then says only "Transaction already open", hiding why.
     """
 
-    def __init__(self, connect, name: str):
-        self._connect, self._name = connect, name
+    def __init__(self, connect, name: str, path: Path | None = None):
+        self._connect, self._name, self._path = connect, name, path
         self._store = connect()
 
     def __getattr__(self, attr: str):
@@ -52,15 +94,15 @@ class Store:
             try:
                 return method(*args, **kwargs)
             except Exception as exc:
-                reason = first_line(exc)
+                why = reason(exc)
                 try:
                     self._store = self._connect()  # the failed transaction goes with the old connection
                 except Exception:
                     pass  # the next call says why it cannot connect
-                full = "disk" in reason.lower() or "full" in reason.lower()
-                raise MetadataError(f"{self._name}: the metadata store failed ({reason})" + (
-                    "; the disk may be full: free space and run again: finished components are reused"
-                    if full else "")) from None
+                failed = MetadataError(cannot_grow(self._name, why, self._path)
+                                       or f"{self._name}: the metadata store failed ({why})")
+                failed.reason = why
+                raise failed from None
 
         return call
 

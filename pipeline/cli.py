@@ -2,6 +2,7 @@
 `validate`, `drift`, `schema` and `predict`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -153,11 +154,15 @@ def main(argv: list[str] | None = None, pipeline: Pipeline = PRODUCTION) -> int:
     os.dup2(2, 1)
     logs.quiet(args.verbose)
     from engine.errors import PipelineError, first_line
+    from engine.failpoints import failpoint
+    from engine.signals import interruptible
 
     try:
         commands = {"run": _run, "step": _step, "kfp": _kfp, "runs": _runs, "validate": _validate,
                     "schema": _schema, "drift": _drift, "predict": _predict}
-        return commands[args.command](args, out)
+        # This process ends with the run it records: a signal after its records are final leaves its exit code be.
+        with interruptible(process_ends=True) if args.command in ("run", "step") else contextlib.nullcontext():
+            return commands[args.command](args, out)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -176,3 +181,4 @@ def main(argv: list[str] | None = None, pipeline: Pipeline = PRODUCTION) -> int:
         return 1
     finally:
         out.flush()
+        failpoint("command.exit")

@@ -24,7 +24,7 @@ from engine.lock import root_lock
 from engine.dag import Pipeline, Stop, run_node
 from engine.metadata import Metadata, live_of_type
 from engine.runner import Runner, StopRun
-from engine.signals import deferred, interruptible
+from engine.signals import deferred, interruptible, settle
 
 log = logging.getLogger("pipeline")
 EXIT_CODES = {"pushed": 0, "tuned": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4, "interrupted": 130}
@@ -256,10 +256,14 @@ def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata,
         except MetadataError as exc:
             # The summary and the report are still the run's record: a store that cannot take the run's end
             # fails the run, and the next run reads how it ended from its summary (`Metadata.start_run`).
-            status, error = "failed", f"{exc}" + (f"; before that: {error}" if error else "") + (
+            # A store that failed mid-run fails here again the same way: its message is said once.
+            before = f"; before that: {error}" if error and error != str(exc) else ""
+            status, error = "failed", f"{exc}{before}" + (
                 f"; {summary['push']['uri']} serves: the next run records it" if summary.get("push") else "")
             summary = summarize(pipeline, run_id, cfg, runner, status, error) | unrecorded
             write_json(run_dir / "summary.json", summary)
+        settle()  # before the signals held back meanwhile are delivered: they find the records final
+    failpoint("run.recorded")  # the summary and the store agree on how the run ended; the report is not written
     try:
         lineage = metadata.lineage(summary["push"]["uri"]) if summary.get("push") else None
     except MetadataError:

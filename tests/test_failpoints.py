@@ -37,3 +37,11 @@ def test_without_the_variable_or_with_another_name_it_runs_through(tmp_path):
         done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120,
                               env={**os.environ, **env})
         assert done.stdout.splitlines()[-1] == "done", done.stderr
+
+
+def test_a_failpoint_can_raise_a_signal_there_and_go_on(tmp_path):
+    script = ("import signal\n"
+              "signal.signal(signal.SIGUSR1, lambda *_: print('signal', flush=True))\n" + SCRIPT)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PIPELINE_FAILPOINTS": "loop.step#2=SIGUSR1"})
+    assert done.stdout == "0\n1\nsignal\n2\ndone\n", done.stderr  # its handler ran at the second hit, no later

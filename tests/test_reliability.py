@@ -38,6 +38,38 @@ def test_a_full_disk_stops_the_run_cleanly_and_the_rerun_completes(tmp_path):
     assert code == 0 and json.loads(out)["status"] == "pushed", err
 
 
+
+def test_a_metadata_store_that_cannot_grow_stops_the_run_in_one_line_and_the_rerun_reuses_what_finished(tmp_path):
+    """The store's file may not grow (a file-size limit: SQLite's write is refused as on a full disk). A new store
+    fails creating its tables and one in use fails recording a run; either way one line names the store and says
+    to free space, without the record MLMD was writing (a ~1 KB proto) and without advice to move the store aside."""
+    data = write_dataset(tmp_path / "data", {"train": 128, "t10k": 64})
+    root, store = tmp_path / "root", tmp_path / "root" / "metadata.sqlite"
+    full = f"{store}: disk full (disk I/O error: the metadata store cannot grow); free space and run again: " \
+           "finished components are reused"
+
+    def run(to, limit=None):
+        def cap():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        return subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root),
+                               "--to", to, "--json"], cwd=REPO, capture_output=True, text=True,
+                              preexec_fn=cap if limit else None, timeout=600)
+
+    done = run("statistics", 16 << 10)  # the lock and the root's id fit; the new store's tables do not
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert_one_line_error(done.stderr, full)
+    assert "move it aside" not in done.stderr and len(done.stderr) < 400
+    assert run("statistics").returncode == 0
+    done = run("validate", store.stat().st_size)  # schema and validate run; their records do not fit
+    assert done.returncode == 1 and json.loads(done.stdout)["status"] == "failed", done.stderr
+    assert_one_line_error(done.stderr, full)
+    assert done.stderr.count("disk full") == 1 and "type_id" not in done.stderr  # said once, no proto
+    done = run("validate")
+    components = json.loads(done.stdout)["components"]
+    assert done.returncode == 0 and {c["state"] for c in components.values()} == {"cached"}, done.stderr
+
 CLEAN_UP_AFTER_A_FULL_DISK = """
 import os, resource, signal, sys, zipfile
 from pipeline.local import guarded
@@ -167,6 +199,37 @@ def test_sigterm_or_sigint_records_the_run_interrupted_at_once_and_the_rerun_res
     assert done.returncode == 0 and final["status"] == "pushed", done.stderr
     assert final["components"]["train"]["state"] == "cached" and final["push"]["version"] == 1
 
+
+
+def test_a_signal_once_the_runs_records_are_final_leaves_the_exit_code_they_record(tmp_path):
+    """SIGTERM right after the summary and the store recorded how the run ended, and SIGINT as the command exits
+    (failpoints at which the process raises them itself): the process still exits with the run's own code, here 3
+    (blocked), not 143 or 130, and its records, report included, say the same."""
+    import gzip
+    import os
+
+    import numpy as np
+
+    from components.idx import write_idx
+    from engine.failpoints import ENV, REACHED
+    from engine.metadata import Metadata
+    from pipeline.config import Config, override
+
+    data = write_dataset(tmp_path / "data", {"train": 60, "t10k": 20})
+    labels = np.frombuffer(gzip.open(data / "train-labels-idx1-ubyte.gz").read()[8:], np.uint8).copy()
+    labels[5] = 12  # out of range: validation blocks the run
+    write_idx(data / "train-labels-idx1-ubyte.gz", labels)
+    root, reached = tmp_path / "root", tmp_path / "reached"
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root),
+                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, ENV: "run.recorded=SIGTERM,command.exit=SIGINT", REACHED: str(reached)})
+    assert reached.read_text().split()[0] == "command.exit"  # the last of the two failpoints was reached
+    summary = json.loads(done.stdout)
+    assert done.returncode == 3 and summary["status"] == "blocked", done.stderr
+    assert_one_line_error(done.stderr, "data validation failed", "feature 'label'")
+    run_dir = root / "runs" / summary["run_id"]
+    assert json.loads((run_dir / "summary.json").read_text()) == summary and (run_dir / "report.html").is_file()
+    assert Metadata.open(override(Config(), root=str(root)), create=False).run(summary["run_id"])["status"] == "blocked"
 
 @pytest.mark.slow
 def test_a_disk_that_fills_up_during_training_fails_the_run_in_one_line_and_leaves_no_temporary_files(tmp_path):

@@ -40,3 +40,24 @@ def test_multi_processing_runner_counts_like_single_process(examples, stats, tmp
         assert multi.num_examples == single.num_examples == examples.counts[split]
         for feature in ("label", "mean_intensity", "center_col"):
             assert (fixed_histogram(multi, feature) == fixed_histogram(single, feature)).all()
+
+
+def test_multi_processing_workers_print_nothing_without_v(tmp_path):
+    """Beam's worker processes import TensorFlow, TFDV and Google's libraries afresh: without `-v` their
+    FutureWarnings and TFDV's IPython notice stay off stderr, which keeps the pipeline's own lines."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import write_dataset
+    from test_cli import REPO
+
+    data = write_dataset(tmp_path / "data", {"train": 40, "t10k": 20})
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "TF_CPP_MIN_LOG_LEVEL")}  # a shell's
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root",
+                           str(tmp_path / "root"), "--to", "statistics",
+                           "--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2"],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0 and done.stdout.endswith(": partial\n"), done.stderr
+    assert [line.split()[:2] for line in done.stderr.splitlines()] == [["ingest", "executed"],
+                                                                        ["statistics", "executed"]], done.stderr
