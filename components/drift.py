@@ -43,8 +43,13 @@ class Distance:
     drifted: bool
     # The mirrored test's p-value: the chance of a difference this small if the effect were the minimum.
     p_within: float = 1.0
-    needed: int | None = None  # the current batch size that would decide, when this one is too small
-    verdict: str = ""  # "drifted", "ok" (shown within the minimum, or no minimum) or "insufficient data"
+    # The current batch size at which nine in ten clean batches are shown within the minimum, when this one
+    # shows neither; None: no size would (the baseline is too small); 0: this batch is that large already,
+    # its effect sits near the minimum.
+    needed: int | None = None
+    # "drifted", "ok" (shown within the minimum; for a test of equality, no difference found), "insufficient
+    # data" or "near the minimum"
+    verdict: str = ""
 
     @property
     def result(self) -> str:
@@ -57,13 +62,15 @@ def verdict_text(d: dict) -> str:
 
     Example:
         >>> verdict_text({"drifted": False, "verdict": "insufficient data", "needed": 2400})
-        'too few images: about 2,400 decide'
+        'too few images: about 2,400 would decide'
     """
     verdict = d.get("verdict") or ("drifted" if d["drifted"] else "ok")
-    if verdict != "insufficient data":
+    if verdict in ("drifted", "ok"):
         return "DRIFTED" if verdict == "drifted" else "ok"
+    if verdict == "near the minimum":
+        return "undecided: the effect is near the minimum"
     needed = d.get("needed")
-    return f"too few images: about {needed:,} decide" if needed else "too few images: the baseline is too small"
+    return f"too few images: about {needed:,} would decide" if needed else "too few images: the baseline is too small"
 
 
 def boundaries() -> dict[str, np.ndarray]:
@@ -116,7 +123,7 @@ def decide(distances: list[Distance], false_positive_rate: float) -> list[Distan
         rejecting = rejecting and d.p_value <= alpha
         drifted = rejecting and d.distance >= d.threshold
         verdict = ("drifted" if drifted else "ok" if d.p_within <= WITHIN_LEVEL or d.threshold <= 0
-                   else "insufficient data")
+                   else "near the minimum" if d.needed == 0 else "insufficient data")
         decided[i] = dataclasses.replace(d, alpha=alpha, drifted=drifted, verdict=verdict)
     return [decided[i] for i in range(len(distances))]
 
@@ -131,14 +138,17 @@ def check_verdict(distances: list[Distance], drifted: bool = False) -> dict:
         >>> d = Distance("drift", "f", "l_infinity", 0.1, 0.03, "z-test", 1.0, 0, 0.5, 0.001, False,
         ...              0.4, 900, "insufficient data")
         >>> check_verdict([d])
-        {'verdict': 'insufficient data', 'needed': 900, 'baseline_too_small': []}
+        {'verdict': 'insufficient data', 'needed': 900, 'baseline_too_small': [], 'near_minimum': []}
     """
     verdicts = [d.verdict or ("drifted" if d.drifted else "ok") for d in distances]
-    undecided = [d for d, v in zip(distances, verdicts) if v == "insufficient data"]
+    undecided = [d for d, v in zip(distances, verdicts) if v in ("insufficient data", "near the minimum")]
     verdict = "drifted" if drifted or "drifted" in verdicts else "insufficient data" if undecided else "ok"
+    if verdict == "drifted":
+        return {"verdict": verdict, "needed": None, "baseline_too_small": [], "near_minimum": []}
     sizes = [d.needed for d in undecided if d.needed]
-    return {"verdict": verdict, "needed": max(sizes) if sizes and verdict != "drifted" else None,
-            "baseline_too_small": [d.feature for d in undecided if not d.needed] if verdict != "drifted" else []}
+    return {"verdict": verdict, "needed": max(sizes) if sizes else None,
+            "baseline_too_small": [d.feature for d in undecided if d.needed is None],
+            "near_minimum": [d.feature for d in undecided if d.needed == 0]}
 
 
 def undecided_text(report: dict) -> str:
@@ -148,12 +158,22 @@ def undecided_text(report: dict) -> str:
         >>> undecided_text({"needed": None, "baseline_too_small": ["center_row"]})
         'too few current images to tell drift from noise; the baseline is too small to decide center_row'
     """
-    needed, small = report.get("needed"), report.get("baseline_too_small") or []
-    text = "too few current images to tell drift from noise; "
-    text += f"about {needed:,} would decide" if needed else ""
-    if small:
-        text += (" (" if needed else "") + f"the baseline is too small to decide {', '.join(small)}" + (")" if needed else "")
-    return text
+    needed, small, near = report.get("needed"), report.get("baseline_too_small"), report.get("near_minimum")
+    reasons = [f"about {needed:,} would decide" if needed else "",
+               f"the baseline is too small to decide {', '.join(small)}" if small else "",
+               f"the effect of {', '.join(near)} is near its minimum (more images narrow it)" if near else ""]
+    return "too few current images to tell drift from noise; " + "; ".join(r for r in reasons if r)
+
+
+def undecided_at(needed: int | None, size: float) -> int | None:
+    """`needed` for a batch of `size` images: 0 when the size that decides clean batches is no larger than this
+    one (then its effect is near the minimum, not its size too small).
+
+    Example:
+        >>> undecided_at(900, 1000), undecided_at(900, 500), undecided_at(None, 500)
+        (0, 900, None)
+    """
+    return 0 if needed is not None and needed <= size else needed
 
 
 def bucket_test(comparison: str, feature: str, measure: str, p: np.ndarray, q: np.ndarray,
@@ -164,6 +184,7 @@ def bucket_test(comparison: str, feature: str, measure: str, p: np.ndarray, q: n
     effect = jensen_shannon(p, q) if measure == "jensen_shannon_divergence" else l_infinity(p, q)
     within = within_test(measure, p, q, threshold)
     needed = size_to_decide(measure, p, q, threshold) if within > WITHIN_LEVEL and threshold > 0 else None
+    needed = undecided_at(needed, q.sum())
     return Distance(comparison, feature, measure, round(effect, 6), threshold, test, round(statistic, 3), dof,
                     p_value, 0.0, False, within, needed)
 

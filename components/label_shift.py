@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from components.drift import Distance
+from components.drift import Distance, undecided_at
 from components.drift_tests import DECIDED_SHARE, WITHIN_LEVEL
 
 
@@ -51,6 +51,18 @@ def estimate(counts: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.
     return q, np.diag(per_image), np.diag(of_confusion)
 
 
+def estimable(labels: np.ndarray | None, size: int, classes: int) -> bool:
+    """Whether baseline `labels` for `size` predictions can give a model's confusion over `classes`: one label
+    per image, each a class, every class seen (an unseen class's column cannot be inverted).
+
+    Example:
+        >>> estimable(np.array([0, 1, 1]), 3, 2), estimable(np.array([0, 0, -1]), 3, 2)
+        (True, False)
+    """
+    return (labels is not None and len(labels) == size and bool(((labels >= 0) & (labels < classes)).all())
+            and len(np.unique(labels)) == classes)
+
+
 def class_mix_test(counts: np.ndarray, predicted: np.ndarray, threshold: float, comparison: str) -> Distance:
     """One undecided test (`drift.decide` sets its level) of "no class's share moved by more than `threshold`
     between the baseline's labels and the batch's estimated mix", an L-infinity interval null as the label's:
@@ -70,12 +82,12 @@ def class_mix_test(counts: np.ndarray, predicted: np.ndarray, threshold: float, 
     se = np.sqrt(np.maximum(per_image / m + of_confusion + base_variance, 1e-12))
     moved = np.abs(q - base)
     z = (moved - threshold) / se
-    p_value = float(min(1.0, len(q) * stats.norm.sf(z.max())))
+    p_value = float(min(1.0, len(q) * (stats.norm.sf(z) + stats.norm.sf((moved + threshold) / se)).min()))
     within = float(stats.norm.sf(((threshold - moved) / se).min()))
     needed = None
     if within > WITHIN_LEVEL:  # per class: threshold / z >= se at the size sought, for DECIDED_SHARE of batches
         bound = threshold / (stats.norm.isf(WITHIN_LEVEL) + stats.norm.isf((1 - DECIDED_SHARE) / (2 * len(q))))
         room = bound ** 2 - of_confusion - base_variance
-        needed = math.ceil(float(np.max(per_image / room))) if (room > 0).all() else None
+        needed = undecided_at(math.ceil(float(np.max(per_image / room))) if (room > 0).all() else None, m)
     return Distance(comparison, "class_mix", "l_infinity", round(float(moved.max()), 6), threshold,
                     "BBSE z-test", round(float(z.max()), 3), 0, p_value, 0.0, False, within, needed)

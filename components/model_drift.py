@@ -15,7 +15,7 @@ from components.drift import Distance, bucket_test
 from engine.errors import DataError
 
 CONFIDENCE_BUCKETS = 20  # the top probability, in [0, 1]
-MIN_CONFIDENCE_EFFECT = 0.0005  # Jensen-Shannon, as the summary features' minimum effect
+MIN_CONFIDENCE_EFFECT = 0.0005  # Jensen-Shannon, the summary features' generic minimum effect
 MMD_SAMPLE, MMD_PERMUTATIONS = 1000, 500  # images per side, permutations for the null distribution
 
 
@@ -94,7 +94,7 @@ def compare_outputs(baseline: tuple[np.ndarray, np.ndarray], current: tuple[np.n
     (p_base, e_base), (p_now, e_now) = baseline, current
     classes = p_base.shape[1]
     counts = [np.bincount(p.argmax(axis=1), minlength=classes).astype(np.float64) for p in (p_base, p_now)]
-    labelled = labels is not None and len(labels) == len(p_base) and (labels >= 0).all()
+    labelled = label_shift.estimable(labels, len(p_base), classes)
     mix = (label_shift.class_mix_test(label_shift.confusion(p_base.argmax(axis=1), labels, classes), counts[1],
                                       class_effect, comparison) if labelled else
            bucket_test(comparison, "predicted_class", "l_infinity", *counts, class_effect))

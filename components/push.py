@@ -13,16 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from components.evaluate import Evaluation
-from components.ingest import Examples
+from components.ingest import SPLITS, Examples
 from components.train import Model
 from engine.component import Component
-from engine.errors import NotBlessed, PipelineError
+from engine.errors import NotBlessed, PipelineError, first_line
 from engine.failpoints import failpoint
 from engine.lock import exclusive
 from engine.runner import remove_leftovers
 from engine.settings import param
 from components.evaluate import not_evaluated
 from components.image_features import as_delivered
+from components import drift_baseline
 from components.versions import (INFO, PushedModel, _versions, model_info, pushed_from, regression_recheck,
                                  same_polarity, serving_baseline)
 
@@ -164,6 +165,7 @@ def _push_locked(model: Model, evaluation: Evaluation, examples: Examples, out_d
         try:
             shutil.rmtree(staging, ignore_errors=True)
             export_serving(model.path, staging, model.classes, examples.inverted)
+            _save_drift_baseline(staging, examples)
             (staging / INFO).write_text(json.dumps(described, indent=2))
         except OSError as exc:
             raise PipelineError(f"{serving_dir}: cannot write the serving directory ({exc.strerror})") from None
@@ -186,6 +188,20 @@ def _push_locked(model: Model, evaluation: Evaluation, examples: Examples, out_d
                 raise
     return PushedModel(uri=str(serving_dir / str(version)), fingerprint="", version=version,
                        model_fingerprint=model.fingerprint, infra_check=checked, recheck=recheck)
+
+
+def _save_drift_baseline(staging: Path, examples: Examples) -> None:
+    """The version's own drift baseline (`drift_baseline`), from every split of the run's data."""
+    from components.inputs import split_arrays
+
+    splits = {name: split_arrays(examples.file_pattern(name)) for name in SPLITS if examples.counts.get(name)}
+    try:
+        drift_baseline.save(staging, splits, examples.inverted)
+    except OSError:
+        raise
+    except Exception as exc:  # Keras or numpy on a model it cannot read back: after the blessing, say where
+        raise PipelineError(f"{staging}: cannot write the version's drift baseline ({first_line(exc)}); nothing "
+                            "pushed") from None
 
 
 def _serve_in_this_process(saved_model: str, inputs: str) -> None:

@@ -76,13 +76,13 @@ def validate(dataset: str, *, schema: str | None = None, root: str | Path | None
 
 
 @_quietly
-def drift(baseline: str, current: str, *, schema: str | None = None, root: str | Path | None = None,
+def drift(baseline: str | None, current: str, *, schema: str | None = None, root: str | Path | None = None,
           report: str | Path | None = None, beam_args: Iterable[str] | None = None,
           model: str | Path | None = None, invert: str = "false", **flags: Any) -> dict[str, Any]:
     """Compares a dataset (or saved statistics) with a baseline, as `python -m pipeline drift`; `drifted`
     is True when any feature drifted. With `report`, also writes the HTML report there; with `model` (a
-    pushed version's directory), also tests what that model makes of both. Other keyword arguments mirror the
-    command's settings flags.
+    pushed version's directory), also tests what that model makes of both; `baseline` None is then the
+    version's own (its run's data at push). Other keyword arguments mirror the command's settings flags.
     """
     from pipeline.checks import drift_check
     from pipeline.flags import check_config

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from components import image_features, ingest, minimums, model_drift, schema, validate
+from components import drift_baseline, image_features, ingest, minimums, model_drift, schema, validate
+from components.versions import model_info
 from components.drift import check_verdict, comparators, compare, decide, fixed_histogram, moved_bucket
 from components.drift_report import drift_html
 from components.libs import load_tfdv
@@ -132,7 +133,7 @@ def validate_check(spec: str, cfg: Config, invert: str = "false") -> dict[str, A
 MODEL_VIEW_IMAGES = 10_000  # images of each side the model looks at
 
 
-def drift_check(baseline: str, current: str, cfg: Config, report: str | None = None,
+def drift_check(baseline: str | None, current: str, cfg: Config, report: str | None = None,
                 model: str | None = None, invert: str = "false") -> dict[str, Any]:
     """Tests `current` against `baseline` on the features with drift comparators in the current data's
     schema and, with `model` (a pushed version's directory), on what that model makes of both: its
@@ -141,10 +142,25 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
 
     The current data's schema anomalies come along; with `report`, a self-contained HTML file too.
 
+    Without `baseline`, the version's own (`components.drift_baseline`, its run's data at push) is it.
+
     Datasets are ingested and their statistics computed under `cfg.root`, cached like a run's.
     """
+    if baseline is None and not model:
+        raise ConfigError("drift: --baseline SPEC is needed, unless --model or --serving-dir names a pushed "
+                          "version, whose own baseline it then is")
     models = model_drift.load_model(model) if model else None  # a wrong directory fails before any work
-    before, before_name, base_pattern, before_classes, base_flipped = statistics_for(baseline, cfg, invert)
+    if baseline is None and invert != "false":  # its histograms are of images as delivered, never turned
+        raise ConfigError(f"--invert {invert}: a version's own drift baseline is of images as delivered; compare "
+                          "today's as delivered too (leave --invert out) or pass --baseline SPEC")
+    stored = drift_baseline.load(model) if baseline is None else None
+    if stored is not None:
+        baseline = f"{model} (its run's data at push)"
+        before, before_name, base_pattern, base_flipped = stored.statistics(), "", None, False
+        before_classes = tuple(model_info(Path(model)).get("classes", ()))
+        before_classes = before_classes if before_classes != schema.numbered(len(before_classes)) else ()
+    else:
+        before, before_name, base_pattern, before_classes, base_flipped = statistics_for(baseline, cfg, invert)
     after, after_name, pattern, after_classes, flipped = statistics_for(current, cfg, invert)
     for side, stats in ((baseline, before), (current, after)):
         if not stats.num_examples:  # else every test is skipped and the schema takes the blame
@@ -161,7 +177,7 @@ def drift_check(baseline: str, current: str, cfg: Config, report: str | None = N
         raise DataError(f"{path}: no feature of the schema has a drift comparator that both datasets have")
     if models is not None:
         distances += _model_view(models, model, (baseline, base_pattern, base_flipped), (current, pattern, flipped),
-                                 proto, cfg.seed)
+                                 proto, cfg.seed, stored)
     distances = decide(distances, validate.alarm_rate(cfg))
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
@@ -197,25 +213,29 @@ def model_view_images(images: np.ndarray, inverted: bool) -> np.ndarray:
 
 
 def _model_view(models, model: str, baseline: tuple[str, str | None, bool], current: tuple[str, str | None, bool],
-                proto, seed: int) -> list:
-    """The model's tests on up to `MODEL_VIEW_IMAGES` images of each side (both must be datasets); a side whose
-    examples were inverted (`--invert`) is turned back to its images as delivered first."""
+                proto, seed: int, stored: drift_baseline.Stored | None = None) -> list:
+    """The model's tests on up to `MODEL_VIEW_IMAGES` images of each side (both must be datasets, or the
+    baseline the version `stored`); a side whose examples were inverted (`--invert`) is turned back to its
+    images as delivered first."""
     from components.inputs import split_arrays
-    from components.versions import model_info
 
     inverted = bool(model_info(Path(model)).get("inverted", False))
     sides, labels = [], []
-    for spec, pattern, flipped in (baseline, current):
-        if pattern is None:
-            raise DataError(f"{spec}: --model compares images, not statistics; pass a dataset SPEC")
-        stored, found = split_arrays(pattern, MODEL_VIEW_IMAGES)
-        sides.append(model_view_images(image_features.as_delivered(stored, flipped), inverted))
-        labels.append(found)
     classes = int(models[0].output_shape[-1])
     class_effect = comparators(proto).get(schema.LABEL, ("l_infinity", 0.3 / classes))[1]
+    comparison = f"model {model}: {baseline[0]} vs {current[0]}"
+    for spec, pattern, flipped in (baseline, current)[1 if stored is not None else 0:]:
+        if pattern is None:
+            raise DataError(f"{spec}: --model compares images, not statistics; pass a dataset SPEC")
+        images, found = split_arrays(pattern, MODEL_VIEW_IMAGES)
+        sides.append(model_view_images(image_features.as_delivered(images, flipped), inverted))
+        labels.append(found)
+    if stored is not None:
+        return model_drift.compare_outputs((stored.probabilities, stored.embeddings),
+                                           model_drift.outputs(models, sides[0]), class_effect, comparison, seed,
+                                           stored.labels)
     # The baseline's labels give the model's confusion, from which the current batch's mix is estimated
-    return model_drift.compare(models, *sides, class_effect, f"model {model}: {baseline[0]} vs {current[0]}", seed,
-                               labels[0])
+    return model_drift.compare(models, *sides, class_effect, comparison, seed, labels[0])
 
 
 def _moved_images(moved: list[dict], pattern: str | None, per_bucket: int = 8,

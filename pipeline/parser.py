@@ -120,7 +120,8 @@ def build(pipeline: Pipeline = PRODUCTION) -> argparse.ArgumentParser:
     infer.add_argument("--dataset", required=True, help="NAME, tfds:NAME, idx:DIR, folder:DIR or csv:FILE")
     infer.add_argument("--output", help="write the schema here (default: stdout)")
     drift = commands.add_parser("drift", help="compare a dataset with a baseline: exit 3 when anything drifted")
-    drift.add_argument("--baseline", required=True, help="SPEC[:SPLIT] or a saved statistics file (FeatureStats.pb)")
+    drift.add_argument("--baseline", help="SPEC[:SPLIT] or a saved statistics file (FeatureStats.pb); default with "
+                       "--model or --serving-dir: the version's own, its run's data at push")
     drift.add_argument("--current", required=True, help="SPEC[:SPLIT] or a saved statistics file")
     drift.add_argument("--schema", help="schema with the drift thresholds (default: the current data's curated one)")
     drift.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report (default: none)")

@@ -451,7 +451,7 @@ def test_drift_on_too_few_images_says_so_and_the_size_that_would_decide(data, tm
                          "--report", page)
     assert code == 0, err
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert re.search(r"  too few images: about [\d,]+ decide$", rows["label"]), out
+    assert re.search(r"  too few images: about [\d,]+ would decide$", rows["label"]), out
     last = out.splitlines()[-1]
     assert last.startswith("insufficient data: too few current images to tell drift from noise; about "), out
     needed = int(last.split("about ")[1].split()[0].replace(",", ""))
@@ -487,7 +487,7 @@ def test_drift_with_the_model_view(first_run, data, tmp_path):
                          "--root", root, "--json")
     assert code == 0, err
     views = {d["feature"]: d for d in json.loads(out)["distances"] if d["comparison"].startswith("model")}
-    assert set(views) == {"predicted_class", "confidence", "embedding"}
+    assert set(views) == {"class_mix", "confidence", "embedding"}  # the labelled baseline gives the confusion
     assert not any(d["drifted"] for d in views.values()), views
     assert views["embedding"]["test"] == "MMD" and str(serving / "1") in views["embedding"]["comparison"]
 
@@ -504,6 +504,57 @@ def test_drift_with_the_model_view(first_run, data, tmp_path):
                        "--root", root)
     assert code == 1
     assert_one_line_error(err, f"{tmp_path}: not a pushed model version (no model.keras)")
+
+
+def test_a_pushed_version_carries_its_own_drift_baseline(first_run, data, tmp_path):
+    """`drift --serving-dir` without `--baseline`: the version's run's data at push is the baseline of the
+    summary features (every split's images) and of the model's view (the classes' mix estimated through its
+    confusion on the held-out images)."""
+    from components.drift import fixed_histogram
+    from components.drift_baseline import load
+    from components.libs import load_tfdv
+
+    root, serving = data / "root", data / "root" / "serving"
+    stored = load(serving / "1")
+    assert stored.count == 400 and len(stored.labels) == stored.probabilities.shape[0] >= 80  # eval and test
+    run_stats = [load_tfdv().load_stats_binary(str(path)).datasets[0]
+                 for path in root.glob("artifacts/statistics/*/*/FeatureStats.pb")]
+    for feature in ("mean_intensity", "label"):  # what the run's own statistics counted, split by split
+        assert stored.histograms[feature].tolist() == sum(fixed_histogram(s, feature) for s in run_stats).tolist()
+    today = write_dataset(tmp_path / "today", {"t10k": 80}, seed=3)
+    (today / "t10k-labels-idx1-ubyte.gz").unlink()  # serving traffic: no labels
+    code, out, err = cli("drift", "--current", f"idx:{today}", "--serving-dir", serving, "--root", root, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["baseline"] == f"{serving / '1'} (its run's data at push)" and report["counts"]["baseline"] == 400
+    tests = {(d["comparison"].split(":")[0], d["feature"]): d for d in report["distances"]}
+    assert {("drift", "mean_intensity"), ("drift", "center_row")} <= tests.keys() and ("drift", "label") not in tests
+    assert tests[f"model {serving / '1'}", "class_mix"]["test"] == "BBSE z-test"
+    assert not report["drifted"] and report["verdict"] == "insufficient data", out  # 80 images decide nothing
+    images = read_idx(today / "t10k-images-idx3-ubyte.gz")
+    write_idx(today / "t10k-images-idx3-ubyte.gz", np.ascontiguousarray(np.transpose(images, (0, 2, 1))))
+    code, out, err = cli("drift", "--current", f"idx:{today}", "--serving-dir", serving, "--root", root, "--json")
+    assert code == 3 and "embedding" in {d["feature"] for d in json.loads(out)["distances"] if d["drifted"]}, out
+
+    old = tmp_path / "old"  # a version pushed before versions carried a baseline
+    shutil.copytree(serving / "1", old)
+    (old / "drift_baseline.npz").unlink()
+    code, _, err = cli("drift", "--current", f"idx:{today}", "--model", old, "--root", root)
+    assert code == 1
+    assert_one_line_error(err, f"{old}: holds no drift baseline (drift_baseline.npz: pushed before versions carried "
+                               "one); pass --baseline SPEC")
+    (old / "drift_baseline.npz").write_bytes((serving / "1" / "drift_baseline.npz").read_bytes()[:300])
+    code, _, err = cli("drift", "--current", f"idx:{today}", "--model", old, "--root", root)
+    assert code == 1
+    assert_one_line_error(err, f"{old / 'drift_baseline.npz'}: not a drift baseline (")
+    code, _, err = cli("drift", "--current", f"idx:{today}", "--serving-dir", serving, "--root", root,
+                       "--invert", "auto")
+    assert code == 2
+    assert_one_line_error(err, "--invert auto: a version's own drift baseline is of images as delivered")
+    code, _, err = cli("drift", "--current", f"idx:{today}", "--root", root)
+    assert code == 2
+    assert_one_line_error(err, "drift: --baseline SPEC is needed, unless --model or --serving-dir names a pushed "
+                               "version")
 
 
 def test_validate_command(data, tmp_path):

@@ -158,9 +158,11 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")  # the README's install comm
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs the dataset-fashion-mnist package of the README's install")
 def test_the_readme_sizes_that_decide_on_fashion_mnist():
     """The README's figures: against Fashion-MNIST's 60,000 train images, a clean batch needs 5,000 to 12,000
-    images to show each summary feature within JSD 0.0005, and about 1,800 for the label's 0.03."""
+    images to show each summary feature within JSD 0.0005, and about 1,800 for the label's 0.03; with the
+    curated schema's measured minimums 4,800 to 75,000, and about 14,000 for the label."""
     from components import image_features
     from components.idx import read_idx
+    from components.schema import load_schema
 
     def counts(prefix: str) -> dict[str, np.ndarray]:
         features = image_features.summarize(read_idx(FASHION / f"{prefix}-images-idx3-ubyte.gz"))
@@ -171,3 +173,10 @@ def test_the_readme_sizes_that_decide_on_fashion_mnist():
     needed = {name: drift.size_to_decide(rule[name][0], train[name], test[name], rule[name][1]) for name in train}
     assert 1_500 <= needed.pop("label") <= 2_100
     assert 5_000 <= min(needed.values()) and max(needed.values()) <= 12_500, needed
+    # With the curated schema's measured minimums.
+    rule = drift.comparators(load_schema(Path(__file__).resolve().parent.parent / "schemas" / "fashion_mnist.pbtxt"))
+    needed = {name: drift.size_to_decide(measure, train[name], test[name], minimum)
+              for name, (measure, minimum) in rule.items()}
+    assert 13_000 <= needed.pop("label") <= 14_500
+    assert needed["center_col"] == min(needed.values()) and 4_500 <= needed["center_col"] <= 5_000, needed
+    assert needed["background"] == max(needed.values()) and 70_000 <= needed["background"] <= 80_000, needed

@@ -1,4 +1,6 @@
 """Tests of label shift without labels: the classes' mix estimated through the model's confusion."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -19,12 +21,19 @@ def _batch(rng, predict, size, shares):
     return np.bincount(predict(rng.choice(CLASSES, size, p=shares)), minlength=CLASSES).astype(np.float64)
 
 
-@pytest.fixture(scope="module")
-def baseline():
-    rng = np.random.default_rng(0)
+@pytest.fixture
+def baseline(request):
+    """A generator of the test's own (its draws do not depend on which tests ran before), a model, and that
+    model's confusion on 10,000 labelled baseline images."""
+    rng = np.random.default_rng(sum(map(ord, request.node.name)))
     predict = _model(rng)
     labels = rng.integers(0, CLASSES, 10_000)
     return rng, predict, label_shift.confusion(predict(labels), labels, CLASSES)
+
+
+def _moved(base: np.ndarray, by: float) -> np.ndarray:
+    """`base` with class 0's share lowered by `by`, the others' raised alike: an L-infinity effect of `by`."""
+    return base + np.r_[-by, [by / (CLASSES - 1)] * (CLASSES - 1)]
 
 
 def _half(share_kept=0.5):
@@ -44,9 +53,7 @@ def test_the_mix_is_estimated_through_the_confusion_not_read_off_the_predictions
 def test_the_interval_null_holds_at_the_minimum_and_a_class_at_half_its_share_is_found(baseline):
     rng, predict, counts = baseline
     base = counts.sum(axis=0) / counts.sum()
-    at_minimum = base.copy()
-    at_minimum[0] -= 0.03
-    at_minimum[1:] += 0.03 / (CLASSES - 1)
+    at_minimum = _moved(base, 0.03)
     alarms = [label_shift.class_mix_test(counts, _batch(rng, predict, 10_000, at_minimum), 0.03, "m").p_value <= 0.05
               for _ in range(150)]
     assert np.mean(alarms) <= 0.08
@@ -74,3 +81,18 @@ def test_a_verdict_on_too_few_images_names_the_size_that_would_decide(baseline):
     assert np.mean([d.p_within <= drift.WITHIN_LEVEL for d in decided]) >= 0.8
     # A minimum the baseline's own 10,000 labels cannot resolve: no batch size decides.
     assert label_shift.class_mix_test(counts, _batch(rng, predict, 500, _half(1.0)), 0.005, "m").needed is None
+
+
+def test_a_baseline_that_misses_a_class_cannot_give_a_confusion_to_invert():
+    assert not label_shift.estimable(np.array([0, 1, 1]), 3, 3)  # class 2 never seen
+    assert not label_shift.estimable(np.array([0, 1, 5]), 3, 3)  # a label the model has no class for
+    assert not label_shift.estimable(np.array([0, 1, -1]), 3, 3)  # an image without a label
+    assert not label_shift.estimable(np.array([0, 1, 2]), 4, 3) and label_shift.estimable(np.array([0, 1, 2]), 3, 3)
+
+
+def test_a_batch_large_enough_for_clean_data_but_undecided_has_its_effect_near_the_minimum(baseline):
+    rng, predict, counts = baseline
+    near = _moved(counts.sum(axis=0) / counts.sum(), 0.1)
+    found = drift.decide([label_shift.class_mix_test(counts, _batch(rng, predict, 3000, near), 0.1, "m")], 0.001)[0]
+    assert found.verdict == "near the minimum" and found.needed == 0, found
+    assert drift.verdict_text(dataclasses.asdict(found)) == "undecided: the effect is near the minimum"

@@ -269,6 +269,7 @@ def test_the_curated_fashion_mnist_minimums_are_what_the_schema_command_measures
 
     measured, curated = minimums(tmp_path / "draft.pbtxt"), minimums(SCHEMAS / "fashion_mnist.pbtxt")
     assert measured == curated and len(curated) == 11
-    draft_comment = [line for line in (tmp_path / "draft.pbtxt").read_text().splitlines() if line.startswith("#")]
-    assert " ".join(draft_comment).split(": ", 2)[-1] in " ".join((SCHEMAS / "fashion_mnist.pbtxt").read_text()
-                                                                   .splitlines())
+    def comment(path: Path) -> str:
+        return " ".join(line[2:] for line in path.read_text().splitlines() if line.startswith("# "))
+
+    assert comment(tmp_path / "draft.pbtxt").split(": ", 2)[-1] in comment(SCHEMAS / "fashion_mnist.pbtxt")
