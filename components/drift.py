@@ -70,7 +70,7 @@ def verdict_text(d: dict) -> str:
     if verdict == "near the minimum":
         return "undecided: the effect is near the minimum"
     needed = d.get("needed")
-    return f"too few images: about {needed:,} would decide" if needed else "too few images: the baseline is too small"
+    return f"too few images: about {needed:,} would decide" if needed else "too few images: no batch the check takes decides"
 
 
 def boundaries() -> dict[str, np.ndarray]:
@@ -156,11 +156,11 @@ def undecided_text(report: dict) -> str:
 
     Example:
         >>> undecided_text({"needed": None, "baseline_too_small": ["center_row"]})
-        'too few current images to tell drift from noise; the baseline is too small to decide center_row'
+        'too few current images to tell drift from noise; no batch the check takes would decide center_row'
     """
     needed, small, near = report.get("needed"), report.get("baseline_too_small"), report.get("near_minimum")
     reasons = [f"about {needed:,} would decide" if needed else "",
-               f"the baseline is too small to decide {', '.join(small)}" if small else "",
+               f"no batch the check takes would decide {', '.join(small)}" if small else "",
                f"the effect of {', '.join(near)} is near its minimum (more images narrow it)" if near else ""]
     return "too few current images to tell drift from noise; " + "; ".join(r for r in reasons if r)
 

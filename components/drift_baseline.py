@@ -30,6 +30,7 @@ class Stored:
     embeddings: np.ndarray  # [<= MMD_SAMPLE, D]
     labels: np.ndarray  # [N]
     histograms: dict[str, np.ndarray]
+    dataset: str = ""  # the run's dataset name, whose curated schema the checks then take
 
     @property
     def count(self) -> int:
@@ -50,9 +51,11 @@ class Stored:
         return stats
 
 
-def save(version: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], inverted: bool, seed: int = 0) -> None:
+def save(version: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], inverted: bool, dataset: str = "",
+         seed: int = 0) -> None:
     """Writes `<version>/drift_baseline.npz` from the run's `splits` (name: images [N, 784] as the model
-    trained on them, inverted when its data was, and labels [N]), with the model `<version>/model.keras`."""
+    trained on them, inverted when its data was, and labels [N]) of `dataset`, with the model
+    `<version>/model.keras`."""
     held = [splits[name] for name in HELD_OUT if name in splits and len(splits[name][0])]
     images = np.concatenate([x for x, _ in held])[:IMAGES] if held else np.zeros((0, 784), np.uint8)
     labels = np.concatenate([y for _, y in held])[:IMAGES] if held else np.zeros((0,), np.int64)
@@ -66,7 +69,7 @@ def save(version: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], invert
     with open(version / BASELINE, "wb") as out:
         np.savez_compressed(out, probabilities=probabilities.astype(np.float32),
                             embeddings=embeddings[sample].astype(np.float32), labels=labels.astype(np.int64),
-                            **{f"histogram_{name}": value for name, value in counts.items()})
+                            dataset=np.array(dataset), **{f"histogram_{name}": value for name, value in counts.items()})
 
 
 def load(version: str | Path) -> Stored:
@@ -83,14 +86,17 @@ def load(version: str | Path) -> Stored:
         with np.load(path) as data:
             stored = Stored(data["probabilities"].astype(np.float64), data["embeddings"].astype(np.float64),
                             data["labels"], {key[len("histogram_"):]: data[key].astype(np.float64)
-                                             for key in data.files if key.startswith("histogram_")})
+                                             for key in data.files if key.startswith("histogram_")},
+                            str(data["dataset"]) if "dataset" in data.files else "")
     except FileNotFoundError:
         raise DataError(f"{version}: holds no drift baseline ({BASELINE}: pushed before versions carried one); "
                         "pass --baseline SPEC") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: not a drift baseline ({type(exc).__name__}: {exc}); pass --baseline SPEC") from None
     shapes = (stored.probabilities.ndim, stored.embeddings.ndim, stored.labels.ndim)
-    if shapes != (2, 2, 1) or len(stored.labels) != len(stored.probabilities) or not stored.histograms:
+    edges = drift.boundaries()
+    buckets = all(name in edges and len(counts) == len(edges[name]) - 1 for name, counts in stored.histograms.items())
+    if shapes != (2, 2, 1) or len(stored.labels) != len(stored.probabilities) or not stored.histograms or not buckets:
         raise DataError(f"{path}: not a drift baseline (probabilities {stored.probabilities.shape}, labels "
                         f"{stored.labels.shape}, {len(stored.histograms)} histograms); pass --baseline SPEC")
     return stored

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from components.drift import Distance, undecided_at
-from components.drift_tests import DECIDED_SHARE, WITHIN_LEVEL
+from components.drift_tests import DECIDED_SHARE, MIN_EXPECTED, WITHIN_LEVEL
 
 
 def confusion(predicted: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -34,6 +34,10 @@ def estimate(counts: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.
     `counts`: the estimate q, and its variance split into the batch's part per image (divide by the batch
     size) and the confusion matrix's part.
 
+    The batch's part is taken at the predicted shares of baseline and batch pooled, as a test's variance is
+    under its null: a class a small batch happens not to predict has no spread of its own, and a variance
+    from its zero share would make that chance absence look like proof.
+
     Example:
         >>> counts = np.array([[90., 10], [10, 90]])  # a model right 90% of the time on each class
         >>> np.round(estimate(counts, np.array([260., 740]))[0], 3).tolist()
@@ -42,13 +46,20 @@ def estimate(counts: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.
     seen = np.maximum(counts.sum(axis=0), 1)
     conditional = counts / seen  # P(predicted i | class j)
     inverse = np.linalg.pinv(conditional)
-    shares = predicted / max(predicted.sum(), 1)
-    q = inverse @ shares
+    q = inverse @ (predicted / max(predicted.sum(), 1))
+    pooled = (counts.sum(axis=1) + predicted) / (counts.sum() + predicted.sum())
+    return (q, *variances(inverse, conditional, seen, pooled, np.clip(q, 0, 1)))
+
+
+def variances(inverse: np.ndarray, conditional: np.ndarray, seen: np.ndarray, shares: np.ndarray,
+              q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, the variance of C^-1 mu per image of a batch whose predicted shares are `shares`, and the
+    part the confusion matrix's own error adds for class shares `q` (delta method: dq = -C^-1 dC q)."""
     per_image = inverse @ (np.diag(shares) - np.outer(shares, shares)) @ inverse.T
     of_confusion = sum(q[j] ** 2 * inverse @ ((np.diag(conditional[:, j]) - np.outer(conditional[:, j],
                                                                                       conditional[:, j])) / seen[j])
                        @ inverse.T for j in range(len(q)))
-    return q, np.diag(per_image), np.diag(of_confusion)
+    return np.diag(per_image), np.diag(of_confusion)
 
 
 def estimable(labels: np.ndarray | None, size: int, classes: int) -> bool:
@@ -67,7 +78,8 @@ def class_mix_test(counts: np.ndarray, predicted: np.ndarray, threshold: float, 
     """One undecided test (`drift.decide` sets its level) of "no class's share moved by more than `threshold`
     between the baseline's labels and the batch's estimated mix", an L-infinity interval null as the label's:
     per class a z-test of |q - p| <= threshold, Bonferroni over the classes; with its mirror (`p_within`) and
-    the batch size that would decide.
+    the batch size that would decide. A batch expected to predict a class fewer than MIN_EXPECTED times is
+    not tested (p-value 1), as the G-test pools such buckets: the normal law's tails do not hold there.
 
     Args:
         counts: the baseline's confusion counts [predicted, true] (its labels' mix is the column sums).
@@ -83,11 +95,17 @@ def class_mix_test(counts: np.ndarray, predicted: np.ndarray, threshold: float, 
     moved = np.abs(q - base)
     z = (moved - threshold) / se
     p_value = float(min(1.0, len(q) * (stats.norm.sf(z) + stats.norm.sf((moved + threshold) / se)).min()))
+    if m * counts.sum(axis=1).min() / counts.sum() < MIN_EXPECTED:  # too few for the normal law's tails
+        p_value = 1.0
     within = float(stats.norm.sf(((threshold - moved) / se).min()))
     needed = None
     if within > WITHIN_LEVEL:  # per class: threshold / z >= se at the size sought, for DECIDED_SHARE of batches
         bound = threshold / (stats.norm.isf(WITHIN_LEVEL) + stats.norm.isf((1 - DECIDED_SHARE) / (2 * len(q))))
-        room = bound ** 2 - of_confusion - base_variance
-        needed = undecided_at(math.ceil(float(np.max(per_image / room))) if (room > 0).all() else None, m)
+        # a clean batch's: its classes' mix the baseline's, its predicted shares the baseline's predictions'
+        seen = np.maximum(counts.sum(axis=0), 1)
+        clean, confusion_part = variances(np.linalg.pinv(counts / seen), counts / seen, seen,
+                                          counts.sum(axis=1) / counts.sum(), base)
+        room = bound ** 2 - confusion_part - base_variance
+        needed = undecided_at(math.ceil(float(np.max(clean / room))) if (room > 0).all() else None, m)
     return Distance(comparison, "class_mix", "l_infinity", round(float(moved.max()), 6), threshold,
                     "BBSE z-test", round(float(z.max()), 3), 0, p_value, 0.0, False, within, needed)

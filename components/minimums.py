@@ -62,3 +62,19 @@ def provenance(minimums: dict[str, float], first: str, second: str) -> str:
             f"{FLOOR['l_infinity']:g}: {listed}.")
     return textwrap.fill(text, 110, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False,
                          break_long_words=False)
+
+
+def drafted(text: str, train, test, spec: str) -> str:
+    """A draft schema's `text` with its minimum effects measured between the `train` and `test` statistics of
+    dataset `spec`, and the comment saying so; the defaults, and a comment saying why, without test images."""
+    if test is None or not test.num_examples:
+        return ("# Minimum effects: the defaults; the data has no test split to measure the natural difference "
+                "between\n# two clean samples (see components/minimums.py).\n" + text)
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    proto = text_format.Parse(text, schema_pb2.Schema())
+    found = measured(train, test, proto)
+    apply(proto, found)
+    return (provenance(found, f"{spec} train ({train.num_examples:,} images)", f"test ({test.num_examples:,})")
+            + "\n" + text_format.MessageToString(proto))

@@ -196,7 +196,7 @@ def _save_drift_baseline(staging: Path, examples: Examples) -> None:
 
     splits = {name: split_arrays(examples.file_pattern(name)) for name in SPLITS if examples.counts.get(name)}
     try:
-        drift_baseline.save(staging, splits, examples.inverted)
+        drift_baseline.save(staging, splits, examples.inverted, examples.name)
     except OSError:
         raise
     except Exception as exc:  # Keras or numpy on a model it cannot read back: after the blessing, say where

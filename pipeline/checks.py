@@ -166,7 +166,9 @@ def drift_check(baseline: str | None, current: str, cfg: Config, report: str | N
         if not stats.num_examples:  # else every test is skipped and the schema takes the blame
             raise DataError(f"{side}: no images to compare (0 examples)")
     other_classes = same_classes((baseline, before_classes), (current, after_classes))
-    path = schema.curated_schema_path(cfg.schema_dir, after_name or before_name, cfg.schema.schema_file)
+    # The version's own baseline brings its dataset's schema: the minimums its data was validated with.
+    named = (stored.dataset if stored is not None else "") or after_name or before_name
+    path = schema.curated_schema_path(cfg.schema_dir, named, cfg.schema.schema_file)
     if path is None:
         raise DataError(f"{cfg.schema_dir}: no schema with drift thresholds; pass --schema FILE")
     proto = schema.load_schema(path)
@@ -184,7 +186,11 @@ def drift_check(baseline: str | None, current: str, cfg: Config, report: str | N
     # Images without labels (serving traffic) are checked as the schema's SERVING environment: no label.
     labelled = {name: bool((counts := fixed_histogram(stats, schema.LABEL)) is not None and counts.sum())
                 for name, stats in (("baseline", before), ("current", after))}
-    anomalies, _ = validate.anomalies_of(statistics_pb2.DatasetFeatureStatisticsList(datasets=[after]), proto,
+    # Against a version trained on inverted data, today's images are checked as its model takes them, as the
+    # version's run checked its own: a dark-on-light source is its normal, not an anomaly.
+    checked = (statistics_for(current, cfg, "true")[0] if stored is not None and model_info(Path(model)).get("inverted")
+               else after)
+    anomalies, _ = validate.anomalies_of(statistics_pb2.DatasetFeatureStatisticsList(datasets=[checked]), proto,
                                          "current", "TRAINING" if labelled["current"] else "SERVING")
     if other_classes:
         anomalies = [other_classes, *anomalies]
@@ -231,11 +237,16 @@ def _model_view(models, model: str, baseline: tuple[str, str | None, bool], curr
         sides.append(model_view_images(image_features.as_delivered(images, flipped), inverted))
         labels.append(found)
     if stored is not None:
-        return model_drift.compare_outputs((stored.probabilities, stored.embeddings),
-                                           model_drift.outputs(models, sides[0]), class_effect, comparison, seed,
-                                           stored.labels)
-    # The baseline's labels give the model's confusion, from which the current batch's mix is estimated
-    return model_drift.compare(models, *sides, class_effect, comparison, seed, labels[0])
+        if stored.probabilities.shape[1] != classes:
+            raise DataError(f"{Path(model) / drift_baseline.BASELINE}: not a drift baseline of this model "
+                            f"({stored.probabilities.shape[1]} classes, the model has {classes}); pass --baseline SPEC")
+        found = model_drift.compare_outputs((stored.probabilities, stored.embeddings),
+                                            model_drift.outputs(models, sides[0]), class_effect, comparison, seed,
+                                            stored.labels)
+    else:  # the baseline's labels give the model's confusion, from which the current batch's mix is estimated
+        found = model_drift.compare(models, *sides, class_effect, comparison, seed, labels[0])
+    # The model's view takes MODEL_VIEW_IMAGES of each side: a larger batch would not decide it.
+    return [dataclasses.replace(d, needed=None) if d.needed and d.needed > MODEL_VIEW_IMAGES else d for d in found]
 
 
 def _moved_images(moved: list[dict], pattern: str | None, per_bucket: int = 8,
@@ -275,17 +286,6 @@ def infer_schema_text(spec: str, cfg: Config) -> str:
     if not classes and counts is not None and counts.any():  # numbered labels: as many classes as observed
         classes = schema.numbered(int(np.flatnonzero(counts)[-1]) + 1)
     inferred = runner(schema.COMPONENT, stats, curated=None, classes=classes)
-    text = Path(inferred.path).read_text()
-    if not examples.counts.get("test"):
-        return ("# Minimum effects: the defaults; the data has no test split to measure the natural difference "
-                "between\n# two clean samples (see components/minimums.py).\n" + text)
-    from google.protobuf import text_format
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    proto = text_format.Parse(text, schema_pb2.Schema())
-    tfdv = load_tfdv()
-    train, test = (tfdv.load_stats_binary(stats.path(split)).datasets[0] for split in ("train", "test"))
-    found = minimums.measured(train, test, proto)
-    minimums.apply(proto, found)
-    return (minimums.provenance(found, f"{spec} train ({train.num_examples:,} images)",
-                                f"test ({test.num_examples:,})") + "\n" + text_format.MessageToString(proto))
+    split = {name: load_tfdv().load_stats_binary(stats.path(name)).datasets[0] if examples.counts.get(name) else None
+             for name in ("train", "test")}
+    return minimums.drafted(Path(inferred.path).read_text(), split["train"], split["test"], spec)

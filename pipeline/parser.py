@@ -39,6 +39,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
     def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)  # for `error`'s nearest flag
         parsed, extras = super().parse_known_args(args, namespace)
         if extras and not hasattr(parsed, _NEAREST):  # the innermost command's parser answers first: its flags
             known = [o for o in self._option_string_actions if o.startswith("--")]
@@ -56,6 +57,14 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
     def error(self, message):
+        """argparse's own errors; a required flag missing because it was misspelled names the misspelling."""
+        if message.startswith("the following arguments are required"):
+            known = [o for o in self._option_string_actions if o.startswith("--")]
+            unknown = [a.partition("=")[0] for a in getattr(self, "_given", []) if a.startswith("--")
+                       and a.partition("=")[0] not in known]
+            near = [m[0] for u in unknown for m in [difflib.get_close_matches(u, known, n=1)] if m]
+            if near:
+                message = f"unrecognized arguments: {' '.join(unknown)}; did you mean {near[0]}?"
         self._error(message, self.prog)
 
     def _error(self, message: str, prog: str):

@@ -26,10 +26,10 @@ def drift(report: dict[str, Any], out: TextIO) -> None:
     """`drift`: the label's verdict, one line per test, then the current data's anomalies."""
     if "label" in report:
         out.write(f"label: {report['label']}\n")
-    out.write(f"{'feature':<18} {'test':<7} {'p-value':>8} {'alpha':>8} {'effect size':<26} {'effect':>7} "
+    out.write(f"{'feature':<18} {'test':<11} {'p-value':>8} {'alpha':>8} {'effect size':<26} {'effect':>7} "
               f"{'minimum':>7}  result\n")
     for d in report["distances"]:
-        out.write(f"{d['feature']:<18} {d['test']:<7} {d['p_value']:>8.1e} {d['alpha']:>8.1e} {d['measure']:<26} "
+        out.write(f"{d['feature']:<18} {d['test']:<11} {d['p_value']:>8.1e} {d['alpha']:>8.1e} {d['measure']:<26} "
                   f"{d['distance']:>7.4f} {d['threshold']:>7.4f}  {verdict_text(d)}\n")
     if report.get("verdict") == "insufficient data":
         out.write(f"insufficient data: {undecided_text(report)}\n")

@@ -206,6 +206,11 @@ def test_a_run_id_in_use_an_empty_one_or_an_abbreviated_flag_is_refused_before_a
     assert_one_line_error(err, "--run-id '': expected up to 128 letters")
     code, _, err = cli(*base, "--epoch", "3")  # not taken as --epochs
     assert code == 2 and "unrecognized arguments: --epoch 3; did you mean --epochs?" in err
+    # A required flag misspelled is named as the misspelling, not as the flag missing.
+    for command in (("drift", "--curent", "x"), ("schema", "--datset", "x")):
+        code, _, err = cli(*command)
+        assert code == 2
+        assert_one_line_error(err, f"unrecognized arguments: {command[1]}; did you mean {command[1][:3]}")
 
 
 def test_not_blessed_exits_4_and_pushes_nothing(first_run, data):
@@ -391,7 +396,7 @@ def test_drift_command(data, tmp_path):
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert rows["mean_intensity"].endswith("  DRIFTED")
     # 80 labels cannot show a class's share within 0.03 of 320's: too little data is its own verdict, not ok
-    assert rows["label"].endswith("  too few images: the baseline is too small")
+    assert rows["label"].endswith("  too few images: no batch the check takes decides")
     # A run's statistics are of its data after `data.invert`: a cron job checking a dark-on-light source
     # against them turns today's batch around the same way, and finds it unchanged.
     code, out, err = cli("drift", "--baseline", saved, "--current", f"idx:{inverted}:test", "--root", root,
@@ -547,6 +552,11 @@ def test_a_pushed_version_carries_its_own_drift_baseline(first_run, data, tmp_pa
     code, _, err = cli("drift", "--current", f"idx:{today}", "--model", old, "--root", root)
     assert code == 1
     assert_one_line_error(err, f"{old / 'drift_baseline.npz'}: not a drift baseline (")
+    np.savez(old / "drift_baseline.npz", probabilities=stored.probabilities, embeddings=stored.embeddings,
+             labels=stored.labels, histogram_mean_intensity=np.ones(5))  # a whole file of other buckets
+    code, _, err = cli("drift", "--current", f"idx:{today}", "--model", old, "--root", root)
+    assert code == 1
+    assert_one_line_error(err, f"{old / 'drift_baseline.npz'}: not a drift baseline (probabilities")
     code, _, err = cli("drift", "--current", f"idx:{today}", "--serving-dir", serving, "--root", root,
                        "--invert", "auto")
     assert code == 2

@@ -180,3 +180,14 @@ def test_the_readme_sizes_that_decide_on_fashion_mnist():
     assert 13_000 <= needed.pop("label") <= 14_500
     assert needed["center_col"] == min(needed.values()) and 4_500 <= needed["center_col"] <= 5_000, needed
     assert needed["background"] == max(needed.values()) and 70_000 <= needed["background"] <= 80_000, needed
+
+
+@pytest.mark.parametrize("size", [25, 50, 100])
+def test_a_class_absent_from_a_small_batch_by_chance_is_not_label_drift(size):
+    """0.9^50: a tenth of 50 images is absent from 0.5% of batches, from 5% with ten classes; a standard
+    error from its zero share would call each of those drift."""
+    rng = np.random.default_rng(size)
+    baseline = rng.multinomial(60_000, np.full(10, 0.1)) * 1.0
+    p_values = [drift.interval_test("l_infinity", baseline, rng.multinomial(size, np.full(10, 0.1)) * 1.0, 0.03)[3]
+                for _ in range(1000)]
+    assert np.mean(np.array(p_values) <= 0.01) <= 0.01

@@ -96,3 +96,14 @@ def test_a_batch_large_enough_for_clean_data_but_undecided_has_its_effect_near_t
     found = drift.decide([label_shift.class_mix_test(counts, _batch(rng, predict, 3000, near), 0.1, "m")], 0.001)[0]
     assert found.verdict == "near the minimum" and found.needed == 0, found
     assert drift.verdict_text(dataclasses.asdict(found)) == "undecided: the effect is near the minimum"
+
+
+@pytest.mark.parametrize("size", [10, 25, 50])
+def test_tiny_clean_batches_do_not_alarm_when_a_class_is_absent_by_chance(baseline, size):
+    """A class a tiny batch happens not to predict is no evidence: the variance is the null's, not the
+    batch's own zero."""
+    rng, predict, counts = baseline
+    base = counts.sum(axis=0) / counts.sum()
+    p_values = [label_shift.class_mix_test(counts, _batch(rng, predict, size, base), 0.012, "m").p_value
+                for _ in range(200)]
+    assert sum(p <= 0.001 for p in p_values) <= 1
