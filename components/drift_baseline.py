@@ -18,6 +18,7 @@ from engine.errors import DataError
 
 BASELINE = "drift_baseline.npz"
 IMAGES = 20_000  # held-out images the baseline keeps predictions of
+SPLIT_IMAGES = 200_000  # images of each split the histograms count: a bound on what push holds in memory
 HELD_OUT = ("eval", "test")  # splits the model did not fit its weights to (eval picked the epoch kept, no more)
 
 

@@ -194,7 +194,8 @@ def _save_drift_baseline(staging: Path, examples: Examples) -> None:
     """The version's own drift baseline (`drift_baseline`), from every split of the run's data."""
     from components.inputs import split_arrays
 
-    splits = {name: split_arrays(examples.file_pattern(name)) for name in SPLITS if examples.counts.get(name)}
+    splits = {name: split_arrays(examples.file_pattern(name), drift_baseline.SPLIT_IMAGES) for name in SPLITS
+              if examples.counts.get(name)}
     try:
         drift_baseline.save(staging, splits, examples.inverted, examples.name)
     except OSError:
