@@ -51,10 +51,10 @@ class Distance:
     # data" or "near the minimum"
     verdict: str = ""
 
-    @property
-    def result(self) -> str:
-        """The verdict as tables print it; records written before verdicts read as drifted or ok."""
-        return verdict_text(dataclasses.asdict(self))
+
+def _verdict(verdict: str, drifted: bool) -> str:
+    """A test's verdict; a record written before verdicts existed reads as drifted or ok."""
+    return verdict or ("drifted" if drifted else "ok")
 
 
 def verdict_text(d: dict) -> str:
@@ -64,7 +64,7 @@ def verdict_text(d: dict) -> str:
         >>> verdict_text({"drifted": False, "verdict": "insufficient data", "needed": 2400})
         'too few images: about 2,400 would decide'
     """
-    verdict = d.get("verdict") or ("drifted" if d["drifted"] else "ok")
+    verdict = _verdict(d.get("verdict", ""), d["drifted"])
     if verdict in ("drifted", "ok"):
         return "DRIFTED" if verdict == "drifted" else "ok"
     if verdict == "near the minimum":
@@ -140,7 +140,7 @@ def check_verdict(distances: list[Distance], drifted: bool = False) -> dict:
         >>> check_verdict([d])
         {'verdict': 'insufficient data', 'needed': 900, 'baseline_too_small': [], 'near_minimum': []}
     """
-    verdicts = [d.verdict or ("drifted" if d.drifted else "ok") for d in distances]
+    verdicts = [_verdict(d.verdict, d.drifted) for d in distances]
     undecided = [d for d, v in zip(distances, verdicts) if v in ("insufficient data", "near the minimum")]
     verdict = "drifted" if drifted or "drifted" in verdicts else "insufficient data" if undecided else "ok"
     if verdict == "drifted":

@@ -43,12 +43,17 @@ def estimate(counts: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.
         >>> np.round(estimate(counts, np.array([260., 740]))[0], 3).tolist()
         [0.2, 0.8]
     """
-    seen = np.maximum(counts.sum(axis=0), 1)
-    conditional = counts / seen  # P(predicted i | class j)
-    inverse = np.linalg.pinv(conditional)
+    seen, conditional, inverse = _conditional(counts)
     q = inverse @ (predicted / max(predicted.sum(), 1))
     pooled = (counts.sum(axis=1) + predicted) / (counts.sum() + predicted.sum())
     return (q, *variances(inverse, conditional, seen, pooled, np.clip(q, 0, 1)))
+
+
+def _conditional(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The images of each class the confusion `counts` saw, P(predicted i | class j) and its inverse."""
+    seen = np.maximum(counts.sum(axis=0), 1)
+    conditional = counts / seen
+    return seen, conditional, np.linalg.pinv(conditional)
 
 
 def variances(inverse: np.ndarray, conditional: np.ndarray, seen: np.ndarray, shares: np.ndarray,
@@ -102,9 +107,8 @@ def class_mix_test(counts: np.ndarray, predicted: np.ndarray, threshold: float, 
     if within > WITHIN_LEVEL:  # per class: threshold / z >= se at the size sought, for DECIDED_SHARE of batches
         bound = threshold / (stats.norm.isf(WITHIN_LEVEL) + stats.norm.isf((1 - DECIDED_SHARE) / (2 * len(q))))
         # a clean batch's: its classes' mix the baseline's, its predicted shares the baseline's predictions'
-        seen = np.maximum(counts.sum(axis=0), 1)
-        clean, confusion_part = variances(np.linalg.pinv(counts / seen), counts / seen, seen,
-                                          counts.sum(axis=1) / counts.sum(), base)
+        seen, conditional, inverse = _conditional(counts)
+        clean, confusion_part = variances(inverse, conditional, seen, counts.sum(axis=1) / counts.sum(), base)
         room = bound ** 2 - confusion_part - base_variance
         needed = undecided_at(math.ceil(float(np.max(clean / room))) if (room > 0).all() else None, m)
     return Distance(comparison, "class_mix", "l_infinity", round(float(moved.max()), 6), threshold,

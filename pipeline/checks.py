@@ -154,10 +154,11 @@ def drift_check(baseline: str | None, current: str, cfg: Config, report: str | N
         raise ConfigError(f"--invert {invert}: a version's own drift baseline is of images as delivered; compare "
                           "today's as delivered too (leave --invert out) or pass --baseline SPEC")
     stored = drift_baseline.load(model) if baseline is None else None
+    info = model_info(Path(model)) if model else {}
     if stored is not None:
         baseline = f"{model} (its run's data at push)"
         before, before_name, base_pattern, base_flipped = stored.statistics(), "", None, False
-        before_classes = tuple(model_info(Path(model)).get("classes", ()))
+        before_classes = tuple(info.get("classes", ()))
         before_classes = before_classes if before_classes != schema.numbered(len(before_classes)) else ()
     else:
         before, before_name, base_pattern, before_classes, base_flipped = statistics_for(baseline, cfg, invert)
@@ -179,7 +180,7 @@ def drift_check(baseline: str | None, current: str, cfg: Config, report: str | N
         raise DataError(f"{path}: no feature of the schema has a drift comparator that both datasets have")
     if models is not None:
         distances += _model_view(models, model, (baseline, base_pattern, base_flipped), (current, pattern, flipped),
-                                 proto, cfg.seed, stored)
+                                 proto, cfg.seed, bool(info.get("inverted", False)), stored)
     distances = decide(distances, validate.alarm_rate(cfg))
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
@@ -188,8 +189,7 @@ def drift_check(baseline: str | None, current: str, cfg: Config, report: str | N
                 for name, stats in (("baseline", before), ("current", after))}
     # Against a version trained on inverted data, today's images are checked as its model takes them, as the
     # version's run checked its own: a dark-on-light source is its normal, not an anomaly.
-    checked = (statistics_for(current, cfg, "true")[0] if stored is not None and model_info(Path(model)).get("inverted")
-               else after)
+    checked = statistics_for(current, cfg, "true")[0] if stored is not None and info.get("inverted") else after
     anomalies, _ = validate.anomalies_of(statistics_pb2.DatasetFeatureStatisticsList(datasets=[checked]), proto,
                                          "current", "TRAINING" if labelled["current"] else "SERVING")
     if other_classes:
@@ -219,32 +219,29 @@ def model_view_images(images: np.ndarray, inverted: bool) -> np.ndarray:
 
 
 def _model_view(models, model: str, baseline: tuple[str, str | None, bool], current: tuple[str, str | None, bool],
-                proto, seed: int, stored: drift_baseline.Stored | None = None) -> list:
+                proto, seed: int, inverted: bool, stored: drift_baseline.Stored | None = None) -> list:
     """The model's tests on up to `MODEL_VIEW_IMAGES` images of each side (both must be datasets, or the
     baseline the version `stored`); a side whose examples were inverted (`--invert`) is turned back to its
-    images as delivered first."""
+    images as delivered first, then as the version's model takes them (`inverted`, its `model_info.json`)."""
     from components.inputs import split_arrays
 
-    inverted = bool(model_info(Path(model)).get("inverted", False))
-    sides, labels = [], []
-    classes = int(models[0].output_shape[-1])
-    class_effect = comparators(proto).get(schema.LABEL, ("l_infinity", 0.3 / classes))[1]
-    comparison = f"model {model}: {baseline[0]} vs {current[0]}"
+    read = []
     for spec, pattern, flipped in (baseline, current)[1 if stored is not None else 0:]:
         if pattern is None:
             raise DataError(f"{spec}: --model compares images, not statistics; pass a dataset SPEC")
-        images, found = split_arrays(pattern, MODEL_VIEW_IMAGES)
-        sides.append(model_view_images(image_features.as_delivered(images, flipped), inverted))
-        labels.append(found)
-    if stored is not None:
-        if stored.probabilities.shape[1] != classes:
-            raise DataError(f"{Path(model) / drift_baseline.BASELINE}: not a drift baseline of this model "
-                            f"({stored.probabilities.shape[1]} classes, the model has {classes}); pass --baseline SPEC")
-        found = model_drift.compare_outputs((stored.probabilities, stored.embeddings),
-                                            model_drift.outputs(models, sides[0]), class_effect, comparison, seed,
-                                            stored.labels)
-    else:  # the baseline's labels give the model's confusion, from which the current batch's mix is estimated
-        found = model_drift.compare(models, *sides, class_effect, comparison, seed, labels[0])
+        images, labels = split_arrays(pattern, MODEL_VIEW_IMAGES)
+        read.append((model_view_images(image_features.as_delivered(images, flipped), inverted), labels))
+    classes = int(models[0].output_shape[-1])
+    if stored is None:  # the baseline's labels give the model's confusion, through which the current mix is estimated
+        base, labels = model_drift.outputs(models, read[0][0]), read[0][1]
+    elif stored.probabilities.shape[1] != classes:
+        raise DataError(f"{Path(model) / drift_baseline.BASELINE}: not a drift baseline of this model "
+                        f"({stored.probabilities.shape[1]} classes, the model has {classes}); pass --baseline SPEC")
+    else:
+        base, labels = (stored.probabilities, stored.embeddings), stored.labels
+    class_effect = comparators(proto).get(schema.LABEL, ("l_infinity", 0.3 / classes))[1]
+    found = model_drift.compare_outputs(base, model_drift.outputs(models, read[-1][0]), class_effect,
+                                        f"model {model}: {baseline[0]} vs {current[0]}", seed, labels)
     # The model's view takes MODEL_VIEW_IMAGES of each side: a larger batch would not decide it.
     return [dataclasses.replace(d, needed=None) if d.needed and d.needed > MODEL_VIEW_IMAGES else d for d in found]
 
