@@ -75,7 +75,7 @@ def verdict_text(d: dict) -> str:
 
 def boundaries() -> dict[str, np.ndarray]:
     """Bucket edges of every histogrammed feature: summary features over their range, label per class."""
-    edges = {name: np.linspace(low, high, image_features.BUCKETS + 1)
+    edges = {name: np.linspace(low, high, image_features.buckets(name) + 1)
              for name, (low, high) in image_features.RANGES.items()}
     edges[LABEL] = np.arange(LABEL_BUCKETS + 1) - 0.5
     return edges

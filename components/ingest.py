@@ -284,7 +284,8 @@ def summarize(examples: Examples | None, info: dict) -> dict:
 
 
 # Version 4: a source holding only test files is that test split, whole. 5: the `background` feature, polarity.
-COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="5", source_key=source_fingerprint,
+# 6: `max_intensity`, `bbox_offset`, `mass_offset_col`.
+COMPONENT = Component(name="ingest", fn=ingest, inputs=(), output=Examples, version="6", source_key=source_fingerprint,
                       settings=DataConfig, section="data",
                       params=lambda cfg, out, metadata: {"data": cfg.data},
                       summary=summarize, report=ingest_report.report_section)

@@ -168,7 +168,9 @@ def _summary_feature_contract(feature, stats) -> None:
         low, high = stats.num_stats.min, stats.num_stats.max
         lowest, highest = image_features.RANGES[feature.name]
         margin = max(0.1 * (high - low), 0.02 * (highest - lowest))
-        feature.float_domain.min, feature.float_domain.max = max(0.0, low - margin), high + margin
+        # a feature that cannot be negative is not given room below 0; a signed one keeps its margin
+        feature.float_domain.min = max(0.0, low - margin) if low >= 0 else low - margin
+        feature.float_domain.max = high + margin
     feature.drift_comparator.jensen_shannon_divergence.threshold = FEATURE_THRESHOLD
     feature.skew_comparator.jensen_shannon_divergence.threshold = FEATURE_THRESHOLD
 

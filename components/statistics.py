@@ -77,7 +77,8 @@ def statistics(examples: Examples, *, out_dir: Path, beam_args: tuple[str, ...] 
 
 
 # Version 3: 64 label buckets; features absent from the data (an unlabeled label) are left out.
-# Version 4: the bounding box's centre (examples of the same pixels now carry two more features). 5: `background`.
+# Version 4: the bounding box's centre (examples of the same pixels now carry two more features). 5: `background`. 6:
+# `max_intensity`, `bbox_offset`, `mass_offset_col`.
 @dataclass(frozen=True)
 class StatisticsConfig:
     """Beam options for statistics generation (e.g. `--runner=FlinkRunner`): every command's `--beam-arg`."""
@@ -85,6 +86,6 @@ class StatisticsConfig:
     beam_args: tuple[str, ...] = param((), prefix="--")
 
 
-COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="5",
+COMPONENT = Component(name="statistics", fn=statistics, inputs=(Examples,), output=Statistics, version="6",
                       settings=StatisticsConfig,
                       params=lambda cfg, out, metadata: {"beam_args": cfg.statistics.beam_args})
