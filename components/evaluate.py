@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-import html
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from components import calibration, evaluate_report, slices
 from components.image_features import as_delivered
 from components.ingest import Examples
 from components.train import Model
@@ -33,6 +33,15 @@ class EvaluateConfig:
     min_class_recall: float | None = param(None, low=0, high=1)  # every class's recall at least this, when set
     max_regression: float = param(0.005, low=0, high=1, flag="--max-regression",
                                   help="largest accuracy drop allowed against the model serving now")
+    # Slices: each class and each quarter of the summary features (components/slices.py), gated only where
+    # shown beyond the threshold by bounds that hold over all slices at once.
+    min_slice_size: int = param(200, low=1, flag="--min-slice-size",
+                                help="fewest test images a slice needs to be measured and gated")
+    min_slice_accuracy: float | None = param(None, low=0, high=1, flag="--min-slice-accuracy",
+                                             help="accuracy every slice needs (shown below it: not blessed)")
+    max_slice_regression: float | None = param(
+        0.03, low=0, high=1, flag="--max-slice-regression",
+        help="largest accuracy drop of any slice against the model serving now (shown beyond it: not blessed)")
     # A serving model that cannot be read: fail (the run stops, naming it) or ignore (absolute thresholds only).
     baseline_broken: str = param("fail", choices=("fail", "ignore"), flag="--baseline-broken",
                                  help="when the model serving now cannot be read: fail naming it, or ignore it "
@@ -44,7 +53,6 @@ def min_accuracy(cfg, examples: Examples) -> float:
     if cfg.evaluate.min_accuracy is not None:
         return cfg.evaluate.min_accuracy
     return DEFAULT_MIN_ACCURACY.get(examples.name, FALLBACK_MIN_ACCURACY)
-from engine.html import table
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,24 @@ class Evaluation(Artifact):
     baseline_fingerprint: str | None = None
     # What a baseline that cannot be read does: "fail" the run, or is "ignore"d.
     baseline_broken: str = EvaluateConfig.baseline_broken
+    # Each slice's metrics (components/slices.py), with up to 8 indices of test images it got wrong.
+    slices: tuple[dict[str, Any], ...] = ()
+    calibration: dict[str, Any] | None = None  # expected calibration error, reliability bins, confidence histograms
+    # The slice gates' settings (min_size, min_accuracy, max_regression): push decides them again, with the
+    # test predictions saved beside the record (PREDICTIONS), when another version serves by then.
+    slice_gates: dict[str, Any] | None = None
     kind: ClassVar[str] = "Evaluation"
     run_columns: ClassVar[tuple[tuple[str, str], ...]] = (("accuracy", "accuracy"),)
 
     @staticmethod
     def described(p: dict) -> str:
         return f"accuracy {p.get('accuracy')}, blessed {p.get('blessed')}"
+
+
+# Beside the record: the class predicted for each test image and its label, in the test split's order, and
+# each measured slice's images (bits packed, one row per slice in `slices` order): push's recheck and
+# `runs compare` pair two models on them.
+PREDICTIONS = "predictions.npz"
 
 
 def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +104,8 @@ def test_arrays(examples: Examples, limit: int | None = None) -> tuple[np.ndarra
 
 def per_class(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...] = tuple("0123456789")
               ) -> tuple[list[dict], list[list[int]]]:
-    """Precision, recall, F1 and support per class (with its name), and the confusion matrix (rows: true,
-    columns: predicted).
+    """Precision and recall (each with its 95% Wilson interval), F1 and support per class (with its name), and the
+    confusion matrix (rows: true, columns: predicted).
 
     Example:
         >>> rows, matrix = per_class(np.array([0, 1, 1]), np.array([0, 1, 0]), ("cat", "dog"))
@@ -100,20 +120,27 @@ def per_class(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...
         precision = tp / predicted_k if predicted_k else 0.0
         recall = tp / actual_k if actual_k else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        (precision_low, precision_high), (recall_low, recall_high) = (slices.wilson(int(tp), int(predicted_k)),
+                                                                      slices.wilson(int(tp), int(actual_k)))
         rows.append({"class": k, "name": classes[k], "precision": round(float(precision), 4),
-                     "recall": round(float(recall), 4),
-                     "f1": round(float(f1), 4), "support": int(actual_k)})
+                     "precision_low": round(precision_low, 4), "precision_high": round(precision_high, 4),
+                     "recall": round(float(recall), 4), "recall_low": round(recall_low, 4),
+                     "recall_high": round(recall_high, 4), "f1": round(float(f1), 4), "support": int(actual_k)})
     return rows, matrix.tolist()
+
+
+def serving_predictions(saved_model: str, images: np.ndarray) -> np.ndarray:
+    """The classes a pushed SavedModel's `serving_default` predicts for uint8 images [N, 784]."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(saved_model).signatures["serving_default"]
+    return np.concatenate([serve(images=tf.constant(images[i:i + 2048].reshape(-1, 28, 28)))["class_ids"].numpy()
+                           for i in range(0, len(images), 2048)])
 
 
 def serving_accuracy(saved_model: str, images: np.ndarray, labels: np.ndarray) -> float:
     """Accuracy of a pushed SavedModel's `serving_default` on uint8 images [N, 784]."""
-    import tensorflow as tf
-
-    serve = tf.saved_model.load(saved_model).signatures["serving_default"]
-    predicted = np.concatenate([serve(images=tf.constant(images[i:i + 2048].reshape(-1, 28, 28)))["class_ids"].numpy()
-                                for i in range(0, len(images), 2048)])
-    return float((predicted == labels).mean())
+    return float((serving_predictions(saved_model, images) == labels).mean())
 
 
 def regression(accuracy: float, theirs: float, against: str, max_regression: float) -> tuple[bool, str]:
@@ -132,13 +159,18 @@ def regression(accuracy: float, theirs: float, against: str, max_regression: flo
 
 def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, out_dir: Path, min_accuracy: float,
              max_regression: float = EvaluateConfig.max_regression, min_class_recall: float | None = None,
-             baseline_broken: str = EvaluateConfig.baseline_broken) -> Evaluation:
+             baseline_broken: str = EvaluateConfig.baseline_broken,
+             min_slice_size: int = EvaluateConfig.min_slice_size, min_slice_accuracy: float | None = None,
+             max_slice_regression: float | None = EvaluateConfig.max_slice_regression) -> Evaluation:
     """Scores the model on the test split and decides its blessing.
 
     Blessed when accuracy >= `min_accuracy`, every class's recall >= `min_class_recall` (when set) and,
     with a `baseline` (the latest blessed model, evaluated here on the same test split), accuracy is at
-    most `max_regression` below the baseline's. Each check adds a reason. A baseline that cannot be read
-    stops the evaluation naming it, or with `baseline_broken="ignore"` leaves only the absolute thresholds.
+    most `max_regression` below the baseline's; and no slice of at least `min_slice_size` images (each class,
+    each quarter of the summary features) is shown below `min_slice_accuracy` or worse than the baseline's by
+    more than `max_slice_regression` (`slices.gate`). Each check adds a reason. A baseline that cannot be
+    read stops the evaluation naming it, or with `baseline_broken="ignore"` leaves only the absolute thresholds.
+    The test predictions and the slices' images are saved beside the record (`PREDICTIONS`).
 
     Raises:
         PipelineError: the baseline cannot be read and `baseline_broken` is "fail".
@@ -160,7 +192,7 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
         checks.append((not weak, f"recall below min_class_recall {min_class_recall:.4f} for class "
                                  + ", ".join(f"{c['name']} ({c['recall']:.4f})" for c in weak) if weak else
                        f"every class's recall >= min_class_recall {min_class_recall:.4f}"))
-    baseline_accuracy = None
+    baseline_accuracy, theirs = None, None
     # What served when this was decided, a broken version ignored included: push decides again only when
     # another version serves by then.
     considered = baseline.fingerprint if baseline else ""
@@ -169,7 +201,8 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
     else:
         try:
             # Served the source's images, as clients send them: its signature applies its own recorded inversion.
-            baseline_accuracy = serving_accuracy(baseline.uri, as_delivered(images, examples.inverted), labels)
+            theirs = serving_predictions(baseline.uri, as_delivered(images, examples.inverted)) == labels
+            baseline_accuracy = float(theirs.mean())
         except Exception as exc:  # any way a SavedModel can be broken: parse, missing variables, signature
             why = f"{type(exc).__name__}: {first_line(exc, 200)}"
             if baseline_broken != "ignore":
@@ -181,12 +214,25 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
             baseline = None
     if baseline is not None:
         checks.append(regression(accuracy, baseline_accuracy, f"baseline version {baseline.version}", max_regression))
+    right = predicted == labels
+    found, masks = slices.define(images.reshape(len(images), 28, 28), labels, model.classes, min_slice_size)
+    measured = slices.measure(found, masks, right, theirs)
+    checks += slices.gate(measured, masks, right, theirs, min_slice_accuracy, max_slice_regression,
+                          f"baseline version {baseline.version}" if baseline else "")
+    np.savez(out_dir / PREDICTIONS, predicted=predicted.astype(np.int16), labels=labels.astype(np.int16),
+             masks=np.packbits(np.array(masks, bool).reshape(len(masks), len(labels)), axis=1))
+    masks = iter(masks)
+    measured = [s if s.get("too_small") else {**s, "wrong": np.flatnonzero(next(masks) & ~right)[:8].tolist()}
+                for s in measured]
     return Evaluation(uri=str(out_dir), fingerprint="", accuracy=accuracy, loss=loss, min_accuracy=min_accuracy,
                       blessed=all(ok for ok, _ in checks), reasons=tuple(r for _, r in checks),
                       failed=tuple(r for ok, r in checks if not ok),
                       per_class=tuple(classes), confusion_matrix=tuple(tuple(r) for r in matrix),
                       baseline_version=baseline.version if baseline else None, baseline_accuracy=baseline_accuracy,
-                      max_regression=max_regression, baseline_fingerprint=considered, baseline_broken=baseline_broken)
+                      max_regression=max_regression, baseline_fingerprint=considered, baseline_broken=baseline_broken,
+                      slices=tuple(measured), calibration=calibration.calibration(probabilities, labels),
+                      slice_gates={"min_size": min_slice_size, "min_accuracy": min_slice_accuracy,
+                                   "max_regression": max_slice_regression})
 
 
 def summarize(ev: Evaluation | None, info: dict) -> dict:
@@ -196,51 +242,23 @@ def summarize(ev: Evaluation | None, info: dict) -> dict:
         "blessed": ev.blessed, "reasons": list(ev.reasons), "failed": list(ev.failed),
         "baseline": {"version": ev.baseline_version, "accuracy": ev.baseline_accuracy}
         if ev.baseline_version is not None else None,
-        "per_class": list(ev.per_class), "confusion_matrix": [list(row) for row in ev.confusion_matrix]}}
+        "per_class": list(ev.per_class), "confusion_matrix": [list(row) for row in ev.confusion_matrix],
+        "slices": list(ev.slices), "calibration": ev.calibration}}
 
 
 def _params(cfg, out, metadata) -> dict:
     return {"min_accuracy": min_accuracy(cfg, out["ingest"]), "max_regression": cfg.evaluate.max_regression,
-            "min_class_recall": cfg.evaluate.min_class_recall, "baseline_broken": cfg.evaluate.baseline_broken}
+            "min_class_recall": cfg.evaluate.min_class_recall, "baseline_broken": cfg.evaluate.baseline_broken,
+            "min_slice_size": cfg.evaluate.min_slice_size, "min_slice_accuracy": cfg.evaluate.min_slice_accuracy,
+            "max_slice_regression": cfg.evaluate.max_slice_regression}
 
 
 def _gate(ev: Evaluation, cfg) -> Stop | None:
     return None if ev.blessed else Stop("not_blessed", "model not blessed: " + "; ".join(ev.failed))
 
 
-# 6: the baseline's fingerprint, for push
-def not_evaluated(summary: dict) -> str:
-    """What the evaluation's and the blessing's sections say when the run stopped before evaluating."""
-    return f"<p>Not evaluated (run {html.escape(summary['status'])}).</p>"
-
-
-def _confusion(matrix: list[list[int]], names: list[str]) -> str:
-    if not matrix:
-        return "<p>Not evaluated.</p>"
-    top = max(max(row) for row in matrix) or 1
-    names = [html.escape(n) for n in names]
-    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
-    rows = "".join(f"<tr><th>{names[k]}</th>" + "".join(
-        f"<td style='background:rgba(59,111,182,{0.85 * n / top:.2f})'>{n}</td>" for n in row) + "</tr>"
-        for k, row in enumerate(matrix))
-    return f"<table class='confusion'>{head}{rows}</table>"
-
-
-def report_section(summary: dict, outputs) -> tuple[str, str, str]:
-    """The run report's section: test accuracy and loss, the confusion matrix and per-class precision, recall
-    and F1."""
-    ev = summary.get("evaluation")
-    if not ev:
-        return "evaluation", "Evaluation", not_evaluated(summary)
-    names = [r.get("name", str(r["class"])) for r in ev["per_class"]]  # runs before class names had none
-    class_rows = [[str(r["class"]), html.escape(name), f"{r['precision']:.3f}", f"{r['recall']:.3f}",
-                   f"{r['f1']:.3f}", str(r["support"])] for r, name in zip(ev["per_class"], names)]
-    per_class = table(["class", "name", "precision", "recall", "f1", "support"], class_rows, "")
-    return "evaluation", "Evaluation", (f"<p>Test accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f}.</p>"
-                                        f"{_confusion(ev['confusion_matrix'], names)}{per_class}")
-
-
+# 6: the baseline's fingerprint, for push. 7: slices and calibration.
 COMPONENT = Component(name="evaluate", fn=evaluate, inputs=(Model, Examples, (PushedModel, type(None))),
-                      output=Evaluation, version="6", settings=EvaluateConfig, params=_params, gate=_gate,
-                      summary=summarize, report=report_section,
+                      output=Evaluation, version="7", settings=EvaluateConfig, params=_params, gate=_gate,
+                      summary=summarize, report=evaluate_report.report_section,
                       headline=lambda s: f", test accuracy {s['evaluation']['accuracy']:.4f}" if s["evaluation"] else "")

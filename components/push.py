@@ -21,7 +21,7 @@ from engine.failpoints import failpoint
 from engine.lock import exclusive
 from engine.runner import remove_leftovers
 from engine.settings import param
-from components.evaluate import not_evaluated
+from components.evaluate_report import not_evaluated
 from components.image_features import as_delivered
 from components import drift_baseline
 from components.versions import (INFO, PushedModel, _versions, model_info, pushed_from, regression_recheck,

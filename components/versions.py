@@ -96,7 +96,10 @@ def regression_recheck(evaluation: Evaluation, current: PushedModel | None, exam
             `max_regression`.
         PipelineError: the version serving now cannot be read.
     """
-    from components.evaluate import regression, serving_accuracy, test_arrays
+    import numpy as np
+
+    from components import slices
+    from components.evaluate import PREDICTIONS, regression, serving_predictions, test_arrays
 
     if evaluation.max_regression is None or (current.fingerprint if current else "") == evaluation.baseline_fingerprint:
         return ""
@@ -105,7 +108,7 @@ def regression_recheck(evaluation: Evaluation, current: PushedModel | None, exam
     images, labels = test_arrays(examples)
     try:
         # A served model takes images as delivered: with the polarity the source had before ingest inverted it.
-        theirs = serving_accuracy(current.uri, as_delivered(images, examples.inverted), labels)
+        theirs = serving_predictions(current.uri, as_delivered(images, examples.inverted))
     except Exception as exc:  # any way a SavedModel can be broken
         why = f"{current.uri}: version {current.version}, pushed after this model was evaluated, cannot be read " \
               f"as the regression baseline ({first_line(exc, 200)})"
@@ -113,10 +116,22 @@ def regression_recheck(evaluation: Evaluation, current: PushedModel | None, exam
             return f"{why}: ignored (baseline_broken ignore); only absolute thresholds apply"
         raise PipelineError(f"push: {why}; nothing pushed: repair or remove that version, or pass "
                             "--baseline-broken ignore") from None
-    ok, compared = regression(evaluation.accuracy, theirs, f"version {current.version}", evaluation.max_regression)
-    if not ok:
+    ok, compared = regression(evaluation.accuracy, float((theirs == labels).mean()), f"version {current.version}",
+                              evaluation.max_regression)
+    failed = [] if ok else [compared]
+    gates = evaluation.slice_gates or {}
+    ours = Path(evaluation.uri) / PREDICTIONS
+    if gates.get("max_regression") is not None and ours.is_file():
+        with np.load(ours) as saved:  # the slices evaluate measured, on the same test split
+            right = saved["predicted"] == labels
+            masks = list(np.unpackbits(saved["masks"], axis=1, count=len(labels)).astype(bool))
+        checks = slices.gate(slices.measure(list(evaluation.slices), masks, right, theirs == labels), masks, right,
+                             theirs == labels, None, gates["max_regression"], f"version {current.version}")
+        failed += [reason for passed, reason in checks if not passed]
+        compared = "; ".join([compared] + [reason for _, reason in checks])
+    if failed:
         raise NotBlessed(f"model not blessed: version {current.version} of {serving_dir} was pushed after this "
-                         f"model was evaluated; {compared}; nothing pushed")
+                         f"model was evaluated; {'; '.join(failed)}; nothing pushed")
     return f"decided again against version {current.version}, pushed after evaluation: {compared}"
 
 

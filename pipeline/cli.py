@@ -89,6 +89,15 @@ def _runs(args, out) -> int:
     elif args.runs_command == "show":
         result = metadata.run(args.run_id)
         rows = views.run(result)
+    elif args.runs_command == "compare":
+        from engine.files import write_text
+        from pipeline import compare
+
+        result = compare.compare(compare.evaluation_of(metadata, cfg.serving_dir, args.a),
+                                 compare.evaluation_of(metadata, cfg.serving_dir, args.b))
+        rows = compare.lines(result)
+        if args.html:
+            write_text(Path(args.html), compare.page(result))
     else:
         result = metadata.lineage(cfg.serving_dir / str(args.version))
         rows = views.lineage(result, PRODUCTION.output_kinds())

@@ -109,7 +109,7 @@ def build(pipeline: Pipeline = PRODUCTION) -> argparse.ArgumentParser:
     _pipeline_flags(kfp_compile, cls)
     kfp_run = kfp_commands.add_parser("run", help="run the pipeline's tasks with kfp.local's SubprocessRunner")
     _pipeline_flags(kfp_run, cls)
-    runs = commands.add_parser("runs", help="the runs recorded in the metadata store: list, show, lineage")
+    runs = commands.add_parser("runs", help="the runs recorded in the metadata store: list, show, lineage, compare")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True)
     runs_list = runs_commands.add_parser("list", help="every run: status, dataset, accuracy, pushed version")
     runs_show = runs_commands.add_parser("show", help="one run: its components, artifacts and effective config")
@@ -117,7 +117,14 @@ def build(pipeline: Pipeline = PRODUCTION) -> argparse.ArgumentParser:
     runs_lineage = runs_commands.add_parser("lineage", help="what produced a pushed model version")
     runs_lineage.add_argument("version", metavar="VERSION", type=int)
     runs_lineage.add_argument("--serving-dir", help="the serving directory (default: <root>/serving)")
-    for command in (runs_list, runs_show, runs_lineage):
+    runs_compare = runs_commands.add_parser(
+        "compare", help="two evaluated models, overall and per slice: B's accuracy change against A's, with intervals")
+    runs_compare.add_argument("a", metavar="A", help="a pushed version's number or a run id")
+    runs_compare.add_argument("b", metavar="B", help="a pushed version's number or a run id")
+    runs_compare.add_argument("--serving-dir", help="the serving directory (default: <root>/serving)")
+    runs_compare.add_argument("--html", metavar="FILE", help="also write the comparison as a self-contained HTML "
+                              "page (default: none)")
+    for command in (runs_list, runs_show, runs_lineage, runs_compare):
         command.add_argument("--config", metavar="FILE.yaml", help="the runs' YAML config file, as run's --config: "
                              "its root, metadata store (metadata.sqlite or mysql) and serving directory; flags "
                              "override it (default: none)")
@@ -155,8 +162,8 @@ def build(pipeline: Pipeline = PRODUCTION) -> argparse.ArgumentParser:
         command.add_argument("--invert", choices=config.allowed("data.invert"), default="false",
                              help="polarity as a run's data.invert: false checks the images as delivered; auto "
                                   "or true as a run with that setting ingests them (default: false)")
-    for command in (run, step, kfp_compile, kfp_run, runs_list, runs_show, runs_lineage, check, infer, drift,
-                    predict):
+    for command in (run, step, kfp_compile, kfp_run, runs_list, runs_show, runs_lineage, runs_compare, check, infer,
+                    drift, predict):
         command.add_argument("--root", help="pipeline root: artifacts, cached data and statistics, runs "
                                             f"(default: ./{config.Config().root})")
         command.add_argument("--beam-arg", action="append", default=None, metavar="ARG",

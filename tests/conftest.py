@@ -25,7 +25,6 @@ def make_images(labels: np.ndarray, rng: np.random.Generator, side: int = 28) ->
     for i, label in enumerate(labels):
         row = 2 + 2 * (int(label) % 10)
         images[i, row:row + 2, 4:side - 4] = rng.integers(180, 256, size=(2, side - 8), dtype=np.uint8)
-        images[i, row, side // 2] = 255  # stretched to the full range, as MNIST's and Fashion-MNIST's are
     return images
 
 

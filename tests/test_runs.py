@@ -16,7 +16,8 @@ from engine.metadata import Metadata
 from test_cli import REPO, assert_one_line_error, cli
 from test_report import rendered
 
-BUILD = ["--no-tune", "--epochs", "1", "--min-accuracy", "0", "--max-regression", "1", "--json"]
+BUILD = ["--no-tune", "--epochs", "1", "--min-accuracy", "0", "--max-regression", "1", "--min-slice-size", "8",
+         "--max-slice-regression", "1", "--json"]
 SECTIONS = ("dataset", "validation", "tuning", "training", "evaluation", "blessing", "components", "lineage")
 
 
@@ -101,11 +102,21 @@ def test_lineage_names_the_data_and_hyperparameters_of_a_pushed_version(first, r
 def test_report_shows_every_section_in_headless_chromium(first, root, tmp_path):
     page = Path(first["report"])
     seen = rendered(page, SECTIONS, {"samples": "#dataset img", "curves": "#training polyline",
-                                     "confusion": "#evaluation table.confusion td", "lineage_rows": "#lineage tr"},
+                                     "confusion": "#evaluation table.confusion td", "lineage_rows": "#lineage tr",
+                                     "slice_rows": "#evaluation h3 + table tr", "worst": "#evaluation td.samples img",
+                                     "reliability": "#evaluation svg.reliability rect",
+                                     "confidence": "#evaluation figure svg rect"},
                     tmp_path)
     assert all(seen[section] for section in SECTIONS), seen
     assert seen["samples"] >= 10 and seen["broken_images"] == 0  # sample images of every class, decoded
     assert seen["curves"] == 4 and seen["confusion"] == 100 and seen["lineage_rows"] >= 6
+    # the slice table (a row per slice of at least 8 of the 80 test images), the worst slices' misclassified
+    # images, the reliability diagram's frame and bars, and the confidence histograms
+    measured = [s for s in first["evaluation"]["slices"] if not s.get("too_small")]
+    assert len(measured) >= 10 and seen["slice_rows"] >= len(measured) + 1, seen
+    assert seen["reliability"] >= 2 and seen["confidence"] >= 20, seen
+    assert seen["worst"] == sum(len(s["wrong"]) for s in sorted(
+        (s for s in measured if s["wrong"]), key=lambda s: s["accuracy"])[:3]), seen
     assert "Blessed." in page.read_text() and first["dataset"]["fingerprint"][:16] in page.read_text()
 
 
@@ -121,7 +132,7 @@ def test_same_command_again_is_fully_cached_and_adds_only_the_run_record(first, 
     assert "ingest     cached" in err  # one line per component: name, state, elapsed
 
 
-def test_a_training_flag_reruns_train_evaluate_push_only(first, root):
+def test_a_training_flag_reruns_train_evaluate_push_only(first, root, tmp_path):
     code, summary, err = run(root, "--epochs", "2")
     assert code == 0, err
     assert states(summary) == {"ingest": "cached", "statistics": "cached", "schema": "cached", "validate": "cached",
@@ -133,6 +144,23 @@ def test_a_training_flag_reruns_train_evaluate_push_only(first, root):
     assert code == 0 and f"baseline         version 1 ({root / 'root' / 'serving' / '1'})" in out, err
     code, out, err = cli("runs", "lineage", "1", "--root", root / "root", "--json")  # still known after serving as one
     assert code == 0 and json.loads(out)["run_id"] == first["run_id"], err
+    # runs compare: two pushed versions (or runs), paired on the same test images
+    code, out, err = cli("runs", "compare", "1", "2", "--root", root / "root", "--html", tmp_path / "compare.html")
+    assert code == 0 and out.startswith("version 2 against version 1: accuracy change with its 95% interval, paired "
+                                        "on the same test images"), err
+    overall = next(line for line in out.splitlines() if line.startswith("overall"))
+    accuracies = (first["evaluation"]["accuracy"], summary["evaluation"]["accuracy"])
+    assert f"{accuracies[0]:.4f} {accuracies[1]:.4f} {accuracies[1] - accuracies[0]:+.4f} [" in " ".join(overall.split())
+    assert "<table>" in (tmp_path / "compare.html").read_text() and "version 2 against version 1" in (
+        tmp_path / "compare.html").read_text()
+    code, out, err = cli("runs", "compare", first["run_id"], summary["run_id"], "--root", root / "root", "--json")
+    compared = json.loads(out)
+    assert code == 0 and compared["paired"] and compared["rows"][0]["slice"] == "overall", err
+    assert compared["rows"][0]["change"] == pytest.approx(accuracies[1] - accuracies[0], abs=1e-4)
+    assert compared["rows"][0]["low"] <= compared["rows"][0]["change"] <= compared["rows"][0]["high"]
+    code, out, err = cli("runs", "compare", "1", "9", "--root", root / "root")
+    assert_one_line_error(err, "no pushed model recorded at this directory")
+    assert code == 1
 
 
 def test_partial_runs_stop_or_start_where_asked(first, root, tmp_path):

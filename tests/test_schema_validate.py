@@ -91,10 +91,20 @@ def test_missing_schema_file():
         curated_schema_path(SCHEMAS, "mnist", "nope.pbtxt")
 
 
-def test_clean_data_has_no_anomalies(stats, tmp_path):
-    curated = schema(stats, out_dir=tmp_path, curated=SCHEMAS / "fashion_mnist.pbtxt")
-    (tmp_path / "a").mkdir()
-    assert validate(stats, curated, out_dir=tmp_path / "a").anomalies == ()
+def test_clean_data_has_no_anomalies(tmp_path):
+    """Learnable bars stretched to the full range, as every Fashion-MNIST image is (its brightest pixel 254 or
+    255): clean under the curated schema; the same images with their brightest pixel below 248, dimmed, are an
+    anomaly of `max_intensity` alone."""
+    from conftest import make_images
+
+    labels = np.arange(100) % 10
+    images = make_images(labels, np.random.default_rng(0))
+    images[np.arange(100), 2 + 2 * labels, 14] = 255
+    curated = SCHEMAS / "fashion_mnist.pbtxt"
+    assert _anomalies(tmp_path / "clean", images, labels, curated) == ()
+    dimmed = np.minimum(images, 240)
+    assert {(a.feature, a.type) for a in _anomalies(tmp_path / "dim", dimmed, labels, curated)} == {
+        ("max_intensity", "FLOAT_TYPE_SMALL_FLOAT")}
 
 
 def test_label_out_of_range_is_flagged(tmp_path):

@@ -99,10 +99,15 @@ def test_per_class_metrics_and_confusion_matrix():
     rows, matrix = per_class(labels, predicted)
     assert matrix[0][:3] == [1, 1, 0] and matrix[1][:3] == [1, 2, 0] and matrix[2][:3] == [0, 0, 1]
     assert sum(map(sum, matrix)) == 6
-    assert rows[1] == {"class": 1, "name": "1", "precision": round(2 / 3, 4), "recall": round(2 / 3, 4), "f1": round(2 / 3, 4),
-                       "support": 3}
+    intervals = ("precision_low", "precision_high", "recall_low", "recall_high")
+    assert {k: v for k, v in rows[1].items() if k not in intervals} == {
+        "class": 1, "name": "1", "precision": round(2 / 3, 4), "recall": round(2 / 3, 4), "f1": round(2 / 3, 4),
+        "support": 3}
+    # 2 of 3: the Wilson interval, wide on three images
+    assert rows[1]["recall_low"] < 0.3 and rows[1]["recall_high"] > 0.9 and rows[1]["precision_low"] < 2 / 3
     assert rows[0]["precision"] == 0.5 and rows[0]["recall"] == 0.5 and rows[2]["f1"] == 1.0
-    assert rows[5] == {"class": 5, "name": "5", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert {k: rows[5][k] for k in ("precision", "recall", "f1", "support", "recall_low", "recall_high")} == {
+        "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "recall_low": 0.0, "recall_high": 1.0}
 
 
 def test_min_class_recall_names_the_weak_classes(model, examples, tmp_path):
