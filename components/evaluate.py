@@ -39,6 +39,8 @@ class EvaluateConfig:
                                 help="fewest test images a slice needs to be measured and gated")
     min_slice_accuracy: float | None = param(None, low=0, high=1, flag="--min-slice-accuracy",
                                              help="accuracy every slice needs (shown below it: not blessed)")
+    # The slicing spec: the summary features whose quarters are slices (each class always is one); [] for none.
+    slice_features: tuple[str, ...] = param(slices.SLICED, valid=slices.known)
     max_slice_regression: float | None = param(
         0.03, low=0, high=1, flag="--max-slice-regression",
         help="largest accuracy drop of any slice against the model serving now (shown beyond it: not blessed)")
@@ -161,13 +163,14 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
              max_regression: float = EvaluateConfig.max_regression, min_class_recall: float | None = None,
              baseline_broken: str = EvaluateConfig.baseline_broken,
              min_slice_size: int = EvaluateConfig.min_slice_size, min_slice_accuracy: float | None = None,
-             max_slice_regression: float | None = EvaluateConfig.max_slice_regression) -> Evaluation:
+             max_slice_regression: float | None = EvaluateConfig.max_slice_regression,
+             slice_features: tuple[str, ...] = slices.SLICED) -> Evaluation:
     """Scores the model on the test split and decides its blessing.
 
     Blessed when accuracy >= `min_accuracy`, every class's recall >= `min_class_recall` (when set) and,
     with a `baseline` (the latest blessed model, evaluated here on the same test split), accuracy is at
     most `max_regression` below the baseline's; and no slice of at least `min_slice_size` images (each class,
-    each quarter of the summary features) is shown below `min_slice_accuracy` or worse than the baseline's by
+    each quarter of the `slice_features`) is shown below `min_slice_accuracy` or worse than the baseline's by
     more than `max_slice_regression` (`slices.gate`). Each check adds a reason. A baseline that cannot be
     read stops the evaluation naming it, or with `baseline_broken="ignore"` leaves only the absolute thresholds.
     The test predictions and the slices' images are saved beside the record (`PREDICTIONS`).
@@ -215,7 +218,8 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
     if baseline is not None:
         checks.append(regression(accuracy, baseline_accuracy, f"baseline version {baseline.version}", max_regression))
     right = predicted == labels
-    found, masks = slices.define(images.reshape(len(images), 28, 28), labels, model.classes, min_slice_size)
+    found, masks = slices.define(images.reshape(len(images), 28, 28), labels, model.classes, min_slice_size,
+                                 slice_features)
     measured = slices.measure(found, masks, right, theirs)
     checks += slices.gate(measured, masks, right, theirs, min_slice_accuracy, max_slice_regression,
                           f"baseline version {baseline.version}" if baseline else "")
@@ -250,7 +254,7 @@ def _params(cfg, out, metadata) -> dict:
     return {"min_accuracy": min_accuracy(cfg, out["ingest"]), "max_regression": cfg.evaluate.max_regression,
             "min_class_recall": cfg.evaluate.min_class_recall, "baseline_broken": cfg.evaluate.baseline_broken,
             "min_slice_size": cfg.evaluate.min_slice_size, "min_slice_accuracy": cfg.evaluate.min_slice_accuracy,
-            "max_slice_regression": cfg.evaluate.max_slice_regression}
+            "max_slice_regression": cfg.evaluate.max_slice_regression, "slice_features": cfg.evaluate.slice_features}
 
 
 def _gate(ev: Evaluation, cfg) -> Stop | None:

@@ -54,10 +54,27 @@ def paired_difference(ours: np.ndarray, theirs: np.ndarray, confidence: float = 
     return change, max(-1.0, change - z * se), min(1.0, change + z * se)
 
 
-def define(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], min_size: int
-           ) -> tuple[list[dict], list[np.ndarray]]:
-    """The slices of images [N, 28, 28] with labels: one per class, and one per quarter of each `SLICED`
-    summary feature (its edges the test split's quartiles), each with at least `min_size` images; returns
+def known(features: tuple[str, ...]) -> tuple[str, ...]:
+    """`features` when each is a summary feature (`evaluate.slice_features`), else ConfigError naming the key.
+
+    Example:
+        >>> known(("mean_intensity", "brightness"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        engine.errors.ConfigError: config 'evaluate.slice_features': 'brightness' is not a summary feature; ...
+    """
+    from engine.errors import ConfigError
+
+    for name in features:
+        if name not in image_features.NAMES:
+            raise ConfigError(f"config 'evaluate.slice_features': {name!r} is not a summary feature; expected some "
+                              f"of {', '.join(image_features.NAMES)}")
+    return features
+
+
+def define(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], min_size: int,
+           features: tuple[str, ...] = SLICED) -> tuple[list[dict], list[np.ndarray]]:
+    """The slices of images [N, 28, 28] with labels: one per class, and one per quarter of each of `features`
+    (summary features; its edges the test split's quartiles), each with at least `min_size` images; returns
     their descriptions (name, feature, bounds) and boolean masks, and the slices too small as descriptions
     with `"too_small": True` and no mask.
 
@@ -67,7 +84,7 @@ def define(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], min
         >>> [s["name"] for s in found][:3], int(masks[0].sum())
         (['class a', 'class b', 'mean_intensity: lowest quarter'], 4)
     """
-    features = image_features.summarize(images)
+    summaries = image_features.summarize(images) if features else {}
     found, masks = [], []
 
     def add(description: dict, mask: np.ndarray) -> None:
@@ -79,8 +96,8 @@ def define(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], min
 
     for k, name in enumerate(classes):
         add({"name": f"class {name}", "feature": "label", "low": k, "high": k}, labels == k)
-    for feature in SLICED:
-        values = features[feature]
+    for feature in features:
+        values = summaries[feature]
         edges = [-np.inf, *np.quantile(values, [0.25, 0.5, 0.75]), np.inf] if len(values) else [-np.inf, np.inf]
         for i in range(len(edges) - 1):
             mask = (values > edges[i]) & (values <= edges[i + 1])

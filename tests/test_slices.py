@@ -161,3 +161,48 @@ def test_runs_compare_pairs_two_evaluations_per_slice_worst_first(model, blind_t
     unpaired = compare.compare(("A", good), ("B", blind))
     assert not unpaired["paired"]
     assert {r["slice"] for r in unpaired["rows"]} == {r["slice"] for r in result["rows"]}
+
+
+def test_a_run_that_passes_overall_but_loses_a_class_is_not_blessed_exit_4_naming_the_slice(tmp_path):
+    """Through the CLI: a second build whose training data call most 3s 4s is within the (lenient) overall
+    regression gate and below the serving model on the class 3 slice: exit 4, the slice named, nothing pushed."""
+    import json
+    import shutil
+
+    from conftest import write_dataset
+    from components.idx import read_idx, write_idx
+    from test_cli import assert_one_line_error, cli
+
+    first = write_dataset(tmp_path / "first", {"train": 400, "t10k": 200}, seed=5)
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    labels = read_idx(second / "train-labels-idx1-ubyte.gz").copy()
+    threes = np.flatnonzero(labels == 3)
+    labels[threes[8:]] = 4  # eight 3s kept: every split still holds the class
+    write_idx(second / "train-labels-idx1-ubyte.gz", labels)
+    build = ("--root", tmp_path / "root", "--no-tune", "--epochs", "4", "--min-accuracy", "0", "--max-regression",
+             "1", "--min-slice-size", "10", "--json")
+    code, out, err = cli("run", "--dataset", f"idx:{first}", *build)
+    assert code == 0 and json.loads(out)["status"] == "pushed", err
+    code, out, err = cli("run", "--dataset", f"idx:{second}", *build)
+    summary = json.loads(out)
+    assert code == 4 and summary["status"] == "not_blessed", err
+    assert_one_line_error(err, "model not blessed: slice accuracy vs baseline version 1 shown worse than "
+                               "max_slice_regression 0.0300", "class 3 (")
+    assert [r for r in summary["evaluation"]["failed"] if "max_regression" in r] == []  # the overall gate passed
+    assert sorted(p.name for p in (tmp_path / "root" / "serving").iterdir()) == ["1"]
+
+
+def test_the_slicing_spec_names_the_features_whose_quarters_are_slices_and_refuses_others():
+    from components.evaluate import EvaluateConfig
+    from engine.errors import ConfigError
+    from engine.settings import check
+
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (80, 28, 28), dtype=np.uint8)
+    found, _ = slices.define(images, np.arange(80) % 2, ("a", "b"), 10, ("center_col",))
+    assert {s["feature"] for s in found} == {"label", "center_col"} and len(found) == 6
+    assert {s["feature"] for s in slices.define(images, np.arange(80) % 2, ("a", "b"), 10, ())[0]} == {"label"}
+    with pytest.raises(ConfigError, match=r"^config 'evaluate.slice_features': 'brightness' is not a summary "
+                                          r"feature; expected some of mean_intensity, "):
+        check(EvaluateConfig(slice_features=("mean_intensity", "brightness")))
