@@ -22,7 +22,7 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS)
     confidence, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
     right = predicted == labels
     edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)  # [k/bins, (k+1)/bins), 1.0 in the last
     rows, ece = [], 0.0
     for b in range(bins):
         inside = which == b

@@ -224,7 +224,8 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
     checks += slices.gate(measured, masks, right, theirs, min_slice_accuracy, max_slice_regression,
                           f"baseline version {baseline.version}" if baseline else "")
     np.savez(out_dir / PREDICTIONS, predicted=predicted.astype(np.int16), labels=labels.astype(np.int16),
-             masks=np.packbits(np.array(masks, bool).reshape(len(masks), len(labels)), axis=1))
+             masks=np.packbits(np.array(masks, bool).reshape(len(masks), len(labels)), axis=1),
+             data=np.array(examples.fingerprint))  # pairs two evaluations only on the same test images
     masks = iter(masks)
     measured = [s if s.get("too_small") else {**s, "wrong": np.flatnonzero(next(masks) & ~right)[:8].tolist()}
                 for s in measured]

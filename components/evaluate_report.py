@@ -39,9 +39,11 @@ def slice_table(ev: dict) -> str:
     """Every measured slice, worst accuracy first, with its 95% interval and, against the serving model, the
     paired change; a slice a failed reason names is marked; then the slices too small to measure."""
     measured = sorted((s for s in ev.get("slices", []) if not s.get("too_small")), key=lambda s: s["accuracy"])
+    small = [f"{html.escape(s['name'])} ({s['n']})" for s in ev.get("slices", []) if s.get("too_small")]
+    note = f"<p>Too few images to measure: {', '.join(small)}.</p>" if small else ""
     if not measured:
-        return "<p>No slice has enough test images to be measured.</p>"
-    failed = " ".join(ev.get("failed", []))
+        return f"<p>No slice has enough test images to be measured.</p>{note}"
+    failed = " ".join(r for r in ev.get("failed", []) if r.startswith("slice accuracy"))
     with_baseline = any("change" in s for s in measured)
     headers = ["slice", "images", "accuracy [95% interval]"] + (
         ["serving model", "change [95% interval]"] if with_baseline else [])
@@ -53,8 +55,6 @@ def slice_table(ev: dict) -> str:
         if with_baseline:
             row += [f"{s['baseline_accuracy']:.4f}", _interval(s["change"], s["change_low"], s["change_high"], True)]
         rows.append(row)
-    small = [f"{html.escape(s['name'])} ({s['n']})" for s in ev.get("slices", []) if s.get("too_small")]
-    note = f"<p>Too few images to measure: {', '.join(small)}.</p>" if small else ""
     return table(headers, rows, "") + note
 
 

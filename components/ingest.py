@@ -99,6 +99,11 @@ class DatasetSpec:
         named = re.fullmatch(r"[a-z0-9_]+(/[\w.]+)?", rest or "")
         if not kind and rest and Path(rest).exists() and (not named or "/" in rest):  # `mnist` stays TFDS's
             raise ConfigError(f"dataset spec '{spec}': a path needs its kind: {_kind_of(Path(rest))}")
+        if kind in ("idx", "folder", "csv") and rest and not Path(rest).exists() and ":" in rest:
+            base, _, suffix = rest.rpartition(":")
+            if Path(base).exists():  # the path is there: what follows it is a split that does not exist
+                raise ConfigError(f"dataset spec '{spec}': no split ':{suffix}'; expected "
+                                  f":{'|:'.join((*SPLITS, ALL))} after {kind}:{base}")
         if kind == "idx" and rest:
             return cls("idx", rest, idx.dataset_name(Path(rest)), split)
         if kind in ("folder", "csv") and rest:

@@ -12,6 +12,7 @@ from components import image_features
 SLICED = ("mean_intensity", "ink_fraction", "bbox_height", "bbox_width", "center_row", "center_col", "bbox_offset")
 QUARTERS = ("lowest quarter", "second quarter", "third quarter", "highest quarter")
 CONFIDENCE = 0.95  # of the intervals shown; the gates widen theirs to hold over all slices at once
+WHOLE = 0.9  # a feature's "quarter" holding this share of the images or more is not a slice
 
 
 def wilson(right: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -76,7 +77,7 @@ def define(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], min
     """The slices of images [N, 28, 28] with labels: one per class, and one per quarter of each of `features`
     (summary features; its edges the test split's quartiles), each with at least `min_size` images; returns
     their descriptions (name, feature, bounds) and boolean masks, and the slices too small as descriptions
-    with `"too_small": True` and no mask.
+    with `"too_small": True` and no mask. A quarter of nine tenths of the images or more is left out.
 
     Example:
         >>> images = np.zeros((8, 28, 28), np.uint8); images[4:, 10:18, 10:18] = 255
@@ -101,7 +102,9 @@ def define(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], min
         edges = [-np.inf, *np.quantile(values, [0.25, 0.5, 0.75]), np.inf] if len(values) else [-np.inf, np.inf]
         for i in range(len(edges) - 1):
             mask = (values > edges[i]) & (values <= edges[i + 1])
-            if mask.any():  # tied quartiles (a value most images share) leave a quarter empty
+            # Tied quartiles (a value most images share) leave a quarter empty, or one holding nearly every
+            # image: that is the overall figure again, and would only widen the other slices' bounds.
+            if mask.any() and mask.sum() < WHOLE * len(values):
                 add({"name": f"{feature}: {QUARTERS[i]}", "feature": feature,
                      "low": None if i == 0 else round(float(edges[i]), 4),
                      "high": None if i == len(edges) - 2 else round(float(edges[i + 1]), 4)}, mask)

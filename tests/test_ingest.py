@@ -54,6 +54,9 @@ def test_a_path_without_its_kind_is_refused_with_the_kind_it_needs(tmp_path, mon
         DatasetSpec.parse(str(tmp_path / "images"))
     with pytest.raises(ConfigError, match=r"a run ingests a whole dataset; drop ':test'"):
         DatasetSpec.parse(f"idx:{data}:test", whole=True)
+    with pytest.raises(ConfigError, match=rf"^dataset spec 'idx:{data}:bogus': no split ':bogus'; expected "
+                                          rf":train\|:eval\|:test\|:all after idx:{data}$"):
+        DatasetSpec.parse(f"idx:{data}:bogus")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mnist").mkdir()  # a folder here named as a TFDS dataset: the name is still the dataset's
     assert DatasetSpec.parse("mnist").kind == "tfds"

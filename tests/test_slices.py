@@ -32,9 +32,9 @@ def test_slices_are_classes_and_quarters_and_the_small_ones_are_named():
     quarters = [m for s, m in zip([s for s in found if not s.get("too_small")], masks) if s["feature"] == "mean_intensity"]
     assert len(quarters) == 4 and sum(int(m.sum()) for m in quarters) == 400  # every image in one quarter
     assert all(95 <= m.sum() <= 105 for m in quarters)
-    # bbox_offset: every box is centred alike, so its quartiles tie and one slice holds them all
-    offsets = [s for s in found if s["feature"] == "bbox_offset"]
-    assert len(offsets) == 1 and offsets[0]["name"] == "bbox_offset: lowest quarter"
+    # bbox_offset: every box is centred alike, so its quartiles tie and one quarter would hold every image:
+    # the overall figure again, not a slice
+    assert not [s for s in found if s["feature"] == "bbox_offset"]
 
 
 def _measured(rng, n, accuracy, baseline_accuracy, groups):
@@ -155,7 +155,12 @@ def test_runs_compare_pairs_two_evaluations_per_slice_worst_first(model, blind_t
     worst = result["rows"][1]
     assert worst["slice"] == "class 3" and worst["b"] == 0 and worst["high"] < 0  # shown worse
     assert worst["change"] == pytest.approx(-worst["a"], abs=1e-4)
+    assert worst["shown"] and not result["rows"][-1]["shown"]  # the best row: no change to show
     assert any("class 3" in line and line.endswith("(shown)") for line in compare.lines(result))
+    # the same labels on other images (another ingested dataset): not paired
+    saved = dict(np.load(tmp_path / "b" / "predictions.npz"))
+    np.savez(tmp_path / "b" / "predictions.npz", **{**saved, "data": np.array("another dataset")})
+    assert not compare.compare(("A", good), ("B", blind))["paired"]
     # without the saved predictions (evaluated before they were kept): independent samples, wider intervals
     (tmp_path / "b" / "predictions.npz").unlink()
     unpaired = compare.compare(("A", good), ("B", blind))
