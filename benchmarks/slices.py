@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     import keras
 
-    from components import image_features, schema, slices
+    from components import schema, slices
     from components.evaluate import regression
     from components.idx import read_idx
 
@@ -60,14 +60,13 @@ def main() -> None:
     ours = a.predict(test_x.reshape(len(test_x), -1), batch_size=1024, verbose=0).argmax(1) == test_y
     classes = schema.class_names(schema.load_schema(REPO / "schemas" / "fashion_mnist.pbtxt"))
     found, masks = slices.define(test_x, test_y, classes, 200)
-    features = image_features.summarize(train_x)
     result = {"a": {"epochs": args.epochs, "accuracy": round(float(ours.mean()), 4)}, "candidates": {}}
     for name, removed in REMOVED.items():
         keep = np.ones(len(train_x), bool)
-        if removed is not None:
-            values = features[removed[0]]
-            edges = [-np.inf, *np.quantile(values, [0.25, 0.5, 0.75]), np.inf]
-            keep = ~((values > edges[removed[1]]) & (values <= edges[removed[1] + 1]))
+        if removed is not None:  # the training images' quarter, as evaluate slices the test images
+            described, quarters = slices.define(train_x, train_y, classes, 1, (removed[0],))
+            wanted = f"{removed[0]}: {slices.QUARTERS[removed[1]]}"
+            keep = ~next(m for d, m in zip(described, quarters) if d["name"] == wanted)
         b = _model(args.seed)
         b.set_weights(weights)
         b.fit(flat[keep], onehot[keep], epochs=1, batch_size=128, verbose=0)

@@ -77,7 +77,7 @@ class Evaluation(Artifact):
     baseline_fingerprint: str | None = None
     # What a baseline that cannot be read does: "fail" the run, or is "ignore"d.
     baseline_broken: str = EvaluateConfig.baseline_broken
-    # Each slice's metrics (components/slices.py), with up to 8 indices of test images it got wrong.
+    # Each slice's metrics (components/slices.py), with indices of test images it got wrong.
     slices: tuple[dict[str, Any], ...] = ()
     calibration: dict[str, Any] | None = None  # expected calibration error, reliability bins, confidence histograms
     # The slice gates' settings (min_size, min_accuracy, max_regression): push decides them again, with the
@@ -226,9 +226,6 @@ def evaluate(model: Model, examples: Examples, baseline: PushedModel | None, *, 
     np.savez(out_dir / PREDICTIONS, predicted=predicted.astype(np.int16), labels=labels.astype(np.int16),
              masks=np.packbits(np.array(masks, bool).reshape(len(masks), len(labels)), axis=1),
              data=np.array(examples.fingerprint))  # pairs two evaluations only on the same test images
-    masks = iter(masks)
-    measured = [s if s.get("too_small") else {**s, "wrong": np.flatnonzero(next(masks) & ~right)[:8].tolist()}
-                for s in measured]
     return Evaluation(uri=str(out_dir), fingerprint="", accuracy=accuracy, loss=loss, min_accuracy=min_accuracy,
                       blessed=all(ok for ok, _ in checks), reasons=tuple(r for _, r in checks),
                       failed=tuple(r for ok, r in checks if not ok),

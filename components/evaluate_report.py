@@ -66,7 +66,7 @@ def worst_images(ev: dict, outputs) -> str:
     from components.evaluate import test_arrays  # reads the ingest's test split: imported when drawn
 
     try:
-        images, _ = test_arrays(outputs["ingest"])
+        images, _ = test_arrays(outputs["ingest"], max(i for s in measured for i in s["wrong"]) + 1)
     except Exception as exc:  # a report never fails a run; it says what is missing instead
         return unavailable("The worst slices' images", exc)
     lines = []

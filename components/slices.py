@@ -13,6 +13,7 @@ SLICED = ("mean_intensity", "ink_fraction", "bbox_height", "bbox_width", "center
 QUARTERS = ("lowest quarter", "second quarter", "third quarter", "highest quarter")
 CONFIDENCE = 0.95  # of the intervals shown; the gates widen theirs to hold over all slices at once
 WHOLE = 0.9  # a feature's "quarter" holding this share of the images or more is not a slice
+WRONG = 8  # indices of misclassified images kept per slice, for the report
 
 
 def wilson(right: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -113,7 +114,8 @@ def define(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], min
 
 def measure(found: list[dict], masks: list[np.ndarray], right: np.ndarray, theirs: np.ndarray | None = None
             ) -> list[dict]:
-    """Each slice of `define` with its metrics: `n`, `accuracy` and its interval (`low`, `high`); with `theirs`
+    """Each slice of `define` with its metrics: `n`, `accuracy` and its interval (`low`, `high`), the indices
+    of up to `WRONG` images it got wrong (`wrong`); with `theirs`
     (whether the serving model was right on each image), `baseline_accuracy` and the paired `change` with its
     interval. Slices too small keep their description alone.
 
@@ -129,7 +131,8 @@ def measure(found: list[dict], masks: list[np.ndarray], right: np.ndarray, their
         mask = next(masks)
         n, hits = int(mask.sum()), int(right[mask].sum())
         low, high = wilson(hits, n)
-        row = {**s, "n": n, "accuracy": round(hits / n, 4), "low": round(low, 4), "high": round(high, 4)}
+        row = {**s, "n": n, "accuracy": round(hits / n, 4), "low": round(low, 4), "high": round(high, 4),
+               "wrong": np.flatnonzero(mask & ~right)[:WRONG].tolist()}
         if theirs is not None:
             change, lower, upper = paired_difference(right[mask], theirs[mask])
             row.update(baseline_accuracy=round(float(theirs[mask].mean()), 4), change=round(change, 4),

@@ -599,6 +599,8 @@ def test_schema_command_writes_a_draft_for_review(data, tmp_path):
     features = {f.name: f for f in load_schema(output).feature}
     assert features["label"].int_domain.max == 9 and features["label"].drift_comparator.infinity_norm.threshold
     assert 0 < features["mean_intensity"].float_domain.min < features["mean_intensity"].float_domain.max < 255
+    # a signed feature keeps its margin below its smallest (negative) value: the drafted range holds the data
+    assert features["mass_offset_col"].float_domain.min < -0.3
     # The minimum effects are measured between the data's train and test splits, and the file says so.
     comment = " ".join(line[2:] for line in output.read_text().splitlines() if line.startswith("#"))
     assert comment.startswith("Minimum effects, measured: the 99% upper bound of each feature's effect between "
