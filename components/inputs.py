@@ -22,7 +22,8 @@ def _parser(classes: int):
 
 def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
                  shuffle_buffer: int = 60_000, deterministic: bool = True, device: str | None = None,
-                 drop_remainder: bool = False, classes: int = CLASSES, limit: int | None = None) -> tf.data.Dataset:
+                 drop_remainder: bool = False, classes: int = CLASSES, limit: int | None = None,
+                 shard_by_data: bool = False) -> tf.data.Dataset:
     """Batches of (uint8 images [B, 784], one-hot labels [B, classes]) from gzipped tf.Example TFRecords.
 
     Records are parsed vectorised in large batches once and cached as decoded uint8 tensors, so
@@ -31,7 +32,8 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     "/gpu:0") batches are prefetched into that device's memory, overlapping the copy with compute.
     `drop_remainder` keeps only full batches: Keras 3 under a multi-replica strategy fails on a last
     batch that splits unevenly over the replicas (keras-team/keras#19246). `limit` keeps the first that
-    many examples in file order (a search trial on a subset).
+    many examples in file order (a search trial on a subset). `shard_by_data`: each worker of a multi-worker
+    strategy takes its part of every batch, rather than files of its own (which may hold fewer batches).
     """
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
@@ -45,6 +47,8 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     options = tf.data.Options()
     options.autotune.enabled = True
     options.deterministic = deterministic
+    if shard_by_data:
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = ds.with_options(options)
     if device:  # must be the last transformation
         ds = ds.apply(tf.data.experimental.prefetch_to_device(device))

@@ -2,6 +2,7 @@
 process of its own, the trials table, and the distributed role."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -87,8 +88,9 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
 
         def create_trial(self, tuner_id):
             trial = super().create_trial(tuner_id)
-            if trial.status == "RUNNING":
-                self.info[trial.trial_id] = {"tuner": tuner_id, "start": time.time()}
+            if trial.status == "RUNNING":  # a re-queued trial keeps the workers it was lost with
+                self.info[trial.trial_id] = {**self.info.get(trial.trial_id, {}), "tuner": tuner_id,
+                                             "start": time.time()}
             return trial
 
         def end_trial(self, trial):
@@ -118,8 +120,11 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
     return oracle
 
 
-def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Path | None):
-    """A KerasTuner tuner that runs each trial in its own process (see components.trial)."""
+def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Path | None,
+           worker_timeout: float = 300.0):
+    """A KerasTuner tuner that runs each trial in its own process (see components.trial). In a distributed
+    search its chief and workers keep track of each other (`components.search_chief`): a worker silent for
+    `worker_timeout` seconds is lost, and a chief without workers for that long ends the search."""
     import keras_tuner as kt
 
     from components.cnn import CNNHyperModel
@@ -128,6 +133,19 @@ def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Pa
     base = {"hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[name]
 
     class InProcessOfItsOwn(base):
+        def search(self, *fit_args, **fit_kwargs):
+            from components import search_chief
+
+            role = distributed_role()
+            if role == "chief":  # KerasTuner's own chief waits for ever for workers that died
+                self.save()
+                self.ended = search_chief.serve(self.oracle, worker_timeout)
+                return
+            with search_chief.heartbeat(os.environ["KERASTUNER_TUNER_ID"], worker_timeout) if role \
+                    else contextlib.nullcontext():
+                super().search(*fit_args, **fit_kwargs)
+            self.ended = "done"
+
         def run_trial(self, trial, *fit_args, **fit_kwargs):
             hp = trial.hyperparameters
             earlier = hp.values.get("tuner/trial_id")  # a Hyperband round continuing an earlier trial
@@ -185,7 +203,7 @@ def _trials_table(tuner) -> tuple[dict, ...]:
                      "seconds": info.get("seconds", ran.get("seconds")), "memory_mb": ran.get("memory_mb"),
                      "peak_mb": ran.get("peak_mb"), "deterministic": ran.get("deterministic"),
                      "train_examples": tuner.train_count,
-                     "tuner": info.get("tuner"),
+                     "tuner": info.get("tuner"), "lost": info.get("lost", []),
                      "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
                                          if not k.startswith("tuner/")}})
     return tuple(rows)

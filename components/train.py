@@ -4,29 +4,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from components import checkpoint, train_report
+from components.train_callbacks import backup, resumable
 from components.budget import planned_epochs, planned_schedule, training_end
-from components.devices import distribution_strategy, input_device, mixed_precision_enabled
+from components.devices import agree, distribution_strategy, input_device, lost_worker, mixed_precision_enabled, \
+    multi_worker, prepare
 from components.ingest import Examples
 from components.schema import Schema
 from components.tune import HyperParameters
 from engine.artifacts import Artifact
 from engine.component import Component
-from engine.errors import ConfigError, DataError, TrainingDiverged
-from engine.failpoints import failpoint
-from engine.files import write_text
+from engine.dag import Stop
+from engine.errors import ConfigError, DataError
 from engine.settings import param
 
 log = logging.getLogger("pipeline")
-MONITOR = "val_accuracy"
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,10 @@ class TrainConfig:
     batch_size: int = param(128, low=1, high=65_536)
     deterministic: bool = param(False, flag="--deterministic", switch=True, help="bit-for-bit repeatable training: "
                                 "op determinism and ordered input (slower)")
-    distribute: str = param("auto", choices=("auto", "mirrored", "none"), flag="--distribute",
-                            help="auto: MirroredStrategy over 2+ GPUs; mirrored: over all GPUs (or CPUs); none")
+    distribute: str = param("auto", choices=("auto", "mirrored", "multi_worker", "none"), flag="--distribute",
+                            help="auto: MultiWorkerMirroredStrategy when TF_CONFIG names 2+ tasks, else "
+                                 "MirroredStrategy over 2+ GPUs; mirrored: over all GPUs (or CPUs); multi_worker: "
+                                 "over TF_CONFIG's cluster; none")
     mixed_precision: str = param("auto", choices=("auto", "on", "off"), flag="--mixed-precision",
                                  help="float16 compute: auto turns it on when a GPU is present")
     tensorboard: bool = True  # logs under <root>/runs/<run_id>/tensorboard
@@ -67,102 +67,21 @@ class TrainConfig:
     warm_start: bool = True  # start from the best trial's weights when the search ran on the same examples
 
 
-def _resumable(work: Path, patience: int, epochs: int, schedule: str = "constant", learning_rate: float = 1e-3,
-               end: float | None = None):
-    """A callback keeping the history and the best epoch's model in `work`, and deciding when to stop.
+def _same_everywhere(strategy, examples: Examples, hyperparameters: HyperParameters, train: TrainConfig,
+                     seed: int) -> None:
+    """Checks that every worker of a multi-worker training trains the same model on the same examples.
 
-    It stops early after `patience` epochs without a better score, except under the cosine `schedule`,
-    which sets the learning rate of each epoch and ends at the epochs planned. With `end` (a time), the
-    epochs planned are those that finish by then, re-planned after each epoch from the epochs' pace
-    (`components.budget.epochs_that_fit`). All of it survives a kill: a restarted fit (BackupAndRestore
-    restores the weights and the epoch) continues the same history, best score, patience and plan.
+    Raises:
+        ConfigError: the workers' data, hyperparameters or settings differ.
     """
-    import keras
+    import hashlib
 
-    from components.budget import cosine, epochs_that_fit
-
-    class Resumable(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.history_path, self.best_path = work / "history.json", work / "best.keras"
-            self.rows = json.loads(self.history_path.read_text()) if self.history_path.is_file() else []
-            self.ended = None
-
-        @property
-        def best_epoch(self) -> int | None:
-            scores = [row[MONITOR] for row in self.rows]
-            return self.rows[scores.index(max(scores))]["epoch"] if scores else None
-
-        @property
-        def planned(self) -> int:
-            """Epochs in all: `epochs`, or those that finish in the time left at the pace so far."""
-            if end is None or not self.rows:
-                return epochs
-            # The first epoch also traces the graphs: the pace comes from later ones once there are any.
-            # 5% over it covers the checkpoints written between epochs.
-            paced = [row["seconds"] for row in self.rows[1:]] or [self.rows[0]["seconds"]]
-            return epochs_that_fit(len(self.rows), 1.05 * sum(paced) / len(paced), time.time(), end, epochs)
-
-        def stopping(self) -> str | None:
-            """Why training ends after the epochs so far, or None to go on."""
-            if not self.rows:
-                return None
-            last = self.rows[-1]["epoch"]
-            if last + 1 >= epochs:
-                return "epochs"
-            if last + 1 >= self.planned:
-                return "budget"
-            if schedule == "constant" and last - self.best_epoch >= patience:
-                return "early_stopping"
-            return None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            failpoint("train.epoch_begin")  # the previous epoch is backed up
-            if schedule == "cosine":
-                self.model.optimizer.learning_rate = cosine(learning_rate, epoch / max(self.planned, epoch + 1))
-            self.start = time.monotonic()
-
-        def on_epoch_end(self, epoch, logs=None):
-            # Before anything of the epoch is kept: weights that went non-finite would otherwise be
-            # trained on for the remaining epochs while the best earlier epoch is pushed without a word.
-            diverged = [f"{k} is {float(v)}" for k, v in (logs or {}).items()
-                        if k.endswith("loss") and not math.isfinite(float(v))]
-            if diverged:
-                raise TrainingDiverged(f"train: epoch {epoch + 1}: {', '.join(diverged)}; training diverged: lower "
-                                       "the learning rate (or check the data), then run again")
-            row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
-                   "seconds": round(time.monotonic() - self.start, 2),
-                   # a MirroredVariable under a multi-device strategy: float() alone refuses it
-                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-            # An epoch re-run after a kill replaces its earlier record.
-            self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
-            if self.best_epoch == epoch:
-                tmp = work / "best-partial.keras"
-                try:
-                    self.model.save(tmp)
-                    os.replace(tmp, self.best_path)  # never a half-written best model
-                finally:
-                    tmp.unlink(missing_ok=True)  # a disk that filled up mid-write leaves nothing behind
-            write_text(self.history_path, json.dumps(self.rows))
-            metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
-            log.info("  epoch %d/%d %s (%.1fs)", epoch + 1, self.planned, metrics, row["seconds"])
-            failpoint("train.epoch_end")  # logged, not yet backed up: a kill here redoes this epoch
-            self.ended = self.stopping()
-            if self.ended:
-                self.model.stop_training = True
-
-    return Resumable()
-
-
-def _BackUp(work: Path):
-    """A callback backing up weights and optimizer state after each epoch (`components.checkpoint`)."""
-    import keras
-
-    class BackUp(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            checkpoint.save(self.model, work, epoch)
-
-    return BackUp()
+    what = json.dumps([examples.fingerprint, hyperparameters.values, dataclasses.asdict(train), seed], sort_keys=True)
+    mine = int(hashlib.sha256(what.encode()).hexdigest()[:13], 16)  # 52 bits: exact in the float64 compared
+    if agree(strategy, mine, "MIN") != agree(strategy, mine, "MAX"):
+        raise ConfigError("train: the workers of the multi-worker training differ in their data, hyperparameters or "
+                          "settings; expected every worker to run the same command on the same data (a shared --root "
+                          "gives them the same search result)")
 
 
 def warm_start_weights(hyperparameters: HyperParameters, examples: Examples) -> str | None:
@@ -176,7 +95,7 @@ def warm_start_weights(hyperparameters: HyperParameters, examples: Examples) -> 
 
 def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, *, out_dir: Path, train: TrainConfig,
           seed: int, budget: float | None = None, work_dir: Path | None = None, run_dir: Path | None = None,
-          deadline: float | None = None) -> Model:
+          deadline: float | None = None, report: Path | None = None) -> Model:
     """Trains on the train split, validating on eval; saves the best epoch's model as `model.keras`, with one
     output per class of the schema (whose names the Model artifact carries).
 
@@ -188,7 +107,19 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     (`components.budget.training_end`) and starts no epoch it cannot finish; the first always runs.
     With `train.warm_start`, training starts from the best trial's weights when its search ran on these
     examples (`warm_start_weights`). TensorBoard logs go under `run_dir/tensorboard/train`.
+
+    On a multi-worker cluster (`components.devices.multi_worker`) every worker calls this with the same
+    data and settings; training runs in a process of its own (`components.train_process`), each worker
+    backs up its epochs in its own `work_dir` and they resume from the last epoch all of them backed up.
+    A worker that stops answering fails the others with WorkerLost, naming it.
     """
+    where = multi_worker(train.distribute)
+    work = Path(work_dir) if work_dir else out_dir / "work"
+    if where is not None and os.environ.get("PIPELINE_TRAIN_PROCESS") != "1":
+        from components import train_process
+
+        return train_process.run(examples, schema, hyperparameters, out_dir=out_dir, train=train, work=work,
+                                 seed=seed, budget=budget, run_dir=run_dir, deadline=deadline)
     import keras
     import tensorflow as tf
 
@@ -197,19 +128,21 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     from components.schema import classes_of
     from engine.progress import keras_callback
 
+    strategy = distribution_strategy(train.distribute)  # first: a multi-worker one refuses to come after any op
     classes = classes_of(schema)
-    work = Path(work_dir) if work_dir else out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     if train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = distribution_strategy(train.distribute)
     device, whole = input_device(strategy), strategy.num_replicas_in_sync > 1
+    # Every worker reads the examples in the same order and takes its part of each batch.
     data = make_dataset(examples.file_pattern("train"), train.batch_size, shuffle=True, seed=seed,
-                        shuffle_buffer=max(1, examples.counts["train"]), deterministic=train.deterministic,
-                        device=device, drop_remainder=whole, classes=len(classes))
+                        shuffle_buffer=max(1, examples.counts["train"]),
+                        deterministic=train.deterministic or where is not None, device=device, drop_remainder=whole,
+                        classes=len(classes), shard_by_data=where is not None)
     validation = make_dataset(examples.file_pattern("eval"), train.batch_size, device=device, drop_remainder=whole,
-                              classes=len(classes))
+                              classes=len(classes), shard_by_data=where is not None)
+    _same_everywhere(strategy, examples, hyperparameters, train, seed)
     if whole and train.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"train.batch_size {train.batch_size}: expected a multiple of the "
                           f"{strategy.num_replicas_in_sync} devices of the distribution strategy")
@@ -219,32 +152,54 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     with strategy.scope():
         model = build_model(hyperparameters.values, mixed_precision=mixed_precision_enabled(train.mixed_precision),
                             classes=len(classes))
+    prepare(model, strategy)
     end = training_end(deadline, budget) if budget is not None and deadline is not None else None
     schedule = "constant" if train.schedule == "auto" else train.schedule
-    progress = _resumable(work, train.patience, train.epochs, schedule,
-                          hyperparameters.values.get("learning_rate", REFERENCE["learning_rate"]), end)
+    progress = resumable(work, train.patience, train.epochs, schedule,
+                          hyperparameters.values.get("learning_rate", REFERENCE["learning_rate"]), end,
+                          agreed=lambda planned: agree(strategy, planned))
     warm = warm_start_weights(hyperparameters, examples) if train.warm_start else None
     backed_up = (work / checkpoint.NAME).is_file()
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    fresh = [keras.ops.convert_to_numpy(v) for v in (*model.weights, *model.optimizer.variables)]
     with strategy.scope():
         initial = checkpoint.restore(model, work)
     if backed_up and not initial:  # an unreadable backup: what it recorded goes with it
         progress.rows = []
         for stale in (progress.history_path, progress.best_path):
             stale.unlink(missing_ok=True)
+    everyone = int(agree(strategy, initial))  # the last epoch every worker backed up
+    if everyone != initial:  # a worker was lost between the others' backups: all go on from the one they share
+        with strategy.scope():
+            if everyone and checkpoint.restore(model, work, epochs=everyone) != everyone:
+                raise DataError(f"train: {work} holds no backup of epoch {everyone}, where the other workers resume; "
+                                "delete the training backups of every worker to start over")
+            if not everyone:  # start over, as the others do
+                for variable, value in zip((*model.weights, *model.optimizer.variables), fresh):
+                    variable.assign(value)
+        initial = everyone
+        progress.step_back(initial)
     if initial:
         log.info("  resuming training after epoch %d", initial)
     elif warm:
         checkpoint.load_weights(model, Path(warm))
     # Order matters: the history and best model are written before the backup marks the epoch done.
-    callbacks = [progress, _BackUp(work)]
+    callbacks = [progress, backup(work)]
     if train.tensorboard and run_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / "train")))
     steps = examples.counts["train"] // train.batch_size if whole else -(-examples.counts["train"] // train.batch_size)
-    callbacks.append(keras_callback("train", train.epochs, steps))
+    callbacks.append(keras_callback("train", train.epochs, steps, report=report))
     ended = progress.stopping()
     if not ended:
-        model.fit(data, validation_data=validation, epochs=train.epochs, initial_epoch=initial, callbacks=callbacks,
-                  verbose=0)
+        try:
+            model.fit(data, validation_data=validation, epochs=train.epochs, initial_epoch=initial,
+                      callbacks=callbacks, verbose=0)
+        except Exception as exc:
+            lost = lost_worker(exc, where) if where is not None else None
+            if lost is None:
+                raise
+            raise lost from None
         ended = progress.ended or "epochs"
     rows = progress.rows
     history = {k: [row[k] for row in rows] for k in rows[0] if k not in ("epoch", "seconds", "learning_rate")}
@@ -271,6 +226,20 @@ def _params(cfg, out, metadata) -> dict:
     return {"seed": cfg.seed, "budget": cfg.budget_seconds, "train": planned}
 
 
+def _member(train: TrainConfig, **_) -> str:
+    """Which worker of a multi-worker training this is: part of train's cache key, so that the workers training
+    together on a shared root do not wait for each other's output."""
+    where = multi_worker(train.distribute)
+    return where.member if where else ""
+
+
+def _gate(model: Model, cfg):
+    """A worker of a multi-worker training other than the chief ends once trained; the chief goes on."""
+    where = multi_worker(cfg.train.distribute)
+    return Stop("trained") if where is not None and not where.chief else None
+
+
 # 5: the epoch backup is components.checkpoint's
 COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="5",
-                      settings=TrainConfig, params=_params, summary=summarize, report=train_report.report_section)
+                      settings=TrainConfig, params=_params, summary=summarize, report=train_report.report_section,
+                      source_key=_member, gate=_gate)

@@ -55,7 +55,9 @@ def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict
     result_path.unlink(missing_ok=True)
     progress_path, errors_path = work / "progress.json", work / "stderr.log"
     progress_path.unlink(missing_ok=True)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    # A trial is one process: TF_CONFIG describes the final training's cluster, not the trial's.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")
     # stderr goes to a file, not a pipe: the parent polls for progress and must never block the child.
     with open(errors_path, "w") as errors, Bar(label, total=spec.epochs, unit="batches") as bar:
         child = subprocess.Popen([sys.executable, "-m", "components.trial", str(spec_path), str(result_path),

@@ -20,6 +20,7 @@ from components.schema import Schema
 from engine.artifacts import Artifact
 from engine.component import Component
 from engine.dag import Stop
+from engine.errors import WorkerLost
 from engine.settings import param, parse_duration
 
 if TYPE_CHECKING:  # train takes tune's output, so tune imports train only when it runs
@@ -39,6 +40,7 @@ class HyperParameters(Artifact):
     allotted: float | None = None  # seconds the search was given (0: none, under a budget); None: no limit
     weights: str = ""  # the best trial's weights, a file in uri, trained on the train split of...
     weights_examples: str = ""  # ...the Examples with this fingerprint
+    ended: str = ""  # why the search ended: done, or no_workers (a distributed search's chief left without any)
     kind: ClassVar[str] = "HyperParameters"
 
     @staticmethod
@@ -61,6 +63,12 @@ class TuneConfig:
     # The share of the train split each trial trains on (multi-fidelity); None: all of it, or a quarter
     # under a whole-build budget (components.budget.SEARCH_SUBSET).
     train_fraction: float | None = param(None, above=0, high=1)
+    # A distributed search: a worker silent this long is lost (its trial goes to another), and a chief that
+    # hears from no worker this long ends the search with the trials it has.
+    worker_timeout: float = param(300.0, above=0, high=WEEK, flag="--worker-timeout", parse=parse_duration,
+                                  metavar="DURATION", help="distributed search: how long the chief waits for a "
+                                  "silent worker before re-queuing its trial, or for any worker before ending the "
+                                  "search (default: 5m)")
     retune: bool = param(False, flag="--retune", switch=True,
                          help="search again although a result for this schema and search space exists")
 
@@ -69,7 +77,7 @@ def search_key(schema: Schema, tune: TuneConfig, batch_size: int, seed: int) -> 
     """What makes a search's result reusable: the schema's content, the search space and settings."""
     from components.cnn import SPACE_VERSION
 
-    settings = {k: v for k, v in dataclasses.asdict(tune).items() if k not in ("budget_seconds", "retune")}
+    settings = {k: v for k, v in dataclasses.asdict(tune).items() if k not in ("budget_seconds", "retune", "worker_timeout")}
     blob = json.dumps([schema.fingerprint, SPACE_VERSION, settings, batch_size, seed], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -122,7 +130,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
                   "deterministic": devices.deterministic,
                   "classes": len(classes_of(schema))}
     logs = Path(run_dir) / "tensorboard" / "tune" if devices.tensorboard and run_dir is not None else None
-    tuner = _tuner(tune.tuner, oracle, work, trial_spec, logs)
+    tuner = _tuner(tune.tuner, oracle, work, trial_spec, logs, tune.worker_timeout)
     tuner.search(epochs=tune.max_epochs, verbose=0)
     if role == "worker":
         if work_dir is None:
@@ -130,6 +138,10 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
         trials = tuple({"trial_id": t, "tuner": os.environ["KERASTUNER_TUNER_ID"], **r} for t, r in tuner.ran.items())
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values={}, trials=trials)
     trials = _trials_table(tuner)
+    if not any(t.status == "COMPLETED" for t in tuner.oracle.trials.values()):
+        raise WorkerLost(f"tune: no trial finished and no worker of the distributed search was heard from for "
+                         f"{tune.worker_timeout:g}s; expected workers started with this chief's KERASTUNER_ORACLE_IP "
+                         "and KERASTUNER_ORACLE_PORT (or a longer --worker-timeout)")
     chosen = tuner.oracle.get_best_trials(1)[0].trial_id
     if share_ends is not None:  # the time left trains the chosen model: of equal scores, the cheaper one
         chosen = (fastest_of_the_best(trials) or {}).get("trial_id", chosen)
@@ -144,7 +156,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, allotted=allotted,
-                           trials=trials, search=search_key(schema, tune, batch_size, seed), weights=weights,
+                           trials=trials, ended=tuner.ended, search=search_key(schema, tune, batch_size, seed), weights=weights,
                            weights_examples=examples.fingerprint if weights else "")
 
 
@@ -152,7 +164,8 @@ def summarize(hp: HyperParameters | None, info: dict) -> dict:
     """The run summary's `tuning` section: the trials table, the best values, and whether they were reused."""
     return {"tuning": hp and {"tuner": hp.tuner, "trials": list(hp.trials), "best_hyperparameters": hp.values,
                               "reused": info["record"].get("reused", False), "allotted_seconds": hp.allotted,
-                              "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if distributed_role() else None}}
+                              "tuner_id": os.environ.get("KERASTUNER_TUNER_ID") if distributed_role() else None,
+                              "ended": hp.ended or None}}
 
 
 def _params(cfg, out, metadata) -> dict:

@@ -59,6 +59,10 @@ class TrainingDiverged(PipelineError):
     """Training's loss became NaN or infinite: every later epoch would learn nothing, so the run fails."""
 
 
+class WorkerLost(PipelineError):
+    """A member of a multi-worker training stopped answering: the others cannot go on without it."""
+
+
 class RunFailed(PipelineError):
     """A run ended `failed` (Python API): the message is the run's error, `summary` its summary."""
 

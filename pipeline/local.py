@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from components.versions import unrecorded_versions
+from components.devices import multi_worker
 from components.tune import distributed_role
 from pipeline import config as config_module
 from pipeline.config import Config
@@ -27,7 +28,7 @@ from engine.runner import Runner, StopRun
 from engine.signals import deferred, interruptible, settle
 
 log = logging.getLogger("pipeline")
-EXIT_CODES = {"pushed": 0, "tuned": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4, "interrupted": 130}
+EXIT_CODES = {"pushed": 0, "tuned": 0, "trained": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4, "interrupted": 130}
 
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -121,7 +122,8 @@ def execute(cfg: Config, use_cache: bool = True, start: str | None = None, stop:
     config_module.check(cfg)  # a bad value (or dataset spec, or --from/--to) stops the run before any record
     pipeline.between(start, stop)
     run_id = check_run_id(run_id) if run_id is not None else new_run_id()
-    distributed = distributed_role() is not None  # a distributed search never comes from the cache
+    # The members of a distributed search or training share the root: each output is computed by one of them.
+    distributed = distributed_role() is not None or multi_worker(cfg.train.distribute) is not None
     with root_lock(cfg.root, run_id, wait=wait, shared=distributed), interruptible():
         return _execute(cfg, run_id, use_cache, start, stop, distributed, pipeline)
 

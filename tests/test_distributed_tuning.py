@@ -1,6 +1,7 @@
 """KerasTuner's distributed mode through the CLI: a chief serving the oracle and two workers on one root, on loopback."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import write_dataset
 from engine.failpoints import ENV as FAILPOINTS, REACHED, RELEASE
-from test_cli import REPO
+from test_cli import REPO, assert_one_line_error
 
 SEARCH = ["--tuner", "random", "--max-trials", "4", "--max-epochs", "1", "--epochs", "1", "--min-accuracy", "0",
           "--json"]
@@ -83,3 +84,77 @@ def test_a_chief_and_two_workers_share_one_search_and_one_root(tmp_path):
     assert listed.returncode == 0, listed.stderr
     statuses = {r["run_id"]: r["status"] for r in json.loads(listed.stdout)}
     assert statuses == {s["run_id"]: s["status"] for s in summaries.values()}
+
+
+def _member(tuner_id, port, data, root, tmp_path, *extra, env=None):
+    env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+           "KERASTUNER_ORACLE_PORT": str(port), **(env or {})}
+    stderr = open(tmp_path / f"{tuner_id}.log", "w")  # a file: the test reads it while the member runs
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--dataset", f"idx:{data}", "--root", str(root),
+                             *SEARCH, *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                            start_new_session=True)
+
+
+def _wait_for(condition, procs, what):
+    give_up = time.monotonic() + 900  # a bound against a hang, not a speed assumption
+    while not condition():
+        if time.monotonic() > give_up or any(p.poll() is not None for p in procs):
+            raise AssertionError(f"waiting for {what}: {[p.poll() for p in procs]}")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_has_its_trial_run_again_by_another(tmp_path):
+    data = write_dataset(tmp_path / "data", {"train": 200, "t10k": 60})
+    port, release, root = _free_port(), tmp_path / "release", tmp_path / "root"
+    timeout = ["--worker-timeout", "20s"]
+    held = {w: tmp_path / f"{w}.held" for w in ("worker1", "worker2")}
+    chief = _member("chief", port, data, root, tmp_path, *timeout)
+    workers = {w: _member(w, port, data, root, tmp_path, *timeout,
+                          env={FAILPOINTS: "trial.start#1", REACHED: str(held[w]), RELEASE: str(release)})
+               for w in held}
+    procs = [chief, *workers.values()]
+    try:
+        _wait_for(lambda: all(p.exists() for p in held.values()), procs, "both workers in a trial")
+        os.killpg(workers["worker1"].pid, signal.SIGKILL)  # the worker and its trial's process
+        workers["worker1"].wait()
+        log = tmp_path / "chief.log"
+        _wait_for(lambda: "worker worker1 lost" in log.read_text(), [chief, workers["worker2"]], "the chief to notice")
+        release.touch()  # worker2 now finishes its trial, then runs worker1's again
+        out, _ = chief.communicate(timeout=900)
+        workers["worker2"].communicate(timeout=900)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert chief.returncode == 0 and workers["worker2"].returncode == 0, log.read_text()[-2000:]
+    summary = json.loads(out)
+    assert summary["status"] == "pushed" and summary["tuning"]["ended"] == "done"
+    trials = summary["tuning"]["trials"]
+    assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials), trials
+    lost = [t for t in trials if t["lost"]]
+    assert [t["lost"] for t in lost] == [["worker1"]] and lost[0]["tuner"] == "worker2"
+    assert "its trial %s goes back to the queue" % lost[0]["trial_id"] in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_chief_whose_workers_died_ends_the_search_in_one_line(tmp_path):
+    data = write_dataset(tmp_path / "data", {"train": 200, "t10k": 60})
+    port, root, held = _free_port(), tmp_path / "root", tmp_path / "held"
+    chief = _member("chief", port, data, root, tmp_path, "--worker-timeout", "10s")
+    worker = _member("worker1", port, data, root, tmp_path, "--worker-timeout", "10s",
+                     env={FAILPOINTS: "trial.start", REACHED: str(held)})
+    try:
+        _wait_for(held.exists, [chief, worker], "the worker in a trial")
+        os.killpg(worker.pid, signal.SIGKILL)
+        out, _ = chief.communicate(timeout=900)  # ends: KerasTuner's own chief waits for ever
+    finally:
+        for proc in (chief, worker):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    err = (tmp_path / "chief.log").read_text()
+    assert chief.returncode == 1, err[-2000:]
+    assert_one_line_error(err)
+    assert "error: tune: no trial finished and no worker of the distributed search was heard from for 10s" in err
+    assert "worker worker1 lost (not heard from for 10s)" in err
+    assert json.loads(out)["status"] == "failed"
