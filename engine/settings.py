@@ -22,7 +22,8 @@ class Param:
     """What a setting declares beyond its default: the values it allows, its help and its flag.
 
     `limits`: `choices`, `low` (at least), `above`, `high` (at most), `below`, `prefix` (each item of a list
-    of strings starts with it), `pattern` (a regular expression the whole string matches, and how to say it). `flag`: the command-line flag that sets it (None: YAML only); `switch`: the
+    of strings starts with it), `pattern` (a regular expression the whole string matches, and how the error
+    says what it allows). `flag`: the command-line flag that sets it (None: YAML only); `switch`: the
     flag takes no value and sets the value given; `parse`: turns the flag's text into the value (a duration);
     `commands`: the commands besides the run commands that take the flag (`validate`, `drift`); `valid`: raises
     ConfigError for a value the limits cannot describe (a dataset spec's syntax), checked with them.

@@ -88,8 +88,8 @@ def config_for(pipeline: Pipeline) -> type:
         2
     """
     kubeflow = kfp_config.section(pipeline)
-    tail = dataclasses.make_dataclass("Store", [("kubeflow", kubeflow, field(default_factory=kubeflow))], bases=(Store,),
-                                      frozen=True, namespace={"__doc__": Store.__doc__})
+    tail = dataclasses.make_dataclass("Store", [("kubeflow", kubeflow, field(default_factory=kubeflow))],
+                                      bases=(Store,), frozen=True, namespace={"__doc__": Store.__doc__})
     return tree("Config", Settings, pipeline.sections(), tail, DERIVED)
 
 

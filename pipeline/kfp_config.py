@@ -1,4 +1,4 @@
-"""The `kubeflow` config section: each KFP task's retries and resource requests, and the secret holding the MySQL password."""
+"""The `kubeflow` config section: each KFP task's retries and resource requests, and the MySQL password's secret."""
 from __future__ import annotations
 
 import dataclasses

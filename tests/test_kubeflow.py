@@ -120,14 +120,17 @@ def test_the_mysql_password_comes_from_a_secret_and_never_reaches_the_spec(tmp_p
 def test_without_a_mysql_store_no_task_reads_a_secret(tmp_path):
     code, err, _, platform, _ = _compile(tmp_path)
     assert code == 0, err
-    assert not any("secretAsEnv" in e for e in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert len(executors) == 9 and not any("secretAsEnv" in e for e in executors.values())
 
 
 @pytest.mark.parametrize("flags, config, message", [
-    ((), MYSQL, "metadata.mysql.password: a compiled spec never carries the password; expected the Kubernetes secret"),
+    ((), MYSQL, "metadata.mysql.password: a compiled spec never carries the password; expected the Kubernetes "
+                "secret"),
     (("--mysql-secret", "mlmd-db"), "{}", "kubeflow.mysql_secret 'mlmd-db': the config has no metadata.mysql"),
     (("--mysql-secret", "MLMD_db"), MYSQL, "config 'kubeflow.mysql_secret': expected NAME[:KEY]"),
-    ((), "kubeflow: {retries: -1}", "config 'kubeflow.retries': expected an integer at least 0 and at most 100, got -1"),
+    ((), "kubeflow: {retries: -1}", "config 'kubeflow.retries': expected an integer at least 0 and at most 100, "
+                                    "got -1"),
     ((), "kubeflow: {backoff_seconds: 7200}", "config 'kubeflow.backoff_seconds': expected an integer at least 0 and "
                                               "at most 3600, got 7200"),
     ((), "kubeflow: {cpu: 2 cores}", "config 'kubeflow.cpu': expected a CPU quantity such as '2', '0.5' or '500m', "
