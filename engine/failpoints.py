@@ -7,7 +7,8 @@ import signal
 import time
 
 # Comma-separated failpoint names, each optionally `name#n` (hold the nth time this process reaches it), and
-# `name=SIGTERM` (or another signal's name): the process sends itself that signal there and goes on.
+# `name=SIGTERM` (or another signal's name): the process sends itself that signal there and goes on (with
+# SIGKILL it dies there, as a task killed from outside would, recording nothing).
 ENV = "PIPELINE_FAILPOINTS"
 # A file the held process writes with the failpoint's name and its pid, so the test knows when to kill.
 REACHED = "PIPELINE_FAILPOINT_REACHED"

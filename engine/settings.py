@@ -22,7 +22,8 @@ class Param:
     """What a setting declares beyond its default: the values it allows, its help and its flag.
 
     `limits`: `choices`, `low` (at least), `above`, `high` (at most), `below`, `prefix` (each item of a list
-    of strings starts with it). `flag`: the command-line flag that sets it (None: YAML only); `switch`: the
+    of strings starts with it), `pattern` (a regular expression the whole string matches, and how the error
+    says what it allows). `flag`: the command-line flag that sets it (None: YAML only); `switch`: the
     flag takes no value and sets the value given; `parse`: turns the flag's text into the value (a duration);
     `commands`: the commands besides the run commands that take the flag (`validate`, `drift`); `valid`: raises
     ConfigError for a value the limits cannot describe (a dataset spec's syntax), checked with them.
@@ -43,7 +44,8 @@ def param(default: Any = None, *, help: str = "", flag: str | None = None, switc
           parse: Callable[[str], Any] | None = None, metavar: str | None = None, commands: tuple[str, ...] = (),
           default_help: str | None = None, choices: tuple | None = None, low: float | None = None,
           above: float | None = None, high: float | None = None, below: float | None = None,
-          prefix: str | None = None, valid: Callable[[Any], Any] | None = None):
+          prefix: str | None = None, pattern: tuple[str, str] | None = None,
+          valid: Callable[[Any], Any] | None = None):
     """A setting of a component (or of the whole pipeline): a dataclass field that carries its `Param`.
 
     None, where the type allows it, always passes the limits.
@@ -57,7 +59,7 @@ def param(default: Any = None, *, help: str = "", flag: str | None = None, switc
         engine.errors.ConfigError: config 'rate': expected a number more than 0 and less than 1, got 2.0
     """
     limits = {k: v for k, v in (("choices", choices), ("low", low), ("above", above), ("high", high),
-                                ("below", below), ("prefix", prefix)) if v is not None}
+                                ("below", below), ("prefix", prefix), ("pattern", pattern)) if v is not None}
     declared = Param(help=help, flag=flag, limits=limits, switch=switch, parse=parse, metavar=metavar,
                      commands=commands, default_help=default_help, valid=valid)
     return field(default=default, metadata={"param": declared, "limits": limits})
@@ -96,6 +98,7 @@ LIMITS = {
     "below": (operator.lt, "less than {}".format),
     "prefix": (lambda value, bound: all(str(v).startswith(bound) for v in value),
                lambda bound: f"options that start with {bound!r}"),
+    "pattern": (lambda value, bound: re.fullmatch(bound[0], value) is not None, lambda bound: bound[1]),
 }
 
 

@@ -127,9 +127,14 @@ def _run(args, out) -> int:
 
 
 def _step(args, out) -> int:
-    from pipeline.step import execute_step, exit_code
+    from engine.errors import ConfigError
+    from pipeline.step import execute_step, exit_code, finish_steps
 
-    result = execute_step(_run_config(args), args.component, args.run_id, use_cache=not args.no_cache)
+    if args.finish == bool(args.component):
+        raise ConfigError("step: give COMPONENT or --finish, not both and not neither")
+    cfg = _run_config(args)
+    result = (finish_steps(cfg, args.run_id, args.pipeline) if args.finish
+              else execute_step(cfg, args.component, args.run_id, args.pipeline, use_cache=not args.no_cache))
     if args.json:
         out.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
@@ -144,6 +149,7 @@ def _kfp(args, out) -> int:
 
     cfg = _run_config(args)
     if args.kfp_command == "compile":
+        cfg = config.override(cfg, **{"kubeflow.mysql_secret": args.mysql_secret})
         tasks = kubeflow.compile_spec(cfg, args.output, image=args.image, pvc=args.pvc)
         print(f"wrote {args.output}: {len(tasks)} tasks ({', '.join(tasks)}), root {kubeflow.task_root(cfg)} on "
               f"volume claim {args.pvc}", file=sys.stderr)

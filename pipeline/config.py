@@ -15,6 +15,7 @@ from engine.dag import Pipeline
 from engine.errors import ConfigError
 from engine.settings import check, override, param, parse_duration, tree
 from engine.settings import allowed as allowed_in
+from pipeline import kfp_config
 from pipeline.definition import PRODUCTION
 
 # Besides its own: what callers of the config read here (the defaults users read about, the section most
@@ -79,13 +80,17 @@ DERIVED = {"serving_dir": property(push.serving_dir), "schema_dir": property(sch
 
 @functools.lru_cache(maxsize=None)
 def config_for(pipeline: Pipeline) -> type:
-    """The config tree of `pipeline`: `Settings`, one section per node that declares settings, `Store`.
+    """The config tree of `pipeline`: `Settings`, one section per node that declares settings, `Store`, and
+    `kubeflow` (what its KFP tasks request, with a key per node).
 
     Example:
         >>> config_for(PRODUCTION)().tune.max_epochs
         2
     """
-    return tree("Config", Settings, pipeline.sections(), Store, DERIVED)
+    kubeflow = kfp_config.section(pipeline)
+    tail = dataclasses.make_dataclass("Store", [("kubeflow", kubeflow, field(default_factory=kubeflow))],
+                                      bases=(Store,), frozen=True, namespace={"__doc__": Store.__doc__})
+    return tree("Config", Settings, pipeline.sections(), tail, DERIVED)
 
 
 Config = config_for(PRODUCTION)

@@ -94,7 +94,10 @@ def build(pipeline: Pipeline = PRODUCTION) -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="the run's id (default: the start time and a random suffix)")
     step = commands.add_parser("step", help="run one component of a run, taking its inputs from the run's "
                                             "earlier steps (what an orchestrator schedules as a task)")
-    step.add_argument("component", metavar="COMPONENT", help=f"one of {', '.join(pipeline.order)}")
+    step.add_argument("component", metavar="COMPONENT", nargs="?", help=f"one of {', '.join(pipeline.order)}")
+    step.add_argument("--finish", action="store_true",
+                      help="instead of a component: end the run if its steps left it running (a step was killed): "
+                           "failed, naming that step; what runs after the tasks however they ended (default: off)")
     step.add_argument("--run-id", required=True, help="the run this step belongs to (e.g. the KFP run's id)")
     _pipeline_flags(step, cls)
     kfp = commands.add_parser("kfp", help="Kubeflow Pipelines: compile the pipeline spec, or run it with kfp.local")
@@ -106,6 +109,9 @@ def build(pipeline: Pipeline = PRODUCTION) -> argparse.ArgumentParser:
     kfp_compile.add_argument("--pvc", default="pipeline-root",
                              help="the persistent volume claim holding the root, mounted in every task "
                                   "(default pipeline-root)")
+    kfp_compile.add_argument("--mysql-secret", metavar="NAME[:KEY]",
+                             help="the Kubernetes secret whose KEY (default password) every task reads as the MySQL "
+                                  "password of metadata.mysql (default: kubeflow.mysql_secret, else none)")
     _pipeline_flags(kfp_compile, cls)
     kfp_run = kfp_commands.add_parser("run", help="run the pipeline's tasks with kfp.local's SubprocessRunner")
     _pipeline_flags(kfp_run, cls)

@@ -112,6 +112,8 @@ def _bad_value(field, hint):
         return "grid"
     if "prefix" in limits:
         return ["runner=Flink"]
+    if "pattern" in limits:
+        return "not a quantity or name!"
     for name, bad in (("low", lambda v: v - 1), ("above", lambda v: v), ("high", lambda v: v + 1),
                       ("below", lambda v: v)):
         if name in limits:
