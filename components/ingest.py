@@ -200,7 +200,8 @@ def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples
 
     A source with train and test files keeps them; a source holding only test files (`t10k-*`, `test/`)
     is a test split, whole, and train is empty (validation blocks a run on it); a source with one other
-    split is carved into train and test by content hash. Eval is carved from train.
+    split is carved into train and test by content hash. Eval is carved from train. IDX files are read
+    a chunk of images at a time (`layout.CHUNK`), so memory does not grow with the dataset.
 
     Args:
         out_dir: the artifact directory to fill.
@@ -236,15 +237,14 @@ def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples
         counts[split] = layout.count(parts[split], code)
         digest.update(f"{split}:{(counts[split], *parts[split][0][0].shape)}".encode())
         write_split(_hashed(layout.rows(parts[split], code, inverted), digest), counts[split], out_dir / split)
-        for labels in layout.labels(parts[split], code):
+        for labels in layout.labels(parts[split], code):  # after the split's images, as when it was read whole
             digest.update(labels.tobytes())
         if not labelled:
             digest.update(b"unlabeled")
         failpoint("ingest.split")
     return Examples(uri=str(out_dir), fingerprint=digest.hexdigest(), spec=data.dataset, name=spec.name,
-                    source=source, counts=counts, classes=loaded.classes,
-                    labelled=labelled, preprocessing=loaded.preprocessing,
-                    inverted=inverted)
+                    source=source, counts=counts, classes=loaded.classes, labelled=labelled,
+                    preprocessing=loaded.preprocessing, inverted=inverted)
 
 
 def _hashed(chunks, digest):
