@@ -31,6 +31,27 @@ class Split:
     sources: tuple[str, ...] = ()
     resized: tuple[bool, ...] = ()  # per image, when read from files: it was not 28x28
 
+    @property
+    def count(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.images.shape[1:]
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+    def chunks(self, size: int):
+        """Images and labels `size` at a time, as `idx.IdxSplit` streams them (here views of the arrays)."""
+        for start in range(0, len(self.images), size):
+            yield self.images[start:start + size], None if self.labels is None else self.labels[start:start + size]
+
+    def label_chunks(self, size: int):
+        """The labels alone, `size` at a time (none when unlabeled)."""
+        yield from (labels for _, labels in self.chunks(size) if labels is not None)
+
 
 @dataclass(frozen=True)
 class Loaded:

@@ -1,6 +1,9 @@
 """Per-image summary features computed from the pixels, so TFDV can see what a pooled pixel list hides."""
 from __future__ import annotations
 
+import collections
+from typing import Iterable
+
 import numpy as np
 
 INK = 128  # a pixel at or above this is ink: halving the brightness of a dataset removes all of it
@@ -107,8 +110,34 @@ def background(images: np.ndarray) -> np.ndarray:
 def looks_inverted(*batches: np.ndarray) -> bool:
     """Whether images are dark ink on a light background: the median `background` of all of them is above
     `LIGHT`."""
-    frames = [background(b) for b in batches if b.ndim == 3 and len(b)]
-    return bool(frames) and float(np.median(np.concatenate(frames))) > LIGHT
+    return light_background(background(b) for b in batches if b.ndim == 3 and len(b))
+
+
+def light_background(frames: Iterable[np.ndarray]) -> bool:
+    """Whether the median of `background` values, given a batch at a time, is above `LIGHT`: the value np.median
+    gives their concatenation, found from a count of each distinct value, so memory holds at most one count per
+    possible frame sum (255 x frame pixels + 1), not one value per image.
+
+    Example:
+        >>> light_background([np.array([0.0, 200.0], np.float32), np.array([255.0], np.float32)])
+        True
+    """
+    counts: collections.Counter = collections.Counter()
+    for frame in frames:
+        values, times = np.unique(np.asarray(frame, np.float32), return_counts=True)
+        counts.update(dict(zip(values.tolist(), times.tolist())))
+    total = sum(counts.values())
+    if not total:
+        return False
+    middle, seen = {}, 0  # the values at the middle indices np.median averages (one index when `total` is odd)
+    for value in sorted(counts):
+        seen += counts[value]
+        for index in ((total - 1) // 2, total // 2):
+            if index < seen:
+                middle.setdefault(index, value)
+        if total // 2 < seen:
+            break
+    return float(np.mean(np.array(list(middle.values()), np.float32))) > LIGHT
 
 
 def as_delivered(images: np.ndarray, inverted: bool) -> np.ndarray:

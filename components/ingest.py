@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from components import formats, idx, image_features, ingest_report
+from components import formats, idx, image_features, ingest_report, layout
 from components.tfds_source import load_tfds
 from components.tfrecords import write_split
 from engine.artifacts import Artifact
@@ -18,7 +18,7 @@ from engine.errors import ConfigError, DataError
 from engine.failpoints import failpoint
 from engine.settings import param
 
-SPLITS = ("train", "eval", "test")  # the splits of every Examples
+SPLITS = layout.SPLITS  # the splits of every Examples
 # Debian packages that install real datasets offline (apt-get install dataset-fashion-mnist).
 LOCAL_COPIES = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
 ALL = "all"  # the split suffix that means every example of every split
@@ -138,23 +138,6 @@ def _kind_of(path: Path) -> str:
         return f"folder:{path} (one sub-folder of images per class) or idx:{path} (IDX files)"
 
 
-def _hash_fraction(images: np.ndarray, salt: bytes) -> np.ndarray:
-    """A deterministic number in [0, 1) per image, from its pixels: duplicates land in one split."""
-    flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
-    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8, key=salt).digest(), "big")
-                     for row in flat], dtype=np.float64) / 2.0**64
-
-
-def _carve(split: formats.Split, fraction: float, salt: bytes) -> tuple[formats.Split, formats.Split]:
-    held_out = _hash_fraction(split.images, salt) < fraction
-    labels = split.labels
-
-    def part(mask):
-        return formats.Split(split.images[mask], None if labels is None else labels[mask])
-
-    return part(~held_out), part(held_out)
-
-
 def source_fingerprint(data: DataConfig, **_) -> str:
     """What identifies the source data before reading it: the files' names and bytes, or the TFDS name."""
     spec = DatasetSpec.parse(data.dataset)
@@ -212,27 +195,13 @@ def trainable(spec: DatasetSpec, given: str) -> DatasetSpec:
                       f"images without labels are for `drift --current {given}` and `predict`")
 
 
-def _layout(splits: dict[str, formats.Split], whole: str, test_fraction: float) -> dict[str, formats.Split]:
-    """Train and test: as the source has them, a sole test split whole (train empty), a sole other split
-    carved by hash; or with `whole` "always" (or "single" and one split), every example in test."""
-    if whole == "always" or (whole == "single" and len(splits) == 1) or set(splits) == {"test"}:
-        parts = list(splits.values())
-        labels = None if parts[0].labels is None else np.concatenate([s.labels for s in parts])
-        images = np.concatenate([s.images for s in parts])
-        return {"train": formats.Split(images[:0], None if labels is None else labels[:0]),
-                "test": formats.Split(images, labels)}
-    if set(splits) != {"train", "test"}:  # one split (all, or only train): test is carved from it
-        [only] = splits.values()
-        return dict(zip(("train", "test"), _carve(only, test_fraction, b"test")))
-    return splits
-
-
 def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples:
     """Reads the dataset named by `data.dataset` and writes train, eval and test TFRecords.
 
     A source with train and test files keeps them; a source holding only test files (`t10k-*`, `test/`)
     is a test split, whole, and train is empty (validation blocks a run on it); a source with one other
-    split is carved into train and test by content hash. Eval is carved from train.
+    split is carved into train and test by content hash. Eval is carved from train. IDX files are read
+    a chunk of images at a time (`layout.CHUNK`), so memory does not grow with the dataset.
 
     Args:
         out_dir: the artifact directory to fill.
@@ -254,29 +223,35 @@ def ingest(*, out_dir: Path, data: DataConfig, whole: str = "never") -> Examples
     loaded = spec.load(data.tfds_data_dir)
     source = f"tfds:{spec.location}" if spec.kind == "tfds" else f"{spec.kind}:{Path(spec.location).resolve()}"
     splits = dict(loaded.splits)
-    if len({s.labels is None for s in splits.values()}) > 1:
+    if len({s.labelled for s in splits.values()}) > 1:
         raise DataError(f"dataset spec '{data.dataset}': some splits have labels and some do not "
-                        f"(labelled: {', '.join(n for n, s in splits.items() if s.labels is not None)})")
+                        f"(labelled: {', '.join(n for n, s in splits.items() if s.labelled)})")
     # Polarity is decided on the whole source, so that every split (and the model) sees the same images.
-    inverted = data.invert == "true" or (
-        data.invert == "auto" and image_features.looks_inverted(*(s.images for s in splits.values())))
-    if inverted:
-        splits = {name: formats.Split(image_features.as_delivered(s.images, True), s.labels, s.sources, s.resized)
-                  for name, s in splits.items()}
-    splits = _layout(splits, whole, data.test_fraction)
-    splits["train"], splits["eval"] = _carve(splits["train"], data.eval_fraction, b"eval")
-    digest = hashlib.sha256()
-    for split in SPLITS:
-        images, labels = splits[split].images, splits[split].labels
-        digest.update(f"{split}:{images.shape}".encode())
-        digest.update(np.ascontiguousarray(images).tobytes())
-        digest.update(b"unlabeled" if labels is None else labels.tobytes())
-        write_split(images, labels, out_dir / split)
+    inverted = data.invert == "true" or (data.invert == "auto" and image_features.light_background(
+        image_features.background(images) for s in splits.values() for images, _ in s.chunks(layout.CHUNK)))
+    # Each split is streamed from the source a chunk at a time: what memory holds does not grow with the data.
+    labelled = next(iter(splits.values())).labelled
+    parts = layout.assign(splits, whole, data.test_fraction, data.eval_fraction, inverted)
+    digest, counts = hashlib.sha256(), {}
+    for code, split in enumerate(SPLITS):
+        counts[split] = layout.count(parts[split], code)
+        digest.update(f"{split}:{(counts[split], *parts[split][0][0].shape)}".encode())
+        write_split(_hashed(layout.rows(parts[split], code, inverted), digest), counts[split], out_dir / split)
+        for labels in layout.labels(parts[split], code):  # after the split's images, as when it was read whole
+            digest.update(labels.tobytes())
+        if not labelled:
+            digest.update(b"unlabeled")
         failpoint("ingest.split")
     return Examples(uri=str(out_dir), fingerprint=digest.hexdigest(), spec=data.dataset, name=spec.name,
-                    source=source, counts={split: int(len(splits[split].images)) for split in SPLITS},
-                    classes=loaded.classes, labelled=splits["train"].labels is not None,
+                    source=source, counts=counts, classes=loaded.classes, labelled=labelled,
                     preprocessing=loaded.preprocessing, inverted=inverted)
+
+
+def _hashed(chunks, digest):
+    """The chunks, each image's bytes added to `digest` as it passes."""
+    for images, labels in chunks:
+        digest.update(np.ascontiguousarray(images).tobytes())
+        yield images, labels
 
 
 def summarize(examples: Examples | None, info: dict) -> dict:

@@ -1,8 +1,10 @@
 """Examples as files: gzipped tf.Example TFRecord shards of images, labels and their summary features."""
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -34,23 +36,23 @@ def encode_examples(images: np.ndarray, labels: np.ndarray | None, summaries: di
     return example_coder.RecordBatchToExamples(pa.RecordBatch.from_arrays(list(columns.values()), list(columns)))
 
 
-def write_split(images: np.ndarray, labels: np.ndarray | None, directory: Path) -> None:
-    """Writes examples (see `encode_examples`) as gzipped TFRecord shards `data-NNNNN-of-NNNNN.tfrecord.gz`;
-    example i goes to shard i mod shards."""
+def write_split(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], count: int, directory: Path) -> None:
+    """Writes `count` examples (see `encode_examples`), given as chunks of images and labels, as gzipped TFRecord
+    shards `data-NNNNN-of-NNNNN.tfrecord.gz`; example i goes to shard i mod shards. Every shard is open at once,
+    so that a chunk is written and dropped: memory holds one chunk and a writer's buffers per shard."""
     import tensorflow as tf
 
     directory.mkdir(parents=True)
-    summaries = image_features.summarize(images) if len(images) else {n: np.zeros(0) for n in image_features.NAMES}
-    shards = max(1, math.ceil(len(images) / SHARD_SIZE))
+    shards = max(1, math.ceil(count / SHARD_SIZE))
     options = tf.io.TFRecordOptions(compression_type="GZIP")
-    bar = Bar(f"ingest {directory.name}", total=len(images), unit="examples")
-    for shard in range(shards):
-        with tf.io.TFRecordWriter(str(directory / f"data-{shard:05d}-of-{shards:05d}.tfrecord.gz"), options) as w:
-            rows = np.arange(shard, len(images), shards)
-            for start in range(0, len(rows), 4096):
-                part = rows[start:start + 4096]
-                for record in encode_examples(images[part], None if labels is None else labels[part],
-                                              {n: np.asarray(v)[part] for n, v in summaries.items()}):
-                    w.write(record)
-                bar.update(len(part))
+    bar = Bar(f"ingest {directory.name}", total=count, unit="examples")
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(tf.io.TFRecordWriter(
+            str(directory / f"data-{shard:05d}-of-{shards:05d}.tfrecord.gz"), options)) for shard in range(shards)]
+        done = 0
+        for images, labels in chunks:
+            for i, record in enumerate(encode_examples(images, labels, image_features.summarize(images))):
+                writers[(done + i) % shards].write(record)
+            done += len(images)
+            bar.update(len(images))
     bar.close()

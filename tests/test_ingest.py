@@ -1,4 +1,5 @@
 """Tests of ingest: dataset specs, IDX directories, hash splits, TFDS, bad inputs."""
+import contextlib
 import gzip
 from pathlib import Path
 
@@ -292,3 +293,77 @@ def test_invert_auto_on_inverted_data_validates_clean(tmp_path):
                          curated=Path(__file__).parent.parent / "schemas" / "mnist_family.pbtxt")
         found[invert] = validate(stats, curated, out_dir=tmp_path / invert / "anomalies").anomalies
     assert {a.feature for a in found["false"]} == {"background"} and found["auto"] == ()
+
+
+def _parsed(examples):
+    """Every split's examples as protos, shard by shard in file order (their serialized bytes vary by process)."""
+    def shard(path):
+        return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+
+    return {split: [shard(path) for path in sorted(tf.io.gfile.glob(examples.file_pattern(split)))]
+            for split in ingest_module.SPLITS}
+
+
+@pytest.mark.parametrize("invert", ["auto", "true"])
+def test_ingest_streams_idx_files_in_chunks_and_writes_what_one_chunk_would(tmp_path, monkeypatch, invert):
+    """Ingest reads an IDX split a chunk of images at a time (here 7), never the whole file, and its output is
+    the one of reading each split at once: the same carve, fingerprint, counts and examples in each shard."""
+    from components import idx, layout, tfrecords
+
+    data = write_dataset(tmp_path / "data", {"train": 150})  # one split: test and eval carved by hash
+    monkeypatch.setattr(tfrecords, "SHARD_SIZE", 40)  # several shards, each written from many chunks
+    config = DataConfig(dataset=f"idx:{data}", invert=invert)
+    monkeypatch.setattr(layout, "CHUNK", 10_000)
+    (tmp_path / "whole").mkdir()
+    whole = ingest(out_dir=tmp_path / "whole", data=config)
+
+    reads, written, opened = [], [], idx._opened
+
+    class Recording:  # the file ingest reads, counting the bytes each read returns
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, size=-1):
+            data = self.f.read(size)
+            reads.append(len(data))
+            return data
+
+    @contextlib.contextmanager
+    def recording(path):
+        with opened(path) as f:
+            yield Recording(f)
+
+    def counted(chunks, count, directory, write=tfrecords.write_split):
+        def passing():
+            for images, labels in chunks:
+                written.append(len(images))
+                yield images, labels
+        write(passing(), count, directory)
+
+    monkeypatch.setattr(layout, "CHUNK", 7)
+    monkeypatch.setattr(idx, "_opened", recording)
+    monkeypatch.setattr(ingest_module, "write_split", counted)
+    (tmp_path / "chunked").mkdir()
+    chunked = ingest(out_dir=tmp_path / "chunked", data=config)
+
+    assert 0 < max(reads) <= 7 * 784  # no read of a whole file: 150 images are 117,600 bytes
+    assert max(written) <= 7 and sum(written) == 150
+    assert (chunked.fingerprint, chunked.counts, chunked.inverted) == (whole.fingerprint, whole.counts, whole.inverted)
+    assert chunked.counts["test"] > 0 and chunked.counts["eval"] > 0
+    assert len(tf.io.gfile.glob(chunked.file_pattern("train"))) > 1
+    assert _parsed(chunked) == _parsed(whole)
+
+
+def test_polarity_from_chunks_decides_as_the_median_of_all_backgrounds():
+    """`light_background` counts values instead of keeping them; its decision is np.median's over the whole,
+    odd and even counts, the two middle values straddling the threshold included."""
+    from components.image_features import LIGHT, light_background
+
+    rng = np.random.default_rng(0)
+    values = np.array([LIGHT - 1, LIGHT - 0.5, LIGHT, LIGHT + 0.25, LIGHT + 1], np.float32)
+    for _ in range(500):
+        frames = rng.choice(values, rng.integers(1, 12)).astype(np.float32)
+        chunks = np.array_split(frames, rng.integers(1, 4))
+        assert light_background(chunks) == (float(np.median(frames)) > LIGHT), frames
+    assert light_background([np.array([LIGHT - 1, LIGHT + 2], np.float32)]) is True  # the mean of the middle two
+    assert light_background([]) is False
