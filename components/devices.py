@@ -25,6 +25,7 @@ class Cluster:
 
     @property
     def member(self) -> str:
+        """This task as `type:index`, e.g. `worker:1`."""
         return f"{self.task[0]}:{self.task[1]}"
 
     def named(self, text: str) -> str:
@@ -60,7 +61,12 @@ def cluster() -> Cluster | None:
         this = (str(task["type"]), int(task["index"]))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{TF_CONFIG}: expected JSON {{\"cluster\": {{\"worker\": [\"host:port\", ...]}}, \"task\": "
-                          f"{{\"type\": \"worker\", \"index\": N}}}}, got {text[:80]!r} ({type(exc).__name__})") from None
+                          f"{{\"type\": \"worker\", \"index\": N}}}}, got {text[:80]!r} "
+                          f"({type(exc).__name__})") from None
+    others = sorted({kind for kind, _, _ in tasks} - {"chief", "worker"})
+    if others:
+        raise ConfigError(f"{TF_CONFIG}: task type {others[0]!r} in its cluster; expected only chief and worker tasks "
+                          "(MultiWorkerMirroredStrategy)")
     if len(tasks) < 2:
         return None
     if this not in [t[:2] for t in tasks]:

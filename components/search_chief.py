@@ -65,6 +65,8 @@ def serve(oracle, worker_timeout: float) -> str:
 
         def EndTrial(self, request, context):
             self.heard(owner(request.trial.trial_id))
+            if not _claim(oracle, request.trial.trial_id):  # a late word from a worker taken for lost
+                return protos.get_service().EndTrialResponse()
             return super().EndTrial(request, context)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -72,13 +74,18 @@ def serve(oracle, worker_timeout: float) -> str:
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}")
     server.start()
+    tick = started
     try:
         while True:
             time.sleep(min(1.0, worker_timeout / 10))
             now = time.monotonic()
+            if now - tick > worker_timeout / 2:  # this process was stopped, not its workers: hear them anew
+                seen.update((t, now) for t in list(seen))
+                started = now
+            tick = now
             for tuner_id in set(oracle.tuner_ids) | set(oracle.ongoing_trials):
                 if now - seen.get(tuner_id, started) > worker_timeout:
-                    _lose(oracle, tuner_id, worker_timeout)
+                    _lose(oracle, tuner_id, worker_timeout, lambda t=tuner_id: seen.get(t, started))
             if servicer.stop_triggered and exit_chief(oracle):
                 return "done"
             if now - max(seen.values(), default=started) > worker_timeout:
@@ -90,8 +97,11 @@ def serve(oracle, worker_timeout: float) -> str:
 
 
 @synchronized  # with the oracle's own calls, which the server's threads make meanwhile
-def _lose(oracle, tuner_id: str, worker_timeout: float) -> None:
-    """Ends the trial of a worker that went silent as INVALID, which re-queues it, and forgets the worker."""
+def _lose(oracle, tuner_id: str, worker_timeout: float, last_heard) -> None:
+    """Ends the trial of a worker that went silent as INVALID, which re-queues it, and forgets the worker
+    (unless it was heard from while this waited for the oracle's lock: `last_heard()`)."""
+    if time.monotonic() - last_heard() <= worker_timeout:
+        return
     trial = oracle.ongoing_trials.get(tuner_id)
     if trial is not None:
         oracle.info.setdefault(trial.trial_id, {}).setdefault("lost", []).append(tuner_id)
@@ -101,6 +111,17 @@ def _lose(oracle, tuner_id: str, worker_timeout: float) -> None:
         log.warning("  tune: worker %s lost (not heard from for %gs); its trial %s %s", tuner_id, worker_timeout,
                     trial.trial_id, "goes back to the queue" if trial.trial_id in oracle._retry_queue else "failed")
     oracle.tuner_ids.discard(tuner_id)
+
+
+@synchronized
+def _claim(oracle, trial_id: str) -> bool:
+    """Whether a trial's result is still wanted: not when the trial already ended (a worker taken for lost,
+    and its trial run again by another, reports after all); a result for a trial waiting in the queue is
+    taken, and the trial leaves the queue."""
+    if trial_id in oracle._retry_queue:
+        oracle._retry_queue.remove(trial_id)
+        return True
+    return oracle.trials[trial_id].status not in ("COMPLETED", "FAILED")
 
 
 @contextmanager

@@ -51,6 +51,8 @@ def write_split(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], count: i
             str(directory / f"data-{shard:05d}-of-{shards:05d}.tfrecord.gz"), options)) for shard in range(shards)]
         done = 0
         for images, labels in chunks:
+            if not len(images):  # an empty split's one chunk: its shard stays empty
+                continue
             for i, record in enumerate(encode_examples(images, labels, image_features.summarize(images))):
                 writers[(done + i) % shards].write(record)
             done += len(images)

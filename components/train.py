@@ -16,7 +16,7 @@ from components.budget import planned_epochs, planned_schedule, training_end
 from components.devices import agree, distribution_strategy, input_device, lost_worker, mixed_precision_enabled, \
     multi_worker, prepare
 from components.ingest import Examples
-from components.schema import Schema
+from components.schema import Schema, classes_of
 from components.tune import HyperParameters
 from engine.artifacts import Artifact
 from engine.component import Component
@@ -68,7 +68,7 @@ class TrainConfig:
 
 
 def _same_everywhere(strategy, examples: Examples, hyperparameters: HyperParameters, train: TrainConfig,
-                     seed: int) -> None:
+                     seed: int, budgeted: bool) -> None:
     """Checks that every worker of a multi-worker training trains the same model on the same examples.
 
     Raises:
@@ -76,7 +76,9 @@ def _same_everywhere(strategy, examples: Examples, hyperparameters: HyperParamet
     """
     import hashlib
 
-    what = json.dumps([examples.fingerprint, hyperparameters.values, dataclasses.asdict(train), seed], sort_keys=True)
+    # Under a budget the workers agree on the epochs left after each epoch: all of them, or none.
+    what = json.dumps([examples.fingerprint, hyperparameters.values, dataclasses.asdict(train), seed, budgeted],
+                      sort_keys=True)
     mine = int(hashlib.sha256(what.encode()).hexdigest()[:13], 16)  # 52 bits: exact in the float64 compared
     if agree(strategy, mine, "MIN") != agree(strategy, mine, "MAX"):
         raise ConfigError("train: the workers of the multi-worker training differ in their data, hyperparameters or "
@@ -115,17 +117,28 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     """
     where = multi_worker(train.distribute)
     work = Path(work_dir) if work_dir else out_dir / "work"
+    end = training_end(deadline, budget) if budget is not None and deadline is not None else None
+    schedule = "constant" if train.schedule == "auto" else train.schedule
+    from components.cnn import REFERENCE
+
+    learning_rate = hyperparameters.values.get("learning_rate", REFERENCE["learning_rate"])
     if where is not None and os.environ.get("PIPELINE_TRAIN_PROCESS") != "1":
         from components import train_process
 
+        # A member killed after its training ended but before its output was committed finishes from its own
+        # files: the others may have committed theirs, and would never join a cluster again.
+        finished = resumable(work, train.patience, train.epochs, schedule, learning_rate, end)
+        ended = finished.stopping() if finished.best_path.is_file() else None
+        if ended:
+            log.info("  training had ended (%s) before this member was stopped: its files are its output", ended)
+            return _result(finished, ended, classes_of(schema), out_dir, schedule, train, end, warm=None)
         return train_process.run(examples, schema, hyperparameters, out_dir=out_dir, train=train, work=work,
                                  seed=seed, budget=budget, run_dir=run_dir, deadline=deadline)
     import keras
     import tensorflow as tf
 
-    from components.cnn import REFERENCE, build_model
+    from components.cnn import build_model
     from components.inputs import make_dataset
-    from components.schema import classes_of
     from engine.progress import keras_callback
 
     strategy = distribution_strategy(train.distribute)  # first: a multi-worker one refuses to come after any op
@@ -142,7 +155,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
                         classes=len(classes), shard_by_data=where is not None)
     validation = make_dataset(examples.file_pattern("eval"), train.batch_size, device=device, drop_remainder=whole,
                               classes=len(classes), shard_by_data=where is not None)
-    _same_everywhere(strategy, examples, hyperparameters, train, seed)
+    _same_everywhere(strategy, examples, hyperparameters, train, seed, end is not None)
     if whole and train.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"train.batch_size {train.batch_size}: expected a multiple of the "
                           f"{strategy.num_replicas_in_sync} devices of the distribution strategy")
@@ -153,11 +166,8 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
         model = build_model(hyperparameters.values, mixed_precision=mixed_precision_enabled(train.mixed_precision),
                             classes=len(classes))
     prepare(model, strategy)
-    end = training_end(deadline, budget) if budget is not None and deadline is not None else None
-    schedule = "constant" if train.schedule == "auto" else train.schedule
-    progress = resumable(work, train.patience, train.epochs, schedule,
-                          hyperparameters.values.get("learning_rate", REFERENCE["learning_rate"]), end,
-                          agreed=lambda planned: agree(strategy, planned))
+    progress = resumable(work, train.patience, train.epochs, schedule, learning_rate, end,
+                         agreed=lambda planned: agree(strategy, planned))
     warm = warm_start_weights(hyperparameters, examples) if train.warm_start else None
     backed_up = (work / checkpoint.NAME).is_file()
     with strategy.scope():
@@ -172,13 +182,17 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     everyone = int(agree(strategy, initial))  # the last epoch every worker backed up
     if everyone != initial:  # a worker was lost between the others' backups: all go on from the one they share
         with strategy.scope():
-            if everyone and checkpoint.restore(model, work, epochs=everyone) != everyone:
-                raise DataError(f"train: {work} holds no backup of epoch {everyone}, where the other workers resume; "
-                                "delete the training backups of every worker to start over")
+            found = not everyone or checkpoint.restore(model, work, epochs=everyone) == everyone
             if not everyone:  # start over, as the others do
                 for variable, value in zip((*model.weights, *model.optimizer.variables), fresh):
                     variable.assign(value)
         initial = everyone
+    else:
+        found = True
+    if not agree(strategy, float(found)):  # every worker stops alike, rather than the others waiting for one
+        raise DataError(f"train: a worker holds no backup of epoch {everyone}, where the others resume; delete "
+                        "the training backups (<root>/artifacts/train/.*.work) of every worker to start over")
+    if where is not None:  # a history row of an epoch not backed up (killed between the two) goes too
         progress.step_back(initial)
     if initial:
         log.info("  resuming training after epoch %d", initial)
@@ -201,6 +215,15 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
                 raise
             raise lost from None
         ended = progress.ended or "epochs"
+    result = _result(progress, ended, classes, out_dir, schedule, train, end, warm)
+    if work_dir is None:
+        shutil.rmtree(work)  # called outside the runner: nothing to resume later
+    return result
+
+
+def _result(progress, ended: str, classes: tuple[str, ...], out_dir: Path, schedule: str, train: TrainConfig,
+            end: float | None, warm: str | None) -> Model:
+    """The Model of a training that ended: its best epoch's model copied into `out_dir`, its history and plan."""
     rows = progress.rows
     history = {k: [row[k] for row in rows] for k in rows[0] if k not in ("epoch", "seconds", "learning_rate")}
     plan = {"schedule": schedule, "epochs_most": train.epochs, "epochs_run": len(rows), "ended": ended,
@@ -209,8 +232,6 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
             "end": round(end, 2) if end is not None else None, "warm_start": warm is not None}
     result = Model(uri=str(out_dir), fingerprint="", history=history, classes=classes, plan=plan)
     shutil.copyfile(progress.best_path, result.path)
-    if work_dir is None:
-        shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return result
 
 

@@ -103,6 +103,14 @@ def main(folder: str) -> int:
         result = {"model": model.to_dict()}
     except errors.PipelineError as exc:
         result = {"error": type(exc).__name__, "message": str(exc)}
+    except Exception as exc:  # a collective that failed before or after fit: a member is gone
+        from components.devices import cluster, lost_worker
+
+        where = cluster()
+        lost = lost_worker(exc, where) if where is not None else None
+        if lost is None:
+            raise
+        result = {"error": type(lost).__name__, "message": str(lost)}
     tmp = folder_path / "result.tmp"
     tmp.write_text(json.dumps(result))
     os.replace(tmp, folder_path / "result.json")

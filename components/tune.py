@@ -20,7 +20,7 @@ from components.schema import Schema
 from engine.artifacts import Artifact
 from engine.component import Component
 from engine.dag import Stop
-from engine.errors import WorkerLost
+from engine.errors import PipelineError, WorkerLost
 from engine.settings import param, parse_duration
 
 if TYPE_CHECKING:  # train takes tune's output, so tune imports train only when it runs
@@ -77,7 +77,8 @@ def search_key(schema: Schema, tune: TuneConfig, batch_size: int, seed: int) -> 
     """What makes a search's result reusable: the schema's content, the search space and settings."""
     from components.cnn import SPACE_VERSION
 
-    settings = {k: v for k, v in dataclasses.asdict(tune).items() if k not in ("budget_seconds", "retune", "worker_timeout")}
+    settings = {k: v for k, v in dataclasses.asdict(tune).items()
+                if k not in ("budget_seconds", "retune", "worker_timeout")}
     blob = json.dumps([schema.fingerprint, SPACE_VERSION, settings, batch_size, seed], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -139,6 +140,8 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values={}, trials=trials)
     trials = _trials_table(tuner)
     if not any(t.status == "COMPLETED" for t in tuner.oracle.trials.values()):
+        if tuner.ended != "no_workers":
+            raise PipelineError(f"tune: no trial of the search finished: {len(trials)} failed; see the trials above")
         raise WorkerLost(f"tune: no trial finished and no worker of the distributed search was heard from for "
                          f"{tune.worker_timeout:g}s; expected workers started with this chief's KERASTUNER_ORACLE_IP "
                          "and KERASTUNER_ORACLE_PORT (or a longer --worker-timeout)")
@@ -156,7 +159,8 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, allotted=allotted,
-                           trials=trials, ended=tuner.ended, search=search_key(schema, tune, batch_size, seed), weights=weights,
+                           trials=trials, ended=tuner.ended, search=search_key(schema, tune, batch_size, seed),
+                           weights=weights,
                            weights_examples=examples.fingerprint if weights else "")
 
 

@@ -53,6 +53,14 @@ def _step_component(image: str, name: str):
                                   stdout=subprocess.PIPE, text=True)
         finally:
             os.unlink(config_file.name)
+        if component == "--finish":  # done once the run's end is recorded, whatever that end was
+            try:
+                recorded = json.loads(done.stdout)["state"] in ("executed", "skipped")
+            except (ValueError, KeyError, TypeError):
+                recorded = False
+            if not recorded:
+                sys.exit(done.returncode or 1)
+            return ""
         if done.returncode != 0:
             sys.exit(done.returncode)  # the task fails with the run's exit code (3 blocked, 4 not blessed)
         output = json.loads(done.stdout).get("output")
@@ -75,6 +83,7 @@ def _configure(task, cfg: Config, name: str, pvc: str | None, root: str) -> None
     task.set_caching_options(False)  # the project's cache decides what runs again
     task.set_retry(num_retries=kubeflow.retries, backoff_duration=f"{kubeflow.backoff_seconds}s")
     cpu, memory, gpu = kfp_config.requests(kubeflow, name)
+    gpu = 0 if name == FINISH else gpu  # the exit handler only writes the run's records
     task.set_cpu_request(cpu)
     task.set_memory_request(memory)
     if gpu > 0:
@@ -170,8 +179,11 @@ def compile_spec(cfg: Config, output: str | Path, image: str = "mnist-pipeline:l
     compiler.Compiler().compile(build(cfg, image, pvc, pipeline), str(tmp))
     text = tmp.read_text()
     tmp.unlink()
-    # The recorded config masks the password; this holds for whatever else reaches the spec.
-    if password and password in _strings(list(yaml.safe_load_all(text))):
+    # The recorded config masks the password; this holds for whatever else reaches the spec. A password of 8
+    # characters or more is looked for inside every string; a shorter one only as a whole string, as it
+    # would be found inside unrelated words.
+    strings = list(_strings(list(yaml.safe_load_all(text))))
+    if password and (password in strings or len(password) >= 8 and any(password in s for s in strings)):
         raise ConfigError(f"kfp compile {output}: the spec would carry metadata.mysql.password; nothing written")
     write_text(Path(output), text)
     return list(pipeline.order) + [FINISH]

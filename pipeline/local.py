@@ -28,7 +28,8 @@ from engine.runner import Runner, StopRun
 from engine.signals import deferred, interruptible, settle
 
 log = logging.getLogger("pipeline")
-EXIT_CODES = {"pushed": 0, "tuned": 0, "trained": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4, "interrupted": 130}
+EXIT_CODES = {"pushed": 0, "tuned": 0, "trained": 0, "partial": 0, "failed": 1, "blocked": 3, "not_blessed": 4,
+              "interrupted": 130}
 
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -258,9 +259,10 @@ def finish_run(pipeline: Pipeline, cfg: Config, run_id: str, metadata: Metadata,
         except MetadataError as exc:
             # The summary and the report are still the run's record: a store that cannot take the run's end
             # fails the run, and the next run reads how it ended from its summary (`Metadata.start_run`).
-            # A store that failed mid-run fails here again the same way: its message is said once.
-            before = f"; before that: {error}" if error and error != str(exc) else ""
-            status, error = "failed", f"{exc}{before}" + (
+            # A store that failed mid-run fails here again the same way: its message (which may go on to say
+            # which output it did not record) is said once.
+            same = bool(error) and error.startswith(str(exc))
+            status, error = "failed", (error if same else f"{exc}" + (f"; before that: {error}" if error else "")) + (
                 f"; {summary['push']['uri']} serves: the next run records it" if summary.get("push") else "")
             summary = summarize(pipeline, run_id, cfg, runner, status, error) | unrecorded
             write_json(run_dir / "summary.json", summary)

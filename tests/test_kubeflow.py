@@ -10,6 +10,7 @@ import yaml
 from components.idx import read_idx, write_idx
 from conftest import write_dataset
 from engine.errors import ConfigError
+from pipeline import kubeflow
 from pipeline.definition import PRODUCTION
 from test_cli import assert_one_line_error, cli
 
@@ -243,6 +244,11 @@ def test_a_step_killed_by_sigkill_leaves_the_run_running_until_step_finish_recor
     code, out, err = cli("step", "--finish", "--run-id", "k1", *flags)
     again = json.loads(out)
     assert code == 1 and (again["state"], again["status"], again["summary"]) == ("skipped", "failed", summary), err
+    # The compiled spec's `finish` task runs that command and succeeds once the end is recorded (the run failed).
+    task = kubeflow._step_component("mnist-pipeline:latest", kubeflow.FINISH).python_func
+    config_yaml = (root / "runs" / "k1" / "config.yaml").read_text()
+    assert task(component="--finish", run_id="k1", job_id="", root=str(root), config_yaml=config_yaml) == ""
+    assert _run_state(root)["status"] == "failed"
 
 
 @pytest.mark.parametrize("args", [("step", "ingest", "--finish"), ("step",)])

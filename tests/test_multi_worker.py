@@ -47,6 +47,10 @@ def test_the_cluster_comes_from_tf_config_and_a_wrong_one_is_named(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", _tf_config([1, 2], 5))
     with pytest.raises(ConfigError, match="TF_CONFIG: task worker 5 is not in its cluster"):
         cluster()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"], "ps": ["b:1"]},
+                                               "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(ConfigError, match="TF_CONFIG: task type 'ps' in its cluster; expected only chief and worker"):
+        cluster()
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ConfigError, match=r"TF_CONFIG: expected JSON .* got '\{not json'"):
         cluster()
@@ -168,3 +172,33 @@ def _backups(root: Path) -> list[int]:
         except (OSError, ValueError, KeyError):
             pass  # being written
     return sorted(held)
+
+
+def test_a_member_whose_training_had_ended_finishes_from_its_files_without_the_cluster(tmp_path, monkeypatch):
+    """Killed between its last epoch and its commit, while the other members committed theirs: they would never
+    join a cluster again, so it must not start one."""
+    import keras
+
+    from components import train as train_module
+    from components.tune import HyperParameters
+
+    monkeypatch.setenv("TF_CONFIG", _tf_config([1, 2], 0))
+    monkeypatch.setattr(train_module, "classes_of", lambda schema: tuple(str(i) for i in range(10)))
+    monkeypatch.setattr("components.train_process.run", lambda *a, **k: pytest.fail("started the cluster"))
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    rows = [{"epoch": e, "accuracy": 0.5, "loss": 1.0, "val_accuracy": v, "val_loss": 1.0, "seconds": 1.0,
+             "learning_rate": 0.001} for e, v in enumerate([0.6, 0.8, 0.7])]
+    (work / "history.json").write_text(json.dumps(rows))
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(work / "best.keras")
+    hp = HyperParameters(uri=str(tmp_path), fingerprint="", tuner="none", values={}, trials=())
+    model = train_module.train(None, None, hp, out_dir=out, train=train_module.TrainConfig(epochs=3), seed=1,
+                               work_dir=work)
+    assert model.plan["ended"] == "epochs" and model.plan["best_epoch"] == 2
+    assert model.history["val_accuracy"] == [0.6, 0.8, 0.7] and (out / "model.keras").is_file()
+
+    (work / "history.json").write_text(json.dumps(rows[:2]))  # an epoch left to train: the cluster it is
+    monkeypatch.setattr("components.train_process.run", lambda *a, **k: "started the cluster")
+    assert train_module.train(None, None, hp, out_dir=out, train=train_module.TrainConfig(epochs=3), seed=1,
+                              work_dir=work) == "started the cluster"

@@ -20,7 +20,7 @@ def _stats_of(tmp_path, images, labels):
     """Statistics of a dataset whose three splits all hold `images` and `labels`."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
-        write_split(images, labels, tmp_path / "ex" / split)
+        write_split([(images, labels)], len(labels), tmp_path / "ex" / split)
     examples = Examples(uri=str(tmp_path / "ex"), fingerprint="x", spec="test", name="", source="test",
                         counts={s: len(labels) for s in SPLITS})
     (tmp_path / "stats").mkdir()
@@ -148,7 +148,7 @@ def test_drift_against_previous_span_names_the_feature(tmp_path):
 def _stats_of_splits(tmp_path, splits):
     """Statistics of a dataset whose splits hold the given (images, labels)."""
     for split, (images, labels) in splits.items():
-        write_split(images, labels, tmp_path / "ex" / split)
+        write_split([(images, labels)], len(labels), tmp_path / "ex" / split)
     examples = Examples(uri=str(tmp_path / "ex"), fingerprint="x", spec="test", name="", source="test",
                         counts={s: len(labels) for s, (_, labels) in splits.items()})
     (tmp_path / "stats").mkdir()
