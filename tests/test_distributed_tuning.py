@@ -158,3 +158,29 @@ def test_a_chief_whose_workers_died_ends_the_search_in_one_line(tmp_path):
     assert "error: tune: no trial finished and no worker of the distributed search was heard from for 10s" in err
     assert "worker worker1 lost (not heard from for 10s)" in err
     assert json.loads(out)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_chief_whose_workers_died_after_a_trial_trains_and_pushes_the_best_it_has(tmp_path):
+    data = write_dataset(tmp_path / "data", {"train": 200, "t10k": 60})
+    port, root, held = _free_port(), tmp_path / "root", tmp_path / "held"
+    chief = _member("chief", port, data, root, tmp_path, "--worker-timeout", "10s")
+    worker = _member("worker1", port, data, root, tmp_path, "--worker-timeout", "10s",
+                     env={FAILPOINTS: "tune.trial_end", REACHED: str(held)})  # held once its first trial is in
+    try:
+        _wait_for(held.exists, [chief, worker], "the worker's first trial")
+        os.killpg(worker.pid, signal.SIGKILL)
+        out, _ = chief.communicate(timeout=900)
+    finally:
+        for proc in (chief, worker):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    err = (tmp_path / "chief.log").read_text()
+    assert chief.returncode == 0, err[-2000:]
+    summary = json.loads(out)
+    assert summary["status"] == "pushed" and summary["tuning"]["ended"] == "no_workers"
+    trials = {t["trial_id"]: t for t in summary["tuning"]["trials"]}
+    done = [t for t in trials.values() if t["status"] == "COMPLETED"]
+    assert len(trials) == 1 and len(done) == 1
+    assert summary["tuning"]["best_hyperparameters"] == done[0]["hyperparameters"]
+    assert "no worker heard from for 10s: the search ends with the trials it has" in err
