@@ -137,49 +137,41 @@ def test_a_worker_killed_mid_trial_has_its_trial_run_again_by_another(tmp_path):
     assert "its trial %s goes back to the queue" % lost[0]["trial_id"] in log.read_text()
 
 
-@pytest.mark.slow
-def test_a_chief_whose_workers_died_ends_the_search_in_one_line(tmp_path):
+def _chief_whose_only_worker_dies(tmp_path, failpoint: str) -> tuple[int, dict, str]:
+    """Runs a chief and one worker, kills the worker (its process group) where it holds at `failpoint`, and
+    returns the chief's exit code, summary and log."""
     data = write_dataset(tmp_path / "data", {"train": 200, "t10k": 60})
     port, root, held = _free_port(), tmp_path / "root", tmp_path / "held"
     # The timeout also bounds how long the chief waits for the worker's first word (its TensorFlow import
     # included): ample, so that only the kill ends the search.
     chief = _member("chief", port, data, root, tmp_path, "--worker-timeout", "40s")
     worker = _member("worker1", port, data, root, tmp_path, "--worker-timeout", "40s",
-                     env={FAILPOINTS: "trial.start", REACHED: str(held)})
+                     env={FAILPOINTS: failpoint, REACHED: str(held)})
     try:
-        _wait_for(held.exists, [chief, worker], "the worker in a trial")
+        _wait_for(held.exists, [chief, worker], f"the worker at {failpoint}")
         os.killpg(worker.pid, signal.SIGKILL)
         out, _ = chief.communicate(timeout=900)  # ends: KerasTuner's own chief waits for ever
     finally:
         for proc in (chief, worker):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-    err = (tmp_path / "chief.log").read_text()
-    assert chief.returncode == 1, err[-2000:]
+    return chief.returncode, json.loads(out) if out else {}, (tmp_path / "chief.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_chief_whose_workers_died_ends_the_search_in_one_line(tmp_path):
+    code, summary, err = _chief_whose_only_worker_dies(tmp_path, "trial.start")  # in its first trial
+    assert code == 1, err[-2000:]
     assert_one_line_error(err)
     assert "error: tune: no trial finished and no worker of the distributed search was heard from for 40s" in err
     assert "worker worker1 lost (not heard from for 40s)" in err
-    assert json.loads(out)["status"] == "failed"
+    assert summary["status"] == "failed"
 
 
 @pytest.mark.slow
 def test_a_chief_whose_workers_died_after_a_trial_trains_and_pushes_the_best_it_has(tmp_path):
-    data = write_dataset(tmp_path / "data", {"train": 200, "t10k": 60})
-    port, root, held = _free_port(), tmp_path / "root", tmp_path / "held"
-    chief = _member("chief", port, data, root, tmp_path, "--worker-timeout", "40s")
-    worker = _member("worker1", port, data, root, tmp_path, "--worker-timeout", "40s",
-                     env={FAILPOINTS: "tune.trial_end", REACHED: str(held)})  # held once its first trial is in
-    try:
-        _wait_for(held.exists, [chief, worker], "the worker's first trial")
-        os.killpg(worker.pid, signal.SIGKILL)
-        out, _ = chief.communicate(timeout=900)
-    finally:
-        for proc in (chief, worker):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    err = (tmp_path / "chief.log").read_text()
-    assert chief.returncode == 0, err[-2000:]
-    summary = json.loads(out)
+    code, summary, err = _chief_whose_only_worker_dies(tmp_path, "tune.trial_end")  # its first trial is in
+    assert code == 0, err[-2000:]
     assert summary["status"] == "pushed" and summary["tuning"]["ended"] == "no_workers"
     trials = {t["trial_id"]: t for t in summary["tuning"]["trials"]}
     done = [t for t in trials.values() if t["status"] == "COMPLETED"]
