@@ -69,8 +69,9 @@ def test_trials_run_in_their_own_processes_so_memory_stays_flat(examples, generi
     result = tune(examples, generic_schema, out_dir=tmp_path, batch_size=32, seed=seed,
                   tune=TuneConfig(tuner="random", max_trials=5, max_epochs=1))
     tuner_memory = [t["memory_mb"] for t in result.trials]
-    # In one process TensorFlow keeps 5-15 MB per fit; here the tuner's memory must not move.
-    assert len(tuner_memory) == 5 and max(tuner_memory) - min(tuner_memory) < 3, tuner_memory
+    # In one process TensorFlow keeps 5-15 MB per fit; here the tuner's memory must not grow. It may fall (CI saw
+    # 1102 MB after the first trial, then 1055 MB after each of the others, when the allocator gave memory back).
+    assert len(tuner_memory) == 5 and max(tuner_memory) - tuner_memory[0] < 3, tuner_memory
     assert all(t["peak_mb"] > 100 for t in result.trials)  # the trial processes did the training
 
 
