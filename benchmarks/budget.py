@@ -7,7 +7,9 @@ root (ingest, statistics, validation, search, training, evaluation and push, all
 the script a KerasTuner user writes: Hyperband over the project's search space with KerasTuner's defaults
 (max_epochs 4), until half the budget; a 10-epoch retrain of the best with early stopping, until the budget.
 It gets the pipeline's train, eval and test splits as numpy arrays before its clock starts. Prints one JSON
-object: each side's test accuracy, wall seconds, trials and epochs, and `delta` = pipeline - plain.
+object: each side's test accuracy, wall seconds, trials and epochs, and `delta` = pipeline - plain; for the
+pipeline also the budget used (its wall seconds, and their share of the budget), why its search and its
+training ended, and the step probe's choice.
 """
 from __future__ import annotations
 
@@ -81,8 +83,11 @@ def _pipeline(budget: float, dataset: str, root: Path) -> dict:
         raise SystemExit(f"pipeline run failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
     trials = (summary.get("tuning") or {}).get("trials", [])
     plan = (summary.get("training") or {}).get("plan", {})
+    tuning = summary.get("tuning") or {}
     return {"test_accuracy": (summary.get("evaluation") or {}).get("accuracy"), "seconds": seconds,
-            "status": summary["status"], "trials": len(trials),
+            "budget_used": {"seconds": seconds, "share": round(seconds / budget, 3)},
+            "status": summary["status"], "trials": len(trials), "search_ended": tuning.get("ended"),
+            "training_ended": plan.get("ended"), "speed": plan.get("speed"),
             "epochs": sum(t.get("epochs") or 0 for t in trials) + plan.get("epochs_run", 0),
             "search_seconds": summary["components"].get("tune", {}).get("seconds"),
             "training_epochs": plan.get("epochs_run"), "best": (summary.get("tuning") or {}).get("best_hyperparameters"),

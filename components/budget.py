@@ -8,23 +8,31 @@ import time
 # Held back at the end of the budget for evaluate and push (with its infra check) and the run's report:
 # 13 s measured for Fashion-MNIST on 2 cores, so 30 s or 3% of the budget, whichever is more.
 RESERVE_SECONDS, RESERVE_SHARE = 30.0, 0.03
-SEARCH_SHARE = 0.3  # of the time left once the data stages ran: the rest trains the final model
-EQUAL_SCORES = 0.005  # trial scores this close are a tie, which the cheaper trial wins under a budget
+SEARCH_SHARE = 0.4  # at most, of the time left once the data stages ran: the rest trains the final model
+SEARCH_PATIENCE = 5  # trials in a row that raise no prediction end a budgeted search (`ended: plateau`)
 SEARCH_SUBSET = 0.25  # under a budget, trials train on this share of the train split: 4x the trials
 MIN_SEARCH_SECONDS = 120.0  # below this a search cannot get past its reference trial: train it longer instead
 TUNED_EPOCHS, REFERENCE_EPOCHS = 10, 2  # training epochs when train.epochs is unset
-BUDGET_EPOCHS = 50  # training epochs at most under a whole-build budget when train.epochs is unset
+TRIALS = 10  # search trials when tune.max_trials is unset
+UNCAPPED = 10_000  # epochs or trials under a budget unless the user caps them: the time plan ends them
 WEEK = 7 * 24 * 3600.0  # the longest budget a setting allows
 
 
 def planned_epochs(cfg) -> int:
-    """Training epochs at most: the configured number, else as many as the budget allows (up to 50), else
+    """Training epochs at most: the configured number, else as many as the budget's plan allows, else
     10 after a search or 2 for the reference recipe."""
     if cfg.train.epochs is not None:
         return cfg.train.epochs
     if cfg.budget_seconds is not None:
-        return BUDGET_EPOCHS
+        return UNCAPPED
     return TUNED_EPOCHS if cfg.tune.enabled else REFERENCE_EPOCHS
+
+
+def planned_trials(max_trials: int | None, budgeted: bool) -> int:
+    """Search trials at most: `tune.max_trials`, else as many as the budget's plan runs, else 10."""
+    if max_trials is not None:
+        return max_trials
+    return UNCAPPED if budgeted else TRIALS
 
 
 def planned_schedule(cfg) -> str:
@@ -50,7 +58,7 @@ def search_seconds(deadline: float, budget: float, now: float, tune_budget: floa
 
     Example:
         >>> search_seconds(deadline=1000.0, budget=900.0, now=100.0)
-        261.0
+        348.0
     """
     share = SEARCH_SHARE * (training_end(deadline, budget) - now)
     if tune_budget is not None:
@@ -81,26 +89,80 @@ def cosine(initial: float, progress: float) -> float:
     return initial * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def fastest_of_the_best(trials: tuple[dict, ...]) -> dict | None:
-    """The trial to train under a budget: of those scoring within EQUAL_SCORES of the best, the one with
-    the fewest seconds per epoch, since the time left buys it the most epochs. None without a score.
+def trial_points(trial: dict, fraction: float) -> list[tuple[float, float]]:
+    """A trial's (passes over the whole train split, validation accuracy) per epoch, from its `curve`
+    ([epoch, accuracy] pairs, epochs from 0) on its `fraction` of the split."""
+    return [((epoch + 1) * fraction, accuracy) for epoch, accuracy in trial.get("curve") or ()]
+
+
+def predictions(trials: tuple[dict, ...], seconds: float, fraction: float) -> dict[str, float]:
+    """Each scored trial's predicted validation accuracy after `seconds` of training on the whole train split,
+    at the pace its epochs measured (`epoch_seconds` on its `fraction`), from the curves all trials fit
+    together (`components.curves`); past the curves' plateau the prediction is flat.
 
     Example:
-        >>> fastest_of_the_best(({"score": 0.866, "seconds": 128, "epochs": 2},
-        ...                      {"score": 0.863, "seconds": 85, "epochs": 2}))["seconds"]
-        85
+        >>> fast = {"trial_id": "0", "curve": [[0, 0.80], [1, 0.85]], "epoch_seconds": 2.0}
+        >>> slow = {"trial_id": "1", "curve": [[0, 0.81], [1, 0.86]], "epoch_seconds": 20.0}
+        >>> p = predictions((fast, slow), seconds=200.0, fraction=0.25)
+        >>> p["0"] > p["1"]  # 0.01 better after half a pass, 10x slower: fast wins with 25 passes to 2.5
+        True
     """
+    from components.curves import fit
+
+    timed = [t for t in trials if t.get("curve") and t.get("epoch_seconds")]
+    curves = fit({t["trial_id"]: trial_points(t, fraction) for t in timed})
+    if curves is None:
+        return {}
+    most = curves.plateau() or math.inf
+    return {t["trial_id"]: round(curves.at(t["trial_id"], min(most, max(seconds, 0.0) * fraction / t["epoch_seconds"])),
+                                 4) for t in timed}
+
+
+def plateau_passes(trials: tuple[dict, ...], fraction: float) -> float | None:
+    """Passes over the train split after which the trials' curves say more training adds too little
+    (`components.curves.PLATEAU_GAIN`); None without curves."""
+    from components.curves import fit
+
+    curves = fit({t["trial_id"]: trial_points(t, fraction) for t in trials if t.get("curve")})
+    return None if curves is None else curves.plateau()
+
+
+def best_predicted(trials: tuple[dict, ...], seconds: float, fraction: float) -> dict | None:
+    """The trial to train under a budget: the best prediction after the `seconds` training has left
+    (`predictions`); the best score when no trial has a curve; None without a score."""
+    predicted = predictions(trials, seconds, fraction)
+    if predicted:
+        chosen = max(predicted, key=lambda t: (predicted[t], -int(t) if t.isdigit() else 0))
+        return next(t for t in trials if t["trial_id"] == chosen)
     scored = [t for t in trials if t.get("score") is not None]
-    if not scored:
-        return None
-    top = max(t["score"] for t in scored)
-    timed = [t for t in scored if t["score"] >= top - EQUAL_SCORES and t.get("seconds") and t.get("epochs")]
-    return min(timed, key=lambda t: t["seconds"] / t["epochs"]) if timed else max(scored, key=lambda t: t["score"])
+    return max(scored, key=lambda t: t["score"]) if scored else None
+
+
+def search_plateaued(trials: tuple[dict, ...], training_end: float, fraction: float,
+                     patience: int = SEARCH_PATIENCE) -> bool:
+    """Whether the last `patience` trials to end (by `ended_at`) each left the best prediction where it was:
+    predictions made when each trial ended, for the training the time left then buys, so a search whose
+    trials find nothing better than their own cost in training time ends.
+
+    Example:
+        >>> trial = lambda i, acc: {"trial_id": str(i), "curve": [[0, acc - 0.02], [1, acc]],
+        ...                         "epoch_seconds": 2.0, "ended_at": float(i)}
+        >>> search_plateaued(tuple(trial(i, 0.8 + (i == 0) * 0.05) for i in range(6)), 500.0, 0.25, 5)
+        True
+    """
+    done = sorted((t for t in trials if t.get("ended_at") is not None), key=lambda t: t["ended_at"])
+    peak, since = -math.inf, 0
+    for k, trial in enumerate(done):
+        best = max(predictions(tuple(done[:k + 1]), training_end - trial["ended_at"], fraction).values(),
+                   default=-math.inf)
+        peak, since = (best, 0) if best > peak else (peak, since + 1)
+    return bool(done) and since >= patience
 
 
 def summarize(summary: dict, info: dict) -> dict:
     """The summary's `budget` section under `--budget`: the seconds each component took, what the search
-    was given and each trial's seconds, the training epochs and why training ended, and the time left.
+    was given, why it ended and each trial's seconds and prediction, the training epochs, why training ended
+    and the step probe's choice, and the time left.
     `info` holds the config, the run's deadline and the components' records."""
     cfg, deadline = info["cfg"], info["deadline"]
     if cfg.budget_seconds is None or deadline is None:
@@ -113,7 +175,9 @@ def summarize(summary: dict, info: dict) -> dict:
         "left_seconds": round(deadline - time.time(), 1),
         "components": {name: record["seconds"] for name, record in info["records"].items()},
         "search": tuning and {"allotted_seconds": tuning.get("allotted_seconds"), "reused": tuning.get("reused"),
-                              "trials": [{k: t.get(k) for k in ("trial_id", "status", "epochs", "seconds")}
+                              "ended": tuning.get("ended"),
+                              "trials": [{k: t.get(k) for k in ("trial_id", "status", "epochs", "seconds", "predicted")}
                                          for t in tuning.get("trials", ())]},
-        "training": plan and {k: plan.get(k) for k in ("schedule", "epochs_run", "ended", "epoch_seconds")},
+        "training": plan and {k: plan.get(k) for k in ("schedule", "epochs_run", "ended", "epoch_seconds",
+                                                       "plateau_epochs", "speed")},
     }}

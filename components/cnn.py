@@ -28,9 +28,11 @@ def _conv_block(x, filters: int, kernel: int, batch_norm: bool, padding: str, dr
 class CNNHyperModel(kt.HyperModel):
     """1–3 conv blocks over raw uint8 pixels; scaling and reshaping are layers, so they ship in the graph."""
 
-    def __init__(self, mixed_precision: bool = False, classes: int = CLASSES, **kwargs):
+    def __init__(self, mixed_precision: bool | str = False, classes: int = CLASSES, label_smoothing: float = 0.0,
+                 steps_per_execution: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.mixed_precision, self.classes = mixed_precision, classes
+        self.label_smoothing, self.steps_per_execution = label_smoothing, steps_per_execution
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         with MixedPrecision(self.mixed_precision):
@@ -58,36 +60,56 @@ class CNNHyperModel(kt.HyperModel):
         outputs = keras.layers.Dense(self.classes, activation="softmax", name="probabilities", dtype="float32")(x)
         model = keras.Model(inputs, outputs, name="cnn")
         learning_rate = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=REFERENCE["learning_rate"])
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-                      loss="categorical_crossentropy", metrics=["accuracy"])
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing) if self.label_smoothing \
+            else "categorical_crossentropy"
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss, metrics=["accuracy"],
+                      steps_per_execution=self.steps_per_execution)
         return model
 
 
 class MixedPrecision:
-    """Builds models under the `mixed_float16` policy inside this context (float16 compute, float32 weights).
+    """Builds models under a mixed policy inside this context (float16 or bfloat16 compute, float32 weights):
+    `mixed_float16` for True, the policy named by a string (e.g. `mixed_bfloat16`), none for False.
 
-    Keras wraps the optimizer in a LossScaleOptimizer for such a model. The global policy is restored
+    Keras wraps the optimizer in a LossScaleOptimizer for a float16 model. The global policy is restored
     on exit, so other models in the process are unaffected.
     """
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, enabled: bool | str):
+        self.policy = enabled if isinstance(enabled, str) else "mixed_float16" if enabled else None
 
     def __enter__(self):
         self.previous = keras.config.dtype_policy()
-        if self.enabled:
-            keras.config.set_dtype_policy("mixed_float16")
+        if self.policy:
+            keras.config.set_dtype_policy(self.policy)
         return self
 
     def __exit__(self, *exc):
         keras.config.set_dtype_policy(self.previous)
 
 
-def build_model(values: dict[str, Any], mixed_precision: bool = False, classes: int = CLASSES) -> keras.Model:
+def build_model(values: dict[str, Any], mixed_precision: bool | str = False, classes: int = CLASSES,
+                label_smoothing: float = 0.0, steps_per_execution: int = 1) -> keras.Model:
     """Builds the model for fixed hyperparameter values (e.g. the best of a search, or REFERENCE) with a
-    `classes`-way softmax head."""
+    `classes`-way softmax head, compiled with `label_smoothing` and `steps_per_execution`.
+
+    Example:
+        >>> build_model(REFERENCE, mixed_precision="mixed_bfloat16").layers[2].compute_dtype
+        'bfloat16'
+    """
     hp = kt.HyperParameters()
     for name, value in values.items():
         if not name.startswith("tuner/"):
             hp.Fixed(name, value)
-    return CNNHyperModel(mixed_precision=mixed_precision, classes=classes).build(hp)
+    return CNNHyperModel(mixed_precision=mixed_precision, classes=classes, label_smoothing=label_smoothing,
+                         steps_per_execution=steps_per_execution).build(hp)
+
+
+def in_float32(model: keras.Model, values: dict[str, Any], classes: int) -> keras.Model:
+    """`model` computing in float32: the same weights in a model built without a mixed policy (a model
+    trained in bfloat16 is evaluated and served in float32, so it loses no accuracy to rounding)."""
+    if all(layer.compute_dtype in ("float32", None) for layer in model.layers if hasattr(layer, "compute_dtype")):
+        return model
+    plain = build_model(values, classes=classes)
+    plain.set_weights(model.get_weights())
+    return plain

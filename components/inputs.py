@@ -23,7 +23,7 @@ def _parser(classes: int):
 def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
                  shuffle_buffer: int = 60_000, deterministic: bool = True, device: str | None = None,
                  drop_remainder: bool = False, classes: int = CLASSES, limit: int | None = None,
-                 shard_by_data: bool = False) -> tf.data.Dataset:
+                 shard_by_data: bool = False, shift: int = 0) -> tf.data.Dataset:
     """Batches of (uint8 images [B, 784], one-hot labels [B, classes]) from gzipped tf.Example TFRecords.
 
     Records are parsed vectorised in large batches once and cached as decoded uint8 tensors, so
@@ -34,6 +34,7 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     batch that splits unevenly over the replicas (keras-team/keras#19246). `limit` keeps the first that
     many examples in file order (a search trial on a subset). `shard_by_data`: each worker of a multi-worker
     strategy takes its part of every batch, rather than files of its own (which may hold fewer batches).
+    `shift` > 0 moves each image by up to that many pixels in each direction (augmentation), filling with 0.
     """
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
@@ -43,7 +44,10 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     ds = (ds.take(limit) if limit is not None else ds).cache()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if shift:
+        ds = ds.map(_shifter(shift, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.autotune.enabled = True
     options.deterministic = deterministic
@@ -53,6 +57,22 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
     if device:  # must be the last transformation
         ds = ds.apply(tf.data.experimental.prefetch_to_device(device))
     return ds
+
+
+def _shifter(shift: int, seed: int | None):
+    """A map moving each image of a batch of flat square images by a random whole number of pixels, at most
+    `shift` each way; one gather a batch, so it costs the training step next to nothing."""
+
+    def shifted(images, labels):
+        n, pixels = tf.shape(images)[0], tf.shape(images)[1]
+        side = tf.cast(tf.round(tf.sqrt(tf.cast(pixels, tf.float32))), tf.int32)
+        padded = tf.pad(tf.reshape(images, (n, side, side)), [[0, 0], [shift, shift], [shift, shift]])
+        offsets = tf.random.uniform((n, 2), 0, 2 * shift + 1, tf.int32, seed=seed)
+        rows, cols = offsets[:, :1] + tf.range(side)[None], offsets[:, 1:] + tf.range(side)[None]
+        moved = tf.gather(tf.gather(padded, rows, batch_dims=1), cols, axis=2, batch_dims=1)
+        return tf.reshape(moved, (n, pixels)), labels
+
+    return shifted
 
 
 def split_arrays(pattern: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

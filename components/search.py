@@ -37,8 +37,14 @@ def _memory_mb() -> float | None:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: float | None, end: float | None = None):
+def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: float | None, end: float | None = None,
+            plan: tuple[float, float] | None = None):
+    """The search's oracle. Under a whole-build budget, `plan` is (the share of the train split trials train on,
+    when final training must end): the search then also ends once its trials stop raising the best prediction
+    of the trained model's accuracy (`components.budget.search_plateaued`)."""
     import keras_tuner as kt
+
+    from components import budget as plans
 
     bases = {"hyperband": kt.oracles.HyperbandOracle, "bayesian": kt.oracles.BayesianOptimizationOracle,
              "random": kt.oracles.RandomSearchOracle}
@@ -66,14 +72,23 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
             # The budget is spent, or the next trial would not finish in it: keep the best so far. The first
             # trial (the reference) always runs, so there is a best however slowly the search started.
             if self.deadline is not None and time.time() >= self.deadline and self.trials:
+                self.stopped_by = "budget"
+                return {"status": "STOPPED", "values": None}
+            if plan is not None and plans.search_plateaued(self.records(), plan[1], plan[0], plans.SEARCH_PATIENCE):
+                self.stopped_by = "plateau"
                 return {"status": "STOPPED", "values": None}
             proposal = super().populate_space(trial_id)
             values = proposal.get("values") or {}
             epochs = values.get("tuner/epochs", max_epochs) - values.get("tuner/initial_epoch", 0)
             pace = self.epoch_seconds()
             if self.deadline is not None and pace and time.time() + pace * epochs > self.deadline:
+                self.stopped_by = "budget"
                 return {"status": "STOPPED", "values": None}
             return proposal
+
+        def records(self) -> tuple[dict, ...]:
+            """The finished trials' records: id, curve, pace and when each ended."""
+            return tuple({"trial_id": t, **r} for t, r in sorted(self.info.items()) if r.get("ended_at"))
 
         def epoch_seconds(self) -> float | None:
             """Seconds per epoch of the trials finished so far (process start included), or None."""
@@ -99,6 +114,14 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
                 record["seconds"] = round(time.time() - record["start"], 2)
             if trial.metrics.exists("epochs_run"):
                 record["epochs"] = int(trial.metrics.get_history("epochs_run")[-1].value[0])
+            if trial.status == "COMPLETED" and trial.metrics.exists(OBJECTIVE):
+                # A Hyperband round continuing an earlier trial: its curve goes on from the earlier one's.
+                earlier = self.info.get(trial.hyperparameters.values.get("tuner/trial_id") or "", {})
+                own = [[int(o.step), float(o.value[0])] for o in trial.metrics.get_history(OBJECTIVE)]
+                record["curve"] = [p for p in earlier.get("curve", []) if p[0] < own[0][0]] + own
+                if trial.metrics.exists("epoch_seconds"):
+                    record["epoch_seconds"] = float(trial.metrics.get_history("epoch_seconds")[-1].value[0])
+                record["ended_at"] = time.time()
             super().end_trial(trial)
 
         def get_state(self):
@@ -116,7 +139,7 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
         oracle.max_trials = max_trials
     else:
         oracle = ReferenceFirst(objective=objective, max_trials=max_trials, seed=seed)
-    oracle.started, oracle.info = time.time(), {}
+    oracle.started, oracle.info, oracle.stopped_by = time.time(), {}, None
     return oracle
 
 
@@ -139,12 +162,24 @@ def _tuner(name: str, oracle, directory: Path, trial_spec: dict, tensorboard: Pa
             role = distributed_role()
             if role == "chief":  # KerasTuner's own chief waits for ever for workers that died
                 self.save()
-                self.ended = search_chief.serve(self.oracle, worker_timeout)
+                ended = search_chief.serve(self.oracle, worker_timeout)
+                self.ended = (getattr(self.oracle, "stopped_by", None) or ended) if ended == "done" else ended
                 return
             with search_chief.heartbeat(os.environ["KERASTUNER_TUNER_ID"], worker_timeout) if role \
                     else contextlib.nullcontext():
                 super().search(*fit_args, **fit_kwargs)
-            self.ended = "done"
+            self.ended = getattr(self.oracle, "stopped_by", None) or "done"
+
+        def _run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
+            # Each epoch's score goes to the oracle as a step of the objective's history: its learning curve.
+            metrics = self.run_trial(trial, *fit_args, **fit_kwargs)
+            curve, first = metrics.pop("curve"), metrics.pop("first_epoch")
+            for epoch, score in enumerate(curve, start=first):
+                self.oracle.update_trial(trial.trial_id, {OBJECTIVE: score}, step=epoch)
+            if metrics.get("epoch_seconds") is None:
+                metrics.pop("epoch_seconds", None)
+            # The best epoch's metrics at its step: its score is counted again there, which leaves the mean alone.
+            self.oracle.update_trial(trial.trial_id, metrics, step=first + curve.index(max(curve)))
 
         def run_trial(self, trial, *fit_args, **fit_kwargs):
             hp = trial.hyperparameters
@@ -204,6 +239,7 @@ def _trials_table(tuner) -> tuple[dict, ...]:
                      "peak_mb": ran.get("peak_mb"), "deterministic": ran.get("deterministic"),
                      "train_examples": tuner.train_count,
                      "tuner": info.get("tuner"), "lost": info.get("lost", []),
+                     "curve": info.get("curve"), "epoch_seconds": info.get("epoch_seconds"),
                      "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
                                          if not k.startswith("tuner/")}})
     return tuple(rows)

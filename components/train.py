@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -11,10 +12,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from components import checkpoint, train_report
+from components.speed import PLAIN, compiled, fastest_step
 from components.train_callbacks import backup, resumable
-from components.budget import planned_epochs, planned_schedule, training_end
-from components.devices import agree, distribution_strategy, input_device, lost_worker, mixed_precision_enabled, \
-    multi_worker, prepare
+from components.budget import plateau_passes, planned_epochs, planned_schedule, training_end
+from components.devices import agree, distribution_strategy, input_device, lost_worker, multi_worker, prepare
 from components.ingest import Examples
 from components.schema import Schema, classes_of
 from components.tune import HyperParameters
@@ -65,6 +66,12 @@ class TrainConfig:
                           help="learning rate over training: constant, or cosine decay over the epochs planned; "
                                "auto: cosine under --budget")
     warm_start: bool = True  # start from the best trial's weights when the search ran on the same examples
+    # Off by default, with or without a budget: on Fashion-MNIST they cost the reference model accuracy within
+    # a 15-minute budget (README, "Whole-build budget").
+    shift: int = param(0, low=0, high=8, flag="--shift", help="augmentation: move each training image by up to N "
+                       "pixels each way")
+    label_smoothing: float = param(0.0, low=0, below=1, flag="--label-smoothing",
+                                   help="spread this share of each label over all classes")
 
 
 def _same_everywhere(strategy, examples: Examples, hyperparameters: HyperParameters, train: TrainConfig,
@@ -106,7 +113,8 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     a better validation accuracy; the model kept is the best epoch's. `train.schedule` "cosine" decays the
     learning rate to 0 over the epochs planned instead, without early stopping. Under a whole-build `budget`
     ending at `deadline`, training plans the epochs that finish before the budget's reserve
-    (`components.budget.training_end`) and starts no epoch it cannot finish; the first always runs.
+    (`components.budget.training_end`) and starts no epoch it cannot finish; the first always runs. It also
+    plans no more epochs than the search's learning curves say still add accuracy (`ended: plateau`).
     With `train.warm_start`, training starts from the best trial's weights when its search ran on these
     examples (`warm_start_weights`). TensorBoard logs go under `run_dir/tensorboard/train`.
 
@@ -122,12 +130,14 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     from components.cnn import REFERENCE
 
     learning_rate = hyperparameters.values.get("learning_rate", REFERENCE["learning_rate"])
+    passes = plateau_passes(hyperparameters.trials, hyperparameters.fraction) if end is not None else None
+    plateau = max(1, math.ceil(passes)) if passes is not None and passes < train.epochs else None
     if where is not None and os.environ.get("PIPELINE_TRAIN_PROCESS") != "1":
         from components import train_process
 
         # A member killed after its training ended but before its output was committed finishes from its own
         # files: the others may have committed theirs, and would never join a cluster again.
-        finished = resumable(work, train.patience, train.epochs, schedule, learning_rate, end)
+        finished = resumable(work, train.patience, train.epochs, schedule, learning_rate, end, plateau=plateau)
         ended = finished.stopping() if finished.best_path.is_file() else None
         if ended:
             log.info("  training had ended (%s) before this member was stopped: its files are its output", ended)
@@ -152,7 +162,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     data = make_dataset(examples.file_pattern("train"), train.batch_size, shuffle=True, seed=seed,
                         shuffle_buffer=max(1, examples.counts["train"]),
                         deterministic=train.deterministic or where is not None, device=device, drop_remainder=whole,
-                        classes=len(classes), shard_by_data=where is not None)
+                        classes=len(classes), shard_by_data=where is not None, shift=train.shift)
     validation = make_dataset(examples.file_pattern("eval"), train.batch_size, device=device, drop_remainder=whole,
                               classes=len(classes), shard_by_data=where is not None)
     _same_everywhere(strategy, examples, hyperparameters, train, seed, end is not None)
@@ -162,12 +172,15 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     if whole and examples.counts["eval"] < train.batch_size:
         raise DataError(f"eval split: {examples.counts['eval']} examples, fewer than one batch of "
                         f"{train.batch_size}; a multi-device strategy needs at least one full batch")
+    speed = fastest_step(data, hyperparameters.values, len(classes), train.mixed_precision) \
+        if end is not None and where is None and not whole and not train.deterministic else None
+    setting = speed["chosen"] if speed else PLAIN
     with strategy.scope():
-        model = build_model(hyperparameters.values, mixed_precision=mixed_precision_enabled(train.mixed_precision),
-                            classes=len(classes))
+        model = build_model(hyperparameters.values, classes=len(classes), label_smoothing=train.label_smoothing,
+                            **compiled(setting, train.mixed_precision))
     prepare(model, strategy)
     progress = resumable(work, train.patience, train.epochs, schedule, learning_rate, end,
-                         agreed=lambda planned: agree(strategy, planned))
+                         agreed=lambda planned: agree(strategy, planned), plateau=plateau)
     warm = warm_start_weights(hyperparameters, examples) if train.warm_start else None
     backed_up = (work / checkpoint.NAME).is_file()
     with strategy.scope():
@@ -215,23 +228,34 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
                 raise
             raise lost from None
         ended = progress.ended or "epochs"
-    result = _result(progress, ended, classes, out_dir, schedule, train, end, warm)
+    result = _result(progress, ended, classes, out_dir, schedule, train, end, warm, speed,
+                     hyperparameters.values if setting["precision"] != "float32" else None)
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return result
 
 
 def _result(progress, ended: str, classes: tuple[str, ...], out_dir: Path, schedule: str, train: TrainConfig,
-            end: float | None, warm: str | None) -> Model:
-    """The Model of a training that ended: its best epoch's model copied into `out_dir`, its history and plan."""
+            end: float | None, warm: str | None, speed: dict | None = None, mixed: dict | None = None) -> Model:
+    """The Model of a training that ended: its best epoch's model copied into `out_dir`, its history and plan.
+    A model trained under a mixed policy chosen by the probe (`mixed`: its hyperparameter values) is kept
+    computing in float32."""
     rows = progress.rows
     history = {k: [row[k] for row in rows] for k in rows[0] if k not in ("epoch", "seconds", "learning_rate")}
     plan = {"schedule": schedule, "epochs_most": train.epochs, "epochs_run": len(rows), "ended": ended,
             "best_epoch": progress.best_epoch + 1, "epoch_seconds": [row["seconds"] for row in rows],
             "learning_rates": [row.get("learning_rate") for row in rows],
-            "end": round(end, 2) if end is not None else None, "warm_start": warm is not None}
+            "end": round(end, 2) if end is not None else None, "warm_start": warm is not None,
+            "plateau_epochs": progress.plateau, "speed": speed}
     result = Model(uri=str(out_dir), fingerprint="", history=history, classes=classes, plan=plan)
-    shutil.copyfile(progress.best_path, result.path)
+    if mixed is None:
+        shutil.copyfile(progress.best_path, result.path)
+    else:
+        import keras
+
+        from components.cnn import in_float32
+
+        in_float32(keras.models.load_model(progress.best_path), mixed, len(classes)).save(result.path)
     return result
 
 

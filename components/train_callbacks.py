@@ -18,14 +18,15 @@ MONITOR = "val_accuracy"
 
 
 def resumable(work: Path, patience: int, epochs: int, schedule: str = "constant", learning_rate: float = 1e-3,
-               end: float | None = None, agreed=lambda planned: planned):
+               end: float | None = None, agreed=lambda planned: planned, plateau: int | None = None):
     """A callback keeping the history and the best epoch's model in `work`, and deciding when to stop.
 
     It stops early after `patience` epochs without a better score, except under the cosine `schedule`,
     which sets the learning rate of each epoch and ends at the epochs planned. With `end` (a time), the
     epochs planned are those that finish by then, re-planned after each epoch from the epochs' pace
     (`components.budget.epochs_that_fit`), and `agreed` makes every worker of a multi-worker training plan
-    the same (`components.devices.agree`). All of it survives a kill: a restarted fit (BackupAndRestore
+    the same (`components.devices.agree`). With `plateau` too, no more epochs than that are planned: the
+    learning curves say more would add too little. All of it survives a kill: a restarted fit (BackupAndRestore
     restores the weights and the epoch) continues the same history, best score, patience and plan.
     """
     import keras
@@ -38,7 +39,7 @@ def resumable(work: Path, patience: int, epochs: int, schedule: str = "constant"
             self.history_path, self.best_path = work / "history.json", work / "best.keras"
             self.previous_best = work / "best.previous.keras"  # the best before the last epoch's
             self.rows = json.loads(self.history_path.read_text()) if self.history_path.is_file() else []
-            self.ended = None
+            self.ended, self.plateau = None, plateau if end is not None else None
 
         @property
         def best_epoch(self) -> int | None:
@@ -48,13 +49,14 @@ def resumable(work: Path, patience: int, epochs: int, schedule: str = "constant"
         @property
         def planned(self) -> int:
             """Epochs in all: `epochs`, or those that finish in the time left at the pace so far."""
+            most = min(epochs, plateau) if end is not None and plateau else epochs
             if end is None or not self.rows:
-                return epochs
+                return most
             # The first epoch also traces the graphs: the pace comes from later ones once there are any.
             # 5% over it covers the checkpoints written between epochs.
             paced = [row["seconds"] for row in self.rows[1:]] or [self.rows[0]["seconds"]]
             return int(agreed(epochs_that_fit(len(self.rows), 1.05 * sum(paced) / len(paced), time.time(), end,
-                                              epochs)))
+                                              most)))
 
         def step_back(self, epochs: int) -> None:
             """Forgets the epochs after the first `epochs` (another worker backed up one fewer)."""
@@ -70,6 +72,8 @@ def resumable(work: Path, patience: int, epochs: int, schedule: str = "constant"
             last = self.rows[-1]["epoch"]
             if last + 1 >= epochs:
                 return "epochs"
+            if end is not None and plateau and last + 1 >= plateau:
+                return "plateau"
             if last + 1 >= self.planned:
                 return "budget"
             if schedule == "constant" and last - self.best_epoch >= patience:

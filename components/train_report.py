@@ -7,7 +7,8 @@ from typing import Any
 from engine.html import key, svg_curves
 
 ENDED = {"epochs": "its epochs", "budget": "the budget (no epoch starts that cannot finish in it)",
-         "early_stopping": "early stopping"}
+         "early_stopping": "early stopping",
+         "plateau": "the plateau of the search's learning curves (more epochs would add under 0.002)"}
 
 
 def report_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
@@ -20,4 +21,11 @@ def report_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
     said = (f"<p>{html.escape(plan['schedule'])} learning rate; {plan['epochs_run']} epochs of up to "
             f"{plan['epochs_most']}, ended by {ENDED.get(plan['ended'], html.escape(plan['ended']))}; the model "
             f"kept is epoch {plan['best_epoch']}'s.</p>" if plan else "")
+    speed = plan.get("speed")
+    if speed:
+        chosen = speed["chosen"]
+        said += (f"<p>Step probe ({speed['probe_seconds']:.0f} s): "
+                 f"{html.escape(', '.join(f'{k} {v} ms' for k, v in speed['step_ms'].items()))}; trained with "
+                 f"{html.escape(chosen['precision'])}, {chosen['steps_per_execution']} steps a call "
+                 "(the model kept computes in float32).</p>")
     return "training", "Training", f"{said}{key('train', 'validation')}<div class='grid'>{curves}</div>"

@@ -42,8 +42,9 @@ DISK_ERROR = "trial OSError: "  # how a trial process reports a failed write: [e
 
 
 def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict[str, Any]:
-    """Runs the trial in a new Python process and returns its metrics: the best epoch's, plus `epochs_run`
-    and `peak_mb` (the trial process's peak resident memory). On a terminal, a bar labelled `label`
+    """Runs the trial in a new Python process and returns its metrics: the best epoch's, plus `epochs_run`,
+    `curve` (the validation accuracy of each epoch run, the first being `first_epoch`), `epoch_seconds` (the
+    median epoch's training seconds) and `peak_mb` (the trial process's peak resident memory). On a terminal, a bar labelled `label`
     follows its batches.
 
     Raises:
@@ -93,6 +94,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def _epoch_timer(seconds: list[float]):
+    """A callback appending each epoch's training seconds (without its validation) to `seconds`."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.monotonic()
+
+        def on_test_begin(self, logs=None):
+            seconds.append(time.monotonic() - self.start)
+
+    return EpochTimer()
 
 
 def _deadline_callback(deadline: float):
@@ -145,7 +160,9 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
         checkpoint.load_weights(model, Path(spec.resume_from))
     else:  # e.g. the earlier round ran on another machine's disk: train this round from scratch
         initial_epoch = 0
-    callbacks = [keras.callbacks.EarlyStopping(monitor=OBJECTIVE, mode="max", patience=1, restore_best_weights=True)]
+    epoch_seconds: list[float] = []
+    callbacks = [keras.callbacks.EarlyStopping(monitor=OBJECTIVE, mode="max", patience=1, restore_best_weights=True),
+                 _epoch_timer(epoch_seconds)]
     if spec.deadline is not None:
         callbacks.append(_deadline_callback(spec.deadline))
     if spec.tensorboard:
@@ -162,7 +179,11 @@ def run_trial(spec: TrialSpec, progress: Path | None = None) -> dict[str, Any]:
     best = scores.index(max(scores))
     from tensorflow.python.framework import config as tf_config  # TF 2.16 has no public getter
 
+    # The pace: the first epoch also traces the graphs, so later ones give it when there are any.
+    paced = epoch_seconds[1:] or epoch_seconds
     return {**{name: float(values[best]) for name, values in history.items()}, "epochs_run": len(scores),
+            "curve": [float(v) for v in scores], "first_epoch": initial_epoch,
+            "epoch_seconds": round(sorted(paced)[len(paced) // 2], 3) if paced else None,
             "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "deterministic": tf_config.is_op_determinism_enabled()}
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from components import tune_report
-from components.budget import SEARCH_SUBSET, WEEK, fastest_of_the_best, search_seconds
+from components.budget import SEARCH_SUBSET, WEEK, best_predicted, planned_trials, predictions, search_seconds, \
+    training_end
 from components.search import TUNERS, _oracle, _trials_table, _tuner, _weights_of, distributed_role
 from engine import history
 from components.ingest import Examples
@@ -40,7 +41,10 @@ class HyperParameters(Artifact):
     allotted: float | None = None  # seconds the search was given (0: none, under a budget); None: no limit
     weights: str = ""  # the best trial's weights, a file in uri, trained on the train split of...
     weights_examples: str = ""  # ...the Examples with this fingerprint
-    ended: str = ""  # why the search ended: done, or no_workers (a distributed search's chief left without any)
+    # why the search ended: done; budget (its time share); plateau (under a budget, its trials stopped raising the
+    # prediction); or no_workers (a distributed search's chief left without any)
+    ended: str = ""
+    fraction: float = 1.0  # the share of the train split the trials trained on
     kind: ClassVar[str] = "HyperParameters"
 
     @staticmethod
@@ -55,7 +59,8 @@ class TuneConfig:
     enabled: bool = param(True, flag="--no-tune", switch=False, help="skip the search: the reference model and "
                           "recipe (2 epochs unless --epochs) (default: off)")
     tuner: str = param("hyperband", choices=TUNERS, flag="--tuner", help="the KerasTuner algorithm")
-    max_trials: int = param(10, low=1, high=10_000, flag="--max-trials", help="tuning trials at most")
+    max_trials: int | None = param(None, low=1, high=10_000, flag="--max-trials", help="tuning trials at most",
+                                   default_help="10; under --budget, as many as its plan runs")
     max_epochs: int = param(2, low=1, high=1000, flag="--max-epochs", help="epochs per tuning trial at most")
     budget_seconds: float | None = param(None, above=0, high=WEEK, flag="--tune-budget", parse=parse_duration,
                                          metavar="DURATION", help="wall clock for the search, e.g. 90s, 10m, 1h "
@@ -113,7 +118,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     devices = devices or TrainConfig()
     from components.schema import classes_of
 
-    allotted, share_ends = tune.budget_seconds, None
+    allotted, share_ends, plan = tune.budget_seconds, None, None
     if budget is not None and deadline is not None:
         allotted = search_seconds(deadline, budget, time.time(), tune.budget_seconds)
         share_ends = time.time() + allotted
@@ -121,9 +126,12 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
         return HyperParameters(uri=str(out_dir), fingerprint="", tuner="none", values=dict(REFERENCE), trials=(),
                                allotted=allotted if tune.enabled else None)
     role = distributed_role()
-    oracle = _oracle(tune.tuner, tune.max_trials, tune.max_epochs, seed, tune.budget_seconds, share_ends)
-    work = Path(work_dir) if work_dir else out_dir / "work"
     fraction = tune.train_fraction or (SEARCH_SUBSET if share_ends is not None else 1.0)
+    if share_ends is not None:
+        plan = (fraction, training_end(deadline, budget))
+    oracle = _oracle(tune.tuner, planned_trials(tune.max_trials, share_ends is not None), tune.max_epochs, seed,
+                     tune.budget_seconds, share_ends, plan)
+    work = Path(work_dir) if work_dir else out_dir / "work"
     trial_spec = {"train_pattern": examples.file_pattern("train"), "eval_pattern": examples.file_pattern("eval"),
                   "train_count": max(1, round(fraction * examples.counts["train"])), "batch_size": batch_size,
                   "seed": seed,
@@ -146,8 +154,11 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
                          f"{tune.worker_timeout:g}s; expected workers started with this chief's KERASTUNER_ORACLE_IP "
                          "and KERASTUNER_ORACLE_PORT (or a longer --worker-timeout)")
     chosen = tuner.oracle.get_best_trials(1)[0].trial_id
-    if share_ends is not None:  # the time left trains the chosen model: of equal scores, the cheaper one
-        chosen = (fastest_of_the_best(trials) or {}).get("trial_id", chosen)
+    if plan is not None:  # the time left trains the chosen model: the best predicted after that training
+        left = plan[1] - time.time()
+        predicted = predictions(trials, left, fraction)
+        trials = tuple({**t, "predicted": predicted.get(t["trial_id"])} for t in trials)
+        chosen = (best_predicted(trials, left, fraction) or {}).get("trial_id", chosen)
     best = {k: v for k, v in tuner.oracle.get_trial(chosen).hyperparameters.values.items()
             if not k.startswith("tuner/")}
     # The chosen trial's weights give final training a head start (train.warm_start); a trial run on
@@ -159,7 +170,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, allotted=allotted,
-                           trials=trials, ended=tuner.ended, search=search_key(schema, tune, batch_size, seed),
+                           trials=trials, ended=tuner.ended, fraction=fraction, search=search_key(schema, tune, batch_size, seed),
                            weights=weights,
                            weights_examples=examples.fingerprint if weights else "")
 

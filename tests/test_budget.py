@@ -8,7 +8,7 @@ from components import budget
 from components.cnn import REFERENCE
 from components.train import train
 from components.tune import tune
-from components.budget import BUDGET_EPOCHS
+from components.budget import UNCAPPED
 from components.train import TrainConfig
 from components.tune import HyperParameters, TuneConfig
 from pipeline.config import Config, override
@@ -17,8 +17,8 @@ REFERENCE_HP = HyperParameters(uri="", fingerprint="x", tuner="none", values=dic
 
 
 def test_the_search_gets_its_share_of_the_time_left_or_none():
-    # 900 s budget, 100 s gone: 870 s before the 30 s reserve, 30% of it for the search.
-    assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0) == pytest.approx(0.3 * 870)
+    # 900 s budget, 100 s gone: 870 s before the 30 s reserve, 40% of it at most for the search.
+    assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0) == pytest.approx(0.4 * 870)
     assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0, tune_budget=60.0) == 0.0  # < minimum
     assert budget.search_seconds(deadline=1000.0, budget=900.0, now=100.0, tune_budget=200.0) == 200.0
     assert budget.search_seconds(deadline=300.0, budget=300.0, now=90.0) == 0.0  # 5 minutes: train it longer
@@ -37,9 +37,11 @@ def test_cosine_decays_from_the_initial_rate_to_zero():
     assert all(a > b for a, b in zip(rates, rates[1:]))
 
 
-def test_config_budget_gives_cosine_and_more_epochs_unless_set():
+def test_config_budget_gives_cosine_and_no_cap_on_epochs_or_trials_unless_set():
     cfg = override(Config(), budget_seconds=900.0)
-    assert (cfg.schedule, cfg.train_epochs) == ("cosine", BUDGET_EPOCHS)
+    assert (cfg.schedule, cfg.train_epochs) == ("cosine", UNCAPPED)
+    assert (budget.planned_trials(None, True), budget.planned_trials(None, False), budget.planned_trials(4, True)) \
+        == (UNCAPPED, 10, 4)
     assert (Config().schedule, Config().train_epochs) == ("constant", 10)
     assert override(cfg, **{"train.schedule": "constant", "train.epochs": 4}).train_epochs == 4
 
@@ -85,13 +87,53 @@ def test_run_under_a_budget_pushes_and_accounts_for_its_time(idx_dir, tmp_path):
     assert {c["state"] for c in again["components"].values()} == {"cached"}  # the deadline is not in the key
 
 
-def test_of_equal_scores_the_cheaper_trial_is_trained():
-    wide = {"trial_id": "01", "score": 0.8667, "seconds": 128.0, "epochs": 2}
-    reference = {"trial_id": "00", "score": 0.8628, "seconds": 85.0, "epochs": 2}
-    better = {"trial_id": "02", "score": 0.8800, "seconds": 300.0, "epochs": 2}
-    assert budget.fastest_of_the_best((reference, wide))["trial_id"] == "00"
-    assert budget.fastest_of_the_best((reference, wide, better))["trial_id"] == "02"  # clearly better: worth it
-    assert budget.fastest_of_the_best(({"trial_id": "00", "score": None},)) is None
+def _trial(trial_id, scores, epoch_seconds, ended_at=None):
+    return {"trial_id": trial_id, "score": max(scores), "curve": [[e, v] for e, v in enumerate(scores)],
+            "epoch_seconds": epoch_seconds, "ended_at": ended_at}
+
+
+def test_trials_are_ranked_by_their_accuracy_after_the_training_the_time_left_buys():
+    # The wide trial scores 0.004 more after half a pass but takes 3x as long an epoch.
+    reference, wide = _trial("00", [0.80, 0.85], 2.0), _trial("01", [0.806, 0.854], 6.0)
+    assert budget.best_predicted((reference, wide), seconds=600.0, fraction=0.25)["trial_id"] == "00"
+    # With time for both to reach their plateau, the higher curve wins.
+    assert budget.best_predicted((reference, wide), seconds=1e9, fraction=0.25)["trial_id"] == "01"
+    # Clearly better after the same passes: worth its slower epochs.
+    better = _trial("02", [0.84, 0.89], 6.0)
+    assert budget.best_predicted((reference, wide, better), seconds=600.0, fraction=0.25)["trial_id"] == "02"
+    predicted = budget.predictions((reference, wide, better), seconds=600.0, fraction=0.25)
+    assert predicted["00"] > 0.85 and predicted["02"] > predicted["00"]  # more training, more accuracy
+    assert budget.best_predicted(({"trial_id": "00", "score": None},), 600.0, 0.25) is None
+    assert budget.best_predicted(({"trial_id": "00", "score": 0.5}, {"trial_id": "01", "score": 0.6}), 60.0, 0.25) \
+        == {"trial_id": "01", "score": 0.6}  # no curves (an older search): the best score
+
+
+def test_the_curves_share_one_shape_and_fit_its_exponent_from_three_passes_or_more():
+    from components.curves import PRIOR_EXPONENT, fit
+
+    truth = lambda ceiling, p: ceiling - 0.05 * p ** -0.7  # noqa: E731
+    points = {str(i): [(p, truth(0.95 - i / 100, p)) for p in (0.25, 0.5, 0.75, 1.0)] for i in range(3)}
+    curves = fit(points)
+    assert curves.exponent == pytest.approx(0.7) and curves.scale == pytest.approx(0.05, abs=1e-9)
+    assert curves.ceilings == pytest.approx({"0": 0.95, "1": 0.94, "2": 0.93})
+    assert fit({"0": [(0.25, 0.8), (0.5, 0.85)]}).exponent == PRIOR_EXPONENT  # two passes fit any exponent
+    assert fit({"0": [(0.5, 0.9), (1.0, 0.85)]}).scale == 0.0  # falling: flat, not a negative gain
+    assert fit({"0": [(0.5, 0.9)]}).at("0", 100.0) == 0.9 and fit({}) is None
+    assert fit({"0": [(0.25, 0.99), (0.5, 0.999)]}).ceilings["0"] == 1.0  # never past accuracy 1
+
+
+def test_a_search_whose_trials_stop_raising_the_prediction_has_plateaued():
+    better = [_trial(str(i), [0.80 + i / 100, 0.85 + i / 100], 2.0, ended_at=10.0 * i) for i in range(6)]
+    assert not budget.search_plateaued(tuple(better), training_end=600.0, fraction=0.25, patience=5)
+    worse = [better[0]] + [_trial(str(i), [0.78, 0.83], 2.0, ended_at=10.0 * i) for i in range(1, 6)]
+    assert not budget.search_plateaued(tuple(worse[:5]), training_end=600.0, fraction=0.25, patience=5)
+    assert budget.search_plateaued(tuple(worse), training_end=600.0, fraction=0.25, patience=5)
+    # As good as the best, but later: the time it took is training lost, so it does not raise the prediction.
+    same = [better[0]] + [_trial(str(i), [0.80, 0.85], 2.0, ended_at=10.0 * i) for i in range(1, 6)]
+    assert budget.search_plateaued(tuple(same), training_end=600.0, fraction=0.25, patience=5)
+    # A flat curve (tiny data learnt at once) has reached its plateau: training plans no more epochs.
+    assert budget.plateau_passes((_trial("0", [0.9, 0.9, 0.9], 1.0),), 0.25) == 0.0
+    assert budget.plateau_passes((_trial("0", [0.80, 0.85], 2.0),), 0.25) > 100
 
 
 def test_every_step_of_a_run_shares_its_deadline(tmp_path):
@@ -104,3 +146,16 @@ def test_every_step_of_a_run_shares_its_deadline(tmp_path):
     later_step = open_run(cfg, "kfp-1", PRODUCTION, alone=False)[1].deadline
     assert first == later_step and first <= time.time() + 600
     assert open_run(dataclasses.replace(cfg, budget_seconds=None), "kfp-2", PRODUCTION)[1].deadline is None
+
+
+def test_a_budgeted_search_ranks_its_trials_by_prediction_and_ends_at_its_plateau(examples, generic_schema, tmp_path,
+                                                                                  seed, monkeypatch):
+    # Patience 0: the search ends after its first trial, the reference, saying why.
+    monkeypatch.setattr(budget, "SEARCH_PATIENCE", 0)
+    hp = tune(examples, generic_schema, out_dir=tmp_path, tune=TuneConfig(max_epochs=2), batch_size=64, seed=seed,
+              budget=3600.0, deadline=time.time() + 3600)
+    (reference,) = hp.trials
+    assert (hp.ended, hp.fraction, hp.values) == ("plateau", budget.SEARCH_SUBSET, REFERENCE)
+    assert [epoch for epoch, _ in reference["curve"]] == list(range(reference["epochs"]))
+    assert reference["score"] == max(score for _, score in reference["curve"]) and reference["epoch_seconds"] > 0
+    assert 0 < reference["predicted"] <= 1

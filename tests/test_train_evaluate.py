@@ -24,6 +24,19 @@ def test_shuffle_is_seeded(examples):
     assert not np.array_equal(first_batch(3), first_batch(4))
 
 
+def test_shift_moves_each_image_by_at_most_the_shift_filling_with_zero(examples):
+    plain = next(iter(make_dataset(examples.file_pattern("test"), 64)))[0].numpy().reshape(-1, 28, 28)
+    moved = next(iter(make_dataset(examples.file_pattern("test"), 64, shift=2, seed=5)))[0].numpy().reshape(-1, 28, 28)
+    offsets = set()
+    for before, after in zip(plain, moved):
+        padded = np.pad(before, 2)
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if np.array_equal(padded[dy:dy + 28, dx:dx + 28], after)]
+        assert found, "an image that is not its original moved by up to 2 pixels"
+        offsets.add(found[0])
+    assert len(offsets) > 5  # each image its own move, in both directions
+
+
 def test_missing_files():
     with pytest.raises(FileNotFoundError, match=r"no TFRecord files match /nowhere"):
         make_dataset("/nowhere/*.gz", 8)
@@ -39,6 +52,20 @@ def test_training_learns_and_keeps_the_best_epoch(model, examples):
     scores = kept.evaluate(make_dataset(examples.file_pattern("eval"), 32), verbose=0, return_dict=True)
     assert scores["accuracy"] == pytest.approx(max(history["val_accuracy"]), abs=1e-6)
     assert sorted(p.name for p in Path(model.uri).iterdir()) == ["model.keras"]  # no work files left behind
+
+
+def test_training_with_shifted_images_and_smoothed_labels_learns(examples, generic_schema, tmp_path, seed):
+    import keras
+
+    from components.cnn import REFERENCE
+    from components.train import TrainConfig, train
+    from components.tune import HyperParameters
+
+    hp = HyperParameters(uri="", fingerprint="x", tuner="none", values=dict(REFERENCE), trials=())
+    model = train(examples, generic_schema, hp, out_dir=tmp_path, seed=seed,
+                  train=TrainConfig(epochs=3, batch_size=64, shift=2, label_smoothing=0.1))
+    assert max(model.history["val_accuracy"]) > 0.5  # chance is 0.1
+    assert keras.models.load_model(model.path).loss.get_config()["label_smoothing"] == pytest.approx(0.1)
 
 
 def test_early_stopping_ends_after_patience(examples, generic_schema, tmp_path, seed):

@@ -1,0 +1,68 @@
+"""Tests of the step probe (steps per call, bfloat16) and of a bfloat16 model kept computing in float32."""
+import time
+
+import numpy as np
+
+from components import speed
+from components.cnn import REFERENCE, build_model, in_float32
+from components.train import TrainConfig, train
+from components.tune import HyperParameters
+
+REFERENCE_HP = HyperParameters(uri="", fingerprint="x", tuner="none", values=dict(REFERENCE), trials=())
+
+
+def test_the_probe_compares_steps_per_call_and_bfloat16_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(speed, "bfloat16_native", lambda: True)
+    names = [(c["precision"], c["steps_per_execution"]) for c in speed.candidates(gpu=False)]
+    assert names == [("float32", 1), ("float32", 16), ("mixed_bfloat16", 1), ("mixed_bfloat16", 16)]
+    assert speed.candidates(gpu=True) == [speed.PLAIN, {**speed.PLAIN, "steps_per_execution": 16}]
+    monkeypatch.setattr(speed, "bfloat16_native", lambda: False)
+    assert all(c["precision"] == "float32" for c in speed.candidates(gpu=False))
+
+
+def test_a_setting_is_chosen_only_when_clearly_faster_than_the_plain_one():
+    settings = speed.candidates(gpu=False)
+    step_ms = {speed._name(s): 10.0 for s in settings}
+    assert speed.choose(settings, {**step_ms, "float32/spe16": 9.6}) == speed.PLAIN  # within 5%: noise
+    assert speed.choose(settings, {**step_ms, "float32/spe16": 6.0})["steps_per_execution"] == 16
+
+
+def test_a_model_trained_in_bfloat16_is_kept_computing_in_float32():
+    mixed = build_model(REFERENCE, mixed_precision="mixed_bfloat16", steps_per_execution=16)
+    assert mixed.get_layer("conv_1").compute_dtype == "bfloat16"
+    plain = in_float32(mixed, REFERENCE, 10)
+    assert {layer.compute_dtype for layer in plain.layers} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), mixed.get_weights()))
+    images = np.random.default_rng(0).integers(0, 256, (8, 784), dtype=np.uint8)
+    assert np.allclose(plain.predict(images, verbose=0), mixed.predict(images, verbose=0), atol=0.05)
+    assert in_float32(plain, REFERENCE, 10) is plain
+
+
+def test_budgeted_training_probes_its_step_and_records_the_choice(examples, generic_schema, tmp_path, seed,
+                                                                   monkeypatch):
+    import keras
+
+    monkeypatch.setattr(speed, "bfloat16_native", lambda: True)
+    monkeypatch.setattr(speed, "choose", lambda settings, step_ms: settings[-1])  # bfloat16, 16 steps a call
+    model = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path, seed=seed, budget=3600.0,
+                  deadline=time.time() + 3600, train=TrainConfig(epochs=2, batch_size=64, schedule="cosine"))
+    probed = model.plan["speed"]
+    assert probed["chosen"] == {"precision": "mixed_bfloat16", "steps_per_execution": 16}
+    assert set(probed["step_ms"]) == {"float32/spe1", "float32/spe16", "mixed_bfloat16/spe1",
+                                      "mixed_bfloat16/spe16"} and all(v > 0 for v in probed["step_ms"].values())
+    kept = keras.models.load_model(model.path)
+    assert {layer.compute_dtype for layer in kept.layers} == {"float32"}  # evaluated and served in float32
+    # Without a budget nothing is probed: the user's recipe runs as configured.
+    plain = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path / "plain", seed=seed,
+                  train=TrainConfig(epochs=1, batch_size=64))
+    assert plain.plan["speed"] is None
+
+
+def test_budgeted_training_ends_where_the_search_curves_flatten(examples, generic_schema, tmp_path, seed):
+    flat = {"trial_id": "00", "status": "COMPLETED", "score": 0.9, "curve": [[0, 0.9], [1, 0.9], [2, 0.9]],
+            "epoch_seconds": 1.0}
+    searched = HyperParameters(uri="", fingerprint="x", tuner="hyperband", values=dict(REFERENCE), trials=(flat,),
+                               fraction=0.25)
+    model = train(examples, generic_schema, searched, out_dir=tmp_path, seed=seed, budget=3600.0,
+                  deadline=time.time() + 3600, train=TrainConfig(epochs=10_000, batch_size=64, schedule="cosine"))
+    assert (model.plan["ended"], model.plan["epochs_run"], model.plan["plateau_epochs"]) == ("plateau", 1, 1)
