@@ -102,9 +102,9 @@ def predictions(trials: tuple[dict, ...], seconds: float, fraction: float) -> di
 
     Example:
         >>> fast = {"trial_id": "0", "curve": [[0, 0.80], [1, 0.85]], "epoch_seconds": 2.0}
-        >>> slow = {"trial_id": "1", "curve": [[0, 0.81], [1, 0.86]], "epoch_seconds": 20.0}
+        >>> slow = {"trial_id": "1", "curve": [[0, 0.803], [1, 0.853]], "epoch_seconds": 20.0}
         >>> p = predictions((fast, slow), seconds=200.0, fraction=0.25)
-        >>> p["0"] > p["1"]  # 0.01 better after half a pass, 10x slower: fast wins with 25 passes to 2.5
+        >>> p["0"] > p["1"]  # 0.003 better after half a pass, 10x slower: fast wins with 25 passes to 2.5
         True
     """
     from components.curves import fit
@@ -113,17 +113,18 @@ def predictions(trials: tuple[dict, ...], seconds: float, fraction: float) -> di
     curves = fit({t["trial_id"]: trial_points(t, fraction) for t in timed})
     if curves is None:
         return {}
-    most = curves.plateau() or math.inf
+    most = plateau_passes(tuple(timed), fraction) or math.inf
     return {t["trial_id"]: round(curves.at(t["trial_id"], min(most, max(seconds, 0.0) * fraction / t["epoch_seconds"])),
                                  4) for t in timed}
 
 
 def plateau_passes(trials: tuple[dict, ...], fraction: float) -> float | None:
     """Passes over the train split after which the trials' curves say more training adds too little
-    (`components.curves.PLATEAU_GAIN`); None without curves."""
-    from components.curves import fit
+    (`components.curves.PLATEAU_GAIN`), judged with the heavier tail (`components.curves.TAIL_EXPONENT`);
+    None without curves."""
+    from components.curves import TAIL_EXPONENT, fit
 
-    curves = fit({t["trial_id"]: trial_points(t, fraction) for t in trials if t.get("curve")})
+    curves = fit({t["trial_id"]: trial_points(t, fraction) for t in trials if t.get("curve")}, TAIL_EXPONENT)
     return None if curves is None else curves.plateau()
 
 

@@ -44,8 +44,8 @@ DISK_ERROR = "trial OSError: "  # how a trial process reports a failed write: [e
 def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict[str, Any]:
     """Runs the trial in a new Python process and returns its metrics: the best epoch's, plus `epochs_run`,
     `curve` (the validation accuracy of each epoch run, the first being `first_epoch`), `epoch_seconds` (the
-    median epoch's training seconds) and `peak_mb` (the trial process's peak resident memory). On a terminal, a bar labelled `label`
-    follows its batches.
+    median epoch's training seconds) and `peak_mb` (the trial process's peak resident memory). On a terminal,
+    a bar labelled `label` follows its batches.
 
     Raises:
         RuntimeError: the trial process failed; the message ends with its last error line.

@@ -170,8 +170,8 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, allotted=allotted,
-                           trials=trials, ended=tuner.ended, fraction=fraction, search=search_key(schema, tune, batch_size, seed),
-                           weights=weights,
+                           trials=trials, ended=tuner.ended, fraction=fraction, weights=weights,
+                           search=search_key(schema, tune, batch_size, seed),
                            weights_examples=examples.fingerprint if weights else "")
 
 

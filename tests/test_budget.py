@@ -93,13 +93,13 @@ def _trial(trial_id, scores, epoch_seconds, ended_at=None):
 
 
 def test_trials_are_ranked_by_their_accuracy_after_the_training_the_time_left_buys():
-    # The wide trial scores 0.004 more after half a pass but takes 3x as long an epoch.
-    reference, wide = _trial("00", [0.80, 0.85], 2.0), _trial("01", [0.806, 0.854], 6.0)
+    # The wide trial scores 0.0003 more after half a pass but takes 6x as long an epoch.
+    reference, wide = _trial("00", [0.80, 0.85], 2.0), _trial("01", [0.8003, 0.8503], 12.0)
     assert budget.best_predicted((reference, wide), seconds=600.0, fraction=0.25)["trial_id"] == "00"
     # With time for both to reach their plateau, the higher curve wins.
     assert budget.best_predicted((reference, wide), seconds=1e9, fraction=0.25)["trial_id"] == "01"
     # Clearly better after the same passes: worth its slower epochs.
-    better = _trial("02", [0.84, 0.89], 6.0)
+    better = _trial("02", [0.81, 0.86], 12.0)
     assert budget.best_predicted((reference, wide, better), seconds=600.0, fraction=0.25)["trial_id"] == "02"
     predicted = budget.predictions((reference, wide, better), seconds=600.0, fraction=0.25)
     assert predicted["00"] > 0.85 and predicted["02"] > predicted["00"]  # more training, more accuracy
