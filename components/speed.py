@@ -21,10 +21,11 @@ def bfloat16_native() -> bool:
     return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
 
 
-def candidates(gpu: bool) -> list[dict]:
+def candidates(gpu: bool, mixed_precision: str = "auto") -> list[dict]:
     """The settings a probe compares: steps per call, and bfloat16 compute on a CPU that has it natively
-    (on a GPU, float16 is `train.mixed_precision`'s)."""
-    precisions = ["float32"] + (["mixed_bfloat16"] if not gpu and bfloat16_native() else [])
+    unless `mixed_precision` (train.mixed_precision) is not auto (on a GPU, float16 is that setting's)."""
+    native = not gpu and mixed_precision == "auto" and bfloat16_native()
+    precisions = ["float32"] + (["mixed_bfloat16"] if native else [])
     return [{"precision": p, "steps_per_execution": n} for p in precisions for n in STEPS_PER_EXECUTION]
 
 
@@ -74,7 +75,7 @@ def fastest_step(data, values: dict, classes: int, mixed_precision: str = "auto"
 
     from components.cnn import build_model
 
-    settings = candidates(gpu=bool(tf.config.list_logical_devices("GPU")))
+    settings = candidates(gpu=bool(tf.config.list_logical_devices("GPU")), mixed_precision=mixed_precision)
     return probe(lambda s: build_model(values, classes=classes, **compiled(s, mixed_precision)), data, settings)
 
 

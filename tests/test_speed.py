@@ -16,6 +16,7 @@ def test_the_probe_compares_steps_per_call_and_bfloat16_where_the_cpu_has_it(mon
     names = [(c["precision"], c["steps_per_execution"]) for c in speed.candidates(gpu=False)]
     assert names == [("float32", 1), ("float32", 16), ("mixed_bfloat16", 1), ("mixed_bfloat16", 16)]
     assert speed.candidates(gpu=True) == [speed.PLAIN, {**speed.PLAIN, "steps_per_execution": 16}]
+    assert speed.candidates(gpu=False, mixed_precision="off") == speed.candidates(gpu=True)  # float32 asked for
     monkeypatch.setattr(speed, "bfloat16_native", lambda: False)
     assert all(c["precision"] == "float32" for c in speed.candidates(gpu=False))
 
