@@ -112,15 +112,18 @@ def _oracle(name: str, max_trials: int, max_epochs: int, seed: int, budget: floa
             record = self.info.setdefault(trial.trial_id, {})
             if "start" in record:
                 record["seconds"] = round(time.time() - record["start"], 2)
-            if trial.metrics.exists("epochs_run"):
-                record["epochs"] = int(trial.metrics.get_history("epochs_run")[-1].value[0])
-            if trial.status == "COMPLETED" and trial.metrics.exists(OBJECTIVE):
+            # The oracle's own record of the trial holds the metrics reported to it: a distributed worker's
+            # copy, sent with its end, has none.
+            metrics = self.trials[trial.trial_id].metrics if trial.trial_id in self.trials else trial.metrics
+            if metrics.exists("epochs_run"):
+                record["epochs"] = int(metrics.get_history("epochs_run")[-1].value[0])
+            if trial.status == "COMPLETED" and metrics.exists(OBJECTIVE):
                 # A Hyperband round continuing an earlier trial: its curve goes on from the earlier one's.
                 earlier = self.info.get(trial.hyperparameters.values.get("tuner/trial_id") or "", {})
-                own = [[int(o.step), float(o.value[0])] for o in trial.metrics.get_history(OBJECTIVE)]
+                own = [[int(o.step), float(o.value[0])] for o in metrics.get_history(OBJECTIVE)]
                 record["curve"] = [p for p in earlier.get("curve", []) if p[0] < own[0][0]] + own
-                if trial.metrics.exists("epoch_seconds"):
-                    record["epoch_seconds"] = float(trial.metrics.get_history("epoch_seconds")[-1].value[0])
+                if metrics.exists("epoch_seconds"):
+                    record["epoch_seconds"] = float(metrics.get_history("epoch_seconds")[-1].value[0])
                 record["ended_at"] = time.time()
             super().end_trial(trial)
 

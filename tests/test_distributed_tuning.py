@@ -69,6 +69,8 @@ def test_a_chief_and_two_workers_share_one_search_and_one_root(tmp_path):
 
     trials = chief["tuning"]["trials"]
     assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials)
+    # Each trial's epochs and curve reached the chief's oracle from the worker that ran it.
+    assert all(t["epochs"] == 1 and len(t["curve"]) == 1 and t["epoch_seconds"] > 0 for t in trials), trials
     by_worker = {w: {t["trial_id"] for t in s["tuning"]["trials"]} for w, s in workers.items()}
     assert by_worker["worker1"] and by_worker["worker2"], "both workers should run trials"
     assert not by_worker["worker1"] & by_worker["worker2"]
