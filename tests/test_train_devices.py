@@ -90,7 +90,7 @@ def test_deterministic_runs_repeat_their_trials_and_model_through_the_cli(tmp_pa
         assert code == 0, err
         runs.append(json.loads(out))
     a, b = runs
-    timing = ("seconds", "memory_mb", "peak_mb")
+    timing = ("seconds", "epoch_seconds", "memory_mb", "peak_mb")
     trials = [[{k: v for k, v in t.items() if k not in timing} for t in r["tuning"]["trials"]] for r in runs]
     assert len(trials[0]) == 2 and trials[0] == trials[1]
     assert all(t["deterministic"] is True for t in trials[0])  # the flag reached the trial processes

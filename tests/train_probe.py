@@ -36,8 +36,8 @@ def main() -> None:
     built = {}
     original_build = cnn.build_model
 
-    def build_and_keep(values, mixed_precision=False, classes=10):
-        built["model"] = original_build(values, mixed_precision, classes)
+    def build_and_keep(values, mixed_precision=False, classes=10, **compiled):
+        built["model"] = original_build(values, mixed_precision, classes, **compiled)
         return built["model"]
 
     cnn.build_model = build_and_keep  # train imports it at call time
