@@ -61,7 +61,7 @@ def make_dataset(pattern: str, batch_size: int, *, shuffle: bool = False, seed: 
 
 def _shifter(shift: int, seed: int | None):
     """A map moving each image of a batch of flat square images by a random whole number of pixels, at most
-    `shift` each way; one gather a batch, so it costs the training step next to nothing."""
+    `shift` each way, with two gathers a batch in the input pipeline."""
 
     def shifted(images, labels):
         n, pixels = tf.shape(images)[0], tf.shape(images)[1]
