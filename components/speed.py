@@ -1,6 +1,7 @@
 """Cheaper training steps where this machine rewards them: a short measured probe of steps per call and bfloat16."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ STEPS_PER_EXECUTION = (1, 16)  # training steps per tf.function call: 16 saves t
 WARMUP, TIMED = 32, 64  # probe steps: the first trace the graphs, the rest are timed (multiples of 16)
 PLAIN = {"precision": "float32", "steps_per_execution": 1}  # float32: train.mixed_precision's own choice
 GAIN = 1.05  # a setting other than the plain one must be this much faster to be chosen: probes are noisy
+SAVED = "step_probe.json"  # the probe's result, in training's work directory
+PAYS_BACK = 10  # a probe runs only for a training of at least this many times its own steps
 
 
 def bfloat16_native() -> bool:
@@ -27,6 +30,17 @@ def candidates(gpu: bool, mixed_precision: str = "auto") -> list[dict]:
     native = not gpu and mixed_precision == "auto" and bfloat16_native()
     precisions = ["float32"] + (["mixed_bfloat16"] if native else [])
     return [{"precision": p, "steps_per_execution": n} for p in precisions for n in STEPS_PER_EXECUTION]
+
+
+def worth_probing(steps: int, settings: int) -> bool:
+    """Whether a probe of `settings` settings is a small part of a training of `steps` steps at most: that
+    training has its steps at least `PAYS_BACK` times over. A shorter training runs as configured.
+
+    Example:
+        >>> worth_probing(steps=18 * 422, settings=4), worth_probing(steps=3 * 47, settings=4)
+        (True, False)
+    """
+    return steps >= PAYS_BACK * settings * (WARMUP + TIMED)
 
 
 def probe(build, data, settings: list[dict]) -> dict:
@@ -68,15 +82,30 @@ def choose(settings: list[dict], step_ms: dict[str, float]) -> dict:
     return fastest if step_ms[_name(fastest)] * GAIN < step_ms[_name(settings[0])] else settings[0]
 
 
-def fastest_step(data, values: dict, classes: int, mixed_precision: str = "auto") -> dict:
+def fastest_step(data, values: dict, classes: int, mixed_precision: str = "auto", steps: int | None = None,
+                 saved: Path | None = None) -> dict | None:
     """`probe` of the model with hyperparameter `values` and a `classes`-way head over this machine's
-    `candidates`, `mixed_precision` being train.mixed_precision."""
+    `candidates`, `mixed_precision` being train.mixed_precision; None when the training's `steps` (at most)
+    are too few for a probe to pay back (`worth_probing`). The result is kept at `saved`: a training resumed
+    after a kill goes on with the setting its backed-up epochs were trained with, without probing again."""
     import tensorflow as tf
 
     from components.cnn import build_model
+    from engine.files import write_json
 
+    if saved is not None and saved.is_file():
+        try:
+            return json.loads(saved.read_text())
+        except ValueError:
+            pass  # written atomically, so only a damaged disk gets here: probe again
     settings = candidates(gpu=bool(tf.config.list_logical_devices("GPU")), mixed_precision=mixed_precision)
-    return probe(lambda s: build_model(values, classes=classes, **compiled(s, mixed_precision)), data, settings)
+    if steps is not None and not worth_probing(steps, len(settings)):
+        log.info("  step probe skipped: %d training steps at most, too few to pay back its own", steps)
+        return None
+    result = probe(lambda s: build_model(values, classes=classes, **compiled(s, mixed_precision)), data, settings)
+    if saved is not None:
+        write_json(saved, result)
+    return result
 
 
 def compiled(setting: dict, mixed_precision: str = "auto") -> dict:

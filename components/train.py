@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from components import checkpoint, train_report
-from components.speed import PLAIN, compiled, fastest_step
+from components.speed import PLAIN, SAVED, compiled, fastest_step
 from components.train_callbacks import backup, resumable
 from components.budget import plateau_passes, planned_epochs, planned_schedule, training_end
 from components.devices import agree, distribution_strategy, input_device, lost_worker, multi_worker, prepare
@@ -172,7 +172,8 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     if whole and examples.counts["eval"] < train.batch_size:
         raise DataError(f"eval split: {examples.counts['eval']} examples, fewer than one batch of "
                         f"{train.batch_size}; a multi-device strategy needs at least one full batch")
-    speed = fastest_step(data, hyperparameters.values, len(classes), train.mixed_precision) \
+    most = min(train.epochs, plateau or train.epochs) * math.ceil(examples.counts["train"] / train.batch_size)
+    speed = fastest_step(data, hyperparameters.values, len(classes), train.mixed_precision, most, work / SAVED) \
         if end is not None and where is None and not whole and not train.deterministic else None
     setting = speed["chosen"] if speed else PLAIN
     with strategy.scope():

@@ -45,6 +45,9 @@ def test_budgeted_training_probes_its_step_and_records_the_choice(examples, gene
 
     monkeypatch.setattr(speed, "bfloat16_native", lambda: True)
     monkeypatch.setattr(speed, "choose", lambda settings, step_ms: settings[-1])  # bfloat16, 16 steps a call
+    monkeypatch.setattr(speed, "WARMUP", 16)
+    monkeypatch.setattr(speed, "TIMED", 16)
+    monkeypatch.setattr(speed, "PAYS_BACK", 0)  # 2 epochs of tiny data are fewer steps than a probe pays back
     model = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path, seed=seed, budget=3600.0,
                   deadline=time.time() + 3600, train=TrainConfig(epochs=2, batch_size=64, schedule="cosine"))
     probed = model.plan["speed"]
@@ -57,6 +60,11 @@ def test_budgeted_training_probes_its_step_and_records_the_choice(examples, gene
     plain = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path / "plain", seed=seed,
                   train=TrainConfig(epochs=1, batch_size=64))
     assert plain.plan["speed"] is None
+    # Nor is a training too short to pay a probe back.
+    monkeypatch.setattr(speed, "PAYS_BACK", 10)
+    short = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path / "short", seed=seed, budget=3600.0,
+                  deadline=time.time() + 3600, train=TrainConfig(epochs=1, batch_size=64, schedule="cosine"))
+    assert short.plan["speed"] is None
 
 
 def test_budgeted_training_ends_where_the_search_curves_flatten(examples, generic_schema, tmp_path, seed):
@@ -67,3 +75,18 @@ def test_budgeted_training_ends_where_the_search_curves_flatten(examples, generi
     model = train(examples, generic_schema, searched, out_dir=tmp_path, seed=seed, budget=3600.0,
                   deadline=time.time() + 3600, train=TrainConfig(epochs=10_000, batch_size=64, schedule="cosine"))
     assert (model.plan["ended"], model.plan["epochs_run"], model.plan["plateau_epochs"]) == ("plateau", 1, 1)
+
+
+def test_a_resumed_training_keeps_the_setting_it_was_probed_with(tmp_path, monkeypatch):
+    runs = []
+    chosen = {"precision": "mixed_bfloat16", "steps_per_execution": 16}
+    monkeypatch.setattr(speed, "probe", lambda build, data, settings: runs.append(1) or
+                        {"chosen": chosen, "step_ms": {}, "probe_seconds": 1.0})
+    saved = tmp_path / "work" / speed.SAVED
+    first = speed.fastest_step(None, REFERENCE, 10, steps=10**6, saved=saved)
+    # After a kill the machine may measure otherwise; the epochs backed up were trained with the first choice.
+    monkeypatch.setattr(speed, "probe", lambda build, data, settings: runs.append(1) or {"chosen": speed.PLAIN})
+    again = speed.fastest_step(None, REFERENCE, 10, steps=10**6, saved=saved)
+    assert first == again and again["chosen"] == chosen and len(runs) == 1
+    assert speed.fastest_step(None, REFERENCE, 10, steps=10, saved=tmp_path / "short.json") is None
+    assert not (tmp_path / "short.json").exists() and len(runs) == 1
