@@ -5,12 +5,12 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from engine import errors
+from engine.child import last_error_line, supervise
 from engine.progress import Bar, follow
 
 log = logging.getLogger("pipeline")
@@ -39,33 +39,20 @@ def run(examples, schema, hyperparameters, *, out_dir: Path, train, work: Path, 
     for name in ("result.json", "log.txt", "progress.json"):
         paths[name].unlink(missing_ok=True)
     env = {**os.environ, ENV: "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
-    from components.trial import _die_with_parent
+    seen = [0]
 
-    seen = 0
-    with open(paths["stderr.log"], "w") as stderr, Bar("train", total=1, unit="batches") as bar:
-        child = subprocess.Popen([sys.executable, "-m", "components.train_process", str(folder)],
-                                 stdout=subprocess.DEVNULL, stderr=stderr, env=env, preexec_fn=_die_with_parent)
-        try:
-            while True:
-                try:
-                    code = child.wait(timeout=0.5)
-                except subprocess.TimeoutExpired:
-                    code = None
-                seen = _relay(paths["log.txt"], seen)
-                follow(paths["progress.json"], bar)
-                if code is not None:
-                    break
-        except BaseException:  # interrupted: training stops with the run, not when this process exits
-            child.kill()
-            child.wait()
-            raise
+    def watch():
+        seen[0] = _relay(paths["log.txt"], seen[0])
+        follow(paths["progress.json"], bar)
+
+    with Bar("train", total=1, unit="batches") as bar:
+        code = supervise("components.train_process", [str(folder)], env, paths["stderr.log"], watch)
     result = json.loads(paths["result.json"].read_text()) if paths["result.json"].is_file() else {}
     if "error" in result:
         kind = getattr(errors, result["error"], None)
         raise (kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError)(result["message"])
     if code != 0 or "model" not in result:
-        lines = [line for line in paths["stderr.log"].read_text(errors="replace").splitlines() if line.strip()]
-        raise RuntimeError(f"training process exited with {code}: {lines[-1] if lines else 'no output'}")
+        raise RuntimeError(f"training process exited with {code}: {last_error_line(paths['stderr.log'])}")
     return Model.from_dict(result["model"])
 
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.child import last_error_line, supervise
 from engine.failpoints import failpoint
 from engine.progress import Bar, follow
 
@@ -59,41 +59,16 @@ def run_in_subprocess(spec: TrialSpec, work: Path, label: str = "trial") -> dict
     # A trial is one process: TF_CONFIG describes the final training's cluster, not the trial's.
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")
-    # stderr goes to a file, not a pipe: the parent polls for progress and must never block the child.
-    with open(errors_path, "w") as errors, Bar(label, total=spec.epochs, unit="batches") as bar:
-        child = subprocess.Popen([sys.executable, "-m", "components.trial", str(spec_path), str(result_path),
-                                  str(progress_path)], stdout=subprocess.DEVNULL, stderr=errors, env=env,
-                                 preexec_fn=_die_with_parent)
-        try:
-            while True:
-                try:
-                    code = child.wait(timeout=0.5)
-                    break
-                except subprocess.TimeoutExpired:
-                    follow(progress_path, bar)
-        except BaseException:  # interrupted: the trial stops with the search, not when this process exits
-            child.kill()
-            child.wait()
-            raise
+    with Bar(label, total=spec.epochs, unit="batches") as bar:
+        code = supervise("components.trial", [str(spec_path), str(result_path), str(progress_path)], env,
+                         errors_path, watch=lambda: follow(progress_path, bar))
     if code != 0 or not result_path.is_file():
-        lines = [line for line in errors_path.read_text(errors="replace").splitlines() if line.strip()]
+        lines = errors_path.read_text(errors="replace").splitlines()
         failed = [json.loads(line[len(DISK_ERROR):]) for line in lines if line.startswith(DISK_ERROR)]
         if failed:
             raise OSError(*failed[-1])
-        raise RuntimeError(f"trial process exited with {code}: {lines[-1] if lines else 'no output'}")
+        raise RuntimeError(f"trial process exited with {code}: {last_error_line(errors_path)}")
     return json.loads(result_path.read_text())
-
-
-def _die_with_parent() -> None:
-    """Runs in the trial process before it starts: a tuner killed with SIGKILL takes its trial along (Linux),
-    so a resumed search never races an orphaned trial for the same checkpoint."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _epoch_timer(seconds: list[float]):
