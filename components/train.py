@@ -114,7 +114,8 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     learning rate to 0 over the epochs planned instead, without early stopping. Under a whole-build `budget`
     ending at `deadline`, training plans the epochs that finish before the budget's reserve
     (`components.budget.training_end`) and starts no epoch it cannot finish; the first always runs. It also
-    plans no more epochs than the search's learning curves say still add accuracy (`ended: plateau`).
+    plans no more epochs than the search's learning curves say still add accuracy (`ended: plateau`), when
+    the search ran on these examples.
     With `train.warm_start`, training starts from the best trial's weights when its search ran on these
     examples (`warm_start_weights`). TensorBoard logs go under `run_dir/tensorboard/train`.
 
@@ -130,7 +131,9 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     from components.cnn import REFERENCE
 
     learning_rate = hyperparameters.values.get("learning_rate", REFERENCE["learning_rate"])
-    passes = plateau_passes(hyperparameters.trials, hyperparameters.fraction) if end is not None else None
+    # A search reused from other examples (same schema) has curves of other data: they set no plateau here.
+    curves = end is not None and hyperparameters.examples == examples.fingerprint
+    passes = plateau_passes(hyperparameters.trials, hyperparameters.fraction) if curves else None
     plateau = max(1, math.ceil(passes)) if passes is not None and passes < train.epochs else None
     if where is not None and os.environ.get("PIPELINE_TRAIN_PROCESS") != "1":
         from components import train_process

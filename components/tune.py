@@ -45,6 +45,7 @@ class HyperParameters(Artifact):
     # prediction); or no_workers (a distributed search's chief left without any)
     ended: str = ""
     fraction: float = 1.0  # the share of the train split the trials trained on
+    examples: str = ""  # the fingerprint of the Examples the trials ran on: their curves describe those
     kind: ClassVar[str] = "HyperParameters"
 
     @staticmethod
@@ -171,6 +172,7 @@ def tune(examples: Examples, schema: Schema, *, out_dir: Path, tune: TuneConfig,
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return HyperParameters(uri=str(out_dir), fingerprint="", tuner=tune.tuner, values=best, allotted=allotted,
                            trials=trials, ended=tuner.ended, fraction=fraction, weights=weights,
+                           examples=examples.fingerprint,
                            search=search_key(schema, tune, batch_size, seed),
                            weights_examples=examples.fingerprint if weights else "")
 

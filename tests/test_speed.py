@@ -1,4 +1,5 @@
 """Tests of the step probe (steps per call, bfloat16) and of a bfloat16 model kept computing in float32."""
+import dataclasses
 import time
 
 import numpy as np
@@ -71,10 +72,15 @@ def test_budgeted_training_ends_where_the_search_curves_flatten(examples, generi
     flat = {"trial_id": "00", "status": "COMPLETED", "score": 0.9, "curve": [[0, 0.9], [1, 0.9], [2, 0.9]],
             "epoch_seconds": 1.0}
     searched = HyperParameters(uri="", fingerprint="x", tuner="hyperband", values=dict(REFERENCE), trials=(flat,),
-                               fraction=0.25)
+                               fraction=0.25, examples=examples.fingerprint)
     model = train(examples, generic_schema, searched, out_dir=tmp_path, seed=seed, budget=3600.0,
                   deadline=time.time() + 3600, train=TrainConfig(epochs=10_000, batch_size=64, schedule="cosine"))
     assert (model.plan["ended"], model.plan["epochs_run"], model.plan["plateau_epochs"]) == ("plateau", 1, 1)
+    # A search reused from other examples: its curves describe other data and set no plateau.
+    reused = dataclasses.replace(searched, examples="other")
+    model = train(examples, generic_schema, reused, out_dir=tmp_path / "reused", seed=seed, budget=3600.0,
+                  deadline=time.time() + 3600, train=TrainConfig(epochs=2, batch_size=64, schedule="cosine"))
+    assert (model.plan["ended"], model.plan["epochs_run"], model.plan["plateau_epochs"]) == ("epochs", 2, None)
 
 
 def test_a_resumed_training_keeps_the_setting_it_was_probed_with(tmp_path, monkeypatch):

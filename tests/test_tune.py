@@ -163,7 +163,7 @@ def test_final_training_starts_from_the_best_trials_weights(examples, generic_sc
               tune=TuneConfig(tuner="random", max_trials=2, max_epochs=2))
     from components import checkpoint
 
-    assert (hp.weights, hp.weights_examples) == ("best.weights.npz", examples.fingerprint)
+    assert (hp.weights, hp.weights_examples, hp.examples) == ("best.weights.npz",) + (examples.fingerprint,) * 2
     model = build_model(hp.values)
     checkpoint.load_weights(model, tmp_path / "hp" / hp.weights)
     scored = model.evaluate(make_dataset(examples.file_pattern("eval"), 32), verbose=0, return_dict=True)
