@@ -88,7 +88,7 @@ def _pipeline(budget: float, dataset: str, root: Path) -> dict:
     return {"test_accuracy": (summary.get("evaluation") or {}).get("accuracy"), "seconds": seconds,
             "budget_used": {"seconds": seconds, "share": round(seconds / budget, 3)},
             "status": summary["status"], "trials": len(trials), "search_ended": tuning.get("ended"),
-            "training_ended": plan.get("ended"), "speed": plan.get("speed"),
+            "training_ended": plan.get("ended"), "speed": plan.get("speed"), "shift": plan.get("shift"),
             "epochs": sum(t.get("epochs") or 0 for t in trials) + plan.get("epochs_run", 0),
             "search_seconds": summary["components"].get("tune", {}).get("seconds"),
             "training_epochs": plan.get("epochs_run"), "best": (summary.get("tuning") or {}).get("best_hyperparameters"),

@@ -1,6 +1,7 @@
 """The CNN search space: a KerasTuner HyperModel whose default values are the user's reference model."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import keras
@@ -106,9 +107,11 @@ def build_model(values: dict[str, Any], mixed_precision: bool | str = False, cla
                          steps_per_execution=steps_per_execution).build(hp)
 
 
-def in_float32(model: keras.Model, values: dict[str, Any], classes: int) -> keras.Model:
-    """`model` computing in float32: the same weights in a model built without a mixed policy (a model
-    trained in bfloat16 is evaluated and served in float32, so it loses no accuracy to rounding)."""
+def in_float32(model: keras.Model | str, values: dict[str, Any], classes: int) -> keras.Model:
+    """`model` (or the one saved at that path) computing in float32: the same weights in a model built without a
+    mixed policy (a model trained in bfloat16 is evaluated and served in float32, so it loses no accuracy to
+    rounding)."""
+    model = keras.models.load_model(model) if isinstance(model, (str, os.PathLike)) else model
     if all(layer.compute_dtype in ("float32", None) for layer in model.layers if hasattr(layer, "compute_dtype")):
         return model
     plain = build_model(values, classes=classes)

@@ -49,7 +49,8 @@ def probe(build, data, settings: list[dict]) -> dict:
     fastest, unless it is within `GAIN` of the first (plain) one. The models are thrown away.
 
     Returns:
-        {"chosen": setting, "step_ms": {name: milliseconds per step}, "probe_seconds": seconds spent}.
+        {"chosen": setting, "step_ms": {name: milliseconds per step}, "probe_seconds": seconds spent,
+        "at": when it ended (wall-clock seconds)}.
 
     Example:
         >>> result = probe(lambda s: build_model(REFERENCE, **s), batches, candidates(gpu=False))  # doctest: +SKIP
@@ -64,7 +65,8 @@ def probe(build, data, settings: list[dict]) -> dict:
         step_ms[_name(setting)] = round(1000 * (time.perf_counter() - began) / TIMED, 2)
         del model
     chosen = choose(settings, step_ms)
-    result = {"chosen": chosen, "step_ms": step_ms, "probe_seconds": round(time.monotonic() - start, 1)}
+    result = {"chosen": chosen, "step_ms": step_ms, "probe_seconds": round(time.monotonic() - start, 1),
+              "at": round(time.time(), 2)}
     log.info("  step probe: %s; chosen %s (%.0fs)", ", ".join(f"{k} {v} ms" for k, v in step_ms.items()),
              _name(chosen), result["probe_seconds"])
     return result
@@ -121,6 +123,16 @@ def compiled(setting: dict, mixed_precision: str = "auto") -> dict:
     precision = setting["precision"]
     return {"mixed_precision": precision if precision != "float32" else mixed_precision_enabled(mixed_precision),
             "steps_per_execution": setting["steps_per_execution"]}
+
+
+def chosen_ms(result: dict) -> float:
+    """The milliseconds a step of a probe `result`'s chosen setting.
+
+    Example:
+        >>> chosen_ms({"chosen": PLAIN, "step_ms": {"float32/spe1": 12.5}})
+        12.5
+    """
+    return result["step_ms"][_name(result["chosen"])]
 
 
 def _name(setting: dict) -> str:

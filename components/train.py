@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 from components import checkpoint, train_report
 from components.speed import PLAIN, SAVED, compiled, fastest_step
 from components.train_callbacks import backup, resumable
-from components.budget import plateau_passes, planned_epochs, planned_schedule, training_end
+from components.budget import plateau_passes, planned_epochs, planned_schedule, planned_shift, training_end
 from components.devices import agree, distribution_strategy, input_device, lost_worker, multi_worker, prepare
 from components.ingest import Examples
 from components.schema import Schema, classes_of
@@ -66,10 +67,11 @@ class TrainConfig:
                           help="learning rate over training: constant, or cosine decay over the epochs planned; "
                                "auto: cosine under --budget")
     warm_start: bool = True  # start from the best trial's weights when the search ran on the same examples
-    # Off by default, with or without a budget: on Fashion-MNIST they cost the reference model accuracy within
-    # a 15-minute budget (README, "Whole-build budget").
-    shift: int = param(0, low=0, high=8, flag="--shift", help="augmentation: move each training image by up to N "
-                       "pixels each way")
+    # Unset: components.budget.planned_shift (on for a long budgeted training, whose model would otherwise
+    # learn its training images by heart).
+    shift: int | None = param(None, low=0, high=8, flag="--shift", help="augmentation: move each training image by "
+                              "up to N pixels each way", default_help="1 under --budget for a training the step "
+                              "probe expects to make 50 passes or more, else 0")
     label_smoothing: float = param(0.0, low=0, below=1, flag="--label-smoothing",
                                    help="spread this share of each label over all classes")
 
@@ -115,7 +117,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     ending at `deadline`, training plans the epochs that finish before the budget's reserve
     (`components.budget.training_end`) and starts no epoch it cannot finish; the first always runs. It also
     plans no more epochs than the search's learning curves say still add accuracy (`ended: plateau`), when
-    the search ran on these examples.
+    the search ran on these examples, and moves its images when long (`components.budget.planned_shift`).
     With `train.warm_start`, training starts from the best trial's weights when its search ran on these
     examples (`warm_start_weights`). TensorBoard logs go under `run_dir/tensorboard/train`.
 
@@ -162,10 +164,11 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
         tf.config.experimental.enable_op_determinism()
     device, whole = input_device(strategy), strategy.num_replicas_in_sync > 1
     # Every worker reads the examples in the same order and takes its part of each batch.
-    data = make_dataset(examples.file_pattern("train"), train.batch_size, shuffle=True, seed=seed,
-                        shuffle_buffer=max(1, examples.counts["train"]),
-                        deterministic=train.deterministic or where is not None, device=device, drop_remainder=whole,
-                        classes=len(classes), shard_by_data=where is not None, shift=train.shift)
+    training_data = functools.partial(make_dataset, examples.file_pattern("train"), train.batch_size, shuffle=True,
+                                      seed=seed, shuffle_buffer=max(1, examples.counts["train"]), device=device,
+                                      deterministic=train.deterministic or where is not None, drop_remainder=whole,
+                                      classes=len(classes), shard_by_data=where is not None)
+    data = training_data(shift=train.shift or 0)
     validation = make_dataset(examples.file_pattern("eval"), train.batch_size, device=device, drop_remainder=whole,
                               classes=len(classes), shard_by_data=where is not None)
     _same_everywhere(strategy, examples, hyperparameters, train, seed, end is not None)
@@ -175,10 +178,14 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     if whole and examples.counts["eval"] < train.batch_size:
         raise DataError(f"eval split: {examples.counts['eval']} examples, fewer than one batch of "
                         f"{train.batch_size}; a multi-device strategy needs at least one full batch")
-    most = min(train.epochs, plateau or train.epochs) * math.ceil(examples.counts["train"] / train.batch_size)
+    per_epoch = math.ceil(examples.counts["train"] / train.batch_size)
+    most = min(train.epochs, plateau or train.epochs) * per_epoch
     speed = fastest_step(data, hyperparameters.values, len(classes), train.mixed_precision, most, work / SAVED) \
         if end is not None and where is None and not whole and not train.deterministic else None
     setting = speed["chosen"] if speed else PLAIN
+    shift = planned_shift(train.shift, speed, per_epoch, end)
+    if shift != (train.shift or 0):
+        data = training_data(shift=shift)
     with strategy.scope():
         model = build_model(hyperparameters.values, classes=len(classes), label_smoothing=train.label_smoothing,
                             **compiled(setting, train.mixed_precision))
@@ -233,14 +240,15 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
             raise lost from None
         ended = progress.ended or "epochs"
     result = _result(progress, ended, classes, out_dir, schedule, train, end, warm, speed,
-                     hyperparameters.values if setting["precision"] != "float32" else None)
+                     hyperparameters.values if setting["precision"] != "float32" else None, shift)
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return result
 
 
 def _result(progress, ended: str, classes: tuple[str, ...], out_dir: Path, schedule: str, train: TrainConfig,
-            end: float | None, warm: str | None, speed: dict | None = None, mixed: dict | None = None) -> Model:
+            end: float | None, warm: str | None, speed: dict | None = None, mixed: dict | None = None,
+            shift: int | None = None) -> Model:
     """The Model of a training that ended: its best epoch's model copied into `out_dir`, its history and plan.
     A model trained under a mixed policy chosen by the probe (`mixed`: its hyperparameter values) is kept
     computing in float32."""
@@ -250,16 +258,14 @@ def _result(progress, ended: str, classes: tuple[str, ...], out_dir: Path, sched
             "best_epoch": progress.best_epoch + 1, "epoch_seconds": [row["seconds"] for row in rows],
             "learning_rates": [row.get("learning_rate") for row in rows],
             "end": round(end, 2) if end is not None else None, "warm_start": warm is not None,
-            "plateau_epochs": progress.plateau, "speed": speed}
+            "plateau_epochs": progress.plateau, "speed": speed, "shift": train.shift or 0 if shift is None else shift}
     result = Model(uri=str(out_dir), fingerprint="", history=history, classes=classes, plan=plan)
     if mixed is None:
         shutil.copyfile(progress.best_path, result.path)
     else:
-        import keras
-
         from components.cnn import in_float32
 
-        in_float32(keras.models.load_model(progress.best_path), mixed, len(classes)).save(result.path)
+        in_float32(progress.best_path, mixed, len(classes)).save(result.path)
     return result
 
 
@@ -288,7 +294,7 @@ def _gate(model: Model, cfg):
     return Stop("trained") if where is not None and not where.chief else None
 
 
-# 5: the epoch backup is components.checkpoint's
-COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="5",
+# 6: a long budgeted training moves its images (train.shift unset)
+COMPONENT = Component(name="train", fn=train, inputs=(Examples, Schema, HyperParameters), output=Model, version="6",
                       settings=TrainConfig, params=_params, summary=summarize, report=train_report.report_section,
                       source_key=_member, gate=_gate)

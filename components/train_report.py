@@ -28,4 +28,6 @@ def report_section(summary: dict[str, Any], outputs) -> tuple[str, str, str]:
                  f"{html.escape(', '.join(f'{k} {v} ms' for k, v in speed['step_ms'].items()))}; trained with "
                  f"{html.escape(chosen['precision'])}, {chosen['steps_per_execution']} steps a call "
                  "(the model kept computes in float32).</p>")
+    if plan.get("shift"):
+        said += f"<p>Each training image moved by up to {plan['shift']} pixels each way (augmentation).</p>"
     return "training", "Training", f"{said}{key('train', 'validation')}<div class='grid'>{curves}</div>"

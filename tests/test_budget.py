@@ -159,3 +159,17 @@ def test_a_budgeted_search_ranks_its_trials_by_prediction_and_ends_at_its_platea
     assert [epoch for epoch, _ in reference["curve"]] == list(range(reference["epochs"]))
     assert reference["score"] == max(score for _, score in reference["curve"]) and reference["epoch_seconds"] > 0
     assert 0 < reference["predicted"] <= 1
+
+
+def test_a_long_budgeted_training_moves_its_images_unless_the_user_says_otherwise():
+    probed = {"chosen": {"precision": "mixed_bfloat16", "steps_per_execution": 16},
+              "step_ms": {"float32/spe1": 20.0, "mixed_bfloat16/spe16": 8.0}, "at": 1000.0}
+    # 8 ms a step, 422 steps an epoch: 3.4 s an epoch, so 50 passes take 169 s from the probe's time.
+    assert budget.planned_shift(None, probed, 422, end=1000.0 + 170.0) == budget.AUTO_SHIFT
+    assert budget.planned_shift(None, probed, 422, end=1000.0 + 160.0) == 0
+    assert budget.planned_shift(0, probed, 422, end=10_000.0) == 0  # --shift 0
+    assert budget.planned_shift(3, None, 422, end=None) == 3  # --shift 3, budget or not
+    # No probe (a multi-device or deterministic training), or one saved before probes had a time: as configured.
+    assert budget.planned_shift(None, None, 422, end=10_000.0) == 0
+    assert budget.planned_shift(None, {k: v for k, v in probed.items() if k != "at"}, 422, end=10_000.0) == 0
+    assert budget.planned_shift(None, probed, 422, end=None) == 0

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from components import speed
+from components import budget, speed
 from components.cnn import REFERENCE, build_model, in_float32
 from components.train import TrainConfig, train
 from components.tune import HyperParameters
@@ -57,10 +57,12 @@ def test_budgeted_training_probes_its_step_and_records_the_choice(examples, gene
                                       "mixed_bfloat16/spe16"} and all(v > 0 for v in probed["step_ms"].values())
     kept = keras.models.load_model(model.path)
     assert {layer.compute_dtype for layer in kept.layers} == {"float32"}  # evaluated and served in float32
+    # An hour of these tiny epochs is many passes: the images are moved (train.shift unset).
+    assert model.plan["shift"] == budget.AUTO_SHIFT and probed["at"] <= time.time()
     # Without a budget nothing is probed: the user's recipe runs as configured.
     plain = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path / "plain", seed=seed,
                   train=TrainConfig(epochs=1, batch_size=64))
-    assert plain.plan["speed"] is None
+    assert plain.plan["speed"] is None and plain.plan["shift"] == 0
     # Nor is a training too short to pay a probe back.
     monkeypatch.setattr(speed, "PAYS_BACK", 10)
     short = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path / "short", seed=seed, budget=3600.0,
