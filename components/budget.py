@@ -64,19 +64,8 @@ def planned_shift(shift: int | None, speed: dict | None, steps: int, end: float 
         return 0
     from components.speed import chosen_ms
 
-    return AUTO_SHIFT if expected_passes(chosen_ms(speed), steps, speed["at"], end) >= AUGMENT_PASSES else 0
-
-
-def expected_passes(step_ms: float, steps: int, since: float, end: float) -> float:
-    """Passes over the train split (`steps` steps an epoch, `step_ms` milliseconds a step) that fit between
-    `since` and `end` (wall-clock seconds).
-
-    Example:
-        >>> expected_passes(step_ms=10.0, steps=400, since=1000.0, end=1400.0)
-        100.0
-    """
-    epoch_seconds = step_ms * steps / 1000
-    return round(max(0.0, end - since) / epoch_seconds, 1) if epoch_seconds > 0 else math.inf
+    passes = epochs_that_fit(0, chosen_ms(speed) * steps / 1000, speed["at"], end, UNCAPPED)
+    return AUTO_SHIFT if passes >= AUGMENT_PASSES else 0
 
 
 def reserve(budget: float) -> float:

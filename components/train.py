@@ -146,7 +146,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
         ended = finished.stopping() if finished.best_path.is_file() else None
         if ended:
             log.info("  training had ended (%s) before this member was stopped: its files are its output", ended)
-            return _result(finished, ended, classes_of(schema), out_dir, schedule, train, end, warm=None)
+            return _result(finished, ended, classes_of(schema), out_dir, schedule, train, end, None, train.shift or 0)
         return train_process.run(examples, schema, hyperparameters, out_dir=out_dir, train=train, work=work,
                                  seed=seed, budget=budget, run_dir=run_dir, deadline=deadline)
     import keras
@@ -168,7 +168,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
                                       seed=seed, shuffle_buffer=max(1, examples.counts["train"]), device=device,
                                       deterministic=train.deterministic or where is not None, drop_remainder=whole,
                                       classes=len(classes), shard_by_data=where is not None)
-    data = training_data(shift=train.shift or 0)
+    data = training_data(shift=(configured := train.shift or 0))
     validation = make_dataset(examples.file_pattern("eval"), train.batch_size, device=device, drop_remainder=whole,
                               classes=len(classes), shard_by_data=where is not None)
     _same_everywhere(strategy, examples, hyperparameters, train, seed, end is not None)
@@ -184,7 +184,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
         if end is not None and where is None and not whole and not train.deterministic else None
     setting = speed["chosen"] if speed else PLAIN
     shift = planned_shift(train.shift, speed, per_epoch, end)
-    if shift != (train.shift or 0):
+    if shift != configured:
         data = training_data(shift=shift)
     with strategy.scope():
         model = build_model(hyperparameters.values, classes=len(classes), label_smoothing=train.label_smoothing,
@@ -239,16 +239,16 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
                 raise
             raise lost from None
         ended = progress.ended or "epochs"
-    result = _result(progress, ended, classes, out_dir, schedule, train, end, warm, speed,
-                     hyperparameters.values if setting["precision"] != "float32" else None, shift)
+    result = _result(progress, ended, classes, out_dir, schedule, train, end, warm, shift, speed,
+                     hyperparameters.values if setting["precision"] != "float32" else None)
     if work_dir is None:
         shutil.rmtree(work)  # called outside the runner: nothing to resume later
     return result
 
 
 def _result(progress, ended: str, classes: tuple[str, ...], out_dir: Path, schedule: str, train: TrainConfig,
-            end: float | None, warm: str | None, speed: dict | None = None, mixed: dict | None = None,
-            shift: int | None = None) -> Model:
+            end: float | None, warm: str | None, shift: int, speed: dict | None = None,
+            mixed: dict | None = None) -> Model:
     """The Model of a training that ended: its best epoch's model copied into `out_dir`, its history and plan.
     A model trained under a mixed policy chosen by the probe (`mixed`: its hyperparameter values) is kept
     computing in float32."""
@@ -258,7 +258,7 @@ def _result(progress, ended: str, classes: tuple[str, ...], out_dir: Path, sched
             "best_epoch": progress.best_epoch + 1, "epoch_seconds": [row["seconds"] for row in rows],
             "learning_rates": [row.get("learning_rate") for row in rows],
             "end": round(end, 2) if end is not None else None, "warm_start": warm is not None,
-            "plateau_epochs": progress.plateau, "speed": speed, "shift": train.shift or 0 if shift is None else shift}
+            "plateau_epochs": progress.plateau, "speed": speed, "shift": shift}
     result = Model(uri=str(out_dir), fingerprint="", history=history, classes=classes, plan=plan)
     if mixed is None:
         shutil.copyfile(progress.best_path, result.path)

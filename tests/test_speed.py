@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from components import budget, speed
+from components import budget, inputs, speed
 from components.cnn import REFERENCE, build_model, in_float32
 from components.train import TrainConfig, train
 from components.tune import HyperParameters
@@ -49,6 +49,8 @@ def test_budgeted_training_probes_its_step_and_records_the_choice(examples, gene
     monkeypatch.setattr(speed, "WARMUP", 16)
     monkeypatch.setattr(speed, "TIMED", 16)
     monkeypatch.setattr(speed, "PAYS_BACK", 0)  # 2 epochs of tiny data are fewer steps than a probe pays back
+    shifts, made = [], inputs.make_dataset
+    monkeypatch.setattr(inputs, "make_dataset", lambda *a, **k: shifts.append(k.get("shift", 0)) or made(*a, **k))
     model = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path, seed=seed, budget=3600.0,
                   deadline=time.time() + 3600, train=TrainConfig(epochs=2, batch_size=64, schedule="cosine"))
     probed = model.plan["speed"]
@@ -59,6 +61,7 @@ def test_budgeted_training_probes_its_step_and_records_the_choice(examples, gene
     assert {layer.compute_dtype for layer in kept.layers} == {"float32"}  # evaluated and served in float32
     # An hour of these tiny epochs is many passes: the images are moved (train.shift unset).
     assert model.plan["shift"] == budget.AUTO_SHIFT and probed["at"] <= time.time()
+    assert shifts == [0, 0, budget.AUTO_SHIFT]  # probed on the train split as it is, trained on it moved
     # Without a budget nothing is probed: the user's recipe runs as configured.
     plain = train(examples, generic_schema, REFERENCE_HP, out_dir=tmp_path / "plain", seed=seed,
                   train=TrainConfig(epochs=1, batch_size=64))
