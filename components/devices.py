@@ -159,6 +159,19 @@ def agree(strategy, value: float, op: str = "MIN") -> float:
     return float((tf.reduce_min if op == "MIN" else tf.reduce_max)(every))
 
 
+def same_everywhere(strategy, what, differ: str) -> None:
+    """Checks that every worker of `strategy` holds the same `what` (anything JSON can write).
+
+    Raises:
+        ConfigError: `differ` (what the workers hold differs, and what to do about it).
+    """
+    import hashlib
+
+    mine = int(hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:13], 16)  # exact in a float64
+    if agree(strategy, mine, "MIN") != agree(strategy, mine, "MAX"):
+        raise ConfigError(differ)
+
+
 def lost_worker(exc: BaseException, where: Cluster) -> WorkerLost | None:
     """The one-line error for a multi-worker collective that failed because a member is gone, else None."""
     import tensorflow as tf

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -16,7 +15,8 @@ from components import checkpoint, train_report
 from components.speed import PLAIN, SAVED, compiled, fastest_step
 from components.train_callbacks import backup, resumable
 from components.budget import plateau_passes, planned_epochs, planned_schedule, planned_shift, training_end
-from components.devices import agree, distribution_strategy, input_device, lost_worker, multi_worker, prepare
+from components.devices import (agree, distribution_strategy, input_device, lost_worker, multi_worker, prepare,
+                               same_everywhere)
 from components.ingest import Examples
 from components.schema import Schema, classes_of
 from components.tune import HyperParameters
@@ -76,25 +76,6 @@ class TrainConfig:
                                    help="spread this share of each label over all classes")
 
 
-def _same_everywhere(strategy, examples: Examples, hyperparameters: HyperParameters, train: TrainConfig,
-                     seed: int, budgeted: bool) -> None:
-    """Checks that every worker of a multi-worker training trains the same model on the same examples.
-
-    Raises:
-        ConfigError: the workers' data, hyperparameters or settings differ.
-    """
-    import hashlib
-
-    # Under a budget the workers agree on the epochs left after each epoch: all of them, or none.
-    what = json.dumps([examples.fingerprint, hyperparameters.values, dataclasses.asdict(train), seed, budgeted],
-                      sort_keys=True)
-    mine = int(hashlib.sha256(what.encode()).hexdigest()[:13], 16)  # 52 bits: exact in the float64 compared
-    if agree(strategy, mine, "MIN") != agree(strategy, mine, "MAX"):
-        raise ConfigError("train: the workers of the multi-worker training differ in their data, hyperparameters or "
-                          "settings; expected every worker to run the same command on the same data (a shared --root "
-                          "gives them the same search result)")
-
-
 def warm_start_weights(hyperparameters: HyperParameters, examples: Examples) -> str | None:
     """The best trial's weights when its search trained on these examples' train split, else None (a
     search reused from other data, the reference without a search, a trial run on another machine)."""
@@ -137,6 +118,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
     curves = end is not None and hyperparameters.examples == examples.fingerprint
     passes = plateau_passes(hyperparameters.trials, hyperparameters.fraction) if curves else None
     plateau = max(1, math.ceil(passes)) if passes is not None and passes < train.epochs else None
+    configured = train.shift or 0  # without a step probe (components.budget.planned_shift)
     if where is not None and os.environ.get("PIPELINE_TRAIN_PROCESS") != "1":
         from components import train_process
 
@@ -146,7 +128,7 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
         ended = finished.stopping() if finished.best_path.is_file() else None
         if ended:
             log.info("  training had ended (%s) before this member was stopped: its files are its output", ended)
-            return _result(finished, ended, classes_of(schema), out_dir, schedule, train, end, None, train.shift or 0)
+            return _result(finished, ended, classes_of(schema), out_dir, schedule, train, end, None, configured)
         return train_process.run(examples, schema, hyperparameters, out_dir=out_dir, train=train, work=work,
                                  seed=seed, budget=budget, run_dir=run_dir, deadline=deadline)
     import keras
@@ -168,10 +150,14 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
                                       seed=seed, shuffle_buffer=max(1, examples.counts["train"]), device=device,
                                       deterministic=train.deterministic or where is not None, drop_remainder=whole,
                                       classes=len(classes), shard_by_data=where is not None)
-    data = training_data(shift=(configured := train.shift or 0))
+    data = training_data(shift=configured)
     validation = make_dataset(examples.file_pattern("eval"), train.batch_size, device=device, drop_remainder=whole,
                               classes=len(classes), shard_by_data=where is not None)
-    _same_everywhere(strategy, examples, hyperparameters, train, seed, end is not None)
+    # Under a budget the workers agree on the epochs left after each epoch: all of them, or none.
+    same_everywhere(strategy, [examples.fingerprint, hyperparameters.values, dataclasses.asdict(train), seed,
+                               end is not None], "train: the workers of the multi-worker training differ in their "
+                    "data, hyperparameters or settings; expected every worker to run the same command on the same "
+                    "data (a shared --root gives them the same search result)")
     if whole and train.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"train.batch_size {train.batch_size}: expected a multiple of the "
                           f"{strategy.num_replicas_in_sync} devices of the distribution strategy")

@@ -26,7 +26,9 @@ def test_shuffle_is_seeded(examples):
 
 def test_shift_moves_each_image_by_at_most_the_shift_filling_with_zero(examples):
     plain = next(iter(make_dataset(examples.file_pattern("test"), 64)))[0].numpy().reshape(-1, 28, 28)
-    moved = next(iter(make_dataset(examples.file_pattern("test"), 64, shift=2, seed=5)))[0].numpy().reshape(-1, 28, 28)
+    moved = next(iter(make_dataset(examples.file_pattern("test"), 64, shift=2, seed=5)))[0]
+    assert moved.shape == (64, 784)  # the batch's static shape kept
+    moved = moved.numpy().reshape(-1, 28, 28)
     offsets = set()
     for before, after in zip(plain, moved):
         padded = np.pad(before, 2)
