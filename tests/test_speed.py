@@ -3,6 +3,7 @@ import dataclasses
 import time
 
 import numpy as np
+import pytest
 
 from components import budget, inputs, speed
 from components.cnn import REFERENCE, build_model, in_float32
@@ -101,3 +102,61 @@ def test_a_resumed_training_keeps_the_setting_it_was_probed_with(tmp_path, monke
     assert first == again and again["chosen"] == chosen and len(runs) == 1
     assert speed.fastest_step(None, REFERENCE, 10, steps=10, saved=tmp_path / "short.json") is None
     assert not (tmp_path / "short.json").exists() and len(runs) == 1
+
+
+# Run as a script by the test below: trains under an hour's budget, with the probe's settings of the test above.
+KILLED_SCRIPT = """
+import json, os, sys
+from components import speed
+from components.cnn import REFERENCE
+from components.ingest import Examples
+from components.schema import Schema
+from components.train import TrainConfig, train
+from components.tune import HyperParameters
+
+speed.bfloat16_native = lambda: True
+speed.choose = lambda settings, step_ms: settings[-1]
+speed.WARMUP = speed.TIMED = 16
+speed.PAYS_BACK = 0
+if sys.argv[1] == "again":  # the saved probe must be used: probing again would be another choice
+    def probe(*args, **kwargs):
+        raise AssertionError("probed again")
+    speed.probe = probe
+given = json.loads(sys.argv[2])
+os.makedirs(given["out"], exist_ok=True)
+model = train(Examples.from_dict(given["examples"]), Schema.from_dict(given["schema"]),
+              HyperParameters(uri="", fingerprint="x", tuner="none", values=dict(REFERENCE), trials=()),
+              out_dir=given["out"], work_dir=given["work"], seed=0, budget=3600.0, deadline=given["deadline"],
+              train=TrainConfig(epochs=2, batch_size=64, schedule="cosine"))
+print(json.dumps(model.plan))
+"""
+
+
+@pytest.mark.slow
+def test_a_training_killed_between_its_probe_and_its_first_backup_resumes_with_the_probes_choice(
+        examples, generic_schema, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from components import checkpoint
+    from engine.failpoints import ENV
+
+    script = tmp_path / "train_once.py"
+    script.write_text(KILLED_SCRIPT)
+    given = json.dumps({"examples": examples.to_dict(), "schema": generic_schema.to_dict(),
+                        "out": str(tmp_path / "out"), "work": str(tmp_path / "work"), "deadline": time.time() + 3600})
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": repo, ENV: "train.epoch_begin#1=SIGKILL"}  # probed, no epoch backed up
+    killed = subprocess.run([sys.executable, str(script), "first", given], env=env, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    saved = json.loads((tmp_path / "work" / speed.SAVED).read_text())
+    assert not (tmp_path / "work" / checkpoint.NAME).exists()
+    env.pop(ENV)
+    again = subprocess.run([sys.executable, str(script), "again", given], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    plan = json.loads(again.stdout.strip().splitlines()[-1])
+    # The same setting and the same shift as the killed process chose, from its saved probe.
+    assert plan["speed"] == saved and plan["shift"] == budget.AUTO_SHIFT and plan["epochs_run"] == 2
