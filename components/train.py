@@ -128,7 +128,8 @@ def train(examples: Examples, schema: Schema, hyperparameters: HyperParameters, 
         ended = finished.stopping() if finished.best_path.is_file() else None
         if ended:
             log.info("  training had ended (%s) before this member was stopped: its files are its output", ended)
-            return _result(finished, ended, classes_of(schema), out_dir, schedule, train, end, None, configured)
+            return _result(finished, ended, classes_of(schema), out_dir, schedule, train, end, warm=None,
+                           shift=configured)
         return train_process.run(examples, schema, hyperparameters, out_dir=out_dir, train=train, work=work,
                                  seed=seed, budget=budget, run_dir=run_dir, deadline=deadline)
     import keras

@@ -1,14 +1,20 @@
 """Tests of the step probe (steps per call, bfloat16) and of a bfloat16 model kept computing in float32."""
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from components import budget, inputs, speed
+from components import budget, checkpoint, inputs, speed
 from components.cnn import REFERENCE, build_model, in_float32
 from components.train import TrainConfig, train
 from components.tune import HyperParameters
+from engine.failpoints import ENV
 
 REFERENCE_HP = HyperParameters(uri="", fingerprint="x", tuner="none", values=dict(REFERENCE), trials=())
 
@@ -135,15 +141,6 @@ print(json.dumps(model.plan))
 @pytest.mark.slow
 def test_a_training_killed_between_its_probe_and_its_first_backup_resumes_with_the_probes_choice(
         examples, generic_schema, tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from components import checkpoint
-    from engine.failpoints import ENV
-
     script = tmp_path / "train_once.py"
     script.write_text(KILLED_SCRIPT)
     given = json.dumps({"examples": examples.to_dict(), "schema": generic_schema.to_dict(),
