@@ -70,8 +70,7 @@ def _shifter(shift: int, seed: int | None):
         offsets = tf.random.uniform((n, 2), 0, 2 * shift + 1, tf.int32, seed=seed)
         rows, cols = offsets[:, :1] + tf.range(side)[None], offsets[:, 1:] + tf.range(side)[None]
         moved = tf.gather(tf.gather(padded, rows, batch_dims=1), cols, axis=2, batch_dims=1)
-        # The batch's static shape kept, as unmoved batches have it: reshaping to computed sizes loses it.
-        return tf.ensure_shape(tf.reshape(moved, (n, pixels)), images.shape), labels
+        return tf.reshape(moved, (n, pixels)), labels
 
     return shifted
 

@@ -26,9 +26,11 @@ def test_shuffle_is_seeded(examples):
 
 def test_shift_moves_each_image_by_at_most_the_shift_filling_with_zero(examples):
     plain = next(iter(make_dataset(examples.file_pattern("test"), 64)))[0].numpy().reshape(-1, 28, 28)
-    moved = next(iter(make_dataset(examples.file_pattern("test"), 64, shift=2, seed=5)))[0]
-    assert moved.shape == (64, 784)  # the batch's static shape kept
-    moved = moved.numpy().reshape(-1, 28, 28)
+    shifted = make_dataset(examples.file_pattern("test"), 64, shift=2, seed=5)
+    # The moved batches' spec is the unmoved ones' (an eager batch always has its shape: the spec is what a model sees).
+    assert shifted.element_spec[0].shape == make_dataset(examples.file_pattern("test"), 64).element_spec[0].shape
+    assert shifted.element_spec[0].shape[1] == 784
+    moved = next(iter(shifted))[0].numpy().reshape(-1, 28, 28)
     offsets = set()
     for before, after in zip(plain, moved):
         padded = np.pad(before, 2)
